@@ -1,0 +1,1 @@
+return Crisp.Cli.CrispCommand.Run(args);
