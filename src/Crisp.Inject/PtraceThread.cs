@@ -16,6 +16,7 @@ public sealed class PtraceThread : IDisposable
     private readonly BlockingCollection<WorkItem> _queue = new();
     private readonly Thread _thread;
     private volatile bool _disposed;
+    private readonly ManualResetEventSlim _started = new();
 
     private sealed class WorkItem(Action run)
     {
@@ -28,7 +29,11 @@ public sealed class PtraceThread : IDisposable
     {
         _thread = new Thread(Loop) { IsBackground = true, Name = name };
         _thread.Start();
+        _started.Wait();
     }
+
+    /// <summary>The OS thread id of the tracer (what /proc/PID/status shows as TracerPid).</summary>
+    public int Tid { get; private set; }
 
     /// <summary>True when the calling thread is this ptrace thread.</summary>
     public bool IsCurrent => Thread.CurrentThread == _thread;
@@ -61,6 +66,8 @@ public sealed class PtraceThread : IDisposable
 
     private void Loop()
     {
+        Tid = (int)Crisp.Native.LibC.Syscall(Crisp.Native.LibC.SYS_gettid);
+        _started.Set();
         foreach (var item in _queue.GetConsumingEnumerable())
         {
             try { item.Run(); }
