@@ -145,7 +145,17 @@ public sealed class SeizedProcess
 /// <summary>A process and all its descendants, frozen together (parents before children).</summary>
 public sealed class SeizedTree
 {
-    private SeizedTree(List<SeizedProcess> processes) => Processes = processes;
+    private SeizedTree(List<SeizedProcess> processes, List<int> zombies)
+    {
+        Processes = processes;
+        Zombies = zombies;
+    }
+
+    /// <summary>
+    /// Children that had exited but were not yet reaped when the tree froze: a zombie cannot be
+    /// seized (EPERM), and its parent, frozen, will not reap it. The dump records them as zombies.
+    /// </summary>
+    public IReadOnlyList<int> Zombies { get; }
 
     public IReadOnlyList<SeizedProcess> Processes { get; }
     public SeizedProcess Root => Processes[0];
@@ -161,6 +171,7 @@ public sealed class SeizedTree
             var done = new List<SeizedProcess>();
             var seen = new HashSet<int>();
             var queue = new Queue<int>();
+            var zombies = new List<int>();
             queue.Enqueue(rootPid);
             try
             {
@@ -171,6 +182,7 @@ public sealed class SeizedTree
                     SeizedProcess p;
                     try { p = SeizedProcess.Seize(thread, pid, ptraceOptions); }
                     catch (SyscallException e) when (e.Is(Errno.ESRCH) && pid != rootPid) { continue; } // child exited
+                    catch (SyscallException e) when (e.Is(Errno.EPERM) && pid != rootPid && IsZombie(pid)) { zombies.Add(pid); continue; }
                     done.Add(p);
                     foreach (var c in Proc.Children(pid)) queue.Enqueue(c);
                 }
@@ -180,8 +192,14 @@ public sealed class SeizedTree
                 foreach (var p in done) { try { p.Resume(); } catch (SyscallException) { } }
                 throw;
             }
-            return new SeizedTree(done);
+            return new SeizedTree(done, zombies);
         });
+
+    private static bool IsZombie(int pid)
+    {
+        try { return Proc.Stat(pid).State == 'Z'; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
 
     /// <summary>Detaches everything, children first.</summary>
     public void Resume()

@@ -5,7 +5,8 @@
  *
  * Holds MIB MiB of private anonymous memory filled with a pattern (with THREADS > 0,
  * each extra pthread holds its own MIB MiB buffer with its own pattern and counter).
- * Every 10 ms it appends "tick N REALTIME_NS [thread counters]" to LOGFILE (O_APPEND).
+ * Once filled it appends "ready pid=P ... bufs=ADDR:SUM,..." (hex address and checksum of
+ * each buffer). Every 10 ms it appends "tick N REALTIME_NS [thread counters]" to LOGFILE (O_APPEND).
  * On SIGUSR1 it reads one byte of every page of every buffer (timed, the "first touch"
  * after a lazy restore), then verifies every buffer's checksum and appends
  * "check ok touch_ns=T sum=S" or "check BAD ...".
@@ -44,7 +45,7 @@ static uint64_t checksum(const struct buffer *b)
 {
     uint64_t s = 0;
     for (size_t i = 0; i < b->nwords; i++)
-        s = (s << 7 | s >> 57) ^ b->words[i];
+        s = (s ^ b->words[i]) * 0x100000001b3ull;
     return s;
 }
 
@@ -133,15 +134,19 @@ int main(int argc, char **argv)
     for (int k = 1; k < nbufs; k++)
         pthread_create(&tids[k - 1], NULL, worker, &bufs[k]);
 
-    char line[512];
-    snprintf(line, sizeof line, "ready pid=%d mib=%zu threads=%d sum=%016llx\n", getpid(), mib, threads,
-             (unsigned long long)bufs[0].expected);
+    char line[2048];
+    int len = snprintf(line, sizeof line, "ready pid=%d mib=%zu threads=%d sum=%016llx bufs=", getpid(), mib, threads,
+                       (unsigned long long)bufs[0].expected);
+    for (int k = 0; k < nbufs; k++)
+        len += snprintf(line + len, sizeof line - len, "%s%lx:%016llx", k ? "," : "", (unsigned long)bufs[k].words,
+                        (unsigned long long)bufs[k].expected);
+    snprintf(line + len, sizeof line - len, "\n");
     logline(line);
 
     struct timespec tick = {0, 10000000};
     for (uint64_t n = 1;; n++) {
         bufs[0].counter = n;
-        int len = snprintf(line, sizeof line, "tick %llu %llu", (unsigned long long)n,
+        len = snprintf(line, sizeof line, "tick %llu %llu", (unsigned long long)n,
                            (unsigned long long)now_ns(CLOCK_REALTIME));
         for (int k = 1; k < nbufs; k++)
             len += snprintf(line + len, sizeof line - len, " t%d=%llu", k, (unsigned long long)bufs[k].counter);

@@ -65,8 +65,11 @@ public static class Dumper
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++));
 
+        var zombies = tree.Zombies.Select(Zombie).ToList();
+
         // Everything is known and supported: now write.
-        dir.WritePstree(dumps.Select(d => d.Pstree));
+        dir.WritePstree(dumps.Select(d => d.Pstree).Concat(zombies.Select(z => z.Pstree)));
+        foreach (var z in zombies) dir.WriteCore((int)z.Pstree.Pid, z.Core);
         foreach (var d in dumps)
         {
             foreach (var (tid, core) in d.Cores) dir.WriteCore(tid, core);
@@ -146,6 +149,28 @@ public static class Dumper
         };
         pstree.Threads.AddRange(proc.Tasks.Select(t => (uint)t.Tid));
         return new ProcessDump(proc, pstree, ids, cores, mm, vmas, runs, fs, fds);
+    }
+
+    /// <summary>
+    /// An exited, unreaped child: restore recreates it as a child that exits with the same
+    /// status, so its parent can still reap it (CRIU's convention: task_state 3, no mm).
+    /// </summary>
+    private static (PstreeEntry Pstree, CoreEntry Core) Zombie(int pid)
+    {
+        var stat = Proc.Stat(pid);
+        var pstree = new PstreeEntry { Pid = (uint)pid, Ppid = (uint)stat.PPid, Pgid = (uint)stat.Pgrp, Sid = (uint)stat.Session };
+        pstree.Threads.Add((uint)pid);
+        var core = new CoreEntry
+        {
+            Mtype = CoreEntry.Types.March.X8664,
+            Tc = new TaskCoreEntry
+            {
+                TaskState = 3, ExitCode = (uint)stat.ExitCode, Personality = 0, Flags = stat.Flags, BlkSigset = 0,
+                Comm = stat.Comm,
+            },
+        };
+        Log.I($"process {pid} is a zombie (exit status 0x{stat.ExitCode:x}): recorded as such");
+        return (pstree, core);
     }
 
     /// <summary>Namespace ids as CRIU numbers them: small integers, one per distinct namespace inode.</summary>
