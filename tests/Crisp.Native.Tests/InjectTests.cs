@@ -194,28 +194,10 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
     public void A_task_blocked_in_read_gets_a_syscall_and_its_read_restarts()
     {
         var log = _dir["pipe.txt"];
-        var fds = new int[2];
-        unsafe { fixed (int* f = fds) Errno.Check(LibC.pipe2(f, LibC.O_CLOEXEC), "pipe2", "test"); }
-        ChildProcess child;
-        try
-        {
-            int pid = ProcessSpawner.Spawn(new SpawnOptions
-            {
-                Path = _programs.Get("pipe"),
-                Argv = ["pipe", log],
-                Stdin = StdioSource.FromFd(fds[0]),
-                Stdout = StdioSource.DevNull(true),
-                Stderr = StdioSource.DevNull(true),
-            });
-            child = ChildProcess.Adopt(pid);
-        }
-        finally { LibC.close(fds[0]); }
+        var (child, writeEnd) = StartPipeReader(log);
         using var _ = child;
         try
         {
-            Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("ready") && Proc.Stat(child.Pid).State == 'S'));
-            Thread.Sleep(20);
-
             using var pt = new PtraceThread();
             var p = SeizedProcess.Seize(pt, child.Pid);
             var t = p.Leader;
@@ -233,14 +215,95 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
 
             Thread.Sleep(20);
             Assert.Equal("ready\n", Poll.ReadFile(log)); // still blocked, no spurious EINTR/eof
-            unsafe
-            {
-                var msg = "hello\n"u8.ToArray();
-                fixed (byte* m = msg) Errno.Check(LibC.write(fds[1], m, (nuint)msg.Length), "write", "pipe");
-            }
+            WritePipe(writeEnd, "hello\n");
             Assert.True(Poll.Until(() => Poll.ReadFile(log) == "ready\ngot hello\n"), Poll.ReadFile(log));
         }
-        finally { LibC.close(fds[1]); }
+        finally { LibC.close(writeEnd); }
+    }
+
+    private (ChildProcess Child, int WriteEnd) StartPipeReader(string log)
+    {
+        var fds = new int[2];
+        unsafe { fixed (int* f = fds) Errno.Check(LibC.pipe2(f, LibC.O_CLOEXEC), "pipe2", "test"); }
+        ChildProcess child;
+        try
+        {
+            int pid = ProcessSpawner.Spawn(new SpawnOptions
+            {
+                Path = _programs.Get("pipe"),
+                Argv = ["pipe", log],
+                Stdin = StdioSource.FromFd(fds[0]),
+                Stdout = StdioSource.DevNull(true),
+                Stderr = StdioSource.DevNull(true),
+            });
+            child = ChildProcess.Adopt(pid);
+        }
+        finally { LibC.close(fds[0]); }
+        Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("ready") && Proc.Stat(child.Pid).State == 'S'));
+        Thread.Sleep(20);
+        return (child, fds[1]);
+    }
+
+    private static unsafe void WritePipe(int fd, string text)
+    {
+        var msg = System.Text.Encoding.UTF8.GetBytes(text);
+        fixed (byte* m = msg) Errno.Check(LibC.write(fd, m, (nuint)msg.Length), "write", "pipe");
+    }
+
+    [Fact]
+    public void A_signal_arriving_during_an_injected_syscall_is_held_and_delivered_after_detach()
+    {
+        var log = _dir["pipe-signal.txt"];
+        var (child, writeEnd) = StartPipeReader(log);
+        using var _ = child;
+        try
+        {
+            using var pt = new PtraceThread();
+            var p = SeizedProcess.Seize(pt, child.Pid);
+            Assert.Empty(p.Leader.HeldSignals);
+            using (var sys = p.Inject())
+            using (var scratch = sys.MapScratch())
+            {
+                // nanosleep(150 ms) inside the task; SIGUSR1 arrives 30 ms in.
+                var ts = new byte[16];
+                BitConverter.TryWriteBytes(ts.AsSpan(8), 150_000_000L);
+                ulong tsAddr = scratch.Put(ts);
+                var sender = new Thread(() => { Thread.Sleep(30); LibC.kill(child.Pid, LibC.SIGUSR1); });
+                sender.Start();
+                var sw = Stopwatch.StartNew();
+                Assert.Equal(0, sys.Call(35, (long)tsAddr, 0)); // the kernel restarted the interrupted sleep
+                Assert.True(sw.ElapsedMilliseconds >= 140, $"slept {sw.ElapsedMilliseconds} ms");
+                sender.Join();
+            }
+            Assert.Contains(p.Leader.HeldSignals, h => h.Signo == LibC.SIGUSR1);
+            Assert.DoesNotContain("usr1", Poll.ReadFile(log)); // not run while frozen
+            p.Resume();
+            Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("usr1")), "held SIGUSR1 was lost");
+            WritePipe(writeEnd, "after\n");
+            Assert.True(Poll.Until(() => Poll.ReadFile(log).EndsWith("got after\n")), Poll.ReadFile(log));
+        }
+        finally { LibC.close(writeEnd); }
+    }
+
+    [Fact]
+    public void Signals_sent_just_before_seizing_are_never_lost()
+    {
+        var status = _dir["sleep-race.txt"];
+        using var child = ChildProcess.Start(_programs.Get("sleeper"), [status]);
+        int Usr1() => int.Parse(Poll.ReadFile(status).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+        Assert.True(Poll.Until(() => Poll.ReadFile(status).Length > 0));
+        using var pt = new PtraceThread();
+        int held = 0;
+        const int rounds = 15;
+        for (int i = 1; i <= rounds; i++)
+        {
+            LibC.kill(child.Pid, LibC.SIGUSR1);
+            var p = SeizedProcess.Seize(pt, child.Pid);
+            held += p.Leader.HeldSignals.Count;
+            p.Resume();
+            Assert.True(Poll.Until(() => Usr1() == i), $"round {i}: handler ran {Usr1()} times");
+        }
+        _out.WriteLine($"{held} of {rounds} signals were caught in a signal-delivery-stop while seizing");
     }
 
     [Fact]

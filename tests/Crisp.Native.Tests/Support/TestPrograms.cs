@@ -60,14 +60,26 @@ public static class TestPrograms
         }
         """;
 
-    /// <summary>Reads lines from stdin (blocking read on a pipe) and appends "got LINE" to argv[1].</summary>
+    /// <summary>
+    /// Reads lines from stdin (blocking read on a pipe) and appends "got LINE" to argv[1];
+    /// SIGUSR1 (SA_RESTART) appends "usr1".
+    /// </summary>
     public const string PipeReader = """
+        #define _GNU_SOURCE
         #include <stdio.h>
         #include <unistd.h>
         #include <fcntl.h>
         #include <string.h>
+        #include <signal.h>
+        static int fd;
+        static void on_usr1(int s) { (void)s; write(fd, "usr1\n", 5); }
         int main(int argc, char **argv) {
-          int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+          fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+          struct sigaction sa;
+          memset(&sa, 0, sizeof sa);
+          sa.sa_handler = on_usr1;
+          sa.sa_flags = SA_RESTART;
+          sigaction(SIGUSR1, &sa, 0);
           write(fd, "ready\n", 6);
           char buf[256];
           for (;;) {
