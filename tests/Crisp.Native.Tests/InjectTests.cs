@@ -376,4 +376,75 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
             LibC.kill(childPid, LibC.SIGKILL);
         }
     }
+
+    [Fact]
+    public void A_stopped_process_can_be_injected_and_stays_stopped_after_detach()
+    {
+        var status = _dir["stopped.txt"];
+        using var child = ChildProcess.Start(_programs.Get("sleeper"), [status]);
+        ulong Rounds() => ulong.Parse(Poll.ReadFile(status).Split(' ', StringSplitOptions.RemoveEmptyEntries)[0], CultureInfo.InvariantCulture);
+        Assert.True(Poll.Until(() => Poll.ReadFile(status).Length > 0));
+        LibC.kill(child.Pid, LibC.SIGSTOP);
+        Assert.True(Poll.Until(() => Proc.Stat(child.Pid).State == 'T'));
+
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        Assert.True(p.Leader.WasGroupStopped);
+        using (var sys = p.Inject())
+            Assert.Equal(child.Pid, sys.Call(LibC.SYS_getpid));
+        p.Resume();
+
+        var r = Rounds();
+        Thread.Sleep(450);
+        Assert.Equal('T', Proc.Stat(child.Pid).State);
+        Assert.Equal(r, Rounds());
+        LibC.kill(child.Pid, LibC.SIGCONT);
+        Assert.True(Poll.Until(() => Rounds() > r), "did not continue after SIGCONT");
+    }
+
+    [Fact]
+    public void Kill_ends_a_seized_multithreaded_process()
+    {
+        var status = _dir["kill.txt"];
+        using var child = ChildProcess.Start(_programs.Get("threads"), [status]);
+        Assert.True(Poll.Until(() => Proc.Tasks(child.Pid).Count == 5));
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        p.Kill();
+        Assert.All(p.Tasks, t => Assert.True(t.Released));
+        Assert.False(Directory.Exists($"/proc/{child.Pid}")); // reaped: we are its parent
+    }
+
+    [Fact]
+    public void Batched_reads_span_more_than_iov_max_ranges()
+    {
+        var status = _dir["batch.txt"];
+        using var child = ChildProcess.Start(_programs.Get("counter"), [status]);
+        Assert.True(Poll.Until(() => ReadCounter(status).Counter > 1));
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        try
+        {
+            using var sys = p.Inject();
+            const int pages = 64;
+            ulong area = sys.Mmap(0, pages * LibC.PageSize, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS);
+            var data = new byte[pages * LibC.PageSize];
+            new Random(3).NextBytes(data);
+            RemoteMemory.Write(child.Pid, area, data);
+            // 3000 ranges of 40 bytes at scattered offsets, in reverse order.
+            var ranges = Enumerable.Range(0, 3000).Reverse().Select(i => new RemoteRange(area + (ulong)(i * 87), 40)).ToArray();
+            var got = new byte[3000 * 40];
+            RemoteMemory.ReadBatch(child.Pid, ranges, got);
+            for (int k = 0; k < ranges.Length; k++)
+            {
+                int off = (int)(ranges[k].Address - area);
+                Assert.True(data.AsSpan(off, 40).SequenceEqual(got.AsSpan(k * 40, 40)), $"range {k}");
+            }
+            // A range that is not mapped names its address.
+            var ex = Assert.Throws<SyscallException>(() => RemoteMemory.ReadBatch(child.Pid, [new RemoteRange(area, 16), new RemoteRange(8, 16)], got));
+            Assert.Contains("0x8", ex.Message);
+            sys.Munmap(area, pages * LibC.PageSize);
+        }
+        finally { p.Resume(); }
+    }
 }
