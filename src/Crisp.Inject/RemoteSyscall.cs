@@ -38,7 +38,7 @@ public sealed class RemoteSyscall : IDisposable
         (_saved, _savedWord, CodeAddress) = task.Thread.Invoke(() =>
         {
             var regs = PtraceCalls.GetRegs(task.Tid);
-            ulong addr = codeAddress != 0 ? codeAddress : PickCodeAddress(task.Pid, regs.rip);
+            ulong addr = codeAddress != 0 ? codeAddress : PickCodeAddress(task.Tid, regs.rip); // /proc/TID: a zombie leader has empty maps
             ulong word = PtraceCalls.PeekWord(task.Tid, addr);
             ulong patched = (word & ~0xFFFFFFUL) | 0xcc050fUL;
             PtraceCalls.PokeWord(task.Tid, addr, patched);
@@ -46,12 +46,12 @@ public sealed class RemoteSyscall : IDisposable
         });
     }
 
-    private static ulong PickCodeAddress(int pid, ulong rip)
+    private static ulong PickCodeAddress(int tid, ulong rip)
     {
-        var maps = Proc.Maps(pid);
+        var maps = Proc.Maps(tid);
         var exec = maps.Where(v => (v.Prot & LibC.PROT_EXEC) != 0 && !v.IsVsyscall).ToList();
         var here = exec.FirstOrDefault(v => rip >= v.Start && rip < v.End);
-        var pick = here ?? exec.FirstOrDefault() ?? throw new InvalidOperationException($"{pid}: no executable mapping to inject into");
+        var pick = here ?? exec.FirstOrDefault() ?? throw new InvalidOperationException($"{tid}: no executable mapping to inject into");
         return pick.Start;
     }
 

@@ -447,4 +447,27 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
         }
         finally { p.Resume(); }
     }
+
+    [Fact]
+    public void A_process_whose_leader_exited_is_seized_through_its_live_thread()
+    {
+        var status = _dir["zombie.txt"];
+        using var child = ChildProcess.Start(_programs.Get("zombie-leader"), [status]);
+        ulong Count() => ulong.Parse(Poll.ReadFile(status).Trim(), CultureInfo.InvariantCulture);
+        Assert.True(Poll.Until(() => Count() > 2 && Proc.Stat(child.Pid).State == 'Z'));
+
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        Assert.True(p.LeaderIsZombie);
+        var worker = Assert.Single(p.Tasks);
+        Assert.NotEqual(child.Pid, worker.Tid);
+        Assert.Same(worker, p.Leader);
+        using (var sys = p.Inject())
+            Assert.Equal(child.Pid, sys.Call(LibC.SYS_getpid));
+        var c = Count();
+        Thread.Sleep(20);
+        Assert.Equal(c, Count());
+        p.Resume();
+        Assert.True(Poll.Until(() => Count() > c + 2));
+    }
 }

@@ -140,4 +140,32 @@ public static class TestPrograms
           }
         }
         """;
+
+    /// <summary>The main thread leaves with pthread_exit; one worker thread keeps counting into argv[1].</summary>
+    public const string ZombieLeader = """
+        #define _GNU_SOURCE
+        #include <stdio.h>
+        #include <pthread.h>
+        #include <unistd.h>
+        #include <fcntl.h>
+        #include <time.h>
+        static int fd;
+        static void *work(void *arg) {
+          (void)arg;
+          for (unsigned long n = 1;; n++) {
+            char line[64];
+            int len = snprintf(line, sizeof line, "%20lu\n", n);
+            pwrite(fd, line, len, 0);
+            struct timespec ts = { 0, 2 * 1000 * 1000 };
+            nanosleep(&ts, 0);
+          }
+          return 0;
+        }
+        int main(int argc, char **argv) {
+          fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+          pthread_t t;
+          pthread_create(&t, 0, work, 0);
+          pthread_exit(0);
+        }
+        """;
 }
