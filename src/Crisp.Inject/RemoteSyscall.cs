@@ -7,6 +7,11 @@ namespace Crisp.Inject;
 /// <summary>
 /// Runs system calls inside a stopped task.
 ///
+/// Two cautions. Injected calls that set up a restart block (nanosleep, clock_nanosleep, poll or
+/// futex with a timeout) overwrite the task's own: avoid them in a task stopped with
+/// -ERESTART_RESTARTBLOCK. And injectors on two threads of one process patch the same
+/// address unless given distinct ones: dispose them in reverse order.
+///
 /// On creation it saves the task's registers and the 8 bytes at an executable address and
 /// writes <c>syscall; int3</c> (0f 05 cc) there. Each call sets rip to that address, the
 /// syscall number and arguments in rax, rdi, rsi, rdx, r10, r8, r9, and orig_rax = -1: the
@@ -29,6 +34,14 @@ public sealed class RemoteSyscall : IDisposable
     public ulong CodeAddress { get; }
     /// <summary>Number of syscalls run so far.</summary>
     public long Count { get; private set; }
+
+    private readonly List<int> _newTasks = [];
+    /// <summary>
+    /// Tasks created by injected clone/fork/vfork, from PTRACE_EVENT_CLONE/FORK/VFORK (only reported
+    /// when the process was seized with PTRACE_O_TRACECLONE/TRACEFORK). They start in a ptrace stop:
+    /// take them with <see cref="SeizedProcess.AdoptThread"/> or <see cref="SeizedProcess.AdoptProcess"/>.
+    /// </summary>
+    public IReadOnlyList<int> NewTasks => _newTasks;
 
     /// <param name="codeAddress">An executable address with 8 bytes inside its mapping; 0 picks the
     /// start of the executable mapping holding rip, or else the first executable mapping.</param>
@@ -90,9 +103,18 @@ public sealed class RemoteSyscall : IDisposable
                 }
                 if (ev == 0)
                     HoldCurrentSignal(tid, sig);
+                else if (ev is LibC.PTRACE_EVENT_CLONE or LibC.PTRACE_EVENT_FORK or LibC.PTRACE_EVENT_VFORK)
+                    _newTasks.Add(EventMessage(tid));
                 PtraceCalls.Request(LibC.PTRACE_CONT, tid, 0, 0, "PTRACE_CONT");
             }
         });
+    }
+
+    private static unsafe int EventMessage(int tid)
+    {
+        ulong msg;
+        PtraceCalls.Request(LibC.PTRACE_GETEVENTMSG, tid, 0, (nint)(&msg), "PTRACE_GETEVENTMSG");
+        return (int)msg;
     }
 
     private unsafe void HoldCurrentSignal(int tid, int sig)

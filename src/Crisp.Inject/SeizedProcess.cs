@@ -122,6 +122,29 @@ public sealed class SeizedProcess
     }
 
     /// <summary>
+    /// Takes a thread that an injected clone created (auto-attached with PTRACE_O_TRACECLONE):
+    /// waits for its first stop and adds it to <see cref="Tasks"/>. Its registers are the parent's
+    /// at the int3 of the injection: set them before <see cref="Resume"/>.
+    /// </summary>
+    public SeizedTask AdoptThread(int tid) => Thread.Invoke(() =>
+    {
+        var t = new SeizedTask(Thread, Pid, tid);
+        if (!WaitForSeizeStop(t)) throw new SyscallException("adopt", Errno.ESRCH, $"{tid}: exited before its first stop");
+        _tasks.Add(t);
+        return t;
+    });
+
+    /// <summary>Takes a process that an injected fork/clone created (auto-attached with PTRACE_O_TRACEFORK).</summary>
+    public static SeizedProcess AdoptProcess(PtraceThread thread, int pid) => thread.Invoke(() =>
+    {
+        var p = new SeizedProcess(thread, pid);
+        var t = new SeizedTask(thread, pid, pid);
+        if (!WaitForSeizeStop(t)) throw new SyscallException("adopt", Errno.ESRCH, $"{pid}: exited before its first stop");
+        p._tasks.Add(t);
+        return p;
+    });
+
+    /// <summary>
     /// Runs syscalls in a task of this process (the leader by default). Dispose it before
     /// <see cref="Resume"/>: it restores the code bytes and registers it changed.
     /// </summary>

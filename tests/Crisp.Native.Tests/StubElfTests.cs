@@ -88,4 +88,35 @@ public class StubElfTests
             LibC.close(fds[1]);
         }
     }
+
+    [Fact]
+    public void An_injected_clone_gives_the_stub_a_second_thread()
+    {
+        int pid = StubElf.Start();
+        using var child = ChildProcess.Adopt(pid);
+        Assert.True(Poll.Until(() => Proc.Stat(pid).State == 'S'));
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, pid, LibC.PTRACE_O_TRACESYSGOOD | LibC.PTRACE_O_TRACECLONE);
+        ulong stack;
+        int tid;
+        using (var sys = p.Inject())
+        {
+            stack = sys.Mmap(0, 64 * 1024, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS);
+            const long CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800,
+                CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
+            long flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+            tid = (int)sys.Check("clone", LibC.SYS_clone, flags, (long)(stack + 64 * 1024), 0, 0, 0);
+            Assert.Equal([tid], sys.NewTasks);
+        }
+        var t = p.AdoptThread(tid);
+        var regs = t.GetRegs();
+        regs.rip = StubElf.DefaultLoadAddress + StubElf.EntryOffset; // the pause loop
+        regs.rsp = stack + 64 * 1024 - 64;
+        regs.orig_rax = ulong.MaxValue;
+        t.SetRegs(regs);
+        p.Resume();
+        Assert.True(Poll.Until(() => Proc.Tasks(pid).Count == 2 && Proc.Tasks(pid).All(x => Proc.TaskStat(pid, x).State == 'S')),
+            "the new thread does not sit in pause");
+        Assert.Contains(tid, Proc.Tasks(pid));
+    }
 }
