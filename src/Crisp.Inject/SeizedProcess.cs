@@ -75,7 +75,9 @@ public sealed class SeizedProcess
                 }
                 var t = new SeizedTask(Thread, Pid, tid);
                 fresh.Add(t);
-                PtraceCalls.Request(LibC.PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT");
+                // ESRCH here means the thread died after the seize: the wait below reports its exit.
+                if (LibC.ptrace(LibC.PTRACE_INTERRUPT, tid, 0, 0) == -1 && Errno.Last != Errno.ESRCH)
+                    throw new SyscallException("ptrace", Errno.Last, $"PTRACE_INTERRUPT, {tid}");
             }
             if (fresh.Count == 0) break;
             foreach (var t in fresh)
