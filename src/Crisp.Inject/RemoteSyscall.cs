@@ -7,6 +7,11 @@ namespace Crisp.Inject;
 /// <summary>
 /// Runs system calls inside a stopped task.
 ///
+/// Two cautions. Injected calls that set up a restart block (nanosleep, clock_nanosleep, poll or
+/// futex with a timeout) overwrite the task's own: avoid them in a task stopped with
+/// -ERESTART_RESTARTBLOCK. And injectors on two threads of one process patch the same
+/// address unless given distinct ones: dispose them in reverse order.
+///
 /// On creation it saves the task's registers and the 8 bytes at an executable address and
 /// writes <c>syscall; int3</c> (0f 05 cc) there. Each call sets rip to that address, the
 /// syscall number and arguments in rax, rdi, rsi, rdx, r10, r8, r9, and orig_rax = -1: the
@@ -30,6 +35,14 @@ public sealed class RemoteSyscall : IDisposable
     /// <summary>Number of syscalls run so far.</summary>
     public long Count { get; private set; }
 
+    private readonly List<int> _newTasks = [];
+    /// <summary>
+    /// Tasks created by injected clone/fork/vfork, from PTRACE_EVENT_CLONE/FORK/VFORK (only reported
+    /// when the process was seized with PTRACE_O_TRACECLONE/TRACEFORK). They start in a ptrace stop:
+    /// take them with <see cref="SeizedProcess.AdoptThread"/> or <see cref="SeizedProcess.AdoptProcess"/>.
+    /// </summary>
+    public IReadOnlyList<int> NewTasks => _newTasks;
+
     /// <param name="codeAddress">An executable address with 8 bytes inside its mapping; 0 picks the
     /// start of the executable mapping holding rip, or else the first executable mapping.</param>
     internal RemoteSyscall(SeizedTask task, ulong codeAddress)
@@ -38,7 +51,7 @@ public sealed class RemoteSyscall : IDisposable
         (_saved, _savedWord, CodeAddress) = task.Thread.Invoke(() =>
         {
             var regs = PtraceCalls.GetRegs(task.Tid);
-            ulong addr = codeAddress != 0 ? codeAddress : PickCodeAddress(task.Pid, regs.rip);
+            ulong addr = codeAddress != 0 ? codeAddress : PickCodeAddress(task.Tid, regs.rip); // /proc/TID: a zombie leader has empty maps
             ulong word = PtraceCalls.PeekWord(task.Tid, addr);
             ulong patched = (word & ~0xFFFFFFUL) | 0xcc050fUL;
             PtraceCalls.PokeWord(task.Tid, addr, patched);
@@ -46,12 +59,12 @@ public sealed class RemoteSyscall : IDisposable
         });
     }
 
-    private static ulong PickCodeAddress(int pid, ulong rip)
+    private static ulong PickCodeAddress(int tid, ulong rip)
     {
-        var maps = Proc.Maps(pid);
+        var maps = Proc.Maps(tid);
         var exec = maps.Where(v => (v.Prot & LibC.PROT_EXEC) != 0 && !v.IsVsyscall).ToList();
         var here = exec.FirstOrDefault(v => rip >= v.Start && rip < v.End);
-        var pick = here ?? exec.FirstOrDefault() ?? throw new InvalidOperationException($"{pid}: no executable mapping to inject into");
+        var pick = here ?? exec.FirstOrDefault() ?? throw new InvalidOperationException($"{tid}: no executable mapping to inject into");
         return pick.Start;
     }
 
@@ -90,9 +103,18 @@ public sealed class RemoteSyscall : IDisposable
                 }
                 if (ev == 0)
                     HoldCurrentSignal(tid, sig);
+                else if (ev is LibC.PTRACE_EVENT_CLONE or LibC.PTRACE_EVENT_FORK or LibC.PTRACE_EVENT_VFORK)
+                    _newTasks.Add(EventMessage(tid));
                 PtraceCalls.Request(LibC.PTRACE_CONT, tid, 0, 0, "PTRACE_CONT");
             }
         });
+    }
+
+    private static unsafe int EventMessage(int tid)
+    {
+        ulong msg;
+        PtraceCalls.Request(LibC.PTRACE_GETEVENTMSG, tid, 0, (nint)(&msg), "PTRACE_GETEVENTMSG");
+        return (int)msg;
     }
 
     private unsafe void HoldCurrentSignal(int tid, int sig)

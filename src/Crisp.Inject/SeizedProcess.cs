@@ -28,7 +28,11 @@ public sealed class SeizedProcess
     public int Pid { get; }
     /// <summary>Live seized threads, the thread-group leader first.</summary>
     public IReadOnlyList<SeizedTask> Tasks => _tasks;
-    public SeizedTask Leader => _tasks.First(t => t.Tid == Pid);
+    /// <summary>The thread-group leader, or the first live thread when the leader is a zombie
+    /// (it called pthread_exit while other threads run on).</summary>
+    public SeizedTask Leader => _tasks.FirstOrDefault(t => t.Tid == Pid) ?? _tasks[0];
+    /// <summary>The leader thread has exited but the group lives on (it is not seized, and has no registers).</summary>
+    public bool LeaderIsZombie { get; private set; }
 
     /// <summary>PTRACE_O_* options given to PTRACE_SEIZE (default TRACESYSGOOD).</summary>
     public static SeizedProcess Seize(PtraceThread thread, int pid, int ptraceOptions = LibC.PTRACE_O_TRACESYSGOOD) =>
@@ -56,6 +60,13 @@ public sealed class SeizedProcess
             foreach (var tid in tids)
             {
                 if (!known.Add(tid)) continue;
+                // A zombie thread (typically a leader that called pthread_exit) never reports a
+                // ptrace stop: seizing and waiting for it would hang.
+                if (IsZombie(tid))
+                {
+                    if (tid == Pid) LeaderIsZombie = true;
+                    continue;
+                }
                 if (LibC.ptrace(LibC.PTRACE_SEIZE, tid, 0, options) == -1)
                 {
                     int e = Errno.Last;
@@ -64,7 +75,9 @@ public sealed class SeizedProcess
                 }
                 var t = new SeizedTask(Thread, Pid, tid);
                 fresh.Add(t);
-                PtraceCalls.Request(LibC.PTRACE_INTERRUPT, tid, 0, 0, "PTRACE_INTERRUPT");
+                // ESRCH here means the thread died after the seize: the wait below reports its exit.
+                if (LibC.ptrace(LibC.PTRACE_INTERRUPT, tid, 0, 0) == -1 && Errno.Last != Errno.ESRCH)
+                    throw new SyscallException("ptrace", Errno.Last, $"PTRACE_INTERRUPT, {tid}");
             }
             if (fresh.Count == 0) break;
             foreach (var t in fresh)
@@ -72,9 +85,15 @@ public sealed class SeizedProcess
                 if (WaitForSeizeStop(t)) _tasks.Add(t);
             }
         }
-        if (_tasks.Count == 0 || !_tasks.Any(t => t.Tid == Pid))
-            throw new SyscallException("seize", Errno.ESRCH, $"{Pid}: leader not seized");
+        if (_tasks.Count == 0)
+            throw new SyscallException("seize", Errno.ESRCH, $"{Pid}: no live thread to seize");
         _tasks.Sort((a, b) => a.Tid == Pid ? -1 : b.Tid == Pid ? 1 : a.Tid.CompareTo(b.Tid));
+    }
+
+    private bool IsZombie(int tid)
+    {
+        try { return Proc.TaskStat(Pid, tid).State is 'Z' or 'X'; }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { return false; } // seize will say ESRCH
     }
 
     /// <summary>Waits until the task sits in PTRACE_EVENT_STOP; false if it exited.</summary>
@@ -105,6 +124,29 @@ public sealed class SeizedProcess
     }
 
     /// <summary>
+    /// Takes a thread that an injected clone created (auto-attached with PTRACE_O_TRACECLONE):
+    /// waits for its first stop and adds it to <see cref="Tasks"/>. Its registers are the parent's
+    /// at the int3 of the injection: set them before <see cref="Resume"/>.
+    /// </summary>
+    public SeizedTask AdoptThread(int tid) => Thread.Invoke(() =>
+    {
+        var t = new SeizedTask(Thread, Pid, tid);
+        if (!WaitForSeizeStop(t)) throw new SyscallException("adopt", Errno.ESRCH, $"{tid}: exited before its first stop");
+        _tasks.Add(t);
+        return t;
+    });
+
+    /// <summary>Takes a process that an injected fork/clone created (auto-attached with PTRACE_O_TRACEFORK).</summary>
+    public static SeizedProcess AdoptProcess(PtraceThread thread, int pid) => thread.Invoke(() =>
+    {
+        var p = new SeizedProcess(thread, pid);
+        var t = new SeizedTask(thread, pid, pid);
+        if (!WaitForSeizeStop(t)) throw new SyscallException("adopt", Errno.ESRCH, $"{pid}: exited before its first stop");
+        p._tasks.Add(t);
+        return p;
+    });
+
+    /// <summary>
     /// Runs syscalls in a task of this process (the leader by default). Dispose it before
     /// <see cref="Resume"/>: it restores the code bytes and registers it changed.
     /// </summary>
@@ -122,7 +164,7 @@ public sealed class SeizedProcess
     {
         LibC.kill(Pid, LibC.SIGKILL);
         // Non-leader threads first: the leader reports only once the group is empty.
-        foreach (var t in _tasks.Where(t => t.Tid != Pid).Append(Leader))
+        foreach (var t in _tasks.Where(t => t.Tid != Pid).Concat(_tasks.Where(t => t.Tid == Pid)))
         {
             if (t.Released) continue;
             try
@@ -136,6 +178,12 @@ public sealed class SeizedProcess
             }
             catch (SyscallException e) when (e.Is(Errno.ECHILD)) { }
             t.Released = true;
+        }
+        if (LeaderIsZombie)
+        {
+            // Never seized, so only reaped here if we happen to be its parent.
+            try { PtraceCalls.Wait(Pid); }
+            catch (SyscallException e) when (e.Is(Errno.ECHILD)) { }
         }
     });
 

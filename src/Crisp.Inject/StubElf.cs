@@ -92,6 +92,7 @@ public static class StubElf
                 Stdout = stdout ?? StdioSource.DevNull(true),
                 Stderr = stderr ?? StdioSource.DevNull(true),
                 ExtraFds = extraFds ?? [],
+                KeepOpenFds = [fd], // CLOEXEC: gone once the exec has opened it
                 NewSession = newSession,
             });
         }

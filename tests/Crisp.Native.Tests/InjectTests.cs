@@ -62,7 +62,14 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
             const int rounds = 2000;
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < rounds; i++) sys.Call(LibC.SYS_getpid);
-            _out.WriteLine($"injected getpid: {sw.Elapsed.TotalMicroseconds / rounds:F1} us per call");
+            _out.WriteLine($"injected getpid from a test thread: {sw.Elapsed.TotalMicroseconds / rounds:F1} us per call");
+            double onThread = pt.Invoke(() =>
+            {
+                var w = Stopwatch.StartNew();
+                for (int i = 0; i < rounds; i++) sys.Call(LibC.SYS_getpid);
+                return w.Elapsed.TotalMicroseconds / rounds;
+            });
+            _out.WriteLine($"injected getpid on the ptrace thread: {onThread:F1} us per call");
 
             // mmap a read-only area: it appears in maps with the right protection.
             ulong len = 3 * LibC.PageSize;
@@ -187,28 +194,10 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
     public void A_task_blocked_in_read_gets_a_syscall_and_its_read_restarts()
     {
         var log = _dir["pipe.txt"];
-        var fds = new int[2];
-        unsafe { fixed (int* f = fds) Errno.Check(LibC.pipe2(f, LibC.O_CLOEXEC), "pipe2", "test"); }
-        ChildProcess child;
-        try
-        {
-            int pid = ProcessSpawner.Spawn(new SpawnOptions
-            {
-                Path = _programs.Get("pipe"),
-                Argv = ["pipe", log],
-                Stdin = StdioSource.FromFd(fds[0]),
-                Stdout = StdioSource.DevNull(true),
-                Stderr = StdioSource.DevNull(true),
-            });
-            child = ChildProcess.Adopt(pid);
-        }
-        finally { LibC.close(fds[0]); }
+        var (child, writeEnd) = StartPipeReader(log);
         using var _ = child;
         try
         {
-            Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("ready") && Proc.Stat(child.Pid).State == 'S'));
-            Thread.Sleep(20);
-
             using var pt = new PtraceThread();
             var p = SeizedProcess.Seize(pt, child.Pid);
             var t = p.Leader;
@@ -226,14 +215,95 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
 
             Thread.Sleep(20);
             Assert.Equal("ready\n", Poll.ReadFile(log)); // still blocked, no spurious EINTR/eof
-            unsafe
-            {
-                var msg = "hello\n"u8.ToArray();
-                fixed (byte* m = msg) Errno.Check(LibC.write(fds[1], m, (nuint)msg.Length), "write", "pipe");
-            }
+            WritePipe(writeEnd, "hello\n");
             Assert.True(Poll.Until(() => Poll.ReadFile(log) == "ready\ngot hello\n"), Poll.ReadFile(log));
         }
-        finally { LibC.close(fds[1]); }
+        finally { LibC.close(writeEnd); }
+    }
+
+    private (ChildProcess Child, int WriteEnd) StartPipeReader(string log)
+    {
+        var fds = new int[2];
+        unsafe { fixed (int* f = fds) Errno.Check(LibC.pipe2(f, LibC.O_CLOEXEC), "pipe2", "test"); }
+        ChildProcess child;
+        try
+        {
+            int pid = ProcessSpawner.Spawn(new SpawnOptions
+            {
+                Path = _programs.Get("pipe"),
+                Argv = ["pipe", log],
+                Stdin = StdioSource.FromFd(fds[0]),
+                Stdout = StdioSource.DevNull(true),
+                Stderr = StdioSource.DevNull(true),
+            });
+            child = ChildProcess.Adopt(pid);
+        }
+        finally { LibC.close(fds[0]); }
+        Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("ready") && Proc.Stat(child.Pid).State == 'S'));
+        Thread.Sleep(20);
+        return (child, fds[1]);
+    }
+
+    private static unsafe void WritePipe(int fd, string text)
+    {
+        var msg = System.Text.Encoding.UTF8.GetBytes(text);
+        fixed (byte* m = msg) Errno.Check(LibC.write(fd, m, (nuint)msg.Length), "write", "pipe");
+    }
+
+    [Fact]
+    public void A_signal_arriving_during_an_injected_syscall_is_held_and_delivered_after_detach()
+    {
+        var log = _dir["pipe-signal.txt"];
+        var (child, writeEnd) = StartPipeReader(log);
+        using var _ = child;
+        try
+        {
+            using var pt = new PtraceThread();
+            var p = SeizedProcess.Seize(pt, child.Pid);
+            Assert.Empty(p.Leader.HeldSignals);
+            using (var sys = p.Inject())
+            using (var scratch = sys.MapScratch())
+            {
+                // nanosleep(150 ms) inside the task; SIGUSR1 arrives 30 ms in.
+                var ts = new byte[16];
+                BitConverter.TryWriteBytes(ts.AsSpan(8), 150_000_000L);
+                ulong tsAddr = scratch.Put(ts);
+                var sender = new Thread(() => { Thread.Sleep(30); LibC.kill(child.Pid, LibC.SIGUSR1); });
+                sender.Start();
+                var sw = Stopwatch.StartNew();
+                Assert.Equal(0, sys.Call(35, (long)tsAddr, 0)); // the kernel restarted the interrupted sleep
+                Assert.True(sw.ElapsedMilliseconds >= 140, $"slept {sw.ElapsedMilliseconds} ms");
+                sender.Join();
+            }
+            Assert.Contains(p.Leader.HeldSignals, h => h.Signo == LibC.SIGUSR1);
+            Assert.DoesNotContain("usr1", Poll.ReadFile(log)); // not run while frozen
+            p.Resume();
+            Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("usr1")), "held SIGUSR1 was lost");
+            WritePipe(writeEnd, "after\n");
+            Assert.True(Poll.Until(() => Poll.ReadFile(log).EndsWith("got after\n")), Poll.ReadFile(log));
+        }
+        finally { LibC.close(writeEnd); }
+    }
+
+    [Fact]
+    public void Signals_sent_just_before_seizing_are_never_lost()
+    {
+        var status = _dir["sleep-race.txt"];
+        using var child = ChildProcess.Start(_programs.Get("sleeper"), [status]);
+        int Usr1() => int.Parse(Poll.ReadFile(status).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+        Assert.True(Poll.Until(() => Poll.ReadFile(status).Length > 0));
+        using var pt = new PtraceThread();
+        int held = 0;
+        const int rounds = 15;
+        for (int i = 1; i <= rounds; i++)
+        {
+            LibC.kill(child.Pid, LibC.SIGUSR1);
+            var p = SeizedProcess.Seize(pt, child.Pid);
+            held += p.Leader.HeldSignals.Count;
+            p.Resume();
+            Assert.True(Poll.Until(() => Usr1() == i), $"round {i}: handler ran {Usr1()} times");
+        }
+        _out.WriteLine($"{held} of {rounds} signals were caught in a signal-delivery-stop while seizing");
     }
 
     [Fact]
@@ -305,5 +375,99 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
             // The grandchild is not ours to reap: its parent (our child) will, once it dies too.
             LibC.kill(childPid, LibC.SIGKILL);
         }
+    }
+
+    [Fact]
+    public void A_stopped_process_can_be_injected_and_stays_stopped_after_detach()
+    {
+        var status = _dir["stopped.txt"];
+        using var child = ChildProcess.Start(_programs.Get("sleeper"), [status]);
+        ulong Rounds() => ulong.Parse(Poll.ReadFile(status).Split(' ', StringSplitOptions.RemoveEmptyEntries)[0], CultureInfo.InvariantCulture);
+        Assert.True(Poll.Until(() => Poll.ReadFile(status).Length > 0));
+        LibC.kill(child.Pid, LibC.SIGSTOP);
+        Assert.True(Poll.Until(() => Proc.Stat(child.Pid).State == 'T'));
+
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        Assert.True(p.Leader.WasGroupStopped);
+        using (var sys = p.Inject())
+            Assert.Equal(child.Pid, sys.Call(LibC.SYS_getpid));
+        p.Resume();
+
+        var r = Rounds();
+        Thread.Sleep(450);
+        Assert.Equal('T', Proc.Stat(child.Pid).State);
+        Assert.Equal(r, Rounds());
+        LibC.kill(child.Pid, LibC.SIGCONT);
+        Assert.True(Poll.Until(() => Rounds() > r), "did not continue after SIGCONT");
+    }
+
+    [Fact]
+    public void Kill_ends_a_seized_multithreaded_process()
+    {
+        var status = _dir["kill.txt"];
+        using var child = ChildProcess.Start(_programs.Get("threads"), [status]);
+        Assert.True(Poll.Until(() => Proc.Tasks(child.Pid).Count == 5));
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        p.Kill();
+        Assert.All(p.Tasks, t => Assert.True(t.Released));
+        Assert.False(Directory.Exists($"/proc/{child.Pid}")); // reaped: we are its parent
+    }
+
+    [Fact]
+    public void Batched_reads_span_more_than_iov_max_ranges()
+    {
+        var status = _dir["batch.txt"];
+        using var child = ChildProcess.Start(_programs.Get("counter"), [status]);
+        Assert.True(Poll.Until(() => ReadCounter(status).Counter > 1));
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        try
+        {
+            using var sys = p.Inject();
+            const int pages = 64;
+            ulong area = sys.Mmap(0, pages * LibC.PageSize, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS);
+            var data = new byte[pages * LibC.PageSize];
+            new Random(3).NextBytes(data);
+            RemoteMemory.Write(child.Pid, area, data);
+            // 3000 ranges of 40 bytes at scattered offsets, in reverse order.
+            var ranges = Enumerable.Range(0, 3000).Reverse().Select(i => new RemoteRange(area + (ulong)(i * 87), 40)).ToArray();
+            var got = new byte[3000 * 40];
+            RemoteMemory.ReadBatch(child.Pid, ranges, got);
+            for (int k = 0; k < ranges.Length; k++)
+            {
+                int off = (int)(ranges[k].Address - area);
+                Assert.True(data.AsSpan(off, 40).SequenceEqual(got.AsSpan(k * 40, 40)), $"range {k}");
+            }
+            // A range that is not mapped names its address.
+            var ex = Assert.Throws<SyscallException>(() => RemoteMemory.ReadBatch(child.Pid, [new RemoteRange(area, 16), new RemoteRange(8, 16)], got));
+            Assert.Contains("0x8", ex.Message);
+            sys.Munmap(area, pages * LibC.PageSize);
+        }
+        finally { p.Resume(); }
+    }
+
+    [Fact]
+    public void A_process_whose_leader_exited_is_seized_through_its_live_thread()
+    {
+        var status = _dir["zombie.txt"];
+        using var child = ChildProcess.Start(_programs.Get("zombie-leader"), [status]);
+        ulong Count() => ulong.Parse(Poll.ReadFile(status).Trim(), CultureInfo.InvariantCulture);
+        Assert.True(Poll.Until(() => Count() > 2 && Proc.Stat(child.Pid).State == 'Z'));
+
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        Assert.True(p.LeaderIsZombie);
+        var worker = Assert.Single(p.Tasks);
+        Assert.NotEqual(child.Pid, worker.Tid);
+        Assert.Same(worker, p.Leader);
+        using (var sys = p.Inject())
+            Assert.Equal(child.Pid, sys.Call(LibC.SYS_getpid));
+        var c = Count();
+        Thread.Sleep(20);
+        Assert.Equal(c, Count());
+        p.Resume();
+        Assert.True(Poll.Until(() => Count() > c + 2));
     }
 }

@@ -20,7 +20,7 @@ public static unsafe partial class LibC
                 nint n = Errno.Check(readlink(path, p, (nuint)size), "readlink", path);
                 if (n < size) return Encoding.UTF8.GetString(buf, 0, (int)n);
             }
-            if (size >= 65536) throw new SyscallException("readlink", Errno.ENAMETOOLONG, path);
+            if (size >= 65536) throw new SyscallException("readlink", 36 /* ENAMETOOLONG */, path);
             size *= 4;
         }
     }

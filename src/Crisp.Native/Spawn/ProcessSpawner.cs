@@ -31,6 +31,9 @@ public sealed class SpawnOptions
     public StdioSource? Stderr { get; init; }
     /// <summary>Extra fds of ours to pass: (our fd, fd number in the child).</summary>
     public IReadOnlyList<(int Fd, int ChildFd)> ExtraFds { get; init; } = [];
+    /// <summary>Our fds to leave open through <see cref="CloseOtherFds"/> under their own numbers, e.g. a
+    /// CLOEXEC memfd executed as /proc/self/fd/N (it must survive until exec, which then closes it).</summary>
+    public IReadOnlyList<int> KeepOpenFds { get; init; } = [];
     /// <summary>Start the child in a new session (setsid).</summary>
     public bool NewSession { get; init; }
     /// <summary>Close every fd in the child except 0..2 and <see cref="ExtraFds"/> (default true).</summary>
@@ -88,21 +91,21 @@ public static unsafe partial class ProcessSpawner
                 AddStd(fa, o.Stdin, 0, Str, o.Path);
                 AddStd(fa, o.Stdout, 1, Str, o.Path);
                 AddStd(fa, o.Stderr, 2, Str, o.Path);
-                int maxChild = 2;
                 foreach (var (fd, childFd) in o.ExtraFds)
                 {
                     if (childFd <= 2) throw new ArgumentException("extra fds must map to child fd >= 3");
+                    if (o.KeepOpenFds.Contains(childFd)) throw new ArgumentException($"child fd {childFd} would overwrite a kept fd");
                     Check(LibC.posix_spawn_file_actions_adddup2(fa, fd, childFd), "posix_spawn_file_actions_adddup2", o.Path);
-                    maxChild = Math.Max(maxChild, childFd);
                 }
                 if (o.CloseOtherFds)
                 {
-                    // Close everything not asked for: the gaps below maxChild, then all above.
-                    var keep = new HashSet<int>(o.ExtraFds.Select(e => e.ChildFd)) { 0, 1, 2 };
-                    for (int fd = 3; fd < maxChild; fd++)
+                    // Close everything not asked for: the gaps below the highest kept fd, then all above.
+                    var keep = new HashSet<int>(o.ExtraFds.Select(e => e.ChildFd).Concat(o.KeepOpenFds)) { 0, 1, 2 };
+                    int top = keep.Max();
+                    for (int fd = 3; fd < top; fd++)
                         if (!keep.Contains(fd) && IsOpen(fd))
                             Check(LibC.posix_spawn_file_actions_addclose(fa, fd), "posix_spawn_file_actions_addclose", o.Path);
-                    Check(addclosefrom_np(fa, maxChild + 1), "posix_spawn_file_actions_addclosefrom_np", o.Path);
+                    Check(addclosefrom_np(fa, top + 1), "posix_spawn_file_actions_addclosefrom_np", o.Path);
                 }
                 short flags = 0;
                 if (o.NewSession) flags |= LibC.POSIX_SPAWN_SETSID;

@@ -18,9 +18,10 @@ public sealed class CompiledPrograms : IDisposable
                 "pipe" => TestPrograms.PipeReader,
                 "sleeper" => TestPrograms.Sleeper,
                 "forker" => TestPrograms.Forker,
+                "zombie-leader" => TestPrograms.ZombieLeader,
                 _ => throw new ArgumentException(name),
             };
-            return _exe[name] = Gcc.Compile(_dir, name, src, name == "threads" ? "-pthread" : "-O1");
+            return _exe[name] = Gcc.Compile(_dir, name, src, name is "threads" or "zombie-leader" ? "-pthread" : "-O1");
         }
     }
 

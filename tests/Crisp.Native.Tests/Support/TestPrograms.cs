@@ -60,14 +60,26 @@ public static class TestPrograms
         }
         """;
 
-    /// <summary>Reads lines from stdin (blocking read on a pipe) and appends "got LINE" to argv[1].</summary>
+    /// <summary>
+    /// Reads lines from stdin (blocking read on a pipe) and appends "got LINE" to argv[1];
+    /// SIGUSR1 (SA_RESTART) appends "usr1".
+    /// </summary>
     public const string PipeReader = """
+        #define _GNU_SOURCE
         #include <stdio.h>
         #include <unistd.h>
         #include <fcntl.h>
         #include <string.h>
+        #include <signal.h>
+        static int fd;
+        static void on_usr1(int s) { (void)s; write(fd, "usr1\n", 5); }
         int main(int argc, char **argv) {
-          int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+          fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+          struct sigaction sa;
+          memset(&sa, 0, sizeof sa);
+          sa.sa_handler = on_usr1;
+          sa.sa_flags = SA_RESTART;
+          sigaction(SIGUSR1, &sa, 0);
           write(fd, "ready\n", 6);
           char buf[256];
           for (;;) {
@@ -126,6 +138,34 @@ public static class TestPrograms
             struct timespec ts = { 0, 2 * 1000 * 1000 };
             nanosleep(&ts, 0);
           }
+        }
+        """;
+
+    /// <summary>The main thread leaves with pthread_exit; one worker thread keeps counting into argv[1].</summary>
+    public const string ZombieLeader = """
+        #define _GNU_SOURCE
+        #include <stdio.h>
+        #include <pthread.h>
+        #include <unistd.h>
+        #include <fcntl.h>
+        #include <time.h>
+        static int fd;
+        static void *work(void *arg) {
+          (void)arg;
+          for (unsigned long n = 1;; n++) {
+            char line[64];
+            int len = snprintf(line, sizeof line, "%20lu\n", n);
+            pwrite(fd, line, len, 0);
+            struct timespec ts = { 0, 2 * 1000 * 1000 };
+            nanosleep(&ts, 0);
+          }
+          return 0;
+        }
+        int main(int argc, char **argv) {
+          fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+          pthread_t t;
+          pthread_create(&t, 0, work, 0);
+          pthread_exit(0);
         }
         """;
 }
