@@ -163,30 +163,38 @@ internal static unsafe class MemoryDump
 
     /// <summary>
     /// Reads the runs' bytes from the frozen process and writes them to <paramref name="writer"/>,
-    /// in batches of up to <see cref="BatchBytes"/> with one process_vm_readv each.
-    /// Returns the number of pages written.
+    /// in batches of up to <see cref="BatchBytes"/> with one process_vm_readv each. Two buffers
+    /// alternate so that reading the next batch overlaps writing the previous one (two copies
+    /// that each run near memcpy speed, on two cores). Returns the number of pages written.
     /// </summary>
     public static ulong WritePages(int pid, IReadOnlyList<PageRun> runs, PagemapWriter writer)
     {
-        byte* buffer = (byte*)NativeMemory.AlignedAlloc(BatchBytes, PageSize);
+        var buffers = new[] { (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize), (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize) };
+        Task? writing = null;
         try
         {
             var ranges = new List<RemoteRange>();
             var pieces = new List<PageRun>();
             ulong total = 0;
-            int used = 0;
+            int used = 0, current = 0;
             void Flush()
             {
                 if (pieces.Count == 0) return;
-                var dest = new Span<byte>(buffer, used);
-                RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), dest);
-                int off = 0;
-                foreach (var p in pieces)
+                byte* buffer = (byte*)buffers[current];
+                RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), new Span<byte>(buffer, used));
+                writing?.GetAwaiter().GetResult();
+                var batch = pieces.ToArray();
+                writing = Task.Run(() =>
                 {
-                    int len = p.Pages * PageSize;
-                    writer.Write(p.Vaddr, dest.Slice(off, len), p.Flags);
-                    off += len;
-                }
+                    long off = 0;
+                    foreach (var p in batch)
+                    {
+                        int len = p.Pages * PageSize;
+                        writer.Write(p.Vaddr, new ReadOnlySpan<byte>(buffer + off, len), p.Flags);
+                        off += len;
+                    }
+                });
+                current ^= 1;
                 ranges.Clear();
                 pieces.Clear();
                 used = 0;
@@ -209,11 +217,16 @@ internal static unsafe class MemoryDump
                 }
             }
             Flush();
+            writing?.GetAwaiter().GetResult();
+            writing = null;
             return total;
         }
         finally
         {
-            NativeMemory.AlignedFree(buffer);
+            // A failed read must not free a buffer the writer still uses.
+            try { writing?.GetAwaiter().GetResult(); } catch (Exception e) { Log.D($"page write after failure: {e.Message}"); }
+            NativeMemory.AlignedFree((void*)buffers[0]);
+            NativeMemory.AlignedFree((void*)buffers[1]);
         }
     }
 
