@@ -19,7 +19,7 @@ public sealed class RemotePageSourceOptions
 
 /// <summary>
 /// Pages fetched from a page server in lazy mode (CRIU's <c>page-server --lazy-pages</c>, a
-/// <c>dump --lazy-pages</c>, or crisp's own <see cref="Server.PageServer"/>). Every channel is its own
+/// <c>dump --lazy-pages</c>, or crisp's own <see cref="Server.TcpPageServer"/>). Every channel is its own
 /// TCP connection, so an urgent fault on one never queues behind a bulk prefetch on another.
 /// </summary>
 public sealed class RemotePageSource : IPageSource

@@ -169,15 +169,21 @@ internal sealed class PageServerSession
         byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min((ulong)_options.ChunkSize, Math.Max(remaining, 1)));
         try
         {
+            // Whole chunks (a multiple of the page size) go to the writer, never a torn page.
             while (remaining > 0)
             {
                 int want = (int)Math.Min((ulong)buffer.Length, remaining);
-                int n = await _socket.ReceiveAsync(buffer.AsMemory(0, want), SocketFlags.None, token).ConfigureAwait(false);
-                if (n == 0)
-                    throw new PeerGoneException($"connection closed with {remaining} bytes of {iov} still to come");
-                _received += n;
-                _current.WritePages(buffer.AsSpan(0, n));
-                remaining -= (ulong)n;
+                int got = 0;
+                while (got < want)
+                {
+                    int n = await _socket.ReceiveAsync(buffer.AsMemory(got, want - got), SocketFlags.None, token).ConfigureAwait(false);
+                    if (n == 0)
+                        throw new PeerGoneException($"connection closed with {remaining - (ulong)got} bytes of {iov} still to come");
+                    got += n;
+                    _received += n;
+                }
+                _current.WritePages(buffer.AsSpan(0, want));
+                remaining -= (ulong)want;
             }
         }
         finally

@@ -11,7 +11,7 @@ namespace Crisp.PageServer.Server;
 /// several lazy-pages daemons (restores in a row, or a fault channel next to a prefetch channel)
 /// fetch. Each connection is one <see cref="PageServerSession"/>.
 /// </summary>
-public sealed class PageServer : IAsyncDisposable
+public sealed class TcpPageServer : IAsyncDisposable
 {
     private readonly PageServerOptions _options;
     private readonly CancellationTokenSource _stop = new();
@@ -21,7 +21,7 @@ public sealed class PageServer : IAsyncDisposable
     private Task? _acceptLoop;
     private int _nextSessionId;
 
-    public PageServer(PageServerOptions options)
+    public TcpPageServer(PageServerOptions options)
     {
         if (options.Sink is null && options.Source is null)
             throw new ArgumentException("a page server needs a sink (receive mode), a source (lazy mode) or both");
