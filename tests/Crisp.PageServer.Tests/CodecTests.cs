@@ -1,3 +1,4 @@
+using Crisp.Images;
 using Crisp.PageServer.Protocol;
 using Xunit;
 

@@ -1,3 +1,4 @@
+using Crisp.Images;
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;

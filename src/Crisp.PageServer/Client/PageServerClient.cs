@@ -1,3 +1,4 @@
+using Crisp.Images;
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;

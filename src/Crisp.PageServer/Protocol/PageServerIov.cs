@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Crisp.Images;
 
 namespace Crisp.PageServer.Protocol;
 
@@ -34,19 +35,6 @@ public enum PageServerOp : ushort
     Close = 0x1023,
     /// <summary>Like Close, used by CRIU when the socket is shared and might stay open.</summary>
     ForceClose = 0x1024,
-}
-
-/// <summary>Pagemap entry flags (CRIU's PE_*): they travel in ADD_F's cmd and land in the pagemap image.</summary>
-[Flags]
-public enum PagemapFlags : uint
-{
-    None = 0,
-    /// <summary>PE_PARENT: the pages are in the parent (pre-dump) image.</summary>
-    Parent = 1 << 0,
-    /// <summary>PE_LAZY: the pages may be restored lazily.</summary>
-    Lazy = 1 << 1,
-    /// <summary>PE_PRESENT: the pages' bytes are in the pages image (and follow on the wire).</summary>
-    Present = 1 << 2,
 }
 
 /// <summary>The <c>type</c> byte of dst_id.</summary>

@@ -1,3 +1,4 @@
+using Crisp.Images;
 using Crisp.PageServer.Protocol;
 
 namespace Crisp.PageServer.Server;
