@@ -57,7 +57,7 @@ public class LazyModeTests(ITestOutputHelper output)
                 if (n >= 1 << 20)
                 {
                     Interlocked.CompareExchange(ref firstBulkChunk, Stopwatch.GetTimestamp(), 0);
-                    Thread.Sleep(4);
+                    Thread.Sleep(8);
                 }
             },
         };
@@ -69,7 +69,7 @@ public class LazyModeTests(ITestOutputHelper output)
         using var fault = remote.OpenChannel();
 
         long bulkStart = 0, bulkEnd = 0;
-        var big = new byte[256 << 20];
+        var big = new byte[64 << 20];
         var bulkTask = Task.Factory.StartNew(() =>
         {
             bulkStart = Stopwatch.GetTimestamp();
@@ -91,7 +91,7 @@ public class LazyModeTests(ITestOutputHelper output)
         Assert.Equal(-1, PatternPageSource.FirstBadPage(1, 0x10_0000_0000, big));
 
         double Ms(long from, long to) => (to - from) * 1000.0 / Stopwatch.Frequency;
-        output.WriteLine($"bulk 256 MiB: {Ms(bulkStart, bulkEnd):F1} ms; faults answered at " +
+        output.WriteLine($"bulk 64 MiB: {Ms(bulkStart, bulkEnd):F1} ms; faults answered at " +
                          string.Join(", ", faultTimes.Select(f => $"{Ms(bulkStart, f.End):F1} ms ({Ms(f.Start, f.End) * 1000:F0} µs)")));
         // Ordering, not timing: every fault was answered while the bulk transfer was still running.
         Assert.All(faultTimes, f => Assert.True(f.End < bulkEnd, "a fault waited for the bulk transfer to finish"));
