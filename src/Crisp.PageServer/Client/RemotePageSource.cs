@@ -87,6 +87,7 @@ public sealed class RemotePageChannel : IPageChannel
     private readonly EndPoint _server;
     private readonly RemotePageSourceOptions _options;
     private readonly byte[] _header = new byte[PageServerIov.Size];
+    private readonly Queue<(int Pid, ulong Vaddr, int NrPages)> _outstanding = new();
     private Socket? _socket;
     private volatile bool _disposed;
 
@@ -97,8 +98,67 @@ public sealed class RemotePageChannel : IPageChannel
         _options = options;
     }
 
+    /// <summary>GETs sent with <see cref="Request"/> whose answers were not yet taken with <see cref="Receive"/>.</summary>
+    public int Outstanding => _outstanding.Count;
+
+    /// <summary>
+    /// Pipelining for bulk prefetch: sends GET(nrPages, vaddr, pid) without waiting. Answers come
+    /// back in request order and are taken with <see cref="Receive"/>; keep a few requests in
+    /// flight (2-4 of 1-4 MiB) so the link never idles while the caller copies the previous chunk.
+    /// </summary>
+    public void Request(int pid, ulong vaddr, int nrPages)
+    {
+        if (nrPages <= 0) throw new ArgumentOutOfRangeException(nameof(nrPages));
+        if (vaddr % PageServerIov.PageSize != 0)
+            throw new ArgumentException($"vaddr 0x{vaddr:x} is not page aligned", nameof(vaddr));
+        if (_disposed)
+            throw new PageSourceException($"page server {_server}: channel closed");
+        try
+        {
+            var socket = _socket ?? Connect();
+            PageServerIov.Get(pid, vaddr, (ulong)nrPages).WriteTo(_header);
+            TcpTuning.SendAll(socket, _header);
+            _outstanding.Enqueue((pid, vaddr, nrPages));
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            Drop();
+            throw new PageSourceException($"page server {_server}: GET pid {pid} 0x{vaddr:x} ({nrPages} pages) failed: {Describe(e)}", e);
+        }
+    }
+
+    /// <summary>
+    /// Takes the answer to the oldest <see cref="Request"/>, which must be for exactly
+    /// <paramref name="pid"/>, <paramref name="vaddr"/> and destination.Length / 4096 pages.
+    /// A short answer (fewer pages than asked) fails here: use <see cref="Read"/> with servers that shorten.
+    /// </summary>
+    public void Receive(int pid, ulong vaddr, Span<byte> destination)
+    {
+        if (!_outstanding.TryPeek(out var oldest))
+            throw new InvalidOperationException("no outstanding request");
+        if (oldest.Pid != pid || oldest.Vaddr != vaddr || (long)oldest.NrPages * PageServerIov.PageSize != destination.Length)
+            throw new InvalidOperationException(
+                $"answers come in request order: the oldest is pid {oldest.Pid} 0x{oldest.Vaddr:x} ({oldest.NrPages} pages)");
+        try
+        {
+            var socket = _socket ?? throw new ObjectDisposedException(nameof(RemotePageChannel));
+            ulong got = ReceiveReply(socket, pid, vaddr, (ulong)oldest.NrPages, destination);
+            if (got != (ulong)oldest.NrPages)
+                throw new PageServerProtocolException($"the server sent {got} of {oldest.NrPages} pages for a pipelined GET");
+            _outstanding.Dequeue();
+        }
+        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        {
+            Drop();
+            throw new PageSourceException(
+                $"page server {_server}: GET pid {pid} 0x{vaddr:x} ({oldest.NrPages} pages) failed: {Describe(e)}", e);
+        }
+    }
+
     public void Read(int pid, ulong vaddr, Span<byte> destination)
     {
+        if (_outstanding.Count != 0)
+            throw new InvalidOperationException($"{_outstanding.Count} pipelined requests are still outstanding on this channel");
         if (destination.Length == 0 || destination.Length % PageServerIov.PageSize != 0)
             throw new ArgumentException("destination must be a non-empty whole number of 4 KiB pages", nameof(destination));
         if (vaddr % PageServerIov.PageSize != 0)
@@ -117,13 +177,8 @@ public sealed class RemotePageChannel : IPageChannel
                 ulong want = (ulong)destination.Length / PageServerIov.PageSize;
                 PageServerIov.Get(pid, vaddr, want).WriteTo(_header);
                 TcpTuning.SendAll(socket, _header);
-                TcpTuning.ReceiveExactly(socket, _header, "a GET reply header");
-                var reply = PageServerIov.Read(_header);
-                if (reply.Op != PageServerOp.AddF || reply.Vaddr != vaddr || reply.DstId != (ulong)pid
-                    || reply.NrPages == 0 || reply.NrPages > want)
-                    throw new PageServerProtocolException($"GET(pid {pid}, 0x{vaddr:x}, {want} pages) answered with {reply}");
-                int bytes = (int)(reply.NrPages * PageServerIov.PageSize);
-                TcpTuning.ReceiveExactly(socket, destination[..bytes], "page data");
+                ulong got = ReceiveReply(socket, pid, vaddr, want, destination);
+                int bytes = (int)(got * PageServerIov.PageSize);
                 destination = destination[bytes..];
                 vaddr += (ulong)bytes;
             }
@@ -135,6 +190,19 @@ public sealed class RemotePageChannel : IPageChannel
             throw new PageSourceException(
                 $"page server {_server}: GET pid {pid} 0x{vaddr:x} ({nr} pages) failed: {Describe(e)}", e);
         }
+    }
+
+    /// <summary>Reads one ADD_F answer to GET(want, vaddr, pid) and its pages into <paramref name="destination"/>; returns the page count.</summary>
+    private ulong ReceiveReply(Socket socket, int pid, ulong vaddr, ulong want, Span<byte> destination)
+    {
+        TcpTuning.ReceiveExactly(socket, _header, "a GET reply header");
+        var reply = PageServerIov.Read(_header);
+        if (reply.Op != PageServerOp.AddF || reply.Vaddr != vaddr || reply.DstId != (ulong)pid
+            || reply.NrPages == 0 || reply.NrPages > want)
+            throw new PageServerProtocolException($"GET(pid {pid}, 0x{vaddr:x}, {want} pages) answered with {reply}");
+        int bytes = (int)(reply.NrPages * PageServerIov.PageSize);
+        TcpTuning.ReceiveExactly(socket, destination[..bytes], "page data");
+        return reply.NrPages;
     }
 
     internal Socket Connect()
@@ -163,6 +231,7 @@ public sealed class RemotePageChannel : IPageChannel
 
     private void Drop()
     {
+        _outstanding.Clear();
         var s = Interlocked.Exchange(ref _socket, null);
         s?.Dispose();
     }
