@@ -103,3 +103,33 @@ public class CodecTests
         Assert.Equal(new PageServerIov(4, 0, 0, 99UL << 8 | 1), PageServerIov.Open2(PagemapKind.Process, 99));
     }
 }
+
+public class PageServerAddressTests
+{
+    [Theory]
+    [InlineData("127.0.0.1", "127.0.0.1")]
+    [InlineData("::1", "::1")]
+    [InlineData("[::1]", "::1")]
+    [InlineData("0.0.0.0", "0.0.0.0")]
+    public void Listen_literals(string text, string expected)
+    {
+        var ep = PageServerAddress.ParseListen(text, 1234);
+        Assert.Equal(System.Net.IPAddress.Parse(expected), ep.Address);
+        Assert.Equal(1234, ep.Port);
+    }
+
+    [Fact]
+    public void Listen_refuses_names_and_bad_ports()
+    {
+        Assert.Throws<ArgumentException>(() => PageServerAddress.ParseListen("localhost", 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PageServerAddress.ParseListen("::1", 70000));
+        Assert.Equal(System.Net.IPAddress.IPv6Any, PageServerAddress.ParseListen(null, 0).Address);
+    }
+
+    [Fact]
+    public void Resolve_accepts_names()
+    {
+        Assert.True(System.Net.IPAddress.IsLoopback(PageServerAddress.Resolve("localhost", 27).Address));
+        Assert.Throws<ArgumentOutOfRangeException>(() => PageServerAddress.Resolve("::1", 0));
+    }
+}

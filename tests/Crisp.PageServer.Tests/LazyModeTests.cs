@@ -126,6 +126,27 @@ public class LazyModeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Stopping_does_not_hang_on_a_session_stuck_in_its_page_source()
+    {
+        using var release = new ManualResetEventSlim();
+        var entered = new ManualResetEventSlim();
+        var source = new PatternPageSource { BeforeRead = _ => { entered.Set(); release.Wait(30_000); } };
+        var server = new TcpPageServer(new PageServerOptions { EndPoint = Loopback, Source = source, StopGrace = TimeSpan.FromSeconds(1) });
+        server.Start();
+        using var remote = new RemotePageSource(server.LocalEndPoint, new RemotePageSourceOptions { ReceiveTimeout = TimeSpan.FromSeconds(20) });
+        using var channel = remote.OpenChannel();
+        var read = Task.Factory.StartNew(() => channel.Read(2, 0x1000, new byte[4096]), TaskCreationOptions.LongRunning);
+        Assert.True(entered.Wait(5000));
+
+        var sw = Stopwatch.StartNew();
+        await server.StopAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"stop took {sw.Elapsed}");
+        // The client sees the closed socket, not its 20 s timeout.
+        await Assert.ThrowsAsync<PageSourceException>(() => read).WaitAsync(TimeSpan.FromSeconds(5));
+        release.Set();
+    }
+
+    [Fact]
     public async Task A_server_that_stalls_mid_transfer_hits_the_receive_timeout_instead_of_hanging()
     {
         var release = new ManualResetEventSlim();

@@ -23,6 +23,9 @@ public sealed class PageServerOptions
     /// <summary>How long to wait, after acknowledging CLOSE, for the client to close its end.</summary>
     public TimeSpan CloseLingerTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>How long stopping waits for sessions to wind down (one stuck in a page source read cannot be interrupted).</summary>
+    public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Session and error log (one line per event); null is silent.</summary>
     public TextWriter? Log { get; init; }
 }

@@ -25,6 +25,10 @@ namespace Crisp.PageServer.Server;
 // A lazy session ends when the client closes the connection or sends CLOSE.
 internal sealed class PageServerSession
 {
+    // A sanity bound, not a protocol limit: 2^36 pages is 256 TiB, more than any address space
+    // a dump can have, and keeps nr_pages * 4096 far from overflowing.
+    private const ulong MaxPagesPerMessage = 1UL << 36;
+
     private readonly int _id;
     private readonly Socket _socket;
     private readonly PageServerOptions _options;
@@ -160,8 +164,8 @@ internal sealed class PageServerSession
         RequireSink(iov);
         if (iov.DstId != _currentDstId)
             OpenWriter(iov.DstId); // CRIU tolerates I/O without OPEN ("deprecated IO w/o open")
-        if (iov.Vaddr % PageServerIov.PageSize != 0)
-            throw new PageServerProtocolException($"unaligned vaddr in {iov}");
+        if (iov.Vaddr % PageServerIov.PageSize != 0 || iov.NrPages > MaxPagesPerMessage)
+            throw new PageServerProtocolException($"bad entry {iov}");
         _current!.Add(iov.Vaddr, iov.NrPages, flags);
         if ((flags & PagemapFlags.Present) == 0) return;
 
@@ -195,7 +199,7 @@ internal sealed class PageServerSession
     private async Task ServeGetAsync(PageServerIov iov, CancellationToken token)
     {
         var source = _options.Source ?? throw new PageServerProtocolException("GET refused: this page server has no pages to serve");
-        if (iov.NrPages == 0 || iov.Vaddr % PageServerIov.PageSize != 0 || iov.DstId > int.MaxValue)
+        if (iov.NrPages == 0 || iov.NrPages > MaxPagesPerMessage || iov.Vaddr % PageServerIov.PageSize != 0 || iov.DstId > int.MaxValue)
             throw new PageServerProtocolException($"bad request {iov}");
         _gets++;
         _channel ??= source.OpenChannel();

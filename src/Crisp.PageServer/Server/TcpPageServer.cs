@@ -17,6 +17,7 @@ public sealed class TcpPageServer : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly object _lock = new();
     private readonly HashSet<Task> _sessions = new();
+    private readonly HashSet<Socket> _sockets = new();
     private Socket? _listener;
     private Task? _acceptLoop;
     private int _nextSessionId;
@@ -121,9 +122,20 @@ public sealed class TcpPageServer : IAsyncDisposable
         {
             _listener?.Dispose();
             Task[] running;
-            lock (_lock) running = _sessions.ToArray();
-            await Task.WhenAll(running).ConfigureAwait(false);
-            Log("stopped");
+            Socket[] open;
+            lock (_lock)
+            {
+                running = _sessions.ToArray();
+                open = _sockets.ToArray();
+            }
+            // Cancellation ends every socket wait; closing the sockets as well makes clients see the
+            // end at once even when a session is stuck inside a synchronous page-source read.
+            foreach (var s in open) s.Dispose();
+            var all = Task.WhenAll(running);
+            if (await Task.WhenAny(all, Task.Delay(_options.StopGrace)).ConfigureAwait(false) != all)
+                Log($"stopped with {ActiveSessions} sessions still busy in their page source");
+            else
+                Log("stopped");
         }
     }
 
@@ -132,7 +144,11 @@ public sealed class TcpPageServer : IAsyncDisposable
         int id = Interlocked.Increment(ref _nextSessionId);
         var session = new PageServerSession(id, client, _options);
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        lock (_lock) _sessions.Add(tcs.Task);
+        lock (_lock)
+        {
+            _sessions.Add(tcs.Task);
+            _sockets.Add(client);
+        }
         _ = Task.Run(async () =>
         {
             PageServerSessionResult result;
@@ -142,6 +158,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             }
             finally
             {
+                lock (_lock) _sockets.Remove(client);
                 client.Dispose();
             }
             Log(Describe(result));
