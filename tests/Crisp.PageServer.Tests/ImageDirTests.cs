@@ -150,3 +150,56 @@ public sealed class ImageDirTests(Xunit.Abstractions.ITestOutputHelper _output) 
         return output;
     }
 }
+
+public sealed class DumpThroughputTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("crisp-ps-tp-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public async Task A_dump_of_512_MiB_into_an_image_dir_and_a_server_that_stops_after_the_first_session()
+    {
+        var dir = Directory.Exists("/dev/shm") ? Directory.CreateDirectory($"/dev/shm/crisp-ps-tp-{Guid.NewGuid():N}").FullName : _dir;
+        try
+        {
+            await using var server = new TcpPageServer(new PageServerOptions
+            {
+                EndPoint = new IPEndPoint(IPAddress.Loopback, 0),
+                Sink = new ImageDirPagemapSink(new ImageDir(dir)),
+            });
+            server.SessionEnded += _ => server.RequestStop(); // CRIU-like: one session, then exit
+            server.Start();
+
+            var chunk = new byte[4 << 20];
+            const ulong Base = 0x7f00_0000_0000;
+            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+            var sw = Stopwatch.StartNew();
+            using (var client = PageServerClient.Connect(server.LocalEndPoint))
+            {
+                client.OpenPagemap(9000);
+                client.BeginPages(Base, (512 << 20) / 4096);
+                for (int i = 0; i < 128; i++)
+                {
+                    PatternPageSource.Fill(9000, Base + (ulong)i * (ulong)chunk.Length, chunk);
+                    client.WritePageData(chunk);
+                }
+                client.Close();
+            }
+            sw.Stop();
+            var cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu0;
+            output.WriteLine($"512 MiB dump to {dir} (incl. pattern fill): {sw.Elapsed.TotalMilliseconds:F0} ms, " +
+                             $"{512 / sw.Elapsed.TotalSeconds:F0} MB/s, CPU {cpu.TotalMilliseconds:F0} ms (client + server)");
+            await server.Completion.WaitAsync(TimeSpan.FromSeconds(10));
+
+            using var r = new ImageDir(dir).OpenPagemap(9000);
+            Assert.Equal((512UL << 20) / 4096, r.PresentPages);
+            r.Read(Base + (200UL << 20), chunk);
+            Assert.Equal(-1, PatternPageSource.FirstBadPage(9000, Base + (200UL << 20), chunk));
+        }
+        finally
+        {
+            if (dir != _dir) Directory.Delete(dir, recursive: true);
+        }
+    }
+}

@@ -76,7 +76,17 @@ public sealed class TcpPageServer : IAsyncDisposable
             await Completion.ConfigureAwait(false);
     }
 
-    /// <summary>Stops accepting, cancels every session and waits for them to end.</summary>
+    /// <summary>
+    /// Begins stopping without waiting (safe from a <see cref="SessionEnded"/> handler, e.g. to end
+    /// after the first session as CRIU's page server does); <see cref="Completion"/> tells when done.
+    /// </summary>
+    public void RequestStop()
+    {
+        _stop.Cancel();
+        _listener?.Dispose();
+    }
+
+    /// <summary>Stops accepting, cancels every session and waits for them to end. Do not await it inside a SessionEnded handler.</summary>
     public async Task StopAsync()
     {
         _stop.Cancel();
