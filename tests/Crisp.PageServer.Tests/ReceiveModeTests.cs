@@ -60,6 +60,32 @@ public class ReceiveModeTests
         Assert.Equal([(0x10000UL, 1UL, PagemapFlags.Present | PagemapFlags.Lazy)], b.Entries);
         Assert.Equal(run3, b.Pages.ToArray());
         Assert.Empty(sink.Discarded);
+        Assert.True(a.Disposed && b.Disposed, "writers must be released after CLOSE");
+    }
+
+    [Fact]
+    public async Task A_storage_failure_is_its_own_outcome_and_the_dump_gets_no_acknowledgement()
+    {
+        var sink = new MemoryPagemapSink { FailWrites = true };
+        var ended = new ConcurrentQueue<PageServerSessionResult>();
+        await using var server = new TcpPageServer(new PageServerOptions { EndPoint = Loopback, Sink = sink });
+        server.SessionEnded += ended.Enqueue;
+        server.Start();
+
+        using (var client = PageServerClient.Connect(server.LocalEndPoint, TimeSpan.FromSeconds(5)))
+        {
+            client.OpenPagemap(12);
+            Assert.Throws<Crisp.PageServer.Protocol.PeerGoneException>(() =>
+            {
+                client.SendPages(0x1000, Pages(12, 0x1000, 4));
+                client.Close();
+            });
+        }
+        await WaitUntil(() => !ended.IsEmpty);
+        var r = Assert.Single(ended);
+        Assert.Equal(SessionOutcome.StorageError, r.Outcome);
+        Assert.Contains("No space left", r.Error!.Message);
+        Assert.Empty(sink.Committed);
     }
 
     [Fact]

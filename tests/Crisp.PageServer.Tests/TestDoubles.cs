@@ -11,17 +11,23 @@ internal sealed class MemoryPagemapSink : IPagemapSink
 {
     public ConcurrentDictionary<(PagemapKind, ulong), MemoryPagemap> Committed { get; } = new();
     public ConcurrentBag<MemoryPagemap> Discarded { get; } = new();
+    public bool FailWrites { get; set; }
 
     public IPagemapWriter Open(PagemapKind kind, ulong id) => new MemoryPagemap(this, kind, id);
 
     internal sealed class MemoryPagemap(MemoryPagemapSink sink, PagemapKind kind, ulong id) : IPagemapWriter
     {
         private bool _committed;
+        public bool Disposed { get; private set; }
         public List<(ulong Vaddr, ulong NrPages, PagemapFlags Flags)> Entries { get; } = new();
         public MemoryStream Pages { get; } = new();
 
         public void Add(ulong vaddr, ulong nrPages, PagemapFlags flags) => Entries.Add((vaddr, nrPages, flags));
-        public void WritePages(ReadOnlySpan<byte> bytes) => Pages.Write(bytes);
+        public void WritePages(ReadOnlySpan<byte> bytes)
+        {
+            if (sink.FailWrites) throw new IOException("No space left on device");
+            Pages.Write(bytes);
+        }
 
         public void Commit()
         {
@@ -32,6 +38,7 @@ internal sealed class MemoryPagemapSink : IPagemapSink
 
         public void Dispose()
         {
+            Disposed = true;
             if (!_committed) sink.Discarded.Add(this);
         }
     }

@@ -58,8 +58,6 @@ internal sealed class PageServerSession
         {
             remote = _socket.RemoteEndPoint;
             outcome = await ServeAsync(header, token).ConfigureAwait(false);
-            if (outcome == SessionOutcome.Completed)
-                foreach (var w in _writers.Values) w.Commit();
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
@@ -67,6 +65,11 @@ internal sealed class PageServerSession
         }
         catch (PageServerProtocolException e) { outcome = SessionOutcome.ProtocolError; error = e; }
         catch (PageSourceException e) { outcome = SessionOutcome.SourceError; error = e; }
+        catch (Exception e) when (e is ImageException or IOException { InnerException: not System.Net.Sockets.SocketException } or UnauthorizedAccessException)
+        {
+            outcome = SessionOutcome.StorageError;
+            error = e;
+        }
         catch (Exception e) when (SocketErrors.IsPeerGone(e))
         {
             outcome = token.IsCancellationRequested ? SessionOutcome.Cancelled : SessionOutcome.PeerGone;
@@ -127,8 +130,9 @@ internal sealed class PageServerSession
                 case PageServerOp.ForceClose:
                     _forceClose = iov.Op == PageServerOp.ForceClose;
                     // Everything before CLOSE is stored by now (writes are synchronous): acknowledge.
+                    // If storing fails the exception ends the session without an acknowledgement,
+                    // so the dump fails too instead of believing its pages are safe.
                     foreach (var w in _writers.Values) w.Commit();
-                    _writers.Clear();
                     await SendSmallAsync(header, 4, 0, token).ConfigureAwait(false);
                     await AwaitClientCloseAsync(header, token).ConfigureAwait(false);
                     return SessionOutcome.Completed;

@@ -12,6 +12,8 @@ public enum SessionOutcome
     ProtocolError,
     /// <summary>The page source could not deliver requested pages; the connection was closed, as CRIU does.</summary>
     SourceError,
+    /// <summary>Received pages could not be stored (image write failed, disk full); the dump got no acknowledgement.</summary>
+    StorageError,
     /// <summary>The server was stopped while the session ran.</summary>
     Cancelled,
     /// <summary>A bug on our side: an exception nobody expected.</summary>
