@@ -82,15 +82,14 @@ public sealed class TcpPageServer : IAsyncDisposable
     /// </summary>
     public void RequestStop()
     {
-        _stop.Cancel();
+        try { _stop.Cancel(); } catch (ObjectDisposedException) { return; } // already disposed: stopped
         _listener?.Dispose();
     }
 
     /// <summary>Stops accepting, cancels every session and waits for them to end. Do not await it inside a SessionEnded handler.</summary>
     public async Task StopAsync()
     {
-        _stop.Cancel();
-        _listener?.Dispose();
+        RequestStop();
         await Completion.ConfigureAwait(false);
     }
 
