@@ -193,6 +193,23 @@ public class ReceiveModeTests
         }
     }
 
+    [Fact]
+    public async Task The_default_listen_address_takes_ipv4_and_ipv6_clients()
+    {
+        var sink = new MemoryPagemapSink();
+        await using var server = new TcpPageServer(new PageServerOptions { EndPoint = PageServerAddress.ParseListen(null, 0), Sink = sink });
+        server.Start();
+        int port = server.LocalEndPoint.Port;
+        foreach (var (ip, pid) in new[] { (IPAddress.Loopback, 21), (IPAddress.IPv6Loopback, 22) })
+        {
+            using var client = PageServerClient.Connect(new IPEndPoint(ip, port));
+            client.OpenPagemap(pid);
+            client.SendPages(0x1000, Pages(pid, 0x1000, 1));
+            client.Close();
+        }
+        await WaitUntil(() => sink.Committed.Count == 2);
+    }
+
     internal static async Task WaitUntil(Func<bool> condition, int timeoutMs = 10_000)
     {
         var deadline = Environment.TickCount64 + timeoutMs;
