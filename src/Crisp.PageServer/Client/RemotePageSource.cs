@@ -1,0 +1,247 @@
+using System.Net;
+using System.Net.Sockets;
+using Crisp.Images;
+using Crisp.PageServer.Protocol;
+
+namespace Crisp.PageServer.Client;
+
+public sealed class RemotePageSourceOptions
+{
+    /// <summary>Deadline for establishing a channel's connection.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Longest silence tolerated while a reply is due. A fault must never hang: past this the
+    /// read fails with <see cref="PageSourceException"/> and the channel reconnects on next use.
+    /// </summary>
+    public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromSeconds(5);
+}
+
+/// <summary>
+/// Pages fetched from a page server in lazy mode (CRIU's <c>page-server --lazy-pages</c>, a
+/// <c>dump --lazy-pages</c>, or crisp's own <see cref="Server.TcpPageServer"/>). Every channel is its own
+/// TCP connection, so an urgent fault on one never queues behind a bulk prefetch on another.
+/// </summary>
+public sealed class RemotePageSource : IPageSource
+{
+    private readonly EndPoint _server;
+    private readonly RemotePageSourceOptions _options;
+    private readonly HashSet<RemotePageChannel> _channels = new();
+    private bool _disposed;
+
+    public RemotePageSource(EndPoint server, RemotePageSourceOptions? options = null)
+    {
+        _server = server;
+        _options = options ?? new RemotePageSourceOptions();
+    }
+
+    public EndPoint Server => _server;
+
+    /// <summary>Opens a channel and connects it now, so an unreachable server shows up here.</summary>
+    public IPageChannel OpenChannel()
+    {
+        var channel = new RemotePageChannel(this, _server, _options);
+        lock (_channels)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _channels.Add(channel);
+        }
+        try
+        {
+            channel.Connect();
+        }
+        catch
+        {
+            channel.Dispose();
+            throw;
+        }
+        return channel;
+    }
+
+    /// <summary>Closes every open channel; a Read blocked on one of them fails at once.</summary>
+    public void Dispose()
+    {
+        RemotePageChannel[] open;
+        lock (_channels)
+        {
+            _disposed = true;
+            open = _channels.ToArray();
+        }
+        foreach (var c in open) c.Dispose();
+    }
+
+    internal void Forget(RemotePageChannel channel)
+    {
+        lock (_channels) _channels.Remove(channel);
+    }
+}
+
+/// <summary>
+/// One connection to the page server. <see cref="Read"/> sends GET(nr_pages, vaddr, pid) and
+/// receives the ADD_F answer and the bytes straight into the caller's buffer.
+/// Used by one thread at a time (see <see cref="IPageChannel"/>).
+/// </summary>
+public sealed class RemotePageChannel : IPageChannel
+{
+    private readonly RemotePageSource _owner;
+    private readonly EndPoint _server;
+    private readonly RemotePageSourceOptions _options;
+    private readonly byte[] _header = new byte[PageServerIov.Size];
+    private readonly Queue<(int Pid, ulong Vaddr, int NrPages)> _outstanding = new();
+    private Socket? _socket;
+    private volatile bool _disposed;
+
+    internal RemotePageChannel(RemotePageSource owner, EndPoint server, RemotePageSourceOptions options)
+    {
+        _owner = owner;
+        _server = server;
+        _options = options;
+    }
+
+    /// <summary>GETs sent with <see cref="Request"/> whose answers were not yet taken with <see cref="Receive"/>.</summary>
+    public int Outstanding => _outstanding.Count;
+
+    /// <summary>
+    /// Pipelining for bulk prefetch: sends GET(nrPages, vaddr, pid) without waiting. Answers come
+    /// back in request order and are taken with <see cref="Receive"/>; keep a few requests in
+    /// flight (2-4 of 1-4 MiB) so the link never idles while the caller copies the previous chunk.
+    /// </summary>
+    public void Request(int pid, ulong vaddr, int nrPages)
+    {
+        if (nrPages <= 0) throw new ArgumentOutOfRangeException(nameof(nrPages));
+        if (vaddr % PageServerIov.PageSize != 0)
+            throw new ArgumentException($"vaddr 0x{vaddr:x} is not page aligned", nameof(vaddr));
+        if (_disposed)
+            throw new PageSourceException($"page server {_server}: channel closed");
+        try
+        {
+            var socket = _socket ?? Connect();
+            PageServerIov.Get(pid, vaddr, (ulong)nrPages).WriteTo(_header);
+            TcpTuning.SendAll(socket, _header);
+            _outstanding.Enqueue((pid, vaddr, nrPages));
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            Drop();
+            throw new PageSourceException($"page server {_server}: GET pid {pid} 0x{vaddr:x} ({nrPages} pages) failed: {Describe(e)}", e);
+        }
+    }
+
+    /// <summary>
+    /// Takes the answer to the oldest <see cref="Request"/>, which must be for exactly
+    /// <paramref name="pid"/>, <paramref name="vaddr"/> and destination.Length / 4096 pages.
+    /// A short answer (fewer pages than asked) fails here: use <see cref="Read"/> with servers that shorten.
+    /// </summary>
+    public void Receive(int pid, ulong vaddr, Span<byte> destination)
+    {
+        if (!_outstanding.TryPeek(out var oldest))
+            throw new InvalidOperationException("no outstanding request");
+        if (oldest.Pid != pid || oldest.Vaddr != vaddr || (long)oldest.NrPages * PageServerIov.PageSize != destination.Length)
+            throw new InvalidOperationException(
+                $"answers come in request order: the oldest is pid {oldest.Pid} 0x{oldest.Vaddr:x} ({oldest.NrPages} pages)");
+        try
+        {
+            var socket = _socket ?? throw new ObjectDisposedException(nameof(RemotePageChannel));
+            ulong got = ReceiveReply(socket, pid, vaddr, (ulong)oldest.NrPages, destination);
+            if (got != (ulong)oldest.NrPages)
+                throw new PageServerProtocolException($"the server sent {got} of {oldest.NrPages} pages for a pipelined GET");
+            _outstanding.Dequeue();
+        }
+        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        {
+            Drop();
+            throw new PageSourceException(
+                $"page server {_server}: GET pid {pid} 0x{vaddr:x} ({oldest.NrPages} pages) failed: {Describe(e)}", e);
+        }
+    }
+
+    public void Read(int pid, ulong vaddr, Span<byte> destination)
+    {
+        if (_outstanding.Count != 0)
+            throw new InvalidOperationException($"{_outstanding.Count} pipelined requests are still outstanding on this channel");
+        if (destination.Length == 0 || destination.Length % PageServerIov.PageSize != 0)
+            throw new ArgumentException("destination must be a non-empty whole number of 4 KiB pages", nameof(destination));
+        if (vaddr % PageServerIov.PageSize != 0)
+            throw new ArgumentException($"vaddr 0x{vaddr:x} is not page aligned", nameof(vaddr));
+        if (_disposed)
+            throw new PageSourceException($"page server {_server}: channel closed");
+
+        ulong nr = (ulong)destination.Length / PageServerIov.PageSize;
+        try
+        {
+            var socket = _socket ?? Connect();
+            // The server may answer with fewer pages than asked (CRIU's does when a request
+            // crosses the end of what it holds); ask again for the rest.
+            while (!destination.IsEmpty)
+            {
+                ulong want = (ulong)destination.Length / PageServerIov.PageSize;
+                PageServerIov.Get(pid, vaddr, want).WriteTo(_header);
+                TcpTuning.SendAll(socket, _header);
+                ulong got = ReceiveReply(socket, pid, vaddr, want, destination);
+                int bytes = (int)(got * PageServerIov.PageSize);
+                destination = destination[bytes..];
+                vaddr += (ulong)bytes;
+            }
+        }
+        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        {
+            // The stream position is unknown now: drop the connection; the next Read reconnects.
+            Drop();
+            throw new PageSourceException(
+                $"page server {_server}: GET pid {pid} 0x{vaddr:x} ({nr} pages) failed: {Describe(e)}", e);
+        }
+    }
+
+    /// <summary>Reads one ADD_F answer to GET(want, vaddr, pid) and its pages into <paramref name="destination"/>; returns the page count.</summary>
+    private ulong ReceiveReply(Socket socket, int pid, ulong vaddr, ulong want, Span<byte> destination)
+    {
+        TcpTuning.ReceiveExactly(socket, _header, "a GET reply header");
+        var reply = PageServerIov.Read(_header);
+        if (reply.Op != PageServerOp.AddF || reply.Vaddr != vaddr || reply.DstId != (ulong)pid
+            || reply.NrPages == 0 || reply.NrPages > want)
+            throw new PageServerProtocolException($"GET(pid {pid}, 0x{vaddr:x}, {want} pages) answered with {reply}");
+        int bytes = (int)(reply.NrPages * PageServerIov.PageSize);
+        TcpTuning.ReceiveExactly(socket, destination[..bytes], "page data");
+        return reply.NrPages;
+    }
+
+    internal Socket Connect()
+    {
+        try
+        {
+            var socket = TcpTuning.Connect(_server, _options.ConnectTimeout);
+            socket.ReceiveTimeout = (int)Math.Max(1, _options.ReceiveTimeout.TotalMilliseconds);
+            socket.SendTimeout = socket.ReceiveTimeout;
+            _socket = socket;
+            if (_disposed) Drop(); // lost a race with Dispose
+            return socket;
+        }
+        catch (SocketException e)
+        {
+            throw new PageSourceException($"page server {_server}: cannot connect: {Describe(e)}", e);
+        }
+    }
+
+    public void Dispose()
+    {
+        _disposed = true;
+        Drop();
+        _owner.Forget(this);
+    }
+
+    private void Drop()
+    {
+        _outstanding.Clear();
+        var s = Interlocked.Exchange(ref _socket, null);
+        s?.Dispose();
+    }
+
+    private string Describe(Exception e) => e switch
+    {
+        SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock } =>
+            $"no answer within {_options.ReceiveTimeout.TotalSeconds:0.###} s",
+        SocketException se => se.SocketErrorCode.ToString(),
+        ObjectDisposedException => "channel closed",
+        _ => e.Message,
+    };
+}

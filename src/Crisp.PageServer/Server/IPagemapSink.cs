@@ -1,0 +1,30 @@
+using Crisp.Images;
+using Crisp.PageServer.Protocol;
+
+namespace Crisp.PageServer.Server;
+
+/// <summary>
+/// Where a receiving page server puts what a dump sends: one pagemap (plus its pages) per
+/// OPEN2'd dst_id. The images-directory sink writes pagemap-PID.img and pages-N.img as a local
+/// dump would; tests may keep them in memory.
+/// </summary>
+public interface IPagemapSink
+{
+    /// <summary>Starts the pagemap of <paramref name="kind"/>/<paramref name="id"/> (a pid for processes).</summary>
+    IPagemapWriter Open(PagemapKind kind, ulong id);
+}
+
+/// <summary>
+/// Receives one pagemap's entries in order. After <see cref="Add"/> with <see cref="PagemapFlags.Present"/>,
+/// exactly nrPages * 4096 bytes arrive through <see cref="WritePages"/>, possibly in several pieces.
+/// <see cref="Commit"/> is called once the client's CLOSE arrived; disposing without Commit means the
+/// session failed and whatever was written must not look like a finished image.
+/// </summary>
+public interface IPagemapWriter : IDisposable
+{
+    void Add(ulong vaddr, ulong nrPages, PagemapFlags flags);
+
+    void WritePages(ReadOnlySpan<byte> bytes);
+
+    void Commit();
+}

@@ -1,0 +1,31 @@
+using System.Net;
+using Crisp.Images;
+
+namespace Crisp.PageServer.Server;
+
+public sealed class PageServerOptions
+{
+    /// <summary>Address and port to listen on (IPv4 or IPv6 literal; port 0 picks a free one).</summary>
+    public required IPEndPoint EndPoint { get; init; }
+
+    /// <summary>Receive mode (what <c>crisp dump --page-server</c> sends): where pagemaps go. Null refuses OPEN/ADD.</summary>
+    public IPagemapSink? Sink { get; init; }
+
+    /// <summary>Lazy mode: where GET requests are answered from. Null refuses GET.</summary>
+    public IPageSource? Source { get; init; }
+
+    /// <summary>When >= 0: one zero byte is written to this fd once the server listens, then the fd is closed (CRIU's --status-fd).</summary>
+    public int StatusFd { get; init; } = -1;
+
+    /// <summary>Largest single socket write (and source read) when answering a GET; also the receive chunk.</summary>
+    public int ChunkSize { get; init; } = 1 << 20;
+
+    /// <summary>How long to wait, after acknowledging CLOSE, for the client to close its end.</summary>
+    public TimeSpan CloseLingerTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long stopping waits for sessions to wind down (one stuck in a page source read cannot be interrupted).</summary>
+    public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Session and error log (one line per event); null is silent.</summary>
+    public TextWriter? Log { get; init; }
+}

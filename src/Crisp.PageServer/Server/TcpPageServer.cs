@@ -1,0 +1,225 @@
+using System.Net;
+using System.Net.Sockets;
+using Crisp.Native;
+using Crisp.PageServer.Protocol;
+
+namespace Crisp.PageServer.Server;
+
+/// <summary>
+/// A page server speaking CRIU's protocol. Unlike CRIU's, which serves one connection and exits,
+/// it accepts any number of connections, concurrently, until stopped: a dump may send while
+/// several lazy-pages daemons (restores in a row, or a fault channel next to a prefetch channel)
+/// fetch. Each connection is one <see cref="PageServerSession"/>.
+/// </summary>
+public sealed class TcpPageServer : IAsyncDisposable
+{
+    private readonly PageServerOptions _options;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly object _lock = new();
+    private readonly HashSet<Task> _sessions = new();
+    private readonly HashSet<Socket> _sockets = new();
+    private Socket? _listener;
+    private Task? _acceptLoop;
+    private int _nextSessionId;
+
+    public TcpPageServer(PageServerOptions options)
+    {
+        if (options.Sink is null && options.Source is null)
+            throw new ArgumentException("a page server needs a sink (receive mode), a source (lazy mode) or both");
+        if (options.ChunkSize < PageServerIov.PageSize || options.ChunkSize % PageServerIov.PageSize != 0)
+            throw new ArgumentException("ChunkSize must be a positive multiple of 4096");
+        _options = options;
+    }
+
+    /// <summary>The address actually bound (the real port when 0 was asked for). Valid after <see cref="Start"/>.</summary>
+    public IPEndPoint LocalEndPoint =>
+        (IPEndPoint)(_listener?.LocalEndPoint ?? throw new InvalidOperationException("page server not started"));
+
+    /// <summary>Called once per finished session (any outcome), from the session's task.</summary>
+    public event Action<PageServerSessionResult>? SessionEnded;
+
+    public int ActiveSessions { get { lock (_lock) return _sessions.Count; } }
+
+    /// <summary>Completes when the accept loop and every session have ended.</summary>
+    public Task Completion => _acceptLoop ?? Task.CompletedTask;
+
+    /// <summary>Binds, listens, reports readiness on the status fd and starts accepting. Returns at once.</summary>
+    public void Start()
+    {
+        if (_listener is not null) throw new InvalidOperationException("page server already started");
+        var ep = _options.EndPoint;
+        var listener = new Socket(ep.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            if (ep.AddressFamily == AddressFamily.InterNetworkV6 && ep.Address.Equals(IPAddress.IPv6Any))
+                listener.DualMode = true;
+            listener.Bind(ep);
+            listener.Listen(128);
+        }
+        catch
+        {
+            listener.Dispose();
+            throw;
+        }
+        _listener = listener;
+        Log($"listening on {LocalEndPoint} ({Mode})");
+        if (_options.StatusFd >= 0) ReportReady(_options.StatusFd);
+        _acceptLoop = AcceptLoopAsync();
+    }
+
+    /// <summary>Starts (if needed) and runs until <paramref name="cancellationToken"/> fires, then stops cleanly.</summary>
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        if (_listener is null) Start();
+        using (cancellationToken.Register(() => _stop.Cancel()))
+            await Completion.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Begins stopping without waiting (safe from a <see cref="SessionEnded"/> handler, e.g. to end
+    /// after the first session as CRIU's page server does); <see cref="Completion"/> tells when done.
+    /// </summary>
+    public void RequestStop()
+    {
+        try { _stop.Cancel(); } catch (ObjectDisposedException) { return; } // already disposed: stopped
+        _listener?.Dispose();
+    }
+
+    /// <summary>Stops accepting, cancels every session and waits for them to end. Do not await it inside a SessionEnded handler.</summary>
+    public async Task StopAsync()
+    {
+        RequestStop();
+        await Completion.ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync().ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    private string Mode => (_options.Sink, _options.Source) switch
+    {
+        (not null, not null) => "receive and lazy",
+        (not null, null) => "receive",
+        _ => "lazy",
+    };
+
+    private async Task AcceptLoopAsync()
+    {
+        var token = _stop.Token;
+        try
+        {
+            while (!token.IsCancellationRequested)
+            {
+                Socket client;
+                try
+                {
+                    client = await _listener!.AcceptAsync(token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) { break; }
+                catch (ObjectDisposedException) { break; }
+                catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset)
+                {
+                    continue; // the client gave up before we accepted: not our problem
+                }
+                StartSession(client, token);
+            }
+        }
+        finally
+        {
+            _listener?.Dispose();
+            Task[] running;
+            Socket[] open;
+            lock (_lock)
+            {
+                running = _sessions.ToArray();
+                open = _sockets.ToArray();
+            }
+            // Cancellation ends every socket wait; closing the sockets as well makes clients see the
+            // end at once even when a session is stuck inside a synchronous page-source read.
+            foreach (var s in open) s.Dispose();
+            var all = Task.WhenAll(running);
+            if (await Task.WhenAny(all, Task.Delay(_options.StopGrace)).ConfigureAwait(false) != all)
+                Log($"stopped with {ActiveSessions} sessions still busy in their page source");
+            else
+                Log("stopped");
+        }
+    }
+
+    private void StartSession(Socket client, CancellationToken token)
+    {
+        int id = Interlocked.Increment(ref _nextSessionId);
+        var session = new PageServerSession(id, client, _options);
+        var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_lock)
+        {
+            _sessions.Add(tcs.Task);
+            _sockets.Add(client);
+        }
+        _ = Task.Run(async () =>
+        {
+            PageServerSessionResult result;
+            try
+            {
+                result = await session.RunAsync(token).ConfigureAwait(false);
+            }
+            finally
+            {
+                lock (_lock) _sockets.Remove(client);
+                client.Dispose();
+            }
+            Log(Describe(result));
+            try
+            {
+                SessionEnded?.Invoke(result);
+            }
+            catch (Exception e)
+            {
+                Log($"SessionEnded handler threw: {e}");
+            }
+            finally
+            {
+                lock (_lock) _sessions.Remove(tcs.Task);
+                tcs.SetResult();
+            }
+        }, CancellationToken.None);
+    }
+
+    private static string Describe(PageServerSessionResult r)
+    {
+        string what = $"session {r.SessionId} from {r.Remote}: {r.Outcome}, {r.BytesReceived} bytes received, " +
+                      $"{r.BytesSent} bytes sent, {r.GetRequests} GETs";
+        return r.Outcome switch
+        {
+            SessionOutcome.Completed or SessionOutcome.Cancelled => what,
+            SessionOutcome.Fault => $"{what}: BUG: {r.Error}",
+            _ => $"{what}: {r.Error?.Message}",
+        };
+    }
+
+    private void Log(string line)
+    {
+        var log = _options.Log;
+        if (log is null) return;
+        lock (log) log.WriteLine($"page-server: {line}");
+    }
+
+    /// <summary>CRIU's status-fd convention: one zero byte once ready, then close.</summary>
+    private static unsafe void ReportReady(int fd)
+    {
+        byte zero = 0;
+        try
+        {
+            nint rc;
+            do rc = LibC.write(fd, &zero, 1);
+            while (rc == -1 && Errno.Last == Errno.EINTR);
+            Errno.Check(rc, "write", $"status fd {fd}");
+        }
+        finally
+        {
+            LibC.close(fd);
+        }
+    }
+}
