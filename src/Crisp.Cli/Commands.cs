@@ -6,7 +6,7 @@ namespace Crisp.Cli;
 /// <summary>The checkpoint/restore commands; each is wired here as its mechanism lands.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> Create() => [DumpCmd()];
+    public static IEnumerable<Command> Create() => [DumpCmd(), .. RemoteCommands.Create()];
 
     private static Command DumpCmd()
     {

@@ -1,0 +1,9 @@
+using System.CommandLine;
+
+namespace Crisp.Cli;
+
+/// <summary>Commands that move pages across the network: page-server, migrate, agent.</summary>
+public static class RemoteCommands
+{
+    public static IEnumerable<Command> Create() => [];
+}
