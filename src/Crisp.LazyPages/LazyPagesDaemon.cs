@@ -61,6 +61,14 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     private volatile LazyProcess[] _procs = Array.Empty<LazyProcess>();
     private readonly object _procsLock = new();
     private volatile bool _restoreFinished, _stopping;
+    private volatile int _handedOver;
+    private volatile bool _noMoreTasksSeen;
+
+    /// <summary>
+    /// No task can still arrive: restore-finished came, or every hand-off connection has closed
+    /// after at least one task (the restorer is gone; serve what we have and finish).
+    /// </summary>
+    private bool NoMoreTasks => _restoreFinished || (_handedOver > 0 && _connections.Count == 0);
     private readonly ManualResetEventSlim _prefetchKick = new(false);
     private int _wakeRead = -1, _wakeWrite = -1;
     private Socket? _listener;
@@ -158,12 +166,11 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         int got = 0, fd = -1;
         while (got < 4)
         {
-            int n;
-            try { n = FdPassing.Receive(sock, new Span<byte>(word + got, 4 - got), out int f, SocketName); if (f >= 0) fd = f; }
-            catch (SyscallException e) { _log($"lazy-pages: hand-off connection: {e.Message}"); n = 0; }
-            if (n == 0)
+            int n = Receive(sock, word + got, 4 - got, ref fd, wait: got > 0);
+            if (n == -2) return; // nothing there yet (spurious wake-up)
+            if (n <= 0)
             {
-                if (got != 0) _log("lazy-pages: hand-off connection closed in the middle of a message");
+                if (got != 0 || n < 0) _log("lazy-pages: hand-off connection closed in the middle of a message");
                 if (fd >= 0) LibC.close(fd);
                 _connections.Remove(c);
                 c.Dispose();
@@ -188,15 +195,53 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         if (fd < 0)
         {
             byte dummy;
-            int n = FdPassing.Receive(sock, new Span<byte>(&dummy, 1), out fd, SocketName);
+            int n = Receive(sock, &dummy, 1, ref fd, wait: true);
             if (n <= 0 || fd < 0)
             {
-                _log($"lazy-pages: pid {pid}: no uffd came after the pid");
+                Fail($"lazy-pages: pid {pid}: no uffd came after the pid");
                 KillPid(pid, -1, $"pid {pid}", "its uffd was not received");
                 return;
             }
         }
         AddProcess(pid, fd);
+    }
+
+    /// <summary>
+    /// recvmsg on a hand-off connection (the fd may be non-blocking: .NET keeps sockets so).
+    /// Returns bytes, 0 at EOF, -1 on error or after waiting 5 s, -2 when nothing is there and
+    /// <paramref name="wait"/> is false. A received descriptor lands in <paramref name="fd"/>.
+    /// </summary>
+    private int Receive(int sock, byte* buf, int len, ref int fd, bool wait)
+    {
+        byte* control = stackalloc byte[24];
+        for (int attempt = 0; ; attempt++)
+        {
+            new Span<byte>(control, 24).Clear();
+            var iov = new LibC.iovec((nint)buf, (nuint)len);
+            var msg = new LibC.msghdr { msg_iov = &iov, msg_iovlen = 1, msg_control = control, msg_controllen = 24 };
+            nint n = LibC.recvmsg(sock, &msg, LibC.MSG_CMSG_CLOEXEC);
+            if (n >= 0)
+            {
+                var cmsg = (LibC.cmsghdr*)control;
+                if (msg.msg_controllen >= 20 && cmsg->cmsg_level == LibC.SOL_SOCKET && cmsg->cmsg_type == LibC.SCM_RIGHTS)
+                {
+                    if (fd >= 0) LibC.close(fd);
+                    fd = *(int*)(control + 16);
+                }
+                return (int)n;
+            }
+            int err = Errno.Last;
+            if (err == Errno.EINTR) continue;
+            if (err != Errno.EAGAIN)
+            {
+                _log($"lazy-pages: hand-off connection: recvmsg: {Errno.Name(err)}");
+                return -1;
+            }
+            if (!wait) return -2;
+            if (attempt > 0) { _log("lazy-pages: hand-off connection: message incomplete after 5 s"); return -1; }
+            var pfd = new LibC.PollFd { fd = sock, events = LibC.POLLIN };
+            LibC.poll(&pfd, 1, 5000);
+        }
     }
 
     private void AddProcess(int pid, int uffd)
@@ -211,6 +256,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             LibC.close(uffd);
             return;
         }
+        _handedOver++;
         SetNonBlocking(uffd);
         var p = new LazyProcess(uffd, pid, plan.ImagePid, $"pid {pid}", plan.ToPending());
         p.PidFd = LibC.pidfd_open(pid);
@@ -253,7 +299,11 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                 PoisonEverything("daemon stopped");
                 return;
             }
-            if (_restoreFinished && AllComplete()) return;
+            if (NoMoreTasks)
+            {
+                if (!_noMoreTasksSeen) { _noMoreTasksSeen = true; _prefetchKick.Set(); }
+                if (AllComplete()) return;
+            }
 
             pfds.Clear();
             owners.Clear();
@@ -576,7 +626,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             int rr = 0;
             while (!_stopping)
             {
-                if (_policy.PrefetchAfterRestoreFinished && !_restoreFinished)
+                if (_policy.PrefetchAfterRestoreFinished && !_restoreFinished && !_noMoreTasksSeen)
                 {
                     _prefetchKick.Wait(50);
                     _prefetchKick.Reset();
@@ -682,7 +732,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         p.Claims.Clear();
         long poisoned = 0;
         int spins = 0;
-        string? refused = null;
+        string? refused = _policy.KillOnFailure ? "poisoning is turned off (KillOnFailure)" : null;
         while (!p.Gone && !p.Pending.IsEmpty && refused == null)
         {
             var r = p.Pending.Ranges[0];

@@ -13,6 +13,12 @@ public sealed class LazyPagesPolicy
     public int PrefetchChunkPages { get; set; } = 128;
     /// <summary>Start background prefetch only after the restore-finished word (CRIU's behaviour).</summary>
     public bool PrefetchAfterRestoreFinished { get; set; } = true;
+    /// <summary>
+    /// When the page source fails: kill the process instead of poisoning what it has not got.
+    /// (Poisoning lets it live until it touches a lost page; on this kernel UFFDIO_POISON works even
+    /// when UFFD_FEATURE_POISON was not asked for, so killing is a policy choice, not a fallback only.)
+    /// </summary>
+    public bool KillOnFailure { get; set; }
 }
 
 public sealed class LazyPagesOptions
