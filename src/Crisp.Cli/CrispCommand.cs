@@ -1,12 +1,82 @@
 using System.CommandLine;
+using Crisp.Native;
 
 namespace Crisp.Cli;
 
+/// <summary>
+/// The `crisp` command line. Option names follow CRIU's so scripts written for
+/// `criu dump/restore/lazy-pages/page-server` run unchanged.
+/// Exit codes: 0 success, 1 the operation failed, 2 bad usage, 3 bad or corrupt images.
+/// </summary>
 public static class CrispCommand
 {
+    public const int ExitOk = 0, ExitFailed = 1, ExitUsage = 2, ExitBadImages = 3;
+
     public static int Run(string[] args)
     {
-        var root = new RootCommand("crisp: checkpoint/restore for Linux processes, with lazy restore and post-copy migration");
-        return root.Parse(args).Invoke();
+        var root = new RootCommand("crisp: checkpoint/restore for Linux processes, with lazy restore and post-copy live migration");
+        root.Subcommands.Add(CheckCommand.Create());
+        foreach (var c in Commands.Create())
+            root.Subcommands.Add(c);
+        var parse = root.Parse(NormalizeVerbosity(args));
+        return parse.Invoke();
+    }
+
+    /// <summary>CRIU writes verbosity as -v4 or -vvvv; System.CommandLine wants -v 4.</summary>
+    internal static string[] NormalizeVerbosity(string[] args)
+    {
+        var result = new List<string>(args.Length + 2);
+        foreach (var a in args)
+        {
+            if (a.Length > 2 && a.StartsWith("-v", StringComparison.Ordinal) && a[2..].All(char.IsAsciiDigit))
+            { result.Add("-v"); result.Add(a[2..]); }
+            else if (a.Length > 2 && a.StartsWith("-v", StringComparison.Ordinal) && a[1..].All(c => c == 'v'))
+            { result.Add("-v"); result.Add((a.Length - 1).ToString()); }
+            else if (a.StartsWith("--verbosity=", StringComparison.Ordinal))
+            { result.Add("-v"); result.Add(a["--verbosity=".Length..]); }
+            else result.Add(a);
+        }
+        return result.ToArray();
+    }
+
+    /// <summary>
+    /// Runs a command body with crisp's error policy: every failure becomes one clear line on
+    /// stderr (and in the log) and an exit code, never a stack trace for an expected failure.
+    /// </summary>
+    public static int Guard(string what, Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (CrispException e)
+        {
+            Log.E($"{what}: {e.Message}");
+            return ExitFailed;
+        }
+        catch (SyscallException e)
+        {
+            Log.E($"{what}: {e.Message}");
+            return ExitFailed;
+        }
+        catch (IOException e)
+        {
+            Log.E($"{what}: {e.Message}");
+            return ExitFailed;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Log.E($"{what}: {e.Message}");
+            return ExitFailed;
+        }
+        catch (Exception e)
+        {
+            Log.E($"{what}: internal error: {e}");
+            return ExitFailed;
+        }
+        finally
+        {
+            Log.Close();
+        }
     }
 }

@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""crisp benchmark harness: measures every figure of DESIGN.md's performance table.
+
+    sudo python3 bench/bench.py                 # all scenarios, 64/256/1024 MiB, 5 runs each
+    sudo python3 bench/bench.py --sizes 64 --runs 3 --scenarios dump,restore
+    sudo python3 bench/bench.py --criu /usr/sbin/criu   # same scenarios with criu, side by side
+
+Workload: tests/workloads/memtouch.c: N MiB of private anonymous memory filled with a
+pattern, a heartbeat line "tick N CLOCK_REALTIME_NS" every 10 ms appended to a log opened
+O_APPEND, and on SIGUSR1 one byte read from every page (timed, "touch_ns") and the whole
+checksum verified. Images go to tmpfs (/dev/shm). crisp is the Native AOT binary
+(dotnet publish src/Crisp.Cli -c Release -r linux-x64 -o out). Results: docs/BENCHMARKS.md
+(median, min and max of the runs), with the date, the machine and this command line.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = ["dump", "restore", "lazy", "migrate"]
+
+
+class BenchError(Exception):
+    pass
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def now():
+    return time.perf_counter()
+
+
+class Workload:
+    """One memtouch process, started in its own session like a service would be."""
+
+    def __init__(self, binary, mib, workdir):
+        self.log = os.path.join(workdir, "workload.log")
+        self.proc = subprocess.Popen([binary, str(mib), self.log], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, cwd=workdir)
+        self.pid = self.proc.pid
+        self.wait_for(lambda lines: any(l.startswith("ready") for l in lines), 60, "workload ready")
+        self.wait_for(lambda lines: sum(l.startswith("tick") for l in lines) >= 3, 10, "first ticks")
+
+    def lines(self):
+        try:
+            with open(self.log) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_for(self, pred, timeout, what):
+        end = time.time() + timeout
+        while time.time() < end:
+            if pred(self.lines()):
+                return
+            time.sleep(0.01)
+        raise BenchError(f"timed out waiting for {what} in {self.log}")
+
+    def ticks(self):
+        out = []
+        for l in self.lines():
+            p = l.split()
+            if len(p) >= 3 and p[0] == "tick":
+                out.append((int(p[1]), int(p[2])))
+        return out
+
+    def check(self, pid):
+        """SIGUSR1 the (possibly restored) process; returns touch_ns of its first full read."""
+        before = sum(l.startswith("check") for l in self.lines())
+        os.kill(pid, signal.SIGUSR1)
+        self.wait_for(lambda ls: sum(l.startswith("check") for l in ls) > before, 120, "checksum line")
+        line = [l for l in self.lines() if l.startswith("check")][-1]
+        if not line.startswith("check ok"):
+            raise BenchError(f"memory check failed after restore: {line}")
+        return int(line.split("touch_ns=")[1].split()[0])
+
+
+def kill_pid(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def read_pidfile(path, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with open(path) as f:
+                s = f.read().strip()
+            if s:
+                return int(s)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise BenchError(f"no pid in {path}")
+
+
+def start_with_status_fd(cmd, fifo_dir, name, log):
+    """Starts a daemon the way CRIU's docs do (`cmd --status-fd 3 3>FIFO &`) and waits for
+    the byte it writes to the FIFO once it is ready."""
+    fifo = os.path.join(fifo_dir, name + ".fifo")
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    proc = subprocess.Popen(["sh", "-c", 'exec "$@" --status-fd 3 3>"$STATUS_FIFO"', "sh"] + cmd,
+                            env=dict(os.environ, STATUS_FIFO=fifo), stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT)
+    end = time.time() + 30
+    try:
+        while time.time() < end:
+            try:
+                if os.read(rfd, 1):
+                    return proc
+            except BlockingIOError:
+                pass
+            if proc.poll() is not None:
+                raise BenchError(f"{' '.join(cmd)} exited with {proc.returncode} before it was ready")
+            time.sleep(0.002)
+        raise BenchError(f"{' '.join(cmd)} never became ready")
+    finally:
+        os.close(rfd)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_dump(tool, workload, images):
+    t0 = now()
+    sh([tool, "dump", "-t", str(workload.pid), "-D", images, "-o", "dump.log", "-v2"])
+    return now() - t0
+
+
+def scenario_dump(tool, memtouch, mib, tmp):
+    images = os.path.join(tmp, "img")
+    os.makedirs(images)
+    w = Workload(memtouch, mib, tmp)
+    try:
+        return {"dump_s": run_dump(tool, w, images)}
+    finally:
+        kill_pid(w.pid)
+        w.proc.wait()
+
+
+def scenario_restore(tool, memtouch, mib, tmp):
+    images = os.path.join(tmp, "img")
+    os.makedirs(images)
+    w = Workload(memtouch, mib, tmp)
+    run_dump(tool, w, images)
+    w.proc.wait()
+    pidfile = os.path.join(tmp, "restored.pid")
+    t0 = now()
+    sh([tool, "restore", "-D", images, "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile])
+    elapsed = now() - t0
+    pid = read_pidfile(pidfile)
+    try:
+        touch = w.check(pid)
+    finally:
+        kill_pid(pid)
+    return {"restore_s": elapsed, "eager_touch_s": touch / 1e9}
+
+
+def daemon_stats(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def scenario_lazy(tool, memtouch, mib, tmp, is_crisp):
+    images = os.path.join(tmp, "img")
+    os.makedirs(images)
+    w = Workload(memtouch, mib, tmp)
+    run_dump(tool, w, images)
+    w.proc.wait()
+    stats_path = os.path.join(tmp, "lazy-stats.json")
+    log = open(os.path.join(tmp, "lazy-pages.out"), "w")
+    cmd = [tool, "lazy-pages", "-D", images, "-o", "lazy-pages.log", "-v2"]
+    if is_crisp:
+        cmd += ["--json", stats_path]
+    daemon = start_with_status_fd(cmd, tmp, "lazy", log)
+    pidfile = os.path.join(tmp, "restored.pid")
+    pid = None
+    try:
+        t0 = now()
+        sh([tool, "restore", "-D", images, "--lazy-pages", "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile])
+        returned = now() - t0
+        pid = read_pidfile(pidfile)
+        touch = w.check(pid)
+        daemon.wait(timeout=120)
+        st = daemon_stats(stats_path)
+        r = {"lazy_restore_return_s": returned, "lazy_first_read_s": touch / 1e9}
+        if "fault_latency_p50_us" in st:
+            r["fault_p50_us"] = st["fault_latency_p50_us"]
+            r["fault_p99_us"] = st["fault_latency_p99_us"]
+        return r
+    finally:
+        if pid:
+            kill_pid(pid)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+
+
+def scenario_migrate(tool, memtouch, mib, tmp, is_crisp):
+    """CRIU's post-copy shape over loopback: lazy dump serving pages, lazy-pages fetching them."""
+    src = os.path.join(tmp, "src")
+    dst = os.path.join(tmp, "dst")
+    os.makedirs(src)
+    w = Workload(memtouch, mib, tmp)
+    port = free_port()
+    out = open(os.path.join(tmp, "migrate.out"), "w")
+    procs = []
+    pid = None
+    try:
+        t0 = now()
+        dumper = start_with_status_fd([tool, "dump", "-t", str(w.pid), "-D", src, "--lazy-pages", "--port", str(port),
+                                       "--address", "127.0.0.1", "-o", "dump.log", "-v2"], tmp, "dump", out)
+        procs.append(dumper)
+        shutil.copytree(src, dst)
+        stats_path = os.path.join(tmp, "lazy-stats.json")
+        cmd = [tool, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(port), "-D", dst,
+               "-o", "lazy-pages.log", "-v2"]
+        if is_crisp:
+            cmd += ["--json", stats_path]
+        daemon = start_with_status_fd(cmd, tmp, "lazy", out)
+        procs.append(daemon)
+        pidfile = os.path.join(tmp, "restored.pid")
+        sh([tool, "restore", "-D", dst, "--lazy-pages", "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile])
+        pid = read_pidfile(pidfile)
+        daemon.wait(timeout=300)
+        all_moved = now() - t0
+        dumper.wait(timeout=60)
+        w.wait_for(lambda ls: True, 0, "")
+        time.sleep(0.05)
+        ticks = w.ticks()
+        gap = max((b[1] - a[1]) for a, b in zip(ticks, ticks[1:])) / 1e9
+        w.check(pid)
+        return {"migrate_all_pages_s": all_moved, "migrate_gap_s": gap}
+    finally:
+        if pid:
+            kill_pid(pid)
+        kill_pid(w.pid)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out.close()
+
+
+FIGURES = [
+    ("dump", "dump_s", "dump (s)", "≤ 0.5 s at 1 GiB"),
+    ("restore", "restore_s", "eager restore (s)", "≤ 0.5 s at 1 GiB"),
+    ("lazy", "lazy_restore_return_s", "lazy restore: restore command returns (s)", "≤ 0.015 s, flat"),
+    ("lazy", "lazy_first_read_s", "first full read after lazy restore (s)", "≤ 0.3 s at 1 GiB"),
+    ("lazy", "fault_p50_us", "lazy fault latency p50 (µs)", ""),
+    ("lazy", "fault_p99_us", "lazy fault latency p99 (µs)", ""),
+    ("migrate", "migrate_all_pages_s", "lazy migration over loopback, all pages moved (s)", "≤ 1.0 s at 1 GiB"),
+    ("migrate", "migrate_gap_s", "application-visible gap, lazy migration (s)", "≤ 0.05 s"),
+]
+
+
+def fmt(values):
+    if not values:
+        return "—"
+    med = statistics.median(values)
+    return f"{med:.4g} ({min(values):.4g}–{max(values):.4g})"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="64,256,1024")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--crisp", default=os.path.join(ROOT, "out", "crisp"))
+    ap.add_argument("--no-build", action="store_true", help="use the existing out/crisp")
+    ap.add_argument("--criu", default=None, help="criu binary to run side by side (default: criu on PATH, if any)")
+    ap.add_argument("--no-criu", action="store_true")
+    ap.add_argument("--output", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+    ap.add_argument("--tmpfs", default="/dev/shm")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (dump and restore need ptrace and CAP_SYS_ADMIN)")
+
+    if not args.no_build:
+        sh(["dotnet", "publish", os.path.join(ROOT, "src", "Crisp.Cli"), "-c", "Release", "-r", "linux-x64",
+            "-o", os.path.join(ROOT, "out"), "--nologo", "-v", "q"])
+    bindir = tempfile.mkdtemp(prefix="crisp-bench-bin-")
+    memtouch = os.path.join(bindir, "memtouch")
+    sh(["gcc", "-O2", "-pthread", "-o", memtouch, os.path.join(ROOT, "tests", "workloads", "memtouch.c")])
+
+    tools = [("crisp", args.crisp, True)]
+    criu = None if args.no_criu else (args.criu or shutil.which("criu"))
+    if criu:
+        tools.append(("criu", criu, False))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    results = {}  # (tool, size, key) -> [values]
+    failures = {}
+    for name, binary, is_crisp in tools:
+        for mib in sizes:
+            for sc in scenarios:
+                for run in range(args.runs):
+                    tmp = tempfile.mkdtemp(prefix=f"crisp-bench-{sc}-", dir=args.tmpfs)
+                    try:
+                        if sc == "dump":
+                            r = scenario_dump(binary, memtouch, mib, tmp)
+                        elif sc == "restore":
+                            r = scenario_restore(binary, memtouch, mib, tmp)
+                        elif sc == "lazy":
+                            r = scenario_lazy(binary, memtouch, mib, tmp, is_crisp)
+                        else:
+                            r = scenario_migrate(binary, memtouch, mib, tmp, is_crisp)
+                        for k, v in r.items():
+                            results.setdefault((name, mib, k), []).append(v)
+                        print(f"{name} {sc} {mib} MiB run {run + 1}: " +
+                              ", ".join(f"{k}={v:.4g}" for k, v in r.items()), flush=True)
+                    except (BenchError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                        failures.setdefault((name, sc, mib), str(e))
+                        print(f"{name} {sc} {mib} MiB run {run + 1}: FAILED: {e}", flush=True)
+                        break
+                    finally:
+                        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(bindir, ignore_errors=True)
+    write_report(args, tools, sizes, scenarios, results, failures)
+
+
+def write_report(args, tools, sizes, scenarios, results, failures):
+    cpu = ""
+    try:
+        for l in open("/proc/cpuinfo"):
+            if l.startswith("model name"):
+                cpu = l.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = ["# crisp benchmarks", "",
+             f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by",
+             "", "```", "sudo python3 bench/bench.py " + " ".join(sys.argv[1:]), "```", "",
+             f"Machine: Linux {platform.release()}, {os.cpu_count()} CPUs ({cpu}), "
+             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 2**30} GiB. Images on tmpfs ({args.tmpfs}). "
+             f"crisp: Native AOT `{args.crisp}`. Workload: `tests/workloads/memtouch.c`. "
+             f"Each cell: median (min–max) of {args.runs} runs.", ""]
+    for sc in scenarios:
+        figs = [f for f in FIGURES if f[0] == sc]
+        lines += [f"## {sc}", "", "| figure | tool | " + " | ".join(f"{s} MiB" for s in sizes) + " | target |",
+                  "|---|---|" + "---|" * len(sizes) + "---|"]
+        for _, key, label, target in figs:
+            for name, _, _ in tools:
+                cells = [fmt(results.get((name, s, key), [])) for s in sizes]
+                if all(c == "—" for c in cells):
+                    continue
+                lines.append(f"| {label} | {name} | " + " | ".join(cells) + f" | {target if name == 'crisp' else ''} |")
+            if len(tools) > 1:
+                ratios = []
+                for s in sizes:
+                    a, b = results.get(("crisp", s, key)), results.get((tools[1][0], s, key))
+                    ratios.append(f"{statistics.median(b) / statistics.median(a):.2f}×" if a and b and statistics.median(a) > 0 else "—")
+                if any(r != "—" for r in ratios):
+                    lines.append(f"| {label}: {tools[1][0]} / crisp | | " + " | ".join(ratios) + " | |")
+        fails = [(k, v) for k, v in failures.items() if k[1] == sc]
+        if fails:
+            lines.append("")
+            for (name, _, mib), msg in fails:
+                lines.append(f"- {name} {sc} {mib} MiB failed: {msg}")
+        lines.append("")
+    with open(args.output, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

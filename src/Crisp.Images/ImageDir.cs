@@ -1,0 +1,168 @@
+using Crisp.Images.Pages;
+using Crisp.Images.Proto;
+using Google.Protobuf;
+
+namespace Crisp.Images;
+
+/// <summary>
+/// A directory of CRIU images, with CRIU's file names. One method pair per
+/// image kind; per-task images take the pid (or tid for core), fdinfo takes the
+/// files_id (inventory's fdinfo_per_id), pages files are allocated ids 1, 2, ...
+/// in the order pagemaps are created, like CRIU does.
+/// </summary>
+public sealed class ImageDir
+{
+    private int _lastPagesId;
+
+    public ImageDir(string path)
+    {
+        Path = System.IO.Path.GetFullPath(path);
+    }
+
+    public string Path { get; }
+
+    /// <summary>Creates the directory if needed.</summary>
+    public static ImageDir Create(string path)
+    {
+        Directory.CreateDirectory(path);
+        return new ImageDir(path);
+    }
+
+    public string PathOf(string fileName) => System.IO.Path.Combine(Path, fileName);
+
+    public static string InventoryName => "inventory.img";
+    public static string PstreeName => "pstree.img";
+    public static string FilesName => "files.img";
+    public static string PipesDataName => "pipes-data.img";
+    public static string SeccompName => "seccomp.img";
+    public static string CoreName(int tid) => $"core-{tid}.img";
+    public static string IdsName(int pid) => $"ids-{pid}.img";
+    public static string MmName(int pid) => $"mm-{pid}.img";
+    public static string PagemapName(int pid) => $"pagemap-{pid}.img";
+    public static string PagesName(uint pagesId) => $"pages-{pagesId}.img";
+    public static string FsName(int pid) => $"fs-{pid}.img";
+    public static string FdinfoName(uint filesId) => $"fdinfo-{filesId}.img";
+    public static string TimensName(uint id) => $"timens-{id}.img";
+
+    public bool Exists(string fileName) => File.Exists(PathOf(fileName));
+
+    // ---- inventory -------------------------------------------------------
+
+    /// <summary>
+    /// An inventory as CRIU 3.17 and 4.2 write it: image version 2, fdinfo and
+    /// namespace images per id, no LSM, an empty plugin list (CRIU 4.x reads its
+    /// presence as "no plugins needed").
+    /// </summary>
+    public static InventoryEntry NewInventory(TaskKobjIdsEntry rootIds, uint rootCgSet = 1) => new()
+    {
+        ImgVersion = 2,
+        FdinfoPerId = true,
+        RootIds = rootIds,
+        NsPerId = true,
+        RootCgSet = rootCgSet,
+        Lsmtype = Lsmtype.NoLsm,
+        NetworkLockMethod = 0,
+        PluginsEntry = new PluginsEntry(),
+        DumpCriuRunId = Guid.NewGuid().ToString(),
+    };
+
+    public InventoryEntry ReadInventory() => ReadSingle(InventoryName, ImageMagic.Inventory, InventoryEntry.Parser);
+    public void WriteInventory(InventoryEntry inventory) => WriteSingle(InventoryName, ImageMagic.Inventory, inventory);
+
+    // ---- process tree, per task ------------------------------------------
+
+    public List<PstreeEntry> ReadPstree() => ReadAll(PstreeName, ImageMagic.Pstree, PstreeEntry.Parser);
+    public void WritePstree(IEnumerable<PstreeEntry> tasks) => WriteAll(PstreeName, ImageMagic.Pstree, tasks);
+
+    public CoreEntry ReadCore(int tid) => ReadSingle(CoreName(tid), ImageMagic.Core, CoreEntry.Parser);
+    public void WriteCore(int tid, CoreEntry core) => WriteSingle(CoreName(tid), ImageMagic.Core, core);
+
+    public TaskKobjIdsEntry ReadIds(int pid) => ReadSingle(IdsName(pid), ImageMagic.Ids, TaskKobjIdsEntry.Parser);
+    public void WriteIds(int pid, TaskKobjIdsEntry ids) => WriteSingle(IdsName(pid), ImageMagic.Ids, ids);
+
+    public MmEntry ReadMm(int pid) => ReadSingle(MmName(pid), ImageMagic.Mm, MmEntry.Parser);
+    public void WriteMm(int pid, MmEntry mm) => WriteSingle(MmName(pid), ImageMagic.Mm, mm);
+
+    public FsEntry ReadFs(int pid) => ReadSingle(FsName(pid), ImageMagic.Fs, FsEntry.Parser);
+    public void WriteFs(int pid, FsEntry fs) => WriteSingle(FsName(pid), ImageMagic.Fs, fs);
+
+    // ---- files ------------------------------------------------------------
+
+    public List<FileEntry> ReadFiles() => ReadAll(FilesName, ImageMagic.Files, FileEntry.Parser);
+    public void WriteFiles(IEnumerable<FileEntry> files) => WriteAll(FilesName, ImageMagic.Files, files);
+
+    /// <summary>The fd table with the given files_id (task_kobj_ids_entry.files_id).</summary>
+    public List<FdinfoEntry> ReadFdinfo(uint filesId) => ReadAll(FdinfoName(filesId), ImageMagic.Fdinfo, FdinfoEntry.Parser);
+    public void WriteFdinfo(uint filesId, IEnumerable<FdinfoEntry> fds) => WriteAll(FdinfoName(filesId), ImageMagic.Fdinfo, fds);
+
+    /// <summary>Pipe contents; an absent pipes-data.img means no pipe held data.</summary>
+    public List<PipeData> ReadPipesData()
+    {
+        var list = new List<PipeData>();
+        if (!Exists(PipesDataName))
+            return list;
+        var reader = ImageReader.Open(PathOf(PipesDataName), ImageMagic.PipesData);
+        while (reader.TryRead(PipeDataEntry.Parser, out var entry))
+            list.Add(new PipeData(entry, reader.ReadPayload(entry.Bytes).ToArray()));
+        return list;
+    }
+
+    public void WritePipesData(IEnumerable<PipeData> pipes)
+    {
+        using var writer = new ImageWriter(PathOf(PipesDataName), ImageMagic.PipesData);
+        foreach (var p in pipes)
+        {
+            if (p.Entry.Bytes != (uint)p.Data.Length)
+                throw new ImageException(writer.Path, $"pipe {p.Entry.PipeId}: entry says {p.Entry.Bytes} bytes, data has {p.Data.Length}");
+            writer.Write(p.Entry);
+            writer.WritePayload(p.Data);
+        }
+    }
+
+    // ---- other small images -------------------------------------------------
+
+    public SeccompEntry ReadSeccomp() => ReadSingle(SeccompName, ImageMagic.Seccomp, SeccompEntry.Parser);
+    public void WriteSeccomp(SeccompEntry seccomp) => WriteSingle(SeccompName, ImageMagic.Seccomp, seccomp);
+
+    public TimensEntry ReadTimens(uint id = 0) => ReadSingle(TimensName(id), ImageMagic.Timens, TimensEntry.Parser);
+    public void WriteTimens(TimensEntry timens, uint id = 0) => WriteSingle(TimensName(id), ImageMagic.Timens, timens);
+
+    // ---- memory -----------------------------------------------------------
+
+    /// <summary>Next pages id, 1 for the first pagemap created through this instance.</summary>
+    public uint AllocatePagesId() => (uint)Interlocked.Increment(ref _lastPagesId);
+
+    /// <summary>Starts pagemap-PID.img with a freshly allocated pages-N.img.</summary>
+    public PagemapWriter CreatePagemap(int pid)
+    {
+        uint id = AllocatePagesId();
+        return new PagemapWriter(PathOf(PagemapName(pid)), PathOf(PagesName(id)), id);
+    }
+
+    /// <summary>Opens pagemap-PID.img and the pages-N.img it names.</summary>
+    public PagemapReader OpenPagemap(int pid) => PagemapReader.Open(PathOf(PagemapName(pid)), Path);
+
+    // ---- helpers ------------------------------------------------------------
+
+    private T ReadSingle<T>(string name, uint magic, MessageParser<T> parser) where T : IMessage<T>
+        => ImageReader.ReadSingle(PathOf(name), magic, parser);
+
+    private List<T> ReadAll<T>(string name, uint magic, MessageParser<T> parser) where T : IMessage<T>
+        => ImageReader.ReadAll(PathOf(name), magic, parser);
+
+    private void WriteSingle(string name, uint magic, IMessage message)
+    {
+        using var writer = new ImageWriter(PathOf(name), magic);
+        writer.Write(message);
+    }
+
+    private void WriteAll<T>(string name, uint magic, IEnumerable<T> messages) where T : IMessage
+    {
+        using var writer = new ImageWriter(PathOf(name), magic);
+        foreach (var m in messages)
+            writer.Write(m);
+    }
+}
+
+/// <summary>A pipe's buffered bytes as stored in pipes-data.img.</summary>
+public sealed record PipeData(PipeDataEntry Entry, byte[] Data);
