@@ -34,3 +34,26 @@ public sealed class LazyPagesOptions
     public Action<string> Log { get; init; } = Console.Error.WriteLine;
     public LazyPagesPolicy Policy { get; init; } = new();
 }
+
+public static class LazyPagesSetup
+{
+    /// <summary>
+    /// Options for serving from a local images directory (<c>crisp lazy-pages -D DIR [-W DIR]</c>):
+    /// plans from mm-PID.img + pagemap-PID.img, pages from pages-N.img. The work directory defaults
+    /// to the images directory, like CRIU's.
+    /// </summary>
+    public static LazyPagesOptions ForImages(string imagesDir, string? workDir = null, int statusFd = -1,
+        Action<string>? log = null, LazyPagesPolicy? policy = null)
+    {
+        var dir = new ImageDir(imagesDir);
+        return new LazyPagesOptions
+        {
+            WorkDir = workDir ?? imagesDir,
+            PageSource = new ImagePageSource(dir),
+            PlanFor = pid => LocalImages.Plan(dir, pid),
+            StatusFd = statusFd,
+            Log = log ?? Console.Error.WriteLine,
+            Policy = policy ?? new LazyPagesPolicy(),
+        };
+    }
+}

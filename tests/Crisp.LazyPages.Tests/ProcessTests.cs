@@ -30,8 +30,12 @@ public sealed class ProcessTests
         Assert.Null(d.Crash);
         Assert.True(d.ExitCode == 0, d.LogText);
         var st = d.Daemon.Stats;
-        Assert.Equal(2, st.Processes); // the client and its forked child
-        Assert.Equal(1, st.Forks);
+        if (mode == "early")
+        {
+            Assert.Equal(2, st.Processes); // the client and its forked child
+            Assert.Equal(1, st.Forks);
+        }
+        // late: prefetch may have delivered everything (and the daemon closed the uffd) before the fork
         Assert.True(st.Faults > 0);
         Assert.True(st.ZeroPages > 0, st.ToString());
         if (mode == "early") Assert.True(st.FaultPages > 20 && st.FaultAroundPages > st.FaultPages, st.ToString());
