@@ -63,6 +63,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     private volatile bool _restoreFinished, _stopping;
     private volatile int _handedOver;
     private volatile bool _noMoreTasksSeen;
+    private volatile Exception? _prefetchFailure;
 
     /// <summary>
     /// No task can still arrive: restore-finished came, or every hand-off connection has closed
@@ -299,6 +300,12 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                 PoisonEverything("daemon stopped");
                 return;
             }
+            if (_prefetchFailure is { } pf)
+            {
+                Fail($"lazy-pages: prefetch worker failed: {pf.Message}");
+                PoisonEverything("daemon failure (prefetch worker)");
+                return;
+            }
             if (NoMoreTasks)
             {
                 if (!_noMoreTasksSeen) { _noMoreTasksSeen = true; _prefetchKick.Set(); }
@@ -472,6 +479,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     private void ServeFault(LazyProcess p, ulong addr, long ticks)
     {
         int spins = 0;
+        ulong zeroCap = ulong.MaxValue;
         while (!p.Gone)
         {
             if (p.Pending.TryFind(addr, out var range))
@@ -499,12 +507,20 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                 p.Parked.Add((addr, ticks));
                 return;
             }
-            var z = Uffd.ZeroPage(p.Uffd, addr, PageSize);
+            // zeros: up to ZeroAroundPages forward, stopping before anything pending or claimed
+            // (a present page stops the kernel with EEXIST; a VMA end gives ENOENT: then one page)
+            ulong zlen = ZeroWindow(p, addr, zeroCap);
+            var z = Uffd.ZeroPage(p.Uffd, addr, zlen);
             switch (z.Status)
             {
-                case FillStatus.Ok: Stats.Zeroed(1); Stats.FaultLatency(Stopwatch.GetTimestamp() - ticks); return;
+                case FillStatus.Ok:
+                case FillStatus.Partial:
+                    Stats.Zeroed(z.Bytes / PageSize);
+                    Stats.FaultLatency(Stopwatch.GetTimestamp() - ticks);
+                    return;
                 case FillStatus.Again: AfterEagain(p, ref spins); continue;
                 case FillStatus.Gone: Drop(p, "exited (ESRCH)"); return;
+                case FillStatus.NoVma when zlen > PageSize: zeroCap = PageSize; continue;
                 case FillStatus.Failed:
                     _log($"lazy-pages: {p.Name}: UFFDIO_ZEROPAGE at {addr:x}: {Errno.Name(z.Errno)}");
                     Uffd.Wake(p.Uffd, addr, PageSize);
@@ -514,6 +530,14 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                     return;
             }
         }
+    }
+
+    private ulong ZeroWindow(LazyProcess p, ulong addr, ulong cap)
+    {
+        ulong end = addr + Math.Min(cap, (ulong)Math.Max(1, _policy.ZeroAroundPages) * PageSize);
+        end = Math.Min(end, p.Pending.NextStartAtOrAfter(addr));
+        foreach (var c in p.Claims) end = Math.Min(end, c.NextStartAtOrAfter(addr));
+        return Math.Max(end - addr, PageSize);
     }
 
     /// <summary>
@@ -650,8 +674,9 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         }
         catch (Exception e)
         {
-            Fail($"lazy-pages: prefetch worker failed: {e.Message}");
-            _stopping = true;
+            // the fault loop sees this and poisons what is left: without prefetch nothing completes
+            _prefetchFailure = e;
+            WakeFaultLoop();
         }
         finally
         {
@@ -707,7 +732,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                     if (s != FillStatus.Ok) break;
                 }
             }
-            if (p.Parked.Count > 0 || p.FaultQueue.Count > 0) wake = true;
+            if (p.Parked.Count > 0 || p.FaultQueue.Count > 0 || p.Complete) wake = true;
         }
         if (wake) WakeFaultLoop();
     }

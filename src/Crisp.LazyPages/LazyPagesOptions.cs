@@ -9,6 +9,8 @@ public sealed class LazyPagesPolicy
     public int FaultAroundPages { get; set; } = 16;
     /// <summary>Largest window when faults run sequentially (each fault right after the last window doubles it).</summary>
     public int SequentialMaxPages { get; set; } = 256;
+    /// <summary>Pages a fault outside the image's data answers with zeros (forward from the fault, never over pending pages).</summary>
+    public int ZeroAroundPages { get; set; } = 16;
     /// <summary>Pages per background UFFDIO_COPY.</summary>
     public int PrefetchChunkPages { get; set; } = 128;
     /// <summary>Start background prefetch only after the restore-finished word (CRIU's behaviour).</summary>
