@@ -43,21 +43,42 @@ public sealed class BenchTests(ITestOutputHelper output)
         var image = new byte[mib << 20];
         Pattern.Fill(Base, image);
         var sb = new StringBuilder();
+        // the machine is shared: each configuration runs three times, the fastest is kept
         void Run(string pattern, string finish, int around, int seqmax, int chunk, int count = 0)
         {
-            string line = One(image, mib, pattern, finish, new LazyPagesPolicy { FaultAroundPages = around, SequentialMaxPages = seqmax, PrefetchChunkPages = chunk }, count);
-            output.WriteLine(line);
-            sb.AppendLine(line);
+            string best = "";
+            double bestT = double.MaxValue;
+            for (int i = 0; i < 3; i++)
+            {
+                string line = One(image, mib, pattern, finish, new LazyPagesPolicy { FaultAroundPages = around, SequentialMaxPages = seqmax, PrefetchChunkPages = chunk }, count);
+                double t = double.Parse(line[(line.IndexOf("touch_s=") + 8)..].Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+                if (t < bestT) { bestT = t; best = line; }
+            }
+            output.WriteLine(best);
+            sb.AppendLine(best);
         }
         Run("seq", "finish=after", 16, 256, 128); // warm-up (JIT)
-        foreach (var (a, s) in new[] { (1, 1), (4, 4), (16, 16), (64, 64), (16, 64), (16, 256), (16, 512), (64, 512) })
+        foreach (var (a, s) in new[] { (1, 1), (4, 4), (16, 16), (64, 64), (16, 64), (16, 128), (16, 256), (16, 512) })
             Run("seq", "finish=after", a, s, 128);
         foreach (int a in new[] { 1, 4, 16, 64 })
             Run("rand", "finish=after", a, 256, 128, 8192);
-        foreach (int c in new[] { 16, 64, 128, 256, 512 })
+        foreach (int c in new[] { 32, 128, 512 })
             Run("rand", "finish=now", 16, 256, c, 2048);
-        foreach (int c in new[] { 64, 128, 512 })
-            Run("seq", "finish=now", 16, 256, c);
         File.WriteAllText(Path.Combine(Path.GetTempPath(), "crisp-lazy-bench.txt"), sb.ToString());
+    }
+
+    [BenchFact]
+    public void Sequential_touch_while_prefetching()
+    {
+        const int mib = 256;
+        var image = new byte[mib << 20];
+        Pattern.Fill(Base, image);
+        for (int i = 0; i < 3; i++)
+            foreach (int c in new[] { 128, 512 })
+                output.WriteLine(One(image, mib, "seq", "finish=now", new LazyPagesPolicy { PrefetchChunkPages = c }));
+        for (int i = 0; i < 2; i++)
+            output.WriteLine(One(image, mib, "seq", "finish=after", new LazyPagesPolicy()));
+        for (int i = 0; i < 2; i++)
+            output.WriteLine(One(image, mib, "seq", "finish=now-wait", new LazyPagesPolicy()));
     }
 }

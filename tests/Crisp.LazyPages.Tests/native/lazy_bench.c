@@ -31,7 +31,8 @@ int main(int argc, char **argv)
 {
 	if (argc < 5) return 2;
 	unsigned long pages = strtoul(argv[2], 0, 0) * 256;
-	int rnd = !strcmp(argv[3], "rand"), finish_now = !strcmp(argv[4], "finish=now");
+	int rnd = !strcmp(argv[3], "rand"), finish_now = !strncmp(argv[4], "finish=now", 10);
+	int wait_first = !strcmp(argv[4], "finish=now-wait"); /* let prefetch finish, then touch */
 	unsigned long count = argc > 5 ? strtoul(argv[5], 0, 0) : pages;
 	if (mmap((void *)BASE, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != (void *)BASE) return 2;
 	int uffd = syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -53,6 +54,7 @@ int main(int argc, char **argv)
 	close(uffd);
 	usleep(20000); /* let the daemon take the uffd in */
 	if (finish_now) send_word(0x52535446);
+	if (wait_first) sleep(3);
 	volatile uint64_t sum = 0;
 	uint64_t x = 88172645463325252ULL;
 	double t0 = now();
