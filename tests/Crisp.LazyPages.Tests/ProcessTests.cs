@@ -16,12 +16,14 @@ public sealed class ProcessTests
         [new PageRun(Base, HoleStart), new PageRun(Base + HoleEnd * 4096, Pages - HoleEnd)]);
 
     [Theory]
-    [InlineData("early")]
-    [InlineData("late")]
-    public void Process_sees_its_data_across_remove_unmap_remap_and_fork(string mode)
+    [InlineData("early", 0)]
+    [InlineData("late", 0)]
+    [InlineData("late", 300)] // a slow source: prefetch claims are in flight while the events come
+    public void Process_sees_its_data_across_remove_unmap_remap_and_fork(string mode, int readDelayMicros)
     {
         string client = NativePrograms.Build("lazy_client");
-        using var d = new RunningDaemon(Pattern.Source(), PlanFor);
+        var source = Pattern.Source((_, _) => { if (readDelayMicros > 0) Thread.Sleep(TimeSpan.FromMicroseconds(readDelayMicros)); });
+        using var d = new RunningDaemon(source, PlanFor);
         var (exit, stdout, stderr, timedOut) = NativePrograms.Run(client, TimeSpan.FromSeconds(60), d.SocketPath, mode);
         Assert.False(timedOut, "client hung\n" + stderr + "\n" + d.LogText);
         Assert.True(exit == 0, $"client exit {exit}\n{stderr}\n{d.LogText}");
