@@ -1,0 +1,61 @@
+using Crisp.Images;
+
+namespace Crisp.LazyPages;
+
+/// <summary>How much to bring in at once. Defaults chosen from measurements (docs/lazy-pages-policy.md).</summary>
+public sealed class LazyPagesPolicy
+{
+    /// <summary>Pages copied for an isolated fault: the aligned block around it (fault-around).</summary>
+    public int FaultAroundPages { get; set; } = 16;
+    /// <summary>Largest window when faults run sequentially (each fault right after the last window doubles it).</summary>
+    public int SequentialMaxPages { get; set; } = 256;
+    /// <summary>Pages a fault outside the image's data answers with zeros (forward from the fault, never over pending pages).</summary>
+    public int ZeroAroundPages { get; set; } = 16;
+    /// <summary>Pages per background UFFDIO_COPY.</summary>
+    public int PrefetchChunkPages { get; set; } = 128;
+    /// <summary>Start background prefetch only after the restore-finished word (CRIU's behaviour).</summary>
+    public bool PrefetchAfterRestoreFinished { get; set; } = true;
+    /// <summary>
+    /// When the page source fails: kill the process instead of poisoning what it has not got.
+    /// (Poisoning lets it live until it touches a lost page; on this kernel UFFDIO_POISON works even
+    /// when UFFD_FEATURE_POISON was not asked for, so killing is a policy choice, not a fallback only.)
+    /// </summary>
+    public bool KillOnFailure { get; set; }
+}
+
+public sealed class LazyPagesOptions
+{
+    /// <summary>Where <c>lazy-pages.socket</c> is created.</summary>
+    public required string WorkDir { get; init; }
+    /// <summary>Where the pages come from; the daemon opens one channel for faults and one for prefetch.</summary>
+    public required IPageSource PageSource { get; init; }
+    /// <summary>The plan for a task, by the pid sent in the handshake.</summary>
+    public required Func<int, LazyPlan> PlanFor { get; init; }
+    /// <summary>If &gt;= 0: a zero byte is written to it and it is closed once the socket listens.</summary>
+    public int StatusFd { get; init; } = -1;
+    public Action<string> Log { get; init; } = Console.Error.WriteLine;
+    public LazyPagesPolicy Policy { get; init; } = new();
+}
+
+public static class LazyPagesSetup
+{
+    /// <summary>
+    /// Options for serving from a local images directory (<c>crisp lazy-pages -D DIR [-W DIR]</c>):
+    /// plans from mm-PID.img + pagemap-PID.img, pages from pages-N.img. The work directory defaults
+    /// to the images directory, like CRIU's.
+    /// </summary>
+    public static LazyPagesOptions ForImages(string imagesDir, string? workDir = null, int statusFd = -1,
+        Action<string>? log = null, LazyPagesPolicy? policy = null)
+    {
+        var dir = new ImageDir(imagesDir);
+        return new LazyPagesOptions
+        {
+            WorkDir = workDir ?? imagesDir,
+            PageSource = new ImagePageSource(dir),
+            PlanFor = pid => LocalImages.Plan(dir, pid),
+            StatusFd = statusFd,
+            Log = log ?? Console.Error.WriteLine,
+            Policy = policy ?? new LazyPagesPolicy(),
+        };
+    }
+}

@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using Crisp.Images;
+using Crisp.LazyPages;
+using Crisp.Native;
+
+namespace Crisp.LazyPages.Tests;
+
+/// <summary>The pattern every test page carries: each 8-byte word is a function of its image address.</summary>
+public static class Pattern
+{
+    public static ulong Word(ulong imageAddress) => imageAddress * 0x9E3779B97F4A7C15UL ^ 0x5EEDUL;
+
+    public static void Fill(ulong vaddr, Span<byte> dst)
+    {
+        var words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(dst);
+        for (int i = 0; i < words.Length; i++) words[i] = Word(vaddr + (ulong)i * 8);
+    }
+
+    /// <summary>A page source serving the pattern for any pid; <paramref name="fail"/> may throw to simulate a lost source.</summary>
+    public static MemoryPageSource Source(Action<ulong, int>? fail = null) => new((pid, vaddr, dst) =>
+    {
+        fail?.Invoke(vaddr, dst.Length);
+        Fill(vaddr, dst);
+    });
+}
+
+/// <summary>A daemon running on its own thread, ready when constructed (status fd seen).</summary>
+public sealed unsafe class RunningDaemon : IDisposable
+{
+    public LazyPagesDaemon Daemon { get; }
+    public string WorkDir { get; }
+    public List<string> Log { get; } = new();
+    private readonly Thread _thread;
+    private readonly CancellationTokenSource _cancel = new();
+    public int? ExitCode { get; private set; }
+    public Exception? Crash { get; private set; }
+
+    public RunningDaemon(IPageSource source, Func<int, LazyPlan> planFor, LazyPagesPolicy? policy = null)
+    {
+        WorkDir = Directory.CreateTempSubdirectory("crisp-lazy-").FullName;
+        int* fds = stackalloc int[2];
+        Errno.Check(LibC.pipe2(fds, LibC.O_CLOEXEC), "pipe2", "status pipe");
+        int statusRead = fds[0];
+        Daemon = new LazyPagesDaemon(new LazyPagesOptions
+        {
+            WorkDir = WorkDir,
+            PageSource = source,
+            PlanFor = planFor,
+            StatusFd = fds[1],
+            Log = line => { lock (Log) Log.Add(line); },
+            Policy = policy ?? new LazyPagesPolicy(),
+        });
+        _thread = new Thread(() =>
+        {
+            try { ExitCode = Daemon.Run(_cancel.Token); }
+            catch (Exception e) { Crash = e; }
+        }) { IsBackground = true, Name = "daemon under test" };
+        _thread.Start();
+        byte b = 0xff;
+        var pfd = new LibC.PollFd { fd = statusRead, events = LibC.POLLIN };
+        int n = LibC.poll(&pfd, 1, 10_000);
+        Assert.True(n == 1, "daemon did not report ready within 10 s");
+        Assert.Equal(1, (int)LibC.read(statusRead, &b, 1));
+        Assert.Equal(0, b);
+        Assert.Equal(0, (int)LibC.read(statusRead, &b, 1)); // the daemon closed it
+        LibC.close(statusRead);
+    }
+
+    public string SocketPath => Daemon.SocketPath;
+
+    /// <summary>Waits for Run to return; false on timeout.</summary>
+    public bool WaitExit(TimeSpan timeout) => _thread.Join(timeout);
+
+    public string LogText { get { lock (Log) return string.Join("\n", Log); } }
+
+    public void Dispose()
+    {
+        if (_thread.IsAlive)
+        {
+            _cancel.Cancel();
+            _thread.Join(TimeSpan.FromSeconds(10));
+        }
+        Daemon.Dispose();
+        try { Directory.Delete(WorkDir, true); } catch (IOException) { }
+    }
+}
+
+/// <summary>Compiles the C programs under native/ with gcc at test time.</summary>
+public static class NativePrograms
+{
+    private static readonly object Gate = new();
+    private static readonly Dictionary<string, string> Built = new();
+    private static readonly string Dir = Directory.CreateTempSubdirectory("crisp-lazy-bin-").FullName;
+
+    public static string Build(string name)
+    {
+        lock (Gate)
+        {
+            if (Built.TryGetValue(name, out var path)) return path;
+            string src = Path.Combine(AppContext.BaseDirectory, "native", name + ".c");
+            path = Path.Combine(Dir, name);
+            var psi = new ProcessStartInfo("gcc", ["-O2", "-Wall", "-Werror", "-o", path, src]) { RedirectStandardError = true };
+            using var gcc = Process.Start(psi)!;
+            string err = gcc.StandardError.ReadToEnd();
+            gcc.WaitForExit();
+            Assert.True(gcc.ExitCode == 0, $"gcc {name}.c failed:\n{err}");
+            Built[name] = path;
+            return path;
+        }
+    }
+
+    /// <summary>Runs a program we built and returns (exit code, stdout, stderr); kills exactly it on timeout.</summary>
+    public static (int Exit, string Out, string Err, bool TimedOut) Run(string path, TimeSpan timeout, params string[] args)
+    {
+        var psi = new ProcessStartInfo(path, args) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        bool done = p.WaitForExit(timeout);
+        if (!done)
+        {
+            p.Kill(entireProcessTree: false);
+            p.WaitForExit();
+        }
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr.Result, !done);
+    }
+}
