@@ -49,6 +49,11 @@ public static class CrispCommand
         {
             return body();
         }
+        catch (Crisp.Images.ImageException e)
+        {
+            Log.E($"{what}: bad image: {e.Message}");
+            return ExitBadImages;
+        }
         catch (CrispException e)
         {
             Log.E($"{what}: {e.Message}");

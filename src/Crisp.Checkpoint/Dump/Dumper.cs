@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using Crisp.Images;
+using Crisp.Images.Proto;
+using Crisp.Inject;
+using Crisp.Native;
+using Crisp.Native.ProcFs;
+
+namespace Crisp.Checkpoint.Dump;
+
+/// <summary>
+/// `crisp dump`: freeze a process tree, write its state as CRIU-format images, then kill it
+/// (or, with LeaveRunning, let it go on). The order matters for safety:
+///
+///  1. seize every thread of every process (the tree is frozen from here on);
+///  2. collect everything: state through ptrace and injected syscalls, files, memory layout;
+///     anything unsupported throws here, before a byte is written;
+///  3. write the images, pages last but one, inventory.img last: a directory without an
+///     inventory is not a dump;
+///  4. kill the tree, or resume it.
+///
+/// If anything fails the tree is resumed exactly as it was (injected syscalls have already
+/// put their registers and code bytes back) and the error propagates.
+/// </summary>
+public static class Dumper
+{
+    public static DumpResult Dump(DumpOptions options)
+    {
+        var total = Stopwatch.StartNew();
+        if (!Directory.Exists($"/proc/{options.Pid}"))
+            throw new CrispException($"no process {options.Pid}");
+        var dir = ImageDir.Create(options.ImagesDir);
+        using var ptrace = new PtraceThread();
+        SeizedTree tree;
+        try { tree = SeizedTree.Seize(ptrace, options.Pid); }
+        catch (SyscallException e) { throw new CrispException($"cannot freeze process {options.Pid}: {e.Message}", e); }
+        var frozen = Stopwatch.StartNew();
+        Log.I($"seized {tree.Processes.Count} process(es), {tree.Processes.Sum(p => p.Tasks.Count)} thread(s)");
+        try
+        {
+            ulong pages = WriteImages(tree, dir);
+            if (options.LeaveRunning) tree.Resume();
+            else tree.Kill();
+            Log.I($"dump of {options.Pid} done: {pages} pages, frozen {frozen.Elapsed.TotalMilliseconds:F1} ms");
+            return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed);
+        }
+        catch
+        {
+            try { tree.Resume(); }
+            catch (Exception e) { Log.E($"could not resume {options.Pid} after a failed dump: {e.Message}"); }
+            throw;
+        }
+    }
+
+    private sealed record ProcessDump(
+        SeizedProcess Process, PstreeEntry Pstree, TaskKobjIdsEntry Ids, Dictionary<int, CoreEntry> Cores,
+        MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds);
+
+    private static ulong WriteImages(SeizedTree tree, ImageDir dir)
+    {
+        var files = new FileTable();
+        var nsIds = new NamespaceIds();
+        var dumps = new List<ProcessDump>();
+        var inTree = tree.Processes.Select(p => p.Pid).ToHashSet();
+        uint objectId = 1;
+        foreach (var proc in tree.Processes)
+            dumps.Add(Collect(proc, files, nsIds, inTree, objectId++));
+
+        // Everything is known and supported: now write.
+        dir.WritePstree(dumps.Select(d => d.Pstree));
+        foreach (var d in dumps)
+        {
+            foreach (var (tid, core) in d.Cores) dir.WriteCore(tid, core);
+            dir.WriteIds(d.Process.Pid, d.Ids);
+            dir.WriteMm(d.Process.Pid, d.Mm);
+            dir.WriteFs(d.Process.Pid, d.Fs);
+            dir.WriteFdinfo(d.Ids.FilesId, d.Fds);
+        }
+        dir.WriteFiles(files.Files);
+        if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
+        ulong pages = 0;
+        foreach (var d in dumps)
+        {
+            using var writer = dir.CreatePagemap(d.Process.Pid);
+            pages += MemoryDump.WritePages(d.Process.Pid, d.Runs, writer);
+            writer.Complete();
+        }
+        dir.WriteSeccomp(new SeccompEntry());
+        dir.WriteInventory(ImageDir.NewInventory(dumps[0].Ids));
+        return pages;
+    }
+
+    private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId)
+    {
+        int pid = proc.Pid;
+        var stat = Proc.Stat(pid);
+        var status = Proc.Status(pid);
+        if (status.Seccomp != 0)
+            throw new CrispException($"process {pid} runs under seccomp: not supported yet");
+
+        var cores = TaskState.Collect(proc);
+        // Layout after the injections above: their scratch pages are gone again.
+        var vmas = MemoryDump.Vmas(pid, files);
+        var runs = MemoryDump.PresentRuns(pid, vmas);
+
+        ulong brk;
+        int dumpable;
+        using (var sys = proc.Inject(proc.Leader))
+        {
+            brk = (ulong)sys.Check("brk", LibC.SYS_brk, 0);
+            dumpable = (int)sys.Check("prctl(PR_GET_DUMPABLE)", LibC.SYS_prctl, LibC.PR_GET_DUMPABLE);
+        }
+        var mm = new MmEntry
+        {
+            MmStartCode = stat.StartCode, MmEndCode = stat.EndCode, MmStartData = stat.StartData, MmEndData = stat.EndData,
+            MmStartStack = stat.StartStack, MmStartBrk = stat.StartBrk, MmBrk = brk,
+            MmArgStart = stat.ArgStart, MmArgEnd = stat.ArgEnd, MmEnvStart = stat.EnvStart, MmEnvEnd = stat.EnvEnd,
+            ExeFileId = files.RegularForPath(Proc.Exe(pid), LibC.O_RDONLY),
+            Dumpable = dumpable,
+        };
+        mm.MmSavedAuxv.AddRange(Auxv.ReadWords(pid));
+        mm.Vmas.AddRange(vmas.Select(v => v.Entry));
+
+        int pidfd = LibC.pidfd_open(pid);
+        if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");
+        List<FdinfoEntry> fds;
+        try { fds = files.CollectFds(pid, pidfd); }
+        finally { LibC.close(pidfd); }
+
+        string umaskText = status.Fields.TryGetValue("Umask", out var u) ? u : "0022";
+        var fs = new FsEntry
+        {
+            CwdId = files.RegularForPath(Proc.Cwd(pid), LibC.O_RDONLY | LibC.O_DIRECTORY),
+            RootId = files.RegularForPath(Proc.Root(pid), LibC.O_RDONLY | LibC.O_DIRECTORY),
+            Umask = Convert.ToUInt32(umaskText.Trim(), 8),
+        };
+
+        var ids = nsIds.For(pid);
+        ids.VmId = ids.FilesId = ids.FsId = ids.SighandId = objectId;
+
+        var pstree = new PstreeEntry
+        {
+            Pid = (uint)pid,
+            Ppid = inTree.Contains(stat.PPid) ? (uint)stat.PPid : 0,
+            Pgid = (uint)stat.Pgrp,
+            Sid = (uint)stat.Session,
+        };
+        pstree.Threads.AddRange(proc.Tasks.Select(t => (uint)t.Tid));
+        return new ProcessDump(proc, pstree, ids, cores, mm, vmas, runs, fs, fds);
+    }
+
+    /// <summary>Namespace ids as CRIU numbers them: small integers, one per distinct namespace inode.</summary>
+    private sealed class NamespaceIds
+    {
+        private readonly Dictionary<(string, ulong), uint> _ids = [];
+        private static readonly string[] Kinds = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
+
+        public TaskKobjIdsEntry For(int pid)
+        {
+            uint Id(string kind)
+            {
+                ulong ino;
+                try { ino = LibC.Stat($"/proc/{pid}/ns/{kind}").st_ino; }
+                catch (SyscallException) { return 0; }
+                if (!_ids.TryGetValue((kind, ino), out var id))
+                {
+                    id = (uint)(Array.IndexOf(Kinds, kind) + 1 + 8 * _ids.Count(k => k.Key.Item1 == kind));
+                    _ids[(kind, ino)] = id;
+                }
+                return id;
+            }
+            return new TaskKobjIdsEntry
+            {
+                PidNsId = Id("pid"), NetNsId = Id("net"), IpcNsId = Id("ipc"), UtsNsId = Id("uts"),
+                TimeNsId = Id("time"), MntNsId = Id("mnt"), UserNsId = Id("user"), CgroupNsId = Id("cgroup"),
+            };
+        }
+    }
+}

@@ -1,0 +1,166 @@
+using Crisp.Images;
+using Crisp.Images.Proto;
+using Crisp.Native;
+using Crisp.Native.ProcFs;
+
+namespace Crisp.Checkpoint.Dump;
+
+/// <summary>
+/// files.img being built: every open file description once, whoever refers to it (fds of
+/// any process in the tree, mapped files, cwd/root, the exe). Descriptors that are one
+/// open file description (dup'd, or inherited over fork) share one entry, found with
+/// kcmp(KCMP_FILE); restore then shares them again, offset and all.
+/// </summary>
+internal sealed unsafe class FileTable
+{
+    private readonly List<FileEntry> _files = [];
+    private readonly Dictionary<(string, int), uint> _byPath = [];
+    // For fds: (pid, fd, ino) of the first descriptor seen for each entry, to kcmp new ones against.
+    private readonly List<(int Pid, int Fd, ulong Ino, uint Id)> _descriptors = [];
+    private readonly List<PipeData> _pipeData = [];
+    private readonly HashSet<uint> _pipesWithData = [];
+
+    public IReadOnlyList<FileEntry> Files => _files;
+    public IReadOnlyList<PipeData> PipesData => _pipeData;
+
+    private uint NextId => (uint)_files.Count + 1;
+
+    /// <summary>A path-only regular entry (mapped files, exe, cwd, root), shared by all its users.</summary>
+    public uint RegularForPath(string path, int flags)
+    {
+        if (_byPath.TryGetValue((path, flags), out var id)) return id;
+        var st = LibC.Stat(path);
+        id = NextId;
+        _files.Add(new FileEntry
+        {
+            Type = FdTypes.Reg,
+            Id = id,
+            Reg = new RegFileEntry
+            {
+                Id = id, Flags = (uint)flags, Pos = 0, Fown = NoOwner(), Name = path,
+                Size = (ulong)st.st_size, Mode = st.st_mode,
+            },
+        });
+        _byPath[(path, flags)] = id;
+        return id;
+    }
+
+    /// <summary>Every fd of <paramref name="pid"/> as fdinfo entries; refuses what crisp cannot restore.</summary>
+    public List<FdinfoEntry> CollectFds(int pid, int pidfd)
+    {
+        var result = new List<FdinfoEntry>();
+        foreach (int fd in Proc.Fds(pid))
+        {
+            string link = Proc.FdTarget(pid, fd);
+            var info = Proc.FdInfo(pid, fd);
+            LibC.stat_t st;
+            if (LibC.stat($"/proc/{pid}/fd/{fd}", &st) != 0)
+                throw new CrispException($"process {pid}: fd {fd} ({link}) cannot be inspected: {Errno.Name(Errno.Last)}");
+            uint type = st.st_mode & LibC.S_IFMT;
+            bool cloexec = (info.Flags & LibC.O_CLOEXEC) != 0;
+            int fileFlags = info.Flags & ~LibC.O_CLOEXEC;
+
+            FdTypes kind;
+            if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
+            else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
+            else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
+            if (kind == FdTypes.Reg && link.EndsWith(" (deleted)", StringComparison.Ordinal))
+                throw new CrispException($"process {pid}: fd {fd} is a deleted file ({link}): not supported yet");
+
+            uint id = FindShared(pid, fd, st.st_ino);
+            if (id == 0)
+            {
+                id = NextId;
+                if (kind == FdTypes.Pipe)
+                {
+                    _files.Add(new FileEntry
+                    {
+                        Type = FdTypes.Pipe, Id = id,
+                        Pipe = new PipeEntry { Id = id, PipeId = (uint)st.st_ino, Flags = (uint)fileFlags, Fown = NoOwner() },
+                    });
+                    if ((fileFlags & LibC.O_ACCMODE) == LibC.O_RDONLY)
+                        CapturePipeData(pid, pidfd, fd, (uint)st.st_ino);
+                }
+                else
+                {
+                    _files.Add(new FileEntry
+                    {
+                        Type = FdTypes.Reg, Id = id,
+                        Reg = new RegFileEntry
+                        {
+                            Id = id, Flags = (uint)fileFlags, Pos = (ulong)info.Pos, Fown = NoOwner(), Name = link,
+                            Size = (ulong)st.st_size, Mode = st.st_mode,
+                        },
+                    });
+                }
+                _descriptors.Add((pid, fd, st.st_ino, id));
+            }
+            result.Add(new FdinfoEntry { Id = id, Flags = cloexec ? 1u : 0u, Type = kind, Fd = (uint)fd });
+        }
+        return result;
+    }
+
+    private uint FindShared(int pid, int fd, ulong ino)
+    {
+        foreach (var d in _descriptors)
+        {
+            if (d.Ino != ino) continue;
+            if (LibC.Syscall(LibC.SYS_kcmp, d.Pid, pid, LibC.KCMP_FILE, d.Fd, fd) == 0) return d.Id;
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// Copies the bytes buffered in a pipe without consuming them: the read end is taken into
+    /// crisp with pidfd_getfd and tee(2)'d into a pipe of our own.
+    /// </summary>
+    private void CapturePipeData(int pid, int pidfd, int fd, uint pipeId)
+    {
+        if (!_pipesWithData.Add(pipeId)) return;
+        int local = LibC.pidfd_getfd(pidfd, fd);
+        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, $"{pid}, fd {fd}");
+        int* p = stackalloc int[2];
+        try
+        {
+            int capacity = Errno.Check(LibC.fcntl(local, LibC.F_GETPIPE_SZ, 0), "fcntl(F_GETPIPE_SZ)", $"{pid}, fd {fd}");
+            Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC | LibC.O_NONBLOCK), "pipe2", "pipe data copy");
+            if (LibC.fcntl(p[1], LibC.F_SETPIPE_SZ, capacity) < 0)
+                throw new CrispException($"process {pid}: fd {fd} is a pipe of {capacity} bytes, larger than crisp may allocate ({Errno.Name(Errno.Last)})");
+            long n = LibC.Syscall(LibC.SYS_tee, local, p[1], int.MaxValue, LibC.SPLICE_F_NONBLOCK);
+            if (n < 0)
+            {
+                if (Errno.Last == Errno.EAGAIN) n = 0; // empty pipe
+                else throw new SyscallException("tee", Errno.Last, $"{pid}, fd {fd}");
+            }
+            var data = new byte[n];
+            fixed (byte* d = data)
+            {
+                long got = 0;
+                while (got < n)
+                {
+                    long r = LibC.read(p[0], d + got, (nuint)(n - got));
+                    if (r <= 0) throw new SyscallException("read", Errno.Last, "pipe data copy");
+                    got += r;
+                }
+            }
+            if (n > 0)
+                _pipeData.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
+        }
+        finally
+        {
+            LibC.close(local);
+            if (p[0] > 0) { LibC.close(p[0]); LibC.close(p[1]); }
+        }
+    }
+
+    private static string Describe(string link, uint type) => type switch
+    {
+        LibC.S_IFSOCK => $"a socket ({link})",
+        LibC.S_IFIFO => $"a named FIFO ({link})",
+        LibC.S_IFBLK => $"a block device ({link})",
+        _ when link.StartsWith("anon_inode:", StringComparison.Ordinal) => $"an {link["anon_inode:".Length..].Trim('[', ']')} ({link})",
+        _ => $"an unsupported file ({link})",
+    };
+
+    private static FownEntry NoOwner() => new() { Uid = 0, Euid = 0, Signum = 0, PidType = 0, Pid = 0 };
+}

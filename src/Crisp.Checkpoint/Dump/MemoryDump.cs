@@ -1,0 +1,239 @@
+using System.Runtime.InteropServices;
+using Crisp.Images;
+using Crisp.Images.Pages;
+using Crisp.Images.Proto;
+using Crisp.Inject;
+using Crisp.Native;
+using Crisp.Native.ProcFs;
+using NativePagemap = Crisp.Native.ProcFs.PagemapReader;
+using PagemapEntry = Crisp.Native.ProcFs.PagemapEntry;
+
+namespace Crisp.Checkpoint.Dump;
+
+/// <summary>One VMA as dumped, with the pages the dump must carry for it.</summary>
+internal sealed record DumpedVma(Vma Source, VmaEntry Entry, bool CarriesPages, bool Lazy, bool AnonPagesOnly);
+
+/// <summary>
+/// The memory side of a dump: VMAs from smaps turned into vma entries, and the pages that
+/// hold data (present or swapped, per /proc/PID/pagemap) read with process_vm_readv in large
+/// batches and handed to a page sink in address order.
+/// </summary>
+internal static unsafe class MemoryDump
+{
+    private const int PageSize = LibC.PageSize;
+    /// <summary>Bytes read per process_vm_readv batch: large enough to amortize the call, small enough to stay in cache-ish.</summary>
+    private const int BatchBytes = 8 << 20;
+
+    private static readonly Lazy<ulong> ZeroPfn = new(FindZeroPfn);
+
+    public static List<DumpedVma> Vmas(int pid, FileTable files)
+    {
+        var result = new List<DumpedVma>();
+        foreach (var v in Proc.Smaps(pid))
+        {
+            uint status;
+            uint flags = v.Shared ? (uint)LibC.MAP_SHARED : (uint)LibC.MAP_PRIVATE;
+            ulong shmid = 0;
+            bool pages = false, lazy = false, anonOnly = false;
+            bool locked = (v.Flags & VmFlags.lo) != 0, huge = (v.Flags & VmFlags.ht) != 0;
+            if (huge)
+                throw new CrispException($"process {pid}: hugetlb mapping {v} is not supported yet");
+            if ((v.Flags & VmFlags.gd) != 0) flags |= LibC.MAP_GROWSDOWN;
+            if ((v.Flags & VmFlags.nr) != 0) flags |= LibC.MAP_NORESERVE;
+
+            if (v.IsVsyscall)
+            {
+                status = VmaStatus.VMA_AREA_VSYSCALL | VmaStatus.VMA_ANON_PRIVATE;
+                flags |= LibC.MAP_ANONYMOUS;
+            }
+            else if (v.IsVdso)
+            {
+                status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_ANON_PRIVATE;
+                flags |= LibC.MAP_ANONYMOUS;
+                pages = true;
+            }
+            else if (v.IsVvar)
+            {
+                status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_ANON_PRIVATE;
+                flags |= LibC.MAP_ANONYMOUS;
+            }
+            else if (v.Inode == 0 && (v.Path.Length == 0 || v.Path is "[heap]" or "[stack]" || v.Path.StartsWith("[anon:", StringComparison.Ordinal)))
+            {
+                flags |= LibC.MAP_ANONYMOUS;
+                status = VmaStatus.VMA_AREA_REGULAR | (v.Shared ? VmaStatus.VMA_ANON_SHARED : VmaStatus.VMA_ANON_PRIVATE);
+                if (v.Path == "[heap]") status |= VmaStatus.VMA_AREA_HEAP;
+                pages = true;
+                lazy = !v.Shared && !locked;
+            }
+            else if (v.Shared && v.Deleted && v.Path == "/dev/zero")
+            {
+                // MAP_SHARED|MAP_ANONYMOUS: shmem behind a deleted /dev/zero.
+                flags |= LibC.MAP_ANONYMOUS;
+                status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_ANON_SHARED;
+                shmid = v.Inode;
+                pages = true;
+            }
+            else if (v.Inode != 0 && v.Path.StartsWith('/'))
+            {
+                if (v.Deleted)
+                    throw new CrispException($"process {pid}: mapping {v} is of a deleted file: not supported yet");
+                if (v.Path.StartsWith("/SYSV", StringComparison.Ordinal) || v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
+                    throw new CrispException($"process {pid}: mapping {v} (System V shm or memfd) is not supported yet");
+                status = VmaStatus.VMA_AREA_REGULAR | (v.Shared ? VmaStatus.VMA_FILE_SHARED : VmaStatus.VMA_FILE_PRIVATE);
+                bool writable = v.Shared && (v.Flags & VmFlags.mw) != 0;
+                shmid = files.RegularForPath(v.Path, writable ? LibC.O_RDWR : LibC.O_RDONLY);
+                // Private file mappings carry the pages they made their own (copy-on-write).
+                pages = !v.Shared;
+                anonOnly = true;
+            }
+            else
+            {
+                throw new CrispException($"process {pid}: mapping {v} is not supported yet");
+            }
+
+            var entry = new VmaEntry
+            {
+                Start = v.Start, End = v.End, Pgoff = v.Offset, Shmid = shmid, Prot = (uint)v.Prot,
+                Flags = flags, Status = status, Fd = -1, Madv = Madvise(v.Flags),
+            };
+            if ((status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED)) != 0) entry.Fdflags = 0;
+            result.Add(new DumpedVma(v, entry, pages, lazy, anonOnly));
+        }
+        return result;
+    }
+
+    private static ulong Madvise(VmFlags f)
+    {
+        ulong m = 0;
+        if ((f & VmFlags.hg) != 0) m |= 1UL << LibC.MADV_HUGEPAGE;
+        if ((f & VmFlags.nh) != 0) m |= 1UL << LibC.MADV_NOHUGEPAGE;
+        if ((f & VmFlags.dc) != 0) m |= 1UL << LibC.MADV_DONTFORK;
+        if ((f & VmFlags.dd) != 0) m |= 1UL << LibC.MADV_DONTDUMP;
+        if ((f & VmFlags.wf) != 0) m |= 1UL << LibC.MADV_WIPEONFORK;
+        return m;
+    }
+
+    /// <summary>A run of pages with data, as found in /proc/PID/pagemap.</summary>
+    internal readonly record struct PageRun(ulong Vaddr, int Pages, PagemapFlags Flags);
+
+    /// <summary>The runs of pages with data in the dumped VMAs, in address order.</summary>
+    public static List<PageRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas)
+    {
+        var runs = new List<PageRun>();
+        using var pagemap = new NativePagemap(pid);
+        ulong zero = ZeroPfn.Value;
+        var entries = new ulong[BatchBytes / PageSize];
+        foreach (var v in vmas)
+        {
+            if (!v.CarriesPages) continue;
+            var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
+            for (ulong at = v.Entry.Start; at < v.Entry.End;)
+            {
+                int n = (int)Math.Min((ulong)entries.Length, (v.Entry.End - at) / PageSize);
+                var span = entries.AsSpan(0, n);
+                pagemap.Read(at, span);
+                ulong runStart = 0;
+                int runLen = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    var e = new PagemapEntry(span[i]);
+                    bool keep = e.HasData;
+                    // The shared zero page: never written, reads as zeros, restore gives zeros too.
+                    if (keep && e.Present && zero != 0 && e.Pfn == zero) keep = false;
+                    // In a private file mapping only copy-on-written (anonymous) pages are the process's own.
+                    if (keep && v.AnonPagesOnly && e.FileOrShared) keep = false;
+                    ulong addr = at + (ulong)i * PageSize;
+                    if (keep)
+                    {
+                        if (runLen == 0) runStart = addr;
+                        runLen++;
+                    }
+                    else if (runLen > 0)
+                    {
+                        runs.Add(new PageRun(runStart, runLen, flags));
+                        runLen = 0;
+                    }
+                }
+                if (runLen > 0) runs.Add(new PageRun(runStart, runLen, flags));
+                at += (ulong)n * PageSize;
+            }
+        }
+        return runs;
+    }
+
+    /// <summary>
+    /// Reads the runs' bytes from the frozen process and writes them to <paramref name="writer"/>,
+    /// in batches of up to <see cref="BatchBytes"/> with one process_vm_readv each.
+    /// Returns the number of pages written.
+    /// </summary>
+    public static ulong WritePages(int pid, IReadOnlyList<PageRun> runs, PagemapWriter writer)
+    {
+        byte* buffer = (byte*)NativeMemory.AlignedAlloc(BatchBytes, PageSize);
+        try
+        {
+            var ranges = new List<RemoteRange>();
+            var pieces = new List<PageRun>();
+            ulong total = 0;
+            int used = 0;
+            void Flush()
+            {
+                if (pieces.Count == 0) return;
+                var dest = new Span<byte>(buffer, used);
+                RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), dest);
+                int off = 0;
+                foreach (var p in pieces)
+                {
+                    int len = p.Pages * PageSize;
+                    writer.Write(p.Vaddr, dest.Slice(off, len), p.Flags);
+                    off += len;
+                }
+                ranges.Clear();
+                pieces.Clear();
+                used = 0;
+            }
+            foreach (var run in runs)
+            {
+                ulong vaddr = run.Vaddr;
+                int left = run.Pages;
+                while (left > 0)
+                {
+                    int room = (BatchBytes - used) / PageSize;
+                    if (room == 0 || ranges.Count == LibC.IOV_MAX) { Flush(); continue; }
+                    int take = Math.Min(room, left);
+                    ranges.Add(new RemoteRange(vaddr, take * PageSize));
+                    pieces.Add(new PageRun(vaddr, take, run.Flags));
+                    used += take * PageSize;
+                    total += (ulong)take;
+                    vaddr += (ulong)take * PageSize;
+                    left -= take;
+                }
+            }
+            Flush();
+            return total;
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
+    }
+
+    /// <summary>The PFN of the kernel's shared zero page, seen through our own pagemap.</summary>
+    private static ulong FindZeroPfn()
+    {
+        nint page = LibC.mmap(0, PageSize, LibC.PROT_READ, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS, -1, 0);
+        if (page == LibC.MAP_FAILED) return 0;
+        try
+        {
+            _ = System.Threading.Volatile.Read(ref *(byte*)page); // a read fault maps the zero page
+            using var pm = new NativePagemap(LibC.getpid());
+            Span<ulong> e = stackalloc ulong[1];
+            pm.Read((ulong)page, e);
+            var entry = new PagemapEntry(e[0]);
+            return entry.Present ? entry.Pfn : 0;
+        }
+        finally
+        {
+            LibC.munmap(page, PageSize);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+using System.Runtime.InteropServices;
+using Crisp.Checkpoint.Cpu;
+using Crisp.Images.Proto;
+using Crisp.Inject;
+using Crisp.Native;
+using Crisp.Native.ProcFs;
+using Google.Protobuf;
+
+namespace Crisp.Checkpoint.Dump;
+
+/// <summary>
+/// Collects the per-process and per-thread state of a seized process into core entries:
+/// registers, FPU/XSAVE, signal masks and queues, sigactions, rlimits, credentials, rseq,
+/// sigaltstack, robust futex list, clear-tid address, itimers. What the kernel only tells the
+/// task itself (sigactions, sigaltstack, PR_GET_TID_ADDRESS, itimers) is asked through
+/// injected syscalls; everything else is read from outside.
+/// </summary>
+internal static unsafe class TaskState
+{
+    private const int SYS_getitimer = 36, SYS_get_robust_list = 274;
+    private const int NSIG = 64;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct KernelSigaction { public ulong handler, flags, restorer, mask; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct StackT { public ulong ss_sp; public int ss_flags; public int pad; public ulong ss_size; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ITimerVal { public long isec, iusec, vsec, vusec; }
+
+    /// <summary>Builds core entries for every thread (the leader's carries <c>tc</c>).</summary>
+    public static Dictionary<int, CoreEntry> Collect(SeizedProcess proc)
+    {
+        int pid = proc.Pid;
+        var status = Proc.Status(pid);
+        var stat = Proc.Stat(pid);
+        var cores = new Dictionary<int, CoreEntry>();
+
+        // Things only the task can tell: ask once in the leader (process-wide state) ...
+        List<SaEntry> sigactions;
+        TaskTimersEntry timers;
+        using (var sys = proc.Inject(proc.Leader))
+        using (var scratch = sys.MapScratch())
+        {
+            sigactions = ReadSigactions(sys, scratch);
+            timers = ReadTimers(sys, scratch);
+        }
+
+        foreach (var task in proc.Tasks)
+        {
+            var core = new CoreEntry { Mtype = CoreEntry.Types.March.X8664 };
+            var regs = Registers.ApplyRestartFixup(task.SeizeRegs);
+            var xstate = task.GetXState();
+            ulong clearTid;
+            StackT sas;
+            // ... and per thread (sigaltstack and the clear-tid address are per thread).
+            using (var sys = proc.Inject(task))
+            using (var scratch = sys.MapScratch())
+            {
+                ulong sasAddr = scratch.Reserve(sizeof(StackT));
+                sys.Check("sigaltstack", LibC.SYS_sigaltstack, 0, (long)sasAddr);
+                sas = scratch.ReadStruct<StackT>(sasAddr);
+                ulong tidAddr = scratch.Reserve(8);
+                sys.Check("prctl(PR_GET_TID_ADDRESS)", LibC.SYS_prctl, LibC.PR_GET_TID_ADDRESS, (long)tidAddr);
+                clearTid = scratch.ReadStruct<ulong>(tidAddr);
+            }
+
+            core.ThreadInfo = new ThreadInfoX86
+            {
+                ClearTidAddr = clearTid,
+                Gpregs = Registers.ToImage(regs),
+                Fpregs = Xsave.ToImage(xstate),
+            };
+
+            var tstatus = task.Tid == pid ? status : Proc.TaskStatus(pid, task.Tid);
+            var tstat = task.Tid == pid ? stat : Proc.TaskStat(pid, task.Tid);
+            ulong robustHead = 0, robustLen = 0;
+            if (LibC.Syscall(SYS_get_robust_list, task.Tid, (long)&robustHead, (long)&robustLen) < 0)
+                throw new SyscallException("get_robust_list", Errno.Last, $"{task.Tid}");
+            var rseq = task.GetRseq();
+            var tc = new ThreadCoreEntry
+            {
+                FutexRla = robustHead,
+                FutexRlaLen = (uint)robustLen,
+                SchedNice = (int)tstat.Nice,
+                SchedPolicy = 0,
+                BlkSigset = task.GetSigMask(),
+                Sas = new ThreadSasEntry { SsSp = sas.ss_sp, SsSize = sas.ss_size, SsFlags = (uint)sas.ss_flags },
+                SignalsP = Queue(task.PeekPendingSignals(shared: false)),
+                Creds = Creds(tstatus),
+                Comm = ReadComm(pid, task.Tid),
+            };
+            if (rseq.rseq_abi_pointer != 0)
+                tc.RseqEntry = new RseqEntry { RseqAbiPointer = rseq.rseq_abi_pointer, RseqAbiSize = rseq.rseq_abi_size, Signature = rseq.signature };
+            core.ThreadCore = tc;
+
+            if (task.Tid == pid)
+            {
+                var rl = new TaskRlimitsEntry();
+                for (int r = 0; r < LibC.RLIM_NLIMITS; r++)
+                {
+                    LibC.RLimit old;
+                    Errno.Check(LibC.prlimit(pid, r, null, &old), "prlimit", $"{pid}, resource {r}");
+                    rl.Rlimits.Add(new RlimitEntry { Cur = old.rlim_cur, Max = old.rlim_max });
+                }
+                var task0 = new TaskCoreEntry
+                {
+                    TaskState = stat.State is 'T' or 't' ? 6u : 1u,
+                    ExitCode = 0,
+                    Personality = Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16),
+                    Flags = stat.Flags,
+                    BlkSigset = tc.BlkSigset,
+                    Comm = ReadComm(pid, pid),
+                    Timers = timers,
+                    Rlimits = rl,
+                    SignalsS = Queue(task.PeekPendingSignals(shared: true)),
+                    Loginuid = ReadUInt($"/proc/{pid}/loginuid", uint.MaxValue),
+                    OomScoreAdj = (int)ReadLong($"/proc/{pid}/oom_score_adj", 0),
+                };
+                task0.Sigactions.AddRange(sigactions);
+                core.Tc = task0;
+            }
+            cores[task.Tid] = core;
+        }
+        return cores;
+    }
+
+    private static List<SaEntry> ReadSigactions(RemoteSyscall sys, ScratchArea scratch)
+    {
+        var list = new List<SaEntry>(NSIG);
+        ulong at = scratch.Reserve(sizeof(KernelSigaction));
+        for (int sig = 1; sig <= NSIG; sig++)
+        {
+            if (sig is LibC.SIGKILL or LibC.SIGSTOP)
+            {
+                list.Add(new SaEntry { Sigaction = 0, Flags = 0, Restorer = 0, Mask = 0, CompatSigaction = false });
+                continue;
+            }
+            sys.Check("rt_sigaction", LibC.SYS_rt_sigaction, sig, 0, (long)at, 8);
+            var sa = scratch.ReadStruct<KernelSigaction>(at);
+            list.Add(new SaEntry { Sigaction = sa.handler, Flags = sa.flags, Restorer = sa.restorer, Mask = sa.mask, CompatSigaction = false });
+        }
+        return list;
+    }
+
+    private static TaskTimersEntry ReadTimers(RemoteSyscall sys, ScratchArea scratch)
+    {
+        ulong at = scratch.Reserve(sizeof(ITimerVal));
+        ItimerEntry One(int which)
+        {
+            sys.Check("getitimer", SYS_getitimer, which, (long)at);
+            var v = scratch.ReadStruct<ITimerVal>(at);
+            return new ItimerEntry { Isec = (ulong)v.isec, Iusec = (ulong)v.iusec, Vsec = (ulong)v.vsec, Vusec = (ulong)v.vusec };
+        }
+        return new TaskTimersEntry { Real = One(0), Virt = One(1), Prof = One(2) };
+    }
+
+    private static SignalQueueEntry Queue(List<SigInfo> signals)
+    {
+        var q = new SignalQueueEntry();
+        foreach (var si in signals)
+        {
+            var copy = si;
+            q.Signals.Add(new SiginfoEntry { Siginfo = ByteString.CopyFrom(new ReadOnlySpan<byte>(&copy, sizeof(SigInfo))) });
+        }
+        return q;
+    }
+
+    private static CredsEntry Creds(ProcStatus s)
+    {
+        var c = new CredsEntry
+        {
+            Uid = s.Uid[0], Euid = s.Uid[1], Suid = s.Uid[2], Fsuid = s.Uid[3],
+            Gid = s.Gid[0], Egid = s.Gid[1], Sgid = s.Gid[2], Fsgid = s.Gid[3],
+            Secbits = 0,
+        };
+        Caps(c.CapInh, s.CapInh);
+        Caps(c.CapPrm, s.CapPrm);
+        Caps(c.CapEff, s.CapEff);
+        Caps(c.CapBnd, s.CapBnd);
+        Caps(c.CapAmb, s.CapAmb);
+        c.Groups.AddRange(s.Groups);
+        return c;
+    }
+
+    private static void Caps(Google.Protobuf.Collections.RepeatedField<uint> f, ulong v)
+    {
+        f.Add((uint)v);
+        f.Add((uint)(v >> 32));
+    }
+
+    private static string ReadComm(int pid, int tid) => File.ReadAllText($"/proc/{pid}/task/{tid}/comm").TrimEnd('\n');
+
+    private static uint ReadUInt(string path, uint fallback)
+    {
+        try { return uint.Parse(File.ReadAllText(path).Trim()); }
+        catch (Exception e) when (e is IOException or FormatException or OverflowException) { return fallback; }
+    }
+
+    private static long ReadLong(string path, long fallback)
+    {
+        try { return long.Parse(File.ReadAllText(path).Trim()); }
+        catch (Exception e) when (e is IOException or FormatException) { return fallback; }
+    }
+}
