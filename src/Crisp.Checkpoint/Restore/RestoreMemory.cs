@@ -23,6 +23,9 @@ internal sealed unsafe partial class RestoreSession
         var fileFds = new Dictionary<uint, int>();
         Step($"process {p.Pid}: map VMAs", () => MapVmas(p, leader, fileFds));
         Step($"process {p.Pid}: write memory", () => WritePages(p));
+        foreach (var v in _writeFirst)
+            leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
+        _writeFirst.Clear();
         Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
         foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
         Step($"process {p.Pid}: files", () => RestoreFiles(p, leader));
@@ -143,8 +146,22 @@ internal sealed unsafe partial class RestoreSession
             throw new CrispException($"file {path} changed size: {reg.Size} bytes at dump, {info.Length} now ({what})");
     }
 
+    private readonly List<VmaEntry> _writeFirst = [];
+
+    private static bool HasPages(Crisp.Images.Pages.PagemapReader? pm, VmaEntry v)
+    {
+        if (pm == null) return false;
+        for (int i = 0; i < pm.Runs.Count; i++)
+        {
+            var r = pm.Runs[i];
+            if (r.IsPresent && r.Vaddr < v.End && v.Start < r.End) return true;
+        }
+        return false;
+    }
+
     private void MapVmas(ProcessImage p, RestoreTask leader, Dictionary<uint, int> fileFds)
     {
+        using var pm = _dir.Exists(ImageDir.PagemapName(p.Pid)) ? _dir.OpenPagemap(p.Pid) : null;
         var scratch = new Scratch(this, p.Pid);
         foreach (var v in p.Mm.Vmas)
         {
@@ -153,6 +170,14 @@ internal sealed unsafe partial class RestoreSession
                 throw new CrispException($"VMA 0x{v.Start:x}-0x{v.End:x} overlaps the control page (internal error)");
             int flags = (int)v.Flags | LibC.MAP_FIXED;
             int prot = (int)v.Prot;
+            // A private VMA without PROT_WRITE that holds dumped (COW'd) pages was writable once: map it
+            // writable, fill it, mprotect it after. That also gives it VM_ACCOUNT as in the original,
+            // which keeps it from merging with a never-written neighbour (/proc/PID/maps stays equal).
+            if ((prot & LibC.PROT_WRITE) == 0 && (v.Flags & LibC.MAP_SHARED) == 0 && HasPages(pm, v))
+            {
+                prot |= LibC.PROT_WRITE;
+                _writeFirst.Add(v);
+            }
             long fd = -1;
             bool fileBacked = (v.Status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED)) != 0;
             if (fileBacked)
@@ -223,7 +248,7 @@ internal sealed unsafe partial class RestoreSession
                         ulong end = Math.Min(run.End, v.End);
                         long off = run.FileOffset + (long)(a - run.Vaddr);
                         ulong len = end - a;
-                        bool writable = (v.Prot & LibC.PROT_WRITE) != 0;
+                        bool writable = (v.Prot & LibC.PROT_WRITE) != 0 || _writeFirst.Contains(v);
                         if (writable)
                         {
                             local.Add(new LibC.iovec(map + (nint)off, (nuint)len));
