@@ -115,8 +115,28 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     {
         foreach (var p in _procs)
             foreach (var (tid, _) in p.Threads)
-                if (Directory.Exists($"/proc/{tid}"))
+                if (Directory.Exists($"/proc/{tid}") && !WaitForZombieRelease(tid))
                     throw new CrispException($"pid {tid} is in use by another process ({Comm(tid)})");
+    }
+
+    /// <summary>
+    /// A dump kills the tree and returns; the killed process stays a zombie until its own parent
+    /// reaps it, which usually takes microseconds. A pid held by a zombie is given a moment to
+    /// be released rather than refused at once.
+    /// </summary>
+    private static bool WaitForZombieRelease(int pid)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (clock.ElapsedMilliseconds < 2000)
+        {
+            string state;
+            try { state = File.ReadAllText($"/proc/{pid}/stat"); }
+            catch (IOException) { return true; }
+            int close = state.LastIndexOf(')');
+            if (close < 0 || close + 2 >= state.Length || (state[close + 2] != 'Z' && state[close + 2] != 'X')) return false;
+            Thread.Sleep(1);
+        }
+        return !Directory.Exists($"/proc/{pid}");
     }
 
     private static string Comm(int pid)
