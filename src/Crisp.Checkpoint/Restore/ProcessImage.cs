@@ -33,6 +33,8 @@ internal sealed class ProcessImage
                 tids.Insert(0, pid);
             }
             var threads = tids.Select(t => (t, dir.ReadCore(t))).ToList();
+            if (threads[0].Item2.Tc?.TaskState == TaskState.Zombie)
+                throw new Crisp.Native.CrispException($"process {pid} was a zombie at dump; restoring zombies is not supported yet");
             var ids = threads[0].Item2.Ids ?? dir.ReadIds(pid);
             var mm = dir.ReadMm(pid);
             FsEntry? fs = dir.Exists(ImageDir.FsName(pid)) ? dir.ReadFs(pid) : null;

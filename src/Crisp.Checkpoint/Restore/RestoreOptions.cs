@@ -35,6 +35,9 @@ public sealed class RestoredProcess
     public int Pid { get; }
     /// <summary>Every restored process, root first.</summary>
     public IReadOnlyList<int> Pids { get; }
+    /// <summary>How long each step of the sequence took (for -v and benchmarks).</summary>
+    public IReadOnlyList<(string Step, TimeSpan Took)> Steps { get; init; } = [];
+
     /// <summary>Time from the start of Restore until the tree ran.</summary>
     public TimeSpan Elapsed { get; }
 

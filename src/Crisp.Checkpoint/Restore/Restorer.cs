@@ -60,6 +60,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private int _extraBase;                                              // first fd number of inherited fds
     private readonly List<int> _extraCrispFds = [];                      // crisp fds passed to the stub
     private string _step = "start";
+    private readonly List<(string Step, TimeSpan Took)> _stepTimes = [];
 
     private ulong Code => _ctl;
 
@@ -86,14 +87,17 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         }
         if (_o.PidFile != null)
             File.WriteAllText(_o.PidFile, _procs[0].Pid.ToString());
-        return new RestoredProcess(_procs[0].Pid, _procs.Select(p => p.Pid).ToList(), clock.Elapsed);
+        return new RestoredProcess(_procs[0].Pid, _procs.Select(p => p.Pid).ToList(), clock.Elapsed) { Steps = _stepTimes };
     }
 
     private void Step(string name, Action a)
     {
         _step = name;
-        Log.D($"restore: {name}");
+        long t0 = Stopwatch.GetTimestamp();
         a();
+        var took = Stopwatch.GetElapsedTime(t0);
+        _stepTimes.Add((name, took));
+        Log.D($"restore: {name}: {took.TotalMilliseconds:F1} ms");
     }
 
     // ---- images and checks ------------------------------------------------------------
