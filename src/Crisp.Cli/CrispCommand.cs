@@ -16,6 +16,7 @@ public static class CrispCommand
     {
         var root = new RootCommand("crisp: checkpoint/restore for Linux processes, with lazy restore and post-copy live migration");
         root.Subcommands.Add(CheckCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
         foreach (var c in Commands.Create())
             root.Subcommands.Add(c);
         var parse = root.Parse(NormalizeVerbosity(args));
