@@ -22,6 +22,7 @@ internal sealed unsafe partial class RestoreSession
         Step($"process {p.Pid}: move the vDSO", () => MoveVdso(p, leader));
         var fileFds = new Dictionary<uint, int>();
         Step($"process {p.Pid}: map VMAs", () => MapVmas(p, leader, fileFds));
+        if (_o.Lazy) Step($"process {p.Pid}: register lazy memory and hand it over", () => RegisterLazy(p, leader));
         Step($"process {p.Pid}: write memory", () => WritePages(p));
         foreach (var v in _writeFirst)
             leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
@@ -218,7 +219,9 @@ internal sealed unsafe partial class RestoreSession
         if (!_dir.Exists(ImageDir.PagemapName(p.Pid))) return;
         using var pm = _dir.OpenPagemap(p.Pid);
         if (pm.PagesFileLength == 0) return;
-        var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v)).OrderBy(v => v.Start).ToList();
+        // Lazy VMAs are left out: their pages come from the lazy-pages daemon, and runs inside them are skipped below.
+        var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v) && !IsLazyVma(v)).OrderBy(v => v.Start).ToList();
+        if (vmas.Count == 0) return;
         int fd = (int)pm.PagesHandle.DangerousGetHandle();
         nint map = LibC.mmap(0, (nuint)pm.PagesFileLength, LibC.PROT_READ, LibC.MAP_PRIVATE, fd, 0);
         if (map == -1) throw new SyscallException("mmap", Errno.Last, pm.PagesPath);

@@ -31,8 +31,6 @@ public static class Restorer
 {
     public static RestoredProcess Restore(RestoreOptions options)
     {
-        if (options.Lazy)
-            throw new CrispException("restore: --lazy-pages is not implemented yet");
         using var thread = new PtraceThread("crisp-restore");
         var session = new RestoreSession(options);
         return thread.Invoke(session.Run);
@@ -69,6 +67,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var clock = Stopwatch.StartNew();
         try
         {
+            if (_o.Lazy) Step("connect to the lazy-pages daemon", ConnectLazyPages);
             Step("read images", LoadImages);
             Step("check pids", CheckPids);
             Step("start the stub", StartStub);
@@ -78,13 +77,16 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             foreach (var p in _procs)
                 RestoreProcess(p);
             Step("resume", ResumeAll);
+            if (_lazy != null) Step("restore finished (lazy-pages)", _lazy.Finish);
         }
         catch (Exception e)
         {
             KillEverything();
+            _lazy?.Dispose();
             if (e is CrispException ce && ce.Message.StartsWith("restore failed", StringComparison.Ordinal)) throw;
             throw new CrispException($"restore failed at step '{_step}': {e.Message}", e);
         }
+        _lazy?.Dispose();
         if (_o.PidFile != null)
             File.WriteAllText(_o.PidFile, _procs[0].Pid.ToString());
         return new RestoredProcess(_procs[0].Pid, _procs.Select(p => p.Pid).ToList(), clock.Elapsed) { Steps = _stepTimes };
