@@ -1,12 +1,14 @@
 using System.CommandLine;
 using Crisp.Checkpoint.Dump;
+using Crisp.Checkpoint.Restore;
+using Crisp.Native;
 
 namespace Crisp.Cli;
 
 /// <summary>The checkpoint/restore commands; each is wired here as its mechanism lands.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> Create() => [DumpCmd(), .. RemoteCommands.Create()];
+    public static IEnumerable<Command> Create() => [DumpCmd(), RestoreCmd(), LazyPagesCommand.Create(), .. RemoteCommands.Create()];
 
     private static Command DumpCmd()
     {
@@ -30,5 +32,54 @@ public static class Commands
             return CrispCommand.ExitOk;
         }));
         return cmd;
+    }
+
+    private static Command RestoreCmd()
+    {
+        var common = new CommonOptions();
+        var detached = new Option<bool>("--restore-detached", "-d") { Description = "exit once the process runs, instead of waiting for it" };
+        var pidfile = new Option<string?>("--pidfile") { Description = "write the restored root's pid to this file" };
+        var shellJob = new Option<bool>("--shell-job", "-j") { Description = "give the restored process crisp's terminal for stdio that was a tty" };
+        var inherit = new Option<string[]>("--inherit-fd") { Description = "fd[N]:KEY: use crisp's fd N for the external file KEY (a path or pipe:[INODE])", AllowMultipleArgumentsPerToken = false };
+        var lazy = new Option<bool>("--lazy-pages") { Description = "restore private anonymous memory lazily through the lazy-pages daemon" };
+        var cmd = new Command("restore", "Restore a process tree from image files");
+        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy }) cmd.Options.Add(o);
+        common.AddTo(cmd);
+        cmd.SetAction(r => CrispCommand.Guard("restore", () =>
+        {
+            common.ConfigureLog(r);
+            var inheritFds = new Dictionary<string, int>();
+            foreach (var spec in r.GetValue(inherit) ?? [])
+            {
+                var (key, fd) = ParseInheritFd(spec);
+                inheritFds[key] = fd;
+            }
+            var pidfilePath = r.GetValue(pidfile);
+            var restored = Restorer.Restore(new RestoreOptions
+            {
+                ImagesDir = common.Images(r),
+                WorkDir = common.Work(r),
+                Detached = r.GetValue(detached),
+                PidFile = pidfilePath is null ? null : Path.GetFullPath(pidfilePath),
+                ShellJob = r.GetValue(shellJob),
+                InheritFds = inheritFds,
+                Lazy = r.GetValue(lazy),
+            });
+            Log.I($"restored {restored.Pid} ({restored.Pids.Count} process(es)) in {restored.Elapsed.TotalMilliseconds:F1} ms");
+            if (r.GetValue(detached)) return CrispCommand.ExitOk;
+            Log.Close();
+            return restored.WaitForExit();
+        }));
+        return cmd;
+    }
+
+    /// <summary>CRIU's --inherit-fd syntax: fd[N]:KEY.</summary>
+    internal static (string Key, int Fd) ParseInheritFd(string spec)
+    {
+        int colon = spec.IndexOf(':');
+        if (!spec.StartsWith("fd[", StringComparison.Ordinal) || colon < 0 || spec[colon - 1] != ']'
+            || !int.TryParse(spec.AsSpan(3, colon - 4), out int fd) || fd < 0 || colon == spec.Length - 1)
+            throw new CrispException($"--inherit-fd {spec}: expected fd[N]:KEY, e.g. fd[3]:pipe:[12345]");
+        return (spec[(colon + 1)..], fd);
     }
 }

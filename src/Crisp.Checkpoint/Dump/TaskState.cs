@@ -106,7 +106,8 @@ internal static unsafe class TaskState
                 }
                 var task0 = new TaskCoreEntry
                 {
-                    TaskState = stat.State is 'T' or 't' ? 6u : 1u,
+                    // At this point every thread is in a ptrace stop; what counts is whether it was job-control stopped before.
+                    TaskState = proc.Leader.WasGroupStopped ? 6u : 1u,
                     ExitCode = 0,
                     Personality = Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16),
                     Flags = stat.Flags,

@@ -1,0 +1,45 @@
+using Crisp.Images;
+using Crisp.Images.Proto;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>Everything the images say about one process of the tree.</summary>
+internal sealed class ProcessImage
+{
+    public required PstreeEntry Entry { get; init; }
+    public required TaskKobjIdsEntry Ids { get; init; }
+    public required MmEntry Mm { get; init; }
+    public required FsEntry? Fs { get; init; }
+    public required List<FdinfoEntry> Fds { get; init; }
+    /// <summary>core-TID per thread, the leader first.</summary>
+    public required List<(int Tid, CoreEntry Core)> Threads { get; init; }
+
+    public int Pid => (int)Entry.Pid;
+    public int Ppid => (int)Entry.Ppid;
+    public int Pgid => (int)Entry.Pgid;
+    public int Sid => (int)Entry.Sid;
+    public CoreEntry LeaderCore => Threads[0].Core;
+
+    public static List<ProcessImage> Load(ImageDir dir)
+    {
+        var list = new List<ProcessImage>();
+        foreach (var e in dir.ReadPstree())
+        {
+            int pid = (int)e.Pid;
+            var tids = e.Threads.Count > 0 ? e.Threads.Select(t => (int)t).ToList() : [pid];
+            if (tids[0] != pid)
+            {
+                tids.Remove(pid);
+                tids.Insert(0, pid);
+            }
+            var threads = tids.Select(t => (t, dir.ReadCore(t))).ToList();
+            var ids = threads[0].Item2.Ids ?? dir.ReadIds(pid);
+            var mm = dir.ReadMm(pid);
+            FsEntry? fs = dir.Exists(ImageDir.FsName(pid)) ? dir.ReadFs(pid) : null;
+            var fds = dir.Exists(ImageDir.FdinfoName(ids.FilesId)) ? dir.ReadFdinfo(ids.FilesId) : [];
+            list.Add(new ProcessImage { Entry = e, Ids = ids, Mm = mm, Fs = fs, Fds = fds, Threads = threads });
+        }
+        if (list.Count == 0) throw new ImageException(dir.PathOf(ImageDir.PstreeName), "no processes");
+        return list;
+    }
+}

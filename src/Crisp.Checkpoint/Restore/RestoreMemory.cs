@@ -1,0 +1,329 @@
+using Crisp.Images;
+using Crisp.Images.Pages;
+using Crisp.Images.Proto;
+using Crisp.Inject;
+using Crisp.Native;
+using Crisp.Native.ProcFs;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>The address space: stub mappings out, vDSO moved, VMAs in, pages written, mm fields set.</summary>
+internal sealed unsafe partial class RestoreSession
+{
+    private const int MADV_MERGEABLE = 12, MADV_HUGEPAGE = 14, MADV_NOHUGEPAGE = 15, MADV_DONTDUMP = 16, MADV_WIPEONFORK = 18;
+
+    private static bool IsSpecial(VmaEntry v) =>
+        (v.Status & (VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_AREA_VSYSCALL)) != 0;
+
+    private void RestoreProcess(ProcessImage p)
+    {
+        var leader = _tasks[p.Pid];
+        Step($"process {p.Pid}: clear the stub's mappings", () => ClearStub(p, leader));
+        Step($"process {p.Pid}: move the vDSO", () => MoveVdso(p, leader));
+        var fileFds = new Dictionary<uint, int>();
+        Step($"process {p.Pid}: map VMAs", () => MapVmas(p, leader, fileFds));
+        Step($"process {p.Pid}: write memory", () => WritePages(p));
+        foreach (var v in _writeFirst)
+            leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
+        _writeFirst.Clear();
+        Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
+        foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
+        Step($"process {p.Pid}: files", () => RestoreFiles(p, leader));
+        Step($"process {p.Pid}: fs", () => RestoreFs(p, leader));
+        Step($"process {p.Pid}: signal handlers", () => RestoreSigactions(p, leader));
+        Step($"process {p.Pid}: rlimits", () => RestoreRlimits(p));
+        Step($"process {p.Pid}: task state", () => RestoreTaskState(p, leader));
+        foreach (var (tid, core) in p.Threads)
+            Step($"thread {tid}: per-thread state", () => RestoreThreadState(p, _tasks[tid], core));
+        Step($"process {p.Pid}: credentials", () => RestoreCreds(p));
+        Step($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
+    }
+
+    private void ClearStub(ProcessImage p, RestoreTask leader)
+    {
+        foreach (var v in Proc.Maps(p.Pid))
+        {
+            if (v.IsVdso || v.IsVvar || v.IsVsyscall) continue;
+            if (v.Start >= _ctl && v.End <= _ctl + CtlSize) continue;
+            leader.Check(Code, "munmap", LibC.SYS_munmap, (long)v.Start, (long)v.Length);
+        }
+    }
+
+    private void MoveVdso(ProcessImage p, RestoreTask leader)
+    {
+        var now = Proc.Maps(p.Pid).Where(v => v.IsVvar || v.IsVdso).OrderBy(v => v.Start).ToList();
+        var dumpedVvar = p.Mm.Vmas.Where(v => (v.Status & VmaStatus.VMA_AREA_VVAR) != 0).OrderBy(v => v.Start).ToList();
+        var dumpedVdso = p.Mm.Vmas.Where(v => (v.Status & VmaStatus.VMA_AREA_VDSO) != 0).ToList();
+        var nowVvar = now.Where(v => v.IsVvar).ToList();
+        var nowVdso = now.Where(v => v.IsVdso).ToList();
+        ulong Sum(IEnumerable<ulong> xs) => xs.Aggregate(0UL, (a, b) => a + b);
+        ulong dumpedVvarSize = Sum(dumpedVvar.Select(v => v.End - v.Start)), nowVvarSize = Sum(nowVvar.Select(v => v.Length));
+        ulong dumpedVdsoSize = Sum(dumpedVdso.Select(v => v.End - v.Start)), nowVdsoSize = Sum(nowVdso.Select(v => v.Length));
+        if (dumpedVdso.Count == 0)
+        {
+            // Dumped without a vDSO: drop ours.
+            foreach (var v in now) leader.Check(Code, "munmap vdso", LibC.SYS_munmap, (long)v.Start, (long)v.Length);
+            return;
+        }
+        if (dumpedVdsoSize != nowVdsoSize || (dumpedVvar.Count > 0 && dumpedVvarSize != nowVvarSize))
+            throw new CrispException($"the vDSO of this kernel ({nowVdsoSize / 1024} KiB, vvar {nowVvarSize / 1024} KiB) differs from the dumped one " +
+                                     $"({dumpedVdsoSize / 1024} KiB, vvar {dumpedVvarSize / 1024} KiB): restore needs the same kernel");
+        // Dumped vvar ranges must be contiguous to receive our pieces in order.
+        for (int i = 1; i < dumpedVvar.Count; i++)
+            if (dumpedVvar[i].Start != dumpedVvar[i - 1].End)
+                throw new CrispException("the dumped [vvar] areas are not contiguous; cannot place this kernel's vvar there");
+
+        // Phase 1: everything to a temporary place; phase 2: to the dumped addresses.
+        var moves = new List<(ulong From, ulong Len, ulong To)>();
+        ulong tmp = _temp;
+        foreach (var v in now)
+        {
+            leader.Check(Code, "mremap vdso (temporary)", SYS_mremap, (long)v.Start, (long)v.Length, (long)v.Length,
+                LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)tmp);
+            ulong to;
+            if (v.IsVdso) to = dumpedVdso[0].Start + (v.Start - nowVdso[0].Start);
+            else if (dumpedVvar.Count > 0) to = dumpedVvar[0].Start + (v.Start - nowVvar[0].Start);
+            else to = 0;
+            moves.Add((tmp, v.Length, to));
+            tmp += v.Length;
+        }
+        foreach (var (from, len, to) in moves)
+        {
+            if (to == 0) leader.Check(Code, "munmap vvar", LibC.SYS_munmap, (long)from, (long)len);
+            else leader.Check(Code, "mremap vdso", SYS_mremap, (long)from, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)to);
+        }
+
+        // The dumped vDSO pages (when in the pagemap) must equal this kernel's.
+        using var pm = _dir.OpenPagemap(p.Pid);
+        var vd = dumpedVdso[0];
+        var mine = new byte[vd.End - vd.Start];
+        RemoteMemory.Read(p.Pid, vd.Start, mine);
+        bool allPresent = true;
+        var dumped = new byte[mine.Length];
+        for (ulong a = vd.Start; a < vd.End; a += PagemapRun.PageSize)
+        {
+            if (!pm.IsPresent(a)) { allPresent = false; continue; }
+            pm.Read(a, dumped.AsSpan((int)(a - vd.Start), PagemapRun.PageSize));
+        }
+        if (allPresent && !dumped.AsSpan().SequenceEqual(mine))
+        {
+            // Same entry points is what matters; boot-time alternatives may differ between CPUs.
+            var a = VdsoSymbols.Read(dumped);
+            var b = VdsoSymbols.Read(mine);
+            if (a == null || b == null || !a.SequenceEqual(b))
+                throw new CrispException($"the vDSO at 0x{vd.Start:x} differs from the dumped one (other symbols or layout): restore needs the same kernel build");
+            int diff = 0;
+            for (int i = 0; i < mine.Length; i++) if (mine[i] != dumped[i]) diff++;
+            Log.I($"process {p.Pid}: vDSO code differs from the dumped one in {diff} bytes (CPU-specific patches); its {a.Count} symbols match");
+        }
+        _vdsoSyscall[p.Pid] = FindSyscall(mine, vd.Start);
+    }
+
+    private readonly Dictionary<int, ulong> _vdsoSyscall = new();
+
+    private static ulong FindSyscall(byte[] code, ulong start)
+    {
+        for (int i = 0; i + 1 < code.Length; i++)
+            if (code[i] == 0x0f && code[i + 1] == 0x05) return start + (ulong)i;
+        return 0;
+    }
+
+    private string FilePath(uint id, string what)
+    {
+        if (!_files.TryGetValue(id, out var f) || f.Reg == null)
+            throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"{what}: no regular file with id {id}");
+        return f.Reg.Name;
+    }
+
+    /// <summary>Checks that a file a mapping or the exe needs is still there with its dumped size.</summary>
+    private void CheckFile(uint id, string what)
+    {
+        var reg = _files[id].Reg;
+        string path = reg.Name;
+        var info = new FileInfo(path);
+        if (!info.Exists) throw new CrispException($"file {path} is gone ({what})");
+        if (reg.HasSize && (ulong)info.Length != reg.Size)
+            throw new CrispException($"file {path} changed size: {reg.Size} bytes at dump, {info.Length} now ({what})");
+    }
+
+    private readonly List<VmaEntry> _writeFirst = [];
+
+    private static bool HasPages(Crisp.Images.Pages.PagemapReader? pm, VmaEntry v)
+    {
+        if (pm == null) return false;
+        for (int i = 0; i < pm.Runs.Count; i++)
+        {
+            var r = pm.Runs[i];
+            if (r.IsPresent && r.Vaddr < v.End && v.Start < r.End) return true;
+        }
+        return false;
+    }
+
+    private void MapVmas(ProcessImage p, RestoreTask leader, Dictionary<uint, int> fileFds)
+    {
+        using var pm = _dir.Exists(ImageDir.PagemapName(p.Pid)) ? _dir.OpenPagemap(p.Pid) : null;
+        var scratch = new Scratch(this, p.Pid);
+        foreach (var v in p.Mm.Vmas)
+        {
+            if (IsSpecial(v)) continue;
+            if (v.Start < _ctl + CtlSize && _ctl < v.End)
+                throw new CrispException($"VMA 0x{v.Start:x}-0x{v.End:x} overlaps the control page (internal error)");
+            int flags = (int)v.Flags | LibC.MAP_FIXED;
+            int prot = (int)v.Prot;
+            // A private VMA without PROT_WRITE that holds dumped (COW'd) pages was writable once: map it
+            // writable, fill it, mprotect it after. That also gives it VM_ACCOUNT as in the original,
+            // which keeps it from merging with a never-written neighbour (/proc/PID/maps stays equal).
+            if ((prot & LibC.PROT_WRITE) == 0 && (v.Flags & LibC.MAP_SHARED) == 0 && HasPages(pm, v))
+            {
+                prot |= LibC.PROT_WRITE;
+                _writeFirst.Add(v);
+            }
+            long fd = -1;
+            bool fileBacked = (v.Status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED)) != 0;
+            if (fileBacked)
+            {
+                uint id = (uint)v.Shmid;
+                if (!fileFds.TryGetValue(id, out var ffd))
+                {
+                    string path = FilePath(id, $"VMA 0x{v.Start:x}");
+                    CheckFile(id, $"mapped at 0x{v.Start:x}");
+                    bool rw = p.Mm.Vmas.Any(x => x.Shmid == id && (x.Status & VmaStatus.VMA_FILE_SHARED) != 0 && (x.Prot & LibC.PROT_WRITE) != 0);
+                    scratch = new Scratch(this, p.Pid);
+                    ulong at = scratch.PutString(path);
+                    ffd = (int)leader.Check(Code, $"openat {path}", LibC.SYS_openat, -100, (long)at,
+                        (rw ? LibC.O_RDWR : LibC.O_RDONLY) | LibC.O_CLOEXEC, 0);
+                    fileFds[id] = ffd;
+                }
+                fd = ffd;
+                flags &= ~LibC.MAP_ANONYMOUS;
+            }
+            long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked ? (long)v.Pgoff : 0);
+            if (r < 0 && r > -4096)
+                throw new SyscallException("mmap", (int)-r, $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
+            if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
+            if (v.HasMadv && v.Madv != 0)
+                foreach (int adv in new[] { MADV_MERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_WIPEONFORK, LibC.MADV_DONTFORK })
+                    if ((v.Madv & (1UL << adv)) != 0)
+                        leader.Call(Code, LibC.SYS_madvise, (long)v.Start, (long)(v.End - v.Start), adv);
+        }
+    }
+
+    /// <summary>
+    /// Writes the pagemap's present pages. The pages file is mapped read-only in crisp and moved
+    /// with process_vm_writev straight from that mapping (one copy, up to IOV_MAX runs a call).
+    /// Pages of VMAs without PROT_WRITE go through /proc/PID/mem, which ignores protection.
+    /// </summary>
+    private void WritePages(ProcessImage p)
+    {
+        if (!_dir.Exists(ImageDir.PagemapName(p.Pid))) return;
+        using var pm = _dir.OpenPagemap(p.Pid);
+        if (pm.PagesFileLength == 0) return;
+        var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v)).OrderBy(v => v.Start).ToList();
+        int fd = (int)pm.PagesHandle.DangerousGetHandle();
+        nint map = LibC.mmap(0, (nuint)pm.PagesFileLength, LibC.PROT_READ, LibC.MAP_PRIVATE | LibC.MAP_POPULATE, fd, 0);
+        if (map == -1) throw new SyscallException("mmap", Errno.Last, pm.PagesPath);
+        try
+        {
+            var local = new List<LibC.iovec>();
+            var remote = new List<LibC.iovec>();
+            ProcMem? mem = null;
+            int vi = 0;
+            try
+            {
+                foreach (var run in pm.Runs)
+                {
+                    if (!run.IsPresent) continue;
+                    ulong a = run.Vaddr;
+                    while (a < run.End)
+                    {
+                        while (vi < vmas.Count && vmas[vi].End <= a) vi++;
+                        if (vi >= vmas.Count || vmas[vi].Start > a)
+                        {
+                            // Not in a restorable VMA (e.g. the vDSO, checked already): skip to the next VMA.
+                            ulong next = vi < vmas.Count ? Math.Min(vmas[vi].Start, run.End) : run.End;
+                            a = next;
+                            continue;
+                        }
+                        var v = vmas[vi];
+                        ulong end = Math.Min(run.End, v.End);
+                        long off = run.FileOffset + (long)(a - run.Vaddr);
+                        ulong len = end - a;
+                        bool writable = (v.Prot & LibC.PROT_WRITE) != 0 || _writeFirst.Contains(v);
+                        if (writable)
+                        {
+                            local.Add(new LibC.iovec(map + (nint)off, (nuint)len));
+                            remote.Add(new LibC.iovec((nint)a, (nuint)len));
+                            if (local.Count == LibC.IOV_MAX) { Flush(p.Pid, local, remote); }
+                        }
+                        else
+                        {
+                            mem ??= new ProcMem(p.Pid);
+                            mem.Write(a, new ReadOnlySpan<byte>((void*)(map + (nint)off), (int)len));
+                        }
+                        a = end;
+                    }
+                }
+                Flush(p.Pid, local, remote);
+            }
+            finally { mem?.Dispose(); }
+        }
+        finally { LibC.munmap(map, (nuint)pm.PagesFileLength); }
+    }
+
+    private static void Flush(int pid, List<LibC.iovec> local, List<LibC.iovec> remote)
+    {
+        if (local.Count == 0) return;
+        var l = local.ToArray();
+        var r = remote.ToArray();
+        local.Clear();
+        remote.Clear();
+        long total = 0;
+        foreach (var x in l) total += (long)x.iov_len;
+        fixed (LibC.iovec* lp = l)
+        fixed (LibC.iovec* rp = r)
+        {
+            nint got = LibC.process_vm_writev(pid, lp, (nuint)l.Length, rp, (nuint)r.Length, 0);
+            if (got == total) return;
+            if (got < 0) throw new SyscallException("process_vm_writev", Errno.Last, $"process {pid} at 0x{(ulong)r[0].iov_base:x}");
+        }
+        // A partial write: go one range at a time to finish (and name the range that fails).
+        for (int i = 0; i < l.Length; i++)
+        {
+            var remaining = new ReadOnlySpan<byte>((void*)l[i].iov_base, (int)l[i].iov_len);
+            RemoteMemory.Write(pid, (ulong)r[i].iov_base, remaining);
+        }
+    }
+
+    private void SetMm(ProcessImage p, RestoreTask leader, Dictionary<uint, int> fileFds)
+    {
+        var mm = p.Mm;
+        var scratch = new Scratch(this, p.Pid);
+        int exeFd = -1;
+        if (mm.ExeFileId != 0)
+        {
+            if (!fileFds.TryGetValue(mm.ExeFileId, out exeFd))
+            {
+                string path = FilePath(mm.ExeFileId, "exe file");
+                CheckFile(mm.ExeFileId, "the executable");
+                exeFd = (int)leader.Check(Code, $"openat {path}", LibC.SYS_openat, -100, (long)scratch.PutString(path), LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
+                fileFds[mm.ExeFileId] = exeFd;
+            }
+        }
+        var auxv = new byte[mm.MmSavedAuxv.Count * 8];
+        for (int i = 0; i < mm.MmSavedAuxv.Count; i++) BitConverter.TryWriteBytes(auxv.AsSpan(i * 8), mm.MmSavedAuxv[i]);
+        ulong auxvAt = auxv.Length > 0 ? scratch.Put(auxv) : 0;
+        var map = new byte[104];
+        var s = map.AsSpan();
+        ulong[] fields = [mm.MmStartCode, mm.MmEndCode, mm.MmStartData, mm.MmEndData, mm.MmStartBrk, mm.MmBrk,
+            mm.MmStartStack, mm.MmArgStart, mm.MmArgEnd, mm.MmEnvStart, mm.MmEnvEnd, auxvAt];
+        for (int i = 0; i < fields.Length; i++) BitConverter.TryWriteBytes(s[(i * 8)..], fields[i]);
+        BitConverter.TryWriteBytes(s[96..], (uint)auxv.Length);
+        BitConverter.TryWriteBytes(s[100..], exeFd);
+        ulong mapAt = scratch.Put(map);
+        leader.Check(Code, "prctl(PR_SET_MM, PR_SET_MM_MAP)", LibC.SYS_prctl, LibC.PR_SET_MM, LibC.PR_SET_MM_MAP, (long)mapAt, map.Length, 0);
+        if (mm.HasDumpable && mm.Dumpable != 1)
+            leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, mm.Dumpable);
+        if (mm.HasThpDisabled && mm.ThpDisabled)
+            leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_THP_DISABLE, 1);
+    }
+}

@@ -1,0 +1,60 @@
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>What <see cref="Restorer.Restore"/> restores and how.</summary>
+public sealed class RestoreOptions
+{
+    /// <summary>Directory holding the images (crisp restore -D).</summary>
+    public required string ImagesDir { get; init; }
+    /// <summary>Work directory (-W): lazy-pages.socket lives here. Defaults to <see cref="ImagesDir"/>.</summary>
+    public string? WorkDir { get; init; }
+    /// <summary>-d: the caller does not wait for the process (informational for the library; the CLI returns at once).</summary>
+    public bool Detached { get; init; }
+    /// <summary>--pidfile: the root pid is written here once the process runs.</summary>
+    public string? PidFile { get; init; }
+    /// <summary>-j: terminal files (/dev/pts/N, /dev/ttyX, /dev/tty) are connected to crisp's own stdin/stdout/stderr.</summary>
+    public bool ShellJob { get; init; }
+    /// <summary>--inherit-fd fd[N]:KEY: KEY (a file path, with or without leading '/', or "pipe:[INODE]") → crisp's fd N.</summary>
+    public IReadOnlyDictionary<string, int> InheritFds { get; init; } = new Dictionary<string, int>();
+    /// <summary>--lazy-pages: leave private anonymous memory empty and hand a userfaultfd to the lazy-pages daemon.</summary>
+    public bool Lazy { get; init; }
+}
+
+/// <summary>A restored process tree, running.</summary>
+public sealed class RestoredProcess
+{
+    internal RestoredProcess(int pid, IReadOnlyList<int> pids, TimeSpan elapsed)
+    {
+        Pid = pid;
+        Pids = pids;
+        Elapsed = elapsed;
+    }
+
+    /// <summary>The root's pid (its original pid). Its parent is the restoring process.</summary>
+    public int Pid { get; }
+    /// <summary>Every restored process, root first.</summary>
+    public IReadOnlyList<int> Pids { get; }
+    /// <summary>Time from the start of Restore until the tree ran.</summary>
+    public TimeSpan Elapsed { get; }
+
+    /// <summary>Blocks until the root exits; returns its raw wait status (the root is a child of this process).</summary>
+    public unsafe int WaitForExitStatus()
+    {
+        int status;
+        while (true)
+        {
+            int r = LibC.waitpid(Pid, &status, 0);
+            if (r == -1 && Errno.Last == Errno.EINTR) continue;
+            Errno.Check(r, "waitpid", Pid.ToString());
+            return status;
+        }
+    }
+
+    /// <summary>Waits for the root; its exit code, or 128 + signal when it was killed (as a shell reports it).</summary>
+    public int WaitForExit()
+    {
+        int s = WaitForExitStatus();
+        return LibC.WIFEXITED(s) ? LibC.WEXITSTATUS(s) : 128 + LibC.WTERMSIG(s);
+    }
+}

@@ -1,0 +1,417 @@
+using System.Buffers.Binary;
+using System.Runtime.Intrinsics.X86;
+using Crisp.Images;
+using Crisp.Images.Proto;
+using Crisp.Inject;
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>Files, fs, signals, limits, per-thread state, credentials, and the final resume.</summary>
+internal sealed unsafe partial class RestoreSession
+{
+    private const long SYS_close_range = 436, SYS_capset = 126;
+
+    // ---- files ----------------------------------------------------------------------
+
+    private static bool IsTerminal(string path) =>
+        path.StartsWith("/dev/pts/", StringComparison.Ordinal) || path == "/dev/tty" || path == "/dev/console" ||
+        (path.StartsWith("/dev/tty", StringComparison.Ordinal) && path.Length > 8);
+
+    private int? InheritedFor(string key)
+    {
+        foreach (var k in new[] { key, key.TrimStart('/'), "/" + key })
+            if (_o.InheritFds.TryGetValue(k, out var crispFd))
+                return _extraBase + _extraCrispFds.IndexOf(crispFd);
+        return null;
+    }
+
+    private void RestoreFiles(ProcessImage p, RestoreTask t)
+    {
+        // Nothing of the stub's fds stays, except the inherited ones at _extraBase...
+        int extraEnd = _extraBase + _extraCrispFds.Count;
+        t.Check(Code, "close_range", SYS_close_range, 0, _extraBase - 1, 0);
+        t.Check(Code, "close_range", SYS_close_range, extraEnd, uint.MaxValue, 0);
+
+        var placed = new Dictionary<uint, int>();              // file id → first fd holding it
+        var pipes = new Dictionary<uint, (int R, int W)>();     // pipe_id → temporary ends in the task
+        var pipeData = _dir.ReadPipesData().ToDictionary(d => d.Entry.PipeId);
+        foreach (var fdi in p.Fds.OrderBy(f => f.Fd))
+        {
+            int fd = (int)fdi.Fd;
+            bool cloexec = (fdi.Flags & LibC.FD_CLOEXEC) != 0;
+            if (placed.TryGetValue(fdi.Id, out var first))
+            {
+                Dup(t, first, fd, cloexec);
+                continue;
+            }
+            if (!_files.TryGetValue(fdi.Id, out var file))
+                throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"fd {fd}: no file with id {fdi.Id}");
+            switch (file.Type)
+            {
+                case FdTypes.Reg:
+                    PlaceRegular(t, file.Reg, fd, cloexec);
+                    break;
+                case FdTypes.Pipe:
+                    PlacePipe(p, t, file.Pipe, fd, cloexec, pipes, pipeData);
+                    break;
+                case FdTypes.Tty when _o.ShellJob:
+                    Dup(t, _extraBase + _extraCrispFds.Count - 3 + 1, fd, cloexec);
+                    break;
+                default:
+                    throw new CrispException($"process {p.Pid}: fd {fd} is a {file.Type} file, which crisp cannot restore yet" +
+                                             (file.Type == FdTypes.Tty ? " (a terminal: use -j/--shell-job)" : ""));
+            }
+            placed[fdi.Id] = fd;
+        }
+        foreach (var (r, w) in pipes.Values)
+        {
+            if (r >= 0) t.Call(Code, LibC.SYS_close, r);
+            if (w >= 0) t.Call(Code, LibC.SYS_close, w);
+        }
+        if (_extraCrispFds.Count > 0) t.Check(Code, "close_range", SYS_close_range, _extraBase, extraEnd - 1, 0);
+    }
+
+    private void Dup(RestoreTask t, int from, int to, bool cloexec)
+    {
+        if (from == to)
+        {
+            t.Check(Code, "fcntl(F_SETFD)", LibC.SYS_fcntl, to, LibC.F_SETFD, cloexec ? LibC.FD_CLOEXEC : 0);
+            return;
+        }
+        t.Check(Code, $"dup3 {from} → {to}", SYS_dup3, from, to, cloexec ? LibC.O_CLOEXEC : 0);
+    }
+
+    private void PlaceRegular(RestoreTask t, RegFileEntry reg, int fd, bool cloexec)
+    {
+        var inherited = InheritedFor(reg.Name);
+        if (inherited is int src) { Dup(t, src, fd, cloexec); return; }
+        if (_o.ShellJob && IsTerminal(reg.Name))
+        {
+            int acc = (int)reg.Flags & LibC.O_ACCMODE;
+            int stdio = acc == LibC.O_RDONLY ? 0 : 1;
+            Dup(t, _extraBase + _extraCrispFds.Count - 3 + stdio, fd, cloexec);
+            return;
+        }
+        if (!File.Exists(reg.Name) && !Directory.Exists(reg.Name))
+            throw new CrispException($"file {reg.Name} is gone (fd {fd} of {t})");
+        int flags = ((int)reg.Flags & ~(LibC.O_CREAT | LibC.O_EXCL | LibC.O_TRUNC)) | LibC.O_NOCTTY;
+        var scratch = new Scratch(this, t.Pid);
+        int tmp = (int)t.Check(Code, $"openat {reg.Name}", LibC.SYS_openat, -100, (long)scratch.PutString(reg.Name), flags, 0);
+        if (tmp != fd)
+        {
+            Dup(t, tmp, fd, cloexec);
+            t.Call(Code, LibC.SYS_close, tmp);
+        }
+        else if (cloexec) Dup(t, fd, fd, true);
+        if (reg.Pos != 0)
+        {
+            long r = t.Call(Code, LibC.SYS_lseek, fd, (long)reg.Pos, LibC.SEEK_SET);
+            if (r < 0 && r != -Errno.ESPIPE) Errno.CheckRaw(r, "lseek", $"{reg.Name} in {t}");
+        }
+    }
+
+    private void PlacePipe(ProcessImage p, RestoreTask t, PipeEntry pipe, int fd, bool cloexec,
+        Dictionary<uint, (int R, int W)> pipes, Dictionary<uint, PipeData> data)
+    {
+        var inherited = InheritedFor($"pipe:[{pipe.PipeId}]");
+        if (inherited is int src) { Dup(t, src, fd, cloexec); return; }
+        if (!pipes.TryGetValue(pipe.PipeId, out var ends))
+        {
+            var scratch = new Scratch(this, t.Pid);
+            ulong at = scratch.Reserve(8);
+            t.Check(Code, "pipe2", LibC.SYS_pipe2, (long)at, LibC.O_CLOEXEC);
+            Span<byte> two = stackalloc byte[8];
+            RemoteMemory.Read(t.Pid, at, two);
+            ends = (BinaryPrimitives.ReadInt32LittleEndian(two), BinaryPrimitives.ReadInt32LittleEndian(two[4..]));
+            // Move the ends above every fd number the process uses, so later placements cannot hit them.
+            int hi = _extraBase + _extraCrispFds.Count + 2 * pipes.Count;
+            t.Check(Code, "dup3", SYS_dup3, ends.R, hi, LibC.O_CLOEXEC);
+            t.Check(Code, "dup3", SYS_dup3, ends.W, hi + 1, LibC.O_CLOEXEC);
+            t.Call(Code, LibC.SYS_close, ends.R);
+            t.Call(Code, LibC.SYS_close, ends.W);
+            ends = (hi, hi + 1);
+            pipes[pipe.PipeId] = ends;
+            if (data.TryGetValue(pipe.PipeId, out var d) && d.Data.Length > 0)
+            {
+                if (d.Entry.HasSize && d.Entry.Size > 65536 || d.Data.Length > 65536)
+                    t.Check(Code, "fcntl(F_SETPIPE_SZ)", LibC.SYS_fcntl, ends.W, LibC.F_SETPIPE_SZ, Math.Max(d.Data.Length, (int)d.Entry.Size));
+                int off = 0;
+                while (off < d.Data.Length)
+                {
+                    int n = Math.Min(d.Data.Length - off, CtlSize - ScratchOffset - 64);
+                    var sc = new Scratch(this, t.Pid);
+                    ulong buf = sc.Put(d.Data.AsSpan(off, n));
+                    long w = t.Check(Code, "write pipe data", LibC.SYS_write, ends.W, (long)buf, n);
+                    off += (int)w;
+                }
+            }
+        }
+        bool readEnd = ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY;
+        int end = readEnd ? ends.R : ends.W;
+        Dup(t, end, fd, cloexec);
+        int fl = (int)pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT);
+        if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
+    }
+
+    // ---- fs -----------------------------------------------------------------------------
+
+    private void RestoreFs(ProcessImage p, RestoreTask t)
+    {
+        if (p.Fs == null) return;
+        var scratch = new Scratch(this, t.Pid);
+        string root = FilePath(p.Fs.RootId, "root");
+        if (root != "/") t.Check(Code, $"chroot {root}", LibC.SYS_chroot, (long)scratch.PutString(root));
+        string cwd = FilePath(p.Fs.CwdId, "cwd");
+        if (!Directory.Exists(cwd)) throw new CrispException($"directory {cwd} is gone (cwd of process {p.Pid})");
+        t.Check(Code, $"chdir {cwd}", LibC.SYS_chdir, (long)scratch.PutString(cwd));
+        if (p.Fs.HasUmask) t.Call(Code, LibC.SYS_umask, p.Fs.Umask);
+    }
+
+    // ---- signals, limits, task --------------------------------------------------------------
+
+    private void RestoreSigactions(ProcessImage p, RestoreTask t)
+    {
+        var sa = p.LeaderCore.Tc?.Sigactions;
+        if (sa == null || sa.Count == 0) return;
+        var scratch = new Scratch(this, t.Pid);
+        int idx = 0;
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            SaEntry e;
+            if (sa.Count >= 64) e = sa[sig - 1];
+            else
+            {
+                if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
+                if (idx >= sa.Count) break;
+                e = sa[idx++];
+            }
+            if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
+            if (e.Sigaction == 0 && e.Flags == 0 && e.Mask == 0) continue; // SIG_DFL, as the stub has
+            var k = new byte[32];
+            BinaryPrimitives.WriteUInt64LittleEndian(k, e.Sigaction);
+            BinaryPrimitives.WriteUInt64LittleEndian(k.AsSpan(8), e.Flags);
+            BinaryPrimitives.WriteUInt64LittleEndian(k.AsSpan(16), e.Restorer);
+            BinaryPrimitives.WriteUInt64LittleEndian(k.AsSpan(24), e.Mask);
+            ulong at = scratch.Put(k);
+            t.Check(Code, $"rt_sigaction({sig})", LibC.SYS_rt_sigaction, sig, (long)at, 0, 8);
+        }
+    }
+
+    private void RestoreRlimits(ProcessImage p)
+    {
+        var rl = p.LeaderCore.Tc?.Rlimits?.Rlimits;
+        if (rl == null) return;
+        for (int res = 0; res < rl.Count && res < LibC.RLIM_NLIMITS; res++)
+        {
+            LibC.RLimit cur;
+            Errno.Check(LibC.prlimit(p.Pid, res, null, &cur), "prlimit", $"{p.Pid} resource {res}");
+            var want = new LibC.RLimit { rlim_cur = rl[res].Cur, rlim_max = rl[res].Max };
+            if (want.rlim_cur == cur.rlim_cur && want.rlim_max == cur.rlim_max) continue;
+            if (want.rlim_max > cur.rlim_max)
+            {
+                Log.W($"process {p.Pid}: rlimit {res}: hard limit {want.rlim_max} above {cur.rlim_max} needs CAP_SYS_RESOURCE; keeping {cur.rlim_max}");
+                want.rlim_max = cur.rlim_max;
+                want.rlim_cur = Math.Min(want.rlim_cur, want.rlim_max);
+            }
+            if (LibC.prlimit(p.Pid, res, &want, null) != 0)
+                Log.W($"process {p.Pid}: rlimit {res}: {Errno.Name(Errno.Last)}");
+        }
+    }
+
+    private void RestoreTaskState(ProcessImage p, RestoreTask t)
+    {
+        var tc = p.LeaderCore.Tc;
+        if (tc == null) return;
+        if (tc.Personality != 0) t.Check(Code, "personality", LibC.SYS_personality, tc.Personality);
+        if (tc.HasOomScoreAdj && tc.OomScoreAdj != 0)
+            File.WriteAllText($"/proc/{p.Pid}/oom_score_adj", tc.OomScoreAdj.ToString());
+        if (tc.HasChildSubreaper && tc.ChildSubreaper)
+            t.Check(Code, "prctl(PR_SET_CHILD_SUBREAPER)", LibC.SYS_prctl, LibC.PR_SET_CHILD_SUBREAPER, 1);
+        if (tc.TaskState != TaskState.Alive)
+            Log.W($"process {p.Pid}: dumped in state {tc.TaskState}; restored as running");
+    }
+
+    private void RestoreThreadState(ProcessImage p, RestoreTask t, CoreEntry core)
+    {
+        var scratch = new Scratch(this, t.Pid);
+        var tc = core.ThreadCore;
+        string? comm = tc?.HasComm == true ? tc.Comm : core.Tc?.Comm;
+        if (!string.IsNullOrEmpty(comm))
+            t.Check(Code, "prctl(PR_SET_NAME)", LibC.SYS_prctl, LibC.PR_SET_NAME, (long)scratch.PutString(comm));
+        if (core.ThreadInfo is { } ti && ti.ClearTidAddr != 0)
+            t.Check(Code, "set_tid_address", LibC.SYS_set_tid_address, (long)ti.ClearTidAddr);
+        if (tc == null) return;
+        if (tc.FutexRla != 0)
+            t.Check(Code, "set_robust_list", LibC.SYS_set_robust_list, (long)tc.FutexRla, tc.FutexRlaLen);
+        if (tc.Sas is { } sas && (sas.SsFlags & 2) == 0)
+        {
+            Span<byte> st = stackalloc byte[24];
+            st.Clear();
+            BinaryPrimitives.WriteUInt64LittleEndian(st, sas.SsSp);
+            BinaryPrimitives.WriteUInt32LittleEndian(st[8..], sas.SsFlags & ~1u);
+            BinaryPrimitives.WriteUInt64LittleEndian(st[16..], sas.SsSize);
+            t.Check(Code, "sigaltstack", LibC.SYS_sigaltstack, (long)scratch.Put(st), 0);
+        }
+        if (tc.RseqEntry is { } rs && rs.RseqAbiPointer != 0)
+            t.Check(Code, "rseq", LibC.SYS_rseq, (long)rs.RseqAbiPointer, rs.RseqAbiSize, 0, rs.Signature);
+    }
+
+    private void RestoreCreds(ProcessImage p)
+    {
+        foreach (var (tid, core) in p.Threads)
+        {
+            var c = core.ThreadCore?.Creds;
+            if (c == null) continue;
+            var t = _tasks[tid];
+            bool allRoot = c.Uid == 0 && c.Euid == 0 && c.Suid == 0 && c.Fsuid == 0 && c.Gid == 0 && c.Egid == 0 && c.Sgid == 0 && c.Fsgid == 0;
+            if (!allRoot || c.Groups.Count > 0)
+            {
+                var scratch = new Scratch(this, t.Pid);
+                var groups = new byte[c.Groups.Count * 4];
+                for (int i = 0; i < c.Groups.Count; i++) BinaryPrimitives.WriteUInt32LittleEndian(groups.AsSpan(i * 4), c.Groups[i]);
+                t.Check(Code, "setgroups", LibC.SYS_setgroups, c.Groups.Count, groups.Length > 0 ? (long)scratch.Put(groups) : 0);
+                if (!allRoot)
+                {
+                    t.Check(Code, "setresgid", LibC.SYS_setresgid, c.Gid, c.Egid, c.Sgid);
+                    t.Check(Code, "setresuid", LibC.SYS_setresuid, c.Uid, c.Euid, c.Suid);
+                    t.Call(Code, LibC.SYS_setfsgid, c.Fsgid);
+                    t.Call(Code, LibC.SYS_setfsuid, c.Fsuid);
+                }
+            }
+            if (c.CapEff.Count == 2 && c.CapPrm.Count == 2 && c.CapInh.Count == 2)
+            {
+                // capset(v3 header, two data words); only lowering is possible anyway.
+                var scratch = new Scratch(this, t.Pid);
+                var hdr = new byte[8];
+                BinaryPrimitives.WriteUInt32LittleEndian(hdr, 0x20080522u);
+                BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), 0);
+                var data = new byte[24];
+                for (int i = 0; i < 2; i++)
+                {
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12), c.CapEff[i]);
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 4), c.CapPrm[i]);
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 8), c.CapInh[i]);
+                }
+                long r = t.Call(Code, SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
+                if (r < 0) Log.W($"{t}: capset: {Errno.Name((int)-r)}");
+            }
+        }
+    }
+
+    private void QueuePendingSignals(ProcessImage p)
+    {
+        var leader = _tasks[p.Pid];
+        var shared = p.LeaderCore.Tc?.SignalsS?.Signals;
+        if (shared != null)
+            foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, p.Pid, 0);
+        foreach (var (tid, core) in p.Threads)
+        {
+            var priv = core.ThreadCore?.SignalsP?.Signals;
+            if (priv == null) continue;
+            foreach (var s in priv) Queue(_tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, p.Pid, tid);
+        }
+    }
+
+    private void Queue(RestoreTask t, SiginfoEntry s, long nr, int pid, int tid)
+    {
+        var info = s.Siginfo.ToByteArray();
+        int sig = BinaryPrimitives.ReadInt32LittleEndian(info);
+        var scratch = new Scratch(this, t.Pid);
+        ulong at = scratch.Put(info);
+        if (nr == LibC.SYS_rt_sigqueueinfo) t.Check(Code, "rt_sigqueueinfo", nr, pid, sig, (long)at);
+        else t.Check(Code, "rt_tgsigqueueinfo", nr, pid, tid, sig, (long)at);
+    }
+
+    // ---- registers and resume --------------------------------------------------------------
+
+    private void ResumeAll()
+    {
+        foreach (var p in _procs)
+        {
+            var leader = _tasks[p.Pid];
+            // The control page goes last, through a syscall instruction of the restored vDSO.
+            ulong sc = _vdsoSyscall.GetValueOrDefault(p.Pid);
+            if (sc == 0) throw new CrispException($"process {p.Pid}: no syscall instruction in the restored vDSO to remove the control page with");
+            long r = leader.CallViaSyscallStops(sc, LibC.SYS_munmap, (long)_ctl, CtlSize);
+            Errno.CheckRaw(r, "munmap control page", leader.ToString());
+            foreach (var (tid, core) in p.Threads)
+                SetFinalRegisters(_tasks[tid], core);
+        }
+        // Children first, so a parent that waits for them finds them running.
+        for (int i = _procs.Count - 1; i >= 0; i--)
+            foreach (var (tid, _) in _procs[i].Threads)
+                _tasks[tid].Detach();
+    }
+
+    private void SetFinalRegisters(RestoreTask t, CoreEntry core)
+    {
+        var ti = core.ThreadInfo ?? throw new ImageException(_dir.PathOf(ImageDir.CoreName(t.Tid)), "no thread_info");
+        var g = ti.Gpregs;
+        if (g.HasMode && g.Mode != UserX86RegsMode.Native)
+            throw new CrispException($"{t}: 32-bit (compat) tasks are not supported");
+        var r = new UserRegs
+        {
+            r15 = g.R15, r14 = g.R14, r13 = g.R13, r12 = g.R12, rbp = g.Bp, rbx = g.Bx, r11 = g.R11, r10 = g.R10,
+            r9 = g.R9, r8 = g.R8, rax = g.Ax, rcx = g.Cx, rdx = g.Dx, rsi = g.Si, rdi = g.Di,
+            orig_rax = ulong.MaxValue, // images hold registers after the restart fix-up: no restart now
+            rip = g.Ip, cs = g.Cs, eflags = g.Flags, rsp = g.Sp, ss = g.Ss, fs_base = g.FsBase, gs_base = g.GsBase,
+            ds = g.Ds, es = g.Es, fs = g.Fs, gs = g.Gs,
+        };
+        t.SetRegs(r);
+        if (ti.Fpregs != null) t.SetXState(BuildXsave(t.GetXState(), ti.Fpregs));
+        ulong mask = core.ThreadCore?.HasBlkSigset == true ? core.ThreadCore.BlkSigset : core.Tc?.BlkSigset ?? 0;
+        t.SetSigMask(mask);
+    }
+
+    /// <summary>
+    /// The XSAVE buffer (standard format, as PTRACE_GETREGSET gives it) with the image's state:
+    /// the FXSAVE legacy area, the header's xstate_bv, and the AVX / AVX-512 / PKRU components at
+    /// the offsets CPUID leaf 0xD gives for this CPU.
+    /// </summary>
+    private static byte[] BuildXsave(byte[] template, UserX86FpregsEntry fp)
+    {
+        var b = (byte[])template.Clone();
+        var s = b.AsSpan();
+        BinaryPrimitives.WriteUInt16LittleEndian(s, (ushort)fp.Cwd);
+        BinaryPrimitives.WriteUInt16LittleEndian(s[2..], (ushort)fp.Swd);
+        BinaryPrimitives.WriteUInt16LittleEndian(s[4..], (ushort)fp.Twd);
+        BinaryPrimitives.WriteUInt16LittleEndian(s[6..], (ushort)fp.Fop);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], fp.Rip);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], fp.Rdp);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[24..], fp.Mxcsr);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[28..], fp.MxcsrMask);
+        for (int i = 0; i < fp.StSpace.Count && i < 32; i++) BinaryPrimitives.WriteUInt32LittleEndian(s[(32 + i * 4)..], fp.StSpace[i]);
+        for (int i = 0; i < fp.XmmSpace.Count && i < 64; i++) BinaryPrimitives.WriteUInt32LittleEndian(s[(160 + i * 4)..], fp.XmmSpace[i]);
+        if (fp.Xsave is not { } x || b.Length <= 576) return b;
+        // Features this kernel's buffer holds: fpx_sw_bytes.xfeatures at 464 + 8.
+        ulong supported = BinaryPrimitives.ReadUInt64LittleEndian(s[472..]);
+        ulong bv = x.XstateBv & (supported == 0 ? ulong.MaxValue : supported);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[512..], bv | 3); // x87 and SSE always taken from the legacy area
+        void Put32(int comp, IList<uint> words)
+        {
+            int off = ComponentOffset(comp);
+            for (int i = 0; i < words.Count && off > 0 && off + i * 4 + 4 <= b.Length; i++) BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(off + i * 4), words[i]);
+        }
+        void Put64(int comp, IList<ulong> words)
+        {
+            int off = ComponentOffset(comp);
+            for (int i = 0; i < words.Count && off > 0 && off + i * 8 + 8 <= b.Length; i++) BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(off + i * 8), words[i]);
+        }
+        Put32(2, x.YmmhSpace);
+        Put64(3, x.BndregState);
+        Put64(4, x.BndcsrState);
+        Put64(5, x.OpmaskReg);
+        Put64(6, x.ZmmUpper);
+        Put64(7, x.Hi16Zmm);
+        Put32(9, x.Pkru);
+        return b;
+    }
+
+    private static int ComponentOffset(int comp)
+    {
+        if (!X86Base.IsSupported) return comp == 2 ? 576 : -1;
+        var (_, ebx, _, _) = X86Base.CpuId(0xD, comp);
+        return ebx;
+    }
+}

@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using Crisp.Native;
+
+namespace Crisp.Integration.Tests.Restore;
+
+/// <summary>Helpers for restore tests: compile C workloads, wait for log lines, kill exactly our pids.</summary>
+internal static class RestoreTestUtil
+{
+    public static string RepoRoot
+    {
+        get
+        {
+            var d = new DirectoryInfo(AppContext.BaseDirectory);
+            while (d != null && !Directory.Exists(Path.Combine(d.FullName, "tests", "workloads"))) d = d.Parent;
+            return d?.FullName ?? throw new InvalidOperationException("repository root not found");
+        }
+    }
+
+    public static void Gcc(string source, string output, string extra = "")
+    {
+        var psi = new ProcessStartInfo("gcc", $"-O2 -pthread {extra} -o {output} {source}") { RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"gcc failed: {err}");
+    }
+
+    public static string TempDir(string name)
+    {
+        string d = Path.Combine(Path.GetTempPath(), $"crisp-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}"[..48]);
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    public static string[] Lines(string path) => File.Exists(path) ? File.ReadAllLines(path) : [];
+
+    /// <summary>Waits until a line of <paramref name="path"/> (after the first <paramref name="skip"/>) satisfies <paramref name="pred"/>.</summary>
+    public static string WaitForLine(string path, Func<string, bool> pred, int skip = 0, int timeoutMs = 10000)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.ElapsedMilliseconds < timeoutMs)
+        {
+            var l = Lines(path).Skip(skip).FirstOrDefault(pred);
+            if (l != null) return l;
+            Thread.Sleep(10);
+        }
+        throw new TimeoutException($"no matching line in {path} after {timeoutMs} ms; last lines: {string.Join(" | ", Lines(path).TakeLast(5))}");
+    }
+
+    public static unsafe void KillAndReap(int pid)
+    {
+        LibC.kill(pid, LibC.SIGKILL);
+        int status;
+        LibC.waitpid(pid, &status, 0);
+    }
+
+    public static bool Alive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ");
+}
