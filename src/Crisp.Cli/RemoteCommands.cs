@@ -6,5 +6,5 @@ namespace Crisp.Cli;
 /// <summary>Commands that move pages across the network: page-server, migrate, agent.</summary>
 public static class RemoteCommands
 {
-    public static IEnumerable<Command> Create() => [PageServerCommand.Create()];
+    public static IEnumerable<Command> Create() => [PageServerCommand.Create(), MigrateCommand.Create(), AgentCommand.Create()];
 }

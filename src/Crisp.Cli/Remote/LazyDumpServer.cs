@@ -43,6 +43,16 @@ public sealed class LazyDumpServer : IAsyncDisposable
     private FrozenProcessPageSource? _source;
     private long _bytesSent, _sessionsEnded, _cleanEnds;
     private int _connections;
+    private volatile string? _abort;
+
+    /// <summary>
+    /// The destination reported that it cannot restore: if no page was delivered yet, serving ends
+    /// at once with Resume; otherwise the usual rule applies (the destination may have run).
+    /// </summary>
+    public void Abort(string reason) => _abort = reason;
+
+    /// <summary>The destination reported failure after the transfer (e.g. its daemon had to poison pages).</summary>
+    public void MarkFailed() => Succeeded = false;
 
     public LazyDumpServer(LazyDumpServerOptions options) => _options = options;
 
@@ -103,6 +113,11 @@ public sealed class LazyDumpServer : IAsyncDisposable
             }
             bool anyDelivered = firstRead.IsSet;
             bool everConnected = _connections > 0 || Interlocked.Read(ref _sessionsEnded) > 0;
+            if (!anyDelivered && _abort is { } reason)
+            {
+                Outcome = reason;
+                return LazyDumpEnd.Resume;
+            }
             if (active > 0) { idle.Reset(); continue; }
             if (!idle.IsRunning) idle.Start();
 
