@@ -49,8 +49,9 @@ public static class AgentCommand
                 try { client = listener.AcceptAsync(stop.Token).AsTask().GetAwaiter().GetResult(); }
                 catch (OperationCanceledException) { break; }
                 client.NoDelay = true;
+                string from = SafeRemote(client);
                 try { ServeMigration(client, baseDir); }
-                catch (Exception e) { Log.E($"agent: migration from {SafeRemote(client)} failed: {e.Message}"); }
+                catch (Exception e) { Log.E($"agent: migration from {from} failed: {e.Message}"); }
             }
             Log.I("agent: stopped");
             return CrispCommand.ExitOk;

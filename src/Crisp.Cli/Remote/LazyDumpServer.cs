@@ -43,13 +43,13 @@ public sealed class LazyDumpServer : IAsyncDisposable
     private FrozenProcessPageSource? _source;
     private long _bytesSent, _sessionsEnded, _cleanEnds;
     private int _connections;
-    private volatile string? _abort;
+    private string? _abort;
 
     /// <summary>
     /// The destination reported that it cannot restore: if no page was delivered yet, serving ends
     /// at once with Resume; otherwise the usual rule applies (the destination may have run).
     /// </summary>
-    public void Abort(string reason) => _abort = reason;
+    public void Abort(string reason) => Interlocked.CompareExchange(ref _abort, reason, null);
 
     /// <summary>The destination reported failure after the transfer (e.g. its daemon had to poison pages).</summary>
     public void MarkFailed() => Succeeded = false;
@@ -113,7 +113,7 @@ public sealed class LazyDumpServer : IAsyncDisposable
             }
             bool anyDelivered = firstRead.IsSet;
             bool everConnected = _connections > 0 || Interlocked.Read(ref _sessionsEnded) > 0;
-            if (!anyDelivered && _abort is { } reason)
+            if (!anyDelivered && Volatile.Read(ref _abort) is { } reason)
             {
                 Outcome = reason;
                 return LazyDumpEnd.Resume;

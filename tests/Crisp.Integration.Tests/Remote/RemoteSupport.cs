@@ -14,12 +14,29 @@ public sealed class BackgroundCrisp : IDisposable
     public string Stderr { get; }
     private bool _reaped;
 
-    public BackgroundCrisp(TempDir dir, string name, params string[] args)
+    public BackgroundCrisp(TempDir dir, string name, params string[] args) : this(dir, name, [], args) { }
+
+    /// <summary>Runs `PREFIX... dotnet crisp.dll ARGS` (e.g. PREFIX = unshare for a new pid namespace, ip netns exec).</summary>
+    public BackgroundCrisp(TempDir dir, string name, string[] prefix, string[] args)
     {
         Stdout = dir[$"{name}.out"];
         Stderr = dir[$"{name}.err"];
-        Pid = CrispCli.Start(dir, Stdout, Stderr, args);
+        if (prefix.Length == 0) { Pid = CrispCli.Start(dir, Stdout, Stderr, args); return; }
+        var argv = new List<string>(prefix) { "/usr/bin/dotnet", CrispCli.Dll };
+        argv.AddRange(args);
+        Pid = ProcessSpawner.Spawn(new SpawnOptions
+        {
+            Path = prefix[0],
+            Argv = argv,
+            Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
+            Stdin = StdioSource.DevNull(false),
+            Stdout = StdioSource.FromFile(Stdout, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
+            Stderr = StdioSource.FromFile(Stderr, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
+        });
     }
+
+    /// <summary>A new pid namespace with its own /proc, crisp as its init (so a restore may take a pid the source still holds).</summary>
+    public static readonly string[] InNewPidNs = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
 
     public string Output => $"stdout: {Poll.ReadFile(Stdout)}\nstderr: {Poll.ReadFile(Stderr)}";
 
@@ -79,6 +96,41 @@ public sealed class BackgroundCrisp : IDisposable
 internal static class RemoteUtil
 {
     public static string S(int v) => v.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// The pid, as this test sees it, of the process that is <paramref name="innerPid"/> inside a
+    /// child pid namespace (NSpid in /proc/PID/status lists it outermost first); 0 if none yet.
+    /// </summary>
+    public static int OuterPid(int innerPid)
+    {
+        foreach (var d in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(d), out int pid) || pid == innerPid) continue;
+            string status;
+            try { status = File.ReadAllText(Path.Combine(d, "status")); } catch (IOException) { continue; } catch (UnauthorizedAccessException) { continue; }
+            var line = status.Split('\n').FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal));
+            if (line is null) continue;
+            var ids = line["NSpid:".Length..].Split('\t', StringSplitOptions.RemoveEmptyEntries);
+            if (ids.Length >= 2 && ids[^1] == S(innerPid) && status.Contains("State:\tS") | status.Contains("State:\tR") | status.Contains("State:\tD"))
+                return pid;
+        }
+        return 0;
+    }
+
+    public static int WaitOuterPid(int innerPid, BackgroundCrisp restore, int timeoutMs = 30_000)
+    {
+        int found = 0;
+        if (!Poll.Until(() => (found = OuterPid(innerPid)) != 0 || restore.Exited, timeoutMs) || found == 0)
+            throw new TimeoutException($"no process {innerPid} appeared in the restore's pid namespace:\n{restore.Output}");
+        return found;
+    }
+
+    public static void CopyImages(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from, "*.img"))
+            File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
 
     public static bool Gone(int pid) =>
         !File.Exists($"/proc/{pid}/stat") || Poll.ReadFile($"/proc/{pid}/stat").Contains(") Z ");
