@@ -62,6 +62,25 @@ public class PageServerDumpTests
     }
 
     [Fact]
+    public void Dump_to_page_server_restores_with_the_servers_pagemap()
+    {
+        using var dir = new TempDir();
+        using var w = new Memtouch(dir, mib: 8);
+        using var server = new BackgroundCrisp(dir, "ps", "page-server", "-D", dir["server"], "--address", "127.0.0.1", "--port", "0");
+        int port = server.Port();
+        var dump = CrispCli.Run(dir, "dump", "-t", S(w.Pid), "-D", dir["img"], "--page-server", "--address", "127.0.0.1", "--port", S(port));
+        Assert.True(dump.ExitCode == 0, dump.ToString());
+        Assert.True(Poll.Until(() => Gone(w.Pid)), "dump without -R left the process running");
+        Crisp.Native.ProcessSpawner.Wait(w.Pid); // the dump killed it; free the pid for the restore
+        // Images from both sides in one directory, as a user would copy them.
+        CopyImages(dir["server"], dir["img"]);
+        var restore = CrispCli.Run(dir, "restore", "-D", dir["img"], "-d");
+        Assert.True(restore.ExitCode == 0, restore.ToString());
+        w.Adopt(w.Pid);
+        Assert.StartsWith("check ok", w.Check(w.Pid));
+    }
+
+    [Fact]
     public void Dump_to_an_absent_page_server_fails_and_leaves_the_process_running()
     {
         using var dir = new TempDir();
@@ -91,6 +110,10 @@ public class PageServerDumpTests
         // Non-lazy pages (vdso, COW'd pages of private file mappings) are still in the local pages image.
         Assert.Contains(pagemap.Runs, r => r.IsPresent);
         Crit.Decode(dir, images.PathOf(ImageDir.PagemapName(w.Pid)));
+
+        // What the lazy-pages daemon will plan from these images: the workload's buffer is data to fetch.
+        var plan = Crisp.LazyPages.LocalImages.Plan(images, w.Pid);
+        Assert.Contains(plan.DataRuns, r => r.Vaddr <= addr && addr + ((ulong)w.Mib << 20) <= r.End);
 
         // The tree stays frozen while serving.
         long ticks = w.Ticks().Last().N;
