@@ -19,15 +19,19 @@ public static class Commands
         cmd.Options.Add(tree);
         cmd.Options.Add(leave);
         common.AddTo(cmd);
+        var remote = new Remote.RemoteDumpOptions();
+        remote.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("dump", () =>
         {
             common.ConfigureLog(r);
-            var result = Dumper.Dump(new DumpOptions
+            var options = new DumpOptions
             {
                 Pid = r.GetValue(tree),
                 ImagesDir = common.Images(r),
                 LeaveRunning = r.GetValue(leave),
-            });
+            };
+            if (remote.Active(r)) return Remote.RemoteDump.Run(r, remote, options);
+            var result = Dumper.Dump(options);
             Crisp.Native.Log.I($"dumped {result.Processes} process(es), {result.Threads} thread(s), {result.PagesWritten} pages in {result.Total.TotalMilliseconds:F1} ms");
             return CrispCommand.ExitOk;
         }));

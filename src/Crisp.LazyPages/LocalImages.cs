@@ -39,7 +39,8 @@ public static class LocalImages
             if (!inLazy) continue;
             if ((r.Flags & PagemapFlags.Parent) != 0 && !r.IsPresent)
                 throw new ImageException($"pagemap-{pid}.img", $"pages at 0x{r.Vaddr:x} are in a parent image (pre-dump); lazy-pages cannot serve them yet");
-            if (r.IsPresent) data.Add(new PageRun(r.Vaddr, r.NrPages));
+            // PE_LAZY without PE_PRESENT (a lazy dump, CRIU's too): the bytes are at the page server.
+            if (r.IsPresent || r.IsLazy) data.Add(new PageRun(r.Vaddr, r.NrPages));
         }
         return new LazyPlan(pid, vmas, data);
     }

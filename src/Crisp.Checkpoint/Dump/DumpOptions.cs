@@ -7,7 +7,58 @@ public sealed record DumpOptions
     public required string ImagesDir { get; init; }
     /// <summary>Leave the tree running after a successful dump (-R); otherwise it is killed.</summary>
     public bool LeaveRunning { get; init; }
+
+    /// <summary>
+    /// Where pages go (null: pagemap/pages images in <see cref="ImagesDir"/>). With a page server
+    /// sink no pagemap or pages image is written locally, as with CRIU's --page-server.
+    /// </summary>
+    public IDumpPageSink? PageSink { get; init; }
+
+    /// <summary>
+    /// Lazy dump (CRIU's dump --lazy-pages): pages of lazy-able VMAs are not read; their pagemap
+    /// entries are written as PE_LAZY without data, while the other pages (COW'd pages of private
+    /// file mappings, the vDSO, shared anonymous memory) still go to the sink. After the images are
+    /// written the tree stays frozen and <see cref="ServeLazy"/> runs; what it returns decides
+    /// whether the tree is killed or resumed. Requires <see cref="ServeLazy"/>.
+    /// </summary>
+    public bool LazyPages { get; init; }
+
+    /// <summary>
+    /// Called with the tree frozen and every image written (lazy dumps only), on the dumping thread.
+    /// Serves the lazy pages (e.g. a page server reading from the frozen processes) and returns what
+    /// to do with the tree. Throwing resumes the tree, so it must only throw while no destination
+    /// can have run: once any lazy page was delivered it must return <see cref="LazyDumpEnd.Kill"/>.
+    /// </summary>
+    public Func<LazyDumpTree, LazyDumpEnd>? ServeLazy { get; init; }
 }
 
 /// <summary>What a dump did, for the log and the command's summary.</summary>
-public sealed record DumpResult(int Processes, int Threads, ulong PagesWritten, TimeSpan Frozen, TimeSpan Total);
+public sealed record DumpResult(int Processes, int Threads, ulong PagesWritten, TimeSpan Frozen, TimeSpan Total)
+{
+    /// <summary>Lazy dumps: pages left in the frozen processes for the page server (PE_LAZY entries).</summary>
+    public ulong LazyPages { get; init; }
+
+    /// <summary>Lazy dumps: how the serving ended.</summary>
+    public LazyDumpEnd? LazyEnd { get; init; }
+}
+
+/// <summary>How a lazy dump ends once its pages were served (or could not be).</summary>
+public enum LazyDumpEnd
+{
+    /// <summary>The pages moved (or the destination ran): the source tree is killed.</summary>
+    Kill,
+    /// <summary>Nothing was delivered, so the destination never ran: the tree goes on as it was.</summary>
+    Resume,
+}
+
+/// <summary>A lazily dumped tree, still frozen: which pages of which process the page server must deliver.</summary>
+public sealed record LazyDumpTree(IReadOnlyList<int> Pids, IReadOnlyDictionary<int, IReadOnlyList<LazyRun>> LazyRuns)
+{
+    public ulong TotalLazyPages => LazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
+}
+
+/// <summary>Pages at <see cref="Vaddr"/> that were dumped as PE_LAZY (their bytes are still in the frozen process).</summary>
+public readonly record struct LazyRun(ulong Vaddr, ulong NrPages)
+{
+    public ulong End => Vaddr + NrPages * 4096;
+}

@@ -28,6 +28,8 @@ public static class Dumper
         var total = Stopwatch.StartNew();
         if (!Directory.Exists($"/proc/{options.Pid}"))
             throw new CrispException($"no process {options.Pid}");
+        if (options.LazyPages && options.ServeLazy is null)
+            throw new ArgumentException("a lazy dump needs ServeLazy", nameof(options));
         var dir = ImageDir.Create(options.ImagesDir);
         using var ptrace = new PtraceThread();
         SeizedTree tree;
@@ -37,11 +39,29 @@ public static class Dumper
         Log.I($"seized {tree.Processes.Count} process(es), {tree.Processes.Sum(p => p.Tasks.Count)} thread(s)");
         try
         {
-            ulong pages = WriteImages(tree, dir);
-            if (options.LeaveRunning) tree.Resume();
+            var sink = options.PageSink ?? new ImageDirPageSink(dir);
+            var (pages, lazyRuns) = WriteImages(tree, dir, sink, options.LazyPages);
+            ulong lazyPages = lazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
+            LazyDumpEnd? end = null;
+            if (options.LazyPages)
+            {
+                Log.I($"images written in {total.Elapsed.TotalMilliseconds:F1} ms; {lazyPages} lazy pages stay in the frozen tree");
+                var lazyTree = new LazyDumpTree(tree.Processes.Select(p => p.Pid).ToList(), lazyRuns);
+                end = options.ServeLazy!(lazyTree);
+                if (end == LazyDumpEnd.Resume)
+                {
+                    tree.Resume();
+                    Log.I($"lazy dump of {options.Pid}: nothing was delivered, the tree was resumed");
+                }
+                else tree.Kill();
+            }
+            else if (options.LeaveRunning) tree.Resume();
             else tree.Kill();
             Log.I($"dump of {options.Pid} done: {pages} pages, frozen {frozen.Elapsed.TotalMilliseconds:F1} ms");
-            return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed);
+            return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed)
+            {
+                LazyPages = lazyPages, LazyEnd = end,
+            };
         }
         catch
         {
@@ -55,7 +75,8 @@ public static class Dumper
         SeizedProcess Process, PstreeEntry Pstree, TaskKobjIdsEntry Ids, Dictionary<int, CoreEntry> Cores,
         MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds);
 
-    private static ulong WriteImages(SeizedTree tree, ImageDir dir)
+    private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns) WriteImages(
+        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy)
     {
         var files = new FileTable();
         var nsIds = new NamespaceIds();
@@ -81,15 +102,20 @@ public static class Dumper
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
         ulong pages = 0;
+        var lazyRuns = new Dictionary<int, IReadOnlyList<LazyRun>>();
         foreach (var d in dumps)
         {
-            using var writer = dir.CreatePagemap(d.Process.Pid);
-            pages += MemoryDump.WritePages(d.Process.Pid, d.Runs, writer);
+            using var writer = sink.Open(d.Process.Pid);
+            pages += MemoryDump.WritePages(d.Process.Pid, d.Runs, writer, lazy);
             writer.Complete();
+            if (lazy)
+                lazyRuns[d.Process.Pid] = d.Runs.Where(r => (r.Flags & PagemapFlags.Lazy) != 0)
+                    .Select(r => new LazyRun(r.Vaddr, (ulong)r.Pages)).ToList();
         }
+        sink.Finish();
         dir.WriteSeccomp(new SeccompEntry());
         dir.WriteInventory(ImageDir.NewInventory(dumps[0].Ids));
-        return pages;
+        return (pages, lazyRuns);
     }
 
     private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId)

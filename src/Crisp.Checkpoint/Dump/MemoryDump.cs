@@ -167,7 +167,7 @@ internal static unsafe class MemoryDump
     /// alternate so that reading the next batch overlaps writing the previous one (two copies
     /// that each run near memcpy speed, on two cores). Returns the number of pages written.
     /// </summary>
-    public static ulong WritePages(int pid, IReadOnlyList<PageRun> runs, PagemapWriter writer)
+    public static ulong WritePages(int pid, IReadOnlyList<PageRun> runs, IDumpPagemap writer, bool lazy = false)
     {
         var buffers = new[] { (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize), (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize) };
         Task? writing = null;
@@ -181,7 +181,8 @@ internal static unsafe class MemoryDump
             {
                 if (pieces.Count == 0) return;
                 byte* buffer = (byte*)buffers[current];
-                RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), new Span<byte>(buffer, used));
+                if (ranges.Count > 0)
+                    RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), new Span<byte>(buffer, used));
                 writing?.GetAwaiter().GetResult();
                 var batch = pieces.ToArray();
                 writing = Task.Run(() =>
@@ -189,6 +190,11 @@ internal static unsafe class MemoryDump
                     long off = 0;
                     foreach (var p in batch)
                     {
+                        if ((p.Flags & PagemapFlags.Present) == 0)
+                        {
+                            writer.WriteLazy(p.Vaddr, (ulong)p.Pages); // a lazy run: no bytes read
+                            continue;
+                        }
                         int len = p.Pages * PageSize;
                         writer.Write(p.Vaddr, new ReadOnlySpan<byte>(buffer + off, len), p.Flags);
                         off += len;
@@ -201,6 +207,12 @@ internal static unsafe class MemoryDump
             }
             foreach (var run in runs)
             {
+                if (lazy && (run.Flags & PagemapFlags.Lazy) != 0)
+                {
+                    // Kept in order with the data pieces around it; the page server reads it later.
+                    pieces.Add(new PageRun(run.Vaddr, run.Pages, PagemapFlags.Lazy));
+                    continue;
+                }
                 ulong vaddr = run.Vaddr;
                 int left = run.Pages;
                 while (left > 0)

@@ -1,0 +1,119 @@
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Crisp.Cli.Remote;
+
+/// <summary>
+/// The control connection of <c>crisp migrate</c> ↔ <c>crisp agent</c>: a tiny framing of our own.
+/// Every message is one type byte, then its fields (little-endian integers, strings as u16 length + UTF-8):
+/// <code>
+///   source → agent   'F' name:str  length:u64  bytes      one image file
+///                    'S' port:u16  address:str             start: restore lazily, pages from this page server
+///                                                          (empty address: the source's address on this connection)
+///   agent → source   'R' pid:i32   restore_us:i64          the process runs on the destination
+///                    'E' message:str                       the destination failed (before 'R': nothing ran)
+///                    'C' rc:i32    stats:str               the lazy-pages daemon finished (rc 0: every page went in)
+/// </code>
+/// </summary>
+public sealed class MigrationWire(Socket socket) : IDisposable
+{
+    public const byte File = (byte)'F', Start = (byte)'S', Running = (byte)'R', Error = (byte)'E', Complete = (byte)'C';
+    private const int MaxName = 255;
+
+    private readonly NetworkStream _stream = new(socket, ownsSocket: true);
+    private readonly object _sendLock = new();
+
+    public Socket Socket => socket;
+    public long BytesSent { get; private set; }
+
+    public void SendFile(string name, string path)
+    {
+        using var f = System.IO.File.OpenRead(path);
+        lock (_sendLock)
+        {
+            WriteByte(File);
+            WriteString(name);
+            WriteU64((ulong)f.Length);
+            f.CopyTo(_stream, 1 << 20);
+            BytesSent += f.Length;
+            _stream.Flush();
+        }
+    }
+
+    public void SendStart(int port, string address)
+    {
+        lock (_sendLock) { WriteByte(Start); WriteU16((ushort)port); WriteString(address); _stream.Flush(); }
+    }
+
+    public void SendRunning(int pid, TimeSpan restore)
+    {
+        lock (_sendLock) { WriteByte(Running); WriteI32(pid); WriteI64((long)(restore.TotalMilliseconds * 1000)); _stream.Flush(); }
+    }
+
+    public void SendError(string message)
+    {
+        lock (_sendLock) { WriteByte(Error); WriteString(message.Length > 4000 ? message[..4000] : message); _stream.Flush(); }
+    }
+
+    public void SendComplete(int rc, string stats)
+    {
+        lock (_sendLock) { WriteByte(Complete); WriteI32(rc); WriteString(stats.Length > 60000 ? "" : stats); _stream.Flush(); }
+    }
+
+    /// <summary>The next message's type, or -1 on a clean end of stream.</summary>
+    public int ReadType()
+    {
+        int b = _stream.ReadByte();
+        return b;
+    }
+
+    public string ReadString()
+    {
+        Span<byte> len = stackalloc byte[2];
+        _stream.ReadExactly(len);
+        var bytes = new byte[BinaryPrimitives.ReadUInt16LittleEndian(len)];
+        _stream.ReadExactly(bytes);
+        return Encoding.UTF8.GetString(bytes);
+    }
+
+    public ushort ReadU16() { Span<byte> b = stackalloc byte[2]; _stream.ReadExactly(b); return BinaryPrimitives.ReadUInt16LittleEndian(b); }
+    public int ReadI32() { Span<byte> b = stackalloc byte[4]; _stream.ReadExactly(b); return BinaryPrimitives.ReadInt32LittleEndian(b); }
+    public long ReadI64() { Span<byte> b = stackalloc byte[8]; _stream.ReadExactly(b); return BinaryPrimitives.ReadInt64LittleEndian(b); }
+    public ulong ReadU64() { Span<byte> b = stackalloc byte[8]; _stream.ReadExactly(b); return BinaryPrimitives.ReadUInt64LittleEndian(b); }
+
+    /// <summary>Reads a file message's body (after its type byte) into <paramref name="dir"/>; returns its name.</summary>
+    public string ReceiveFile(string dir)
+    {
+        string name = ReadString();
+        if (name.Length == 0 || name.Length > MaxName || name.Contains('/') || name is "." or "..")
+            throw new IOException($"refusing image file name '{name}'");
+        ulong length = ReadU64();
+        using var f = new FileStream(Path.Combine(dir, name), FileMode.CreateNew, FileAccess.Write);
+        var buffer = new byte[1 << 20];
+        while (length > 0)
+        {
+            int n = _stream.Read(buffer, 0, (int)Math.Min((ulong)buffer.Length, length));
+            if (n == 0) throw new EndOfStreamException($"connection closed in the middle of {name}");
+            f.Write(buffer, 0, n);
+            length -= (ulong)n;
+        }
+        return name;
+    }
+
+    private void WriteByte(byte b) { _stream.WriteByte(b); BytesSent++; }
+    private void WriteU16(ushort v) { Span<byte> b = stackalloc byte[2]; BinaryPrimitives.WriteUInt16LittleEndian(b, v); _stream.Write(b); BytesSent += 2; }
+    private void WriteI32(int v) { Span<byte> b = stackalloc byte[4]; BinaryPrimitives.WriteInt32LittleEndian(b, v); _stream.Write(b); BytesSent += 4; }
+    private void WriteI64(long v) { Span<byte> b = stackalloc byte[8]; BinaryPrimitives.WriteInt64LittleEndian(b, v); _stream.Write(b); BytesSent += 8; }
+    private void WriteU64(ulong v) { Span<byte> b = stackalloc byte[8]; BinaryPrimitives.WriteUInt64LittleEndian(b, v); _stream.Write(b); BytesSent += 8; }
+
+    private void WriteString(string s)
+    {
+        var bytes = Encoding.UTF8.GetBytes(s);
+        WriteU16(checked((ushort)bytes.Length));
+        _stream.Write(bytes);
+        BytesSent += bytes.Length;
+    }
+
+    public void Dispose() => _stream.Dispose();
+}

@@ -1,0 +1,138 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Crisp.Images;
+using Crisp.Native;
+using Crisp.PageServer;
+using Crisp.PageServer.Server;
+
+namespace Crisp.Cli.Remote;
+
+/// <summary>
+/// <c>crisp page-server -D DIR --address A --port P [--lazy-pages] [--status-fd N] [-d]</c>.
+/// Without --lazy-pages it receives dumps (<c>crisp dump --page-server</c> or <c>criu dump
+/// --page-server</c>) into DIR; with it, it serves lazy restores from the pages images in DIR.
+/// Unlike CRIU's, which ends after one session, it serves any number of them until SIGTERM/SIGINT.
+/// -d forks to the background as CRIU does: crisp re-executes itself detached (setsid) and exits
+/// once the child listens.
+/// </summary>
+public static class PageServerCommand
+{
+    public static Command Create()
+    {
+        var common = new CommonOptions();
+        var address = new Option<string?>("--address") { Description = "address to listen on (default: all)" };
+        var port = new Option<int>("--port") { Description = "port to listen on (0: any free one, printed)", DefaultValueFactory = _ => 27 };
+        var lazy = new Option<bool>("--lazy-pages") { Description = "serve lazy restores from the pages images instead of receiving dumps" };
+        var statusFd = new Option<int>("--status-fd") { Description = "write one zero byte to this fd once listening, then close it", DefaultValueFactory = _ => -1 };
+        var daemon = new Option<bool>("--daemon", "-d") { Description = "detach and run in the background once listening" };
+        var cmd = new Command("page-server", "Receive dumped pages over the network, or serve them to lazy restores");
+        foreach (var o in new Option[] { address, port, lazy, statusFd, daemon }) cmd.Options.Add(o);
+        common.AddTo(cmd);
+        cmd.SetAction(r => CrispCommand.Guard("page-server", () =>
+        {
+            common.ConfigureLog(r);
+            if (r.GetValue(daemon))
+                return Daemonize.Run(r.GetValue(statusFd));
+            var endpoint = PageServerAddress.ParseListen(r.GetValue(address), r.GetValue(port));
+            var dir = r.GetValue(lazy) ? new ImageDir(common.Images(r)) : ImageDir.Create(common.Images(r));
+            using var source = r.GetValue(lazy) ? new ImageDirPageSource(dir) : null;
+            var server = new TcpPageServer(new PageServerOptions
+            {
+                EndPoint = endpoint,
+                Sink = r.GetValue(lazy) ? null : new ImageDirPagemapSink(dir),
+                Source = source,
+                StatusFd = r.GetValue(statusFd),
+                Log = new LogWriter(),
+            });
+            using var stop = new CancellationTokenSource();
+            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+            using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+            server.Start();
+            Console.Out.WriteLine($"page-server: listening on {server.LocalEndPoint}");
+            Console.Out.Flush();
+            server.RunAsync(stop.Token).GetAwaiter().GetResult();
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            return CrispCommand.ExitOk;
+        }));
+        return cmd;
+    }
+
+    internal sealed class LogWriter : TextWriter
+    {
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+        public override void WriteLine(string? value) => Log.I(value ?? "");
+    }
+}
+
+/// <summary>
+/// CRIU's -d for a .NET program (which cannot fork): re-execute this very command line without
+/// -d, in a new session, with stdio on /dev/null (or the log), and a pipe as its --status-fd; exit
+/// once the child wrote its readiness byte (then pass it on to our own --status-fd), or fail if the
+/// child died first.
+/// </summary>
+internal static unsafe class Daemonize
+{
+    public static int Run(int callerStatusFd)
+    {
+        var argv = ReadCmdline();
+        var childArgs = new List<string>();
+        for (int i = 0; i < argv.Count; i++)
+        {
+            string a = argv[i];
+            if (i > 0 && (a == "-d" || a == "--daemon")) continue;
+            if (i > 0 && a == "--status-fd") { i++; continue; }
+            if (i > 0 && a.StartsWith("--status-fd=", StringComparison.Ordinal)) continue;
+            childArgs.Add(a);
+        }
+        const int childFd = 3;
+        childArgs.Add("--status-fd");
+        childArgs.Add(childFd.ToString());
+        int* p = stackalloc int[2];
+        Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "daemon status pipe");
+        int pid;
+        try
+        {
+            pid = ProcessSpawner.Spawn(new SpawnOptions
+            {
+                Path = "/proc/self/exe",
+                Argv = childArgs,
+                Envp = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+                    .Select(e => $"{e.Key}={e.Value}").ToList(),
+                Stdin = StdioSource.DevNull(false),
+                Stdout = StdioSource.DevNull(true),
+                Stderr = StdioSource.DevNull(true),
+                ExtraFds = [(p[1], childFd)],
+                NewSession = true,
+            });
+        }
+        finally
+        {
+            LibC.close(p[1]);
+        }
+        byte b;
+        nint n;
+        do n = LibC.read(p[0], &b, 1);
+        while (n < 0 && Errno.Last == Errno.EINTR);
+        LibC.close(p[0]);
+        if (n != 1)
+        {
+            int status = ProcessSpawner.Wait(pid, LibC.WNOHANG);
+            throw new CrispException($"the background page server (pid {pid}) exited before listening" +
+                (status >= 0 && LibC.WIFEXITED(status) ? $" with status {LibC.WEXITSTATUS(status)}" : ""));
+        }
+        if (callerStatusFd >= 0)
+        {
+            byte zero = 0;
+            LibC.write(callerStatusFd, &zero, 1);
+            LibC.close(callerStatusFd);
+        }
+        Console.Out.WriteLine($"page-server: running in the background as pid {pid}");
+        return CrispCommand.ExitOk;
+    }
+
+    private static List<string> ReadCmdline()
+    {
+        var bytes = File.ReadAllBytes("/proc/self/cmdline");
+        return System.Text.Encoding.UTF8.GetString(bytes).TrimEnd('\0').Split('\0').ToList();
+    }
+}

@@ -1,0 +1,35 @@
+using Crisp.Checkpoint.Dump;
+using Crisp.Images;
+using Crisp.PageServer.Client;
+
+namespace Crisp.Cli.Remote;
+
+// Lives in Crisp.Cli because it is the one project that knows both the dump (Crisp.Checkpoint,
+// which must not know sockets) and the page-server client (Crisp.PageServer, which knows nothing
+// of dumps); a new project for two small adapters would not pay for itself.
+
+/// <summary>
+/// <c>crisp dump --page-server</c>: pages go over one TCP connection to a page server, which writes
+/// pagemap-PID.img and pages-N.img in its own images directory (CRIU's semantics).
+/// <see cref="Finish"/> sends CLOSE and returns once the server acknowledged that everything is stored.
+/// </summary>
+public sealed class PageServerDumpSink(PageServerClient client) : IDumpPageSink, IDisposable
+{
+    public IDumpPagemap Open(int pid)
+    {
+        client.OpenPagemap(pid);
+        return new Pagemap(client);
+    }
+
+    public void Finish() => client.Close();
+
+    public void Dispose() => client.Dispose();
+
+    private sealed class Pagemap(PageServerClient client) : IDumpPagemap
+    {
+        public void Write(ulong vaddr, ReadOnlySpan<byte> pages, PagemapFlags flags) => client.SendPages(vaddr, pages, flags);
+        public void WriteLazy(ulong vaddr, ulong nrPages) => client.SendEntry(vaddr, nrPages, PagemapFlags.Lazy);
+        public void Complete() { }
+        public void Dispose() { }
+    }
+}

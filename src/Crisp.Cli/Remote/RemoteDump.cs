@@ -1,0 +1,100 @@
+using System.CommandLine;
+using Crisp.Checkpoint.Dump;
+using Crisp.Native;
+using Crisp.PageServer;
+using Crisp.PageServer.Client;
+
+namespace Crisp.Cli.Remote;
+
+/// <summary>
+/// The network options of <c>crisp dump</c> (CRIU's names): --page-server sends the pages to a
+/// page server; --lazy-pages leaves them in the frozen tree and serves them on --address/--port.
+/// </summary>
+public sealed class RemoteDumpOptions
+{
+    public readonly Option<bool> PageServer = new("--page-server") { Description = "send pages to a page server at --address/--port instead of writing them locally" };
+    public readonly Option<bool> LazyPages = new("--lazy-pages") { Description = "leave memory in the frozen tree and serve it to a lazy restore on --address/--port" };
+    public readonly Option<string?> Address = new("--address") { Description = "page server address (--page-server: where to connect; --lazy-pages: where to listen, default all)" };
+    public readonly Option<int> Port = new("--port") { Description = "page server port", DefaultValueFactory = _ => 27 };
+    public readonly Option<int> StatusFd = new("--status-fd") { Description = "--lazy-pages: write one zero byte to this fd once listening", DefaultValueFactory = _ => -1 };
+    public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination before resuming the tree", DefaultValueFactory = _ => 120 };
+
+    public void AddTo(Command cmd)
+    {
+        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout }) cmd.Options.Add(o);
+    }
+
+    public bool Active(ParseResult r) => r.GetValue(PageServer) || r.GetValue(LazyPages);
+}
+
+public static class RemoteDump
+{
+    /// <summary>Runs a dump with --page-server or --lazy-pages; <paramref name="baseOptions"/> holds pid, dir, -R.</summary>
+    public static int Run(ParseResult r, RemoteDumpOptions o, DumpOptions baseOptions)
+    {
+        bool lazy = r.GetValue(o.LazyPages), toServer = r.GetValue(o.PageServer);
+        int port = r.GetValue(o.Port);
+        if (lazy && toServer)
+            throw new CrispException("--lazy-pages with --page-server is not supported: a lazy dump is its own page server");
+        if (toServer)
+        {
+            var address = r.GetValue(o.Address) ?? throw new CrispException("--page-server needs --address");
+            var endpoint = PageServerAddress.Resolve(address, port);
+            PageServerClient client;
+            try { client = PageServerClient.Connect(endpoint); }
+            catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
+            {
+                throw new CrispException($"cannot connect to the page server at {endpoint}: {e.Message}", e);
+            }
+            using var sink = new PageServerDumpSink(client);
+            DumpResult result;
+            try
+            {
+                result = Dumper.Dump(baseOptions with { PageSink = sink });
+            }
+            catch (Exception e) when (e is Crisp.PageServer.Protocol.PeerGoneException or Crisp.PageServer.Protocol.PageServerProtocolException)
+            {
+                throw new CrispException($"page server {endpoint}: {e.Message}", e);
+            }
+            Log.I($"dumped {result.Processes} process(es), {result.Threads} thread(s), {result.PagesWritten} pages to {endpoint} in {result.Total.TotalMilliseconds:F1} ms");
+            return CrispCommand.ExitOk;
+        }
+
+        var listen = PageServerAddress.ParseListen(r.GetValue(o.Address), port);
+        var server = new LazyDumpServer(new LazyDumpServerOptions
+        {
+            EndPoint = listen,
+            StatusFd = r.GetValue(o.StatusFd),
+            ConnectTimeout = TimeSpan.FromSeconds(r.GetValue(o.LazyTimeout)),
+            Listening = ep => { Console.Out.WriteLine($"dump: lazy page server listening on {ep}"); Console.Out.Flush(); },
+        });
+        return RunLazy(baseOptions, server);
+    }
+
+    /// <summary>A lazy dump served by <paramref name="server"/>; returns the command's exit code.</summary>
+    public static int RunLazy(DumpOptions baseOptions, LazyDumpServer server)
+    {
+        try
+        {
+            var result = Dumper.Dump(baseOptions with { LazyPages = true, ServeLazy = server.Serve });
+            // The source is gone (or resumed); let the destination take what is in flight.
+            server.WaitAndStopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
+            if (result.LazyEnd == LazyDumpEnd.Resume)
+            {
+                Log.E($"dump: lazy transfer failed: {server.Outcome}; process {baseOptions.Pid} was resumed as it was");
+                return CrispCommand.ExitFailed;
+            }
+            if (!server.Succeeded)
+            {
+                Log.E($"dump: lazy transfer failed: {server.Outcome}");
+                return CrispCommand.ExitFailed;
+            }
+            Log.I($"lazy dump of {baseOptions.Pid}: {result.PagesWritten} pages in the images, {server.Outcome}, {server.BytesSent} bytes sent");
+            return CrispCommand.ExitOk;
+        }
+        finally
+        {
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+    }
+}

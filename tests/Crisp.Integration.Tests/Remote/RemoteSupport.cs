@@ -1,0 +1,137 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Crisp.Integration.Tests.Support;
+using Crisp.Native;
+using Crisp.Native.Tests.Support;
+
+namespace Crisp.Integration.Tests.Remote;
+
+/// <summary>A crisp command running in the background (a server): its pid, its output files; Dispose kills exactly it.</summary>
+public sealed class BackgroundCrisp : IDisposable
+{
+    public int Pid { get; }
+    public string Stdout { get; }
+    public string Stderr { get; }
+    private bool _reaped;
+
+    public BackgroundCrisp(TempDir dir, string name, params string[] args) : this(dir, name, [], args) { }
+
+    /// <summary>Runs `PREFIX... dotnet crisp.dll ARGS` (e.g. PREFIX = unshare for a new pid namespace, ip netns exec).</summary>
+    public BackgroundCrisp(TempDir dir, string name, string[] prefix, string[] args)
+    {
+        Stdout = dir[$"{name}.out"];
+        Stderr = dir[$"{name}.err"];
+        if (prefix.Length == 0) { Pid = CrispCli.Start(dir, Stdout, Stderr, args); return; }
+        var argv = new List<string>(prefix) { "/usr/bin/dotnet", CrispCli.Dll };
+        argv.AddRange(args);
+        Pid = ProcessSpawner.Spawn(new SpawnOptions
+        {
+            Path = prefix[0],
+            Argv = argv,
+            Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
+            Stdin = StdioSource.DevNull(false),
+            Stdout = StdioSource.FromFile(Stdout, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
+            Stderr = StdioSource.FromFile(Stderr, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
+        });
+    }
+
+    /// <summary>A new pid namespace with its own /proc, crisp as its init (so a restore may take a pid the source still holds).</summary>
+    public static readonly string[] InNewPidNs = ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc", "--kill-child"];
+
+    public string Output => $"stdout: {Poll.ReadFile(Stdout)}\nstderr: {Poll.ReadFile(Stderr)}";
+
+    /// <summary>Waits for a line matching <paramref name="pattern"/> in stdout or stderr; returns its first group.</summary>
+    public string WaitFor(string pattern, int timeoutMs = 60_000)
+    {
+        var re = new Regex(pattern);
+        string? value = null;
+        if (!Poll.Until(() =>
+            {
+                var m = re.Match(Poll.ReadFile(Stdout) + "\n" + Poll.ReadFile(Stderr));
+                if (m.Success) value = m.Groups.Count > 1 ? m.Groups[1].Value : m.Value;
+                return m.Success || Exited;
+            }, timeoutMs) || value is null)
+            throw new TimeoutException($"no /{pattern}/ from crisp {Pid}:\n{Output}");
+        return value;
+    }
+
+    /// <summary>The port a server printed as "listening on ADDR:PORT".</summary>
+    public int Port(string what = "listening on") =>
+        int.Parse(WaitFor(what + @" \S*:(\d+)"), CultureInfo.InvariantCulture);
+
+    private int? _status;
+    public bool Exited
+    {
+        get
+        {
+            if (_status is not null) return true;
+            int s = ProcessSpawner.Wait(Pid, LibC.WNOHANG);
+            if (s >= 0) { _status = s; _reaped = true; }
+            return _status is not null;
+        }
+    }
+
+    /// <summary>Waits for the exit; returns the exit code (128+signal if killed).</summary>
+    public int WaitExit(TimeSpan timeout)
+    {
+        if (!Poll.Until(() => Exited, (int)timeout.TotalMilliseconds))
+            throw new TimeoutException($"crisp {Pid} still running after {timeout.TotalSeconds} s:\n{Output}");
+        int s = _status!.Value;
+        return LibC.WIFEXITED(s) ? LibC.WEXITSTATUS(s) : 128 + LibC.WTERMSIG(s);
+    }
+
+    public void Terminate(int signal = LibC.SIGTERM)
+    {
+        if (!Exited) LibC.kill(Pid, signal);
+    }
+
+    public void Dispose()
+    {
+        if (_reaped || Exited) return;
+        LibC.kill(Pid, LibC.SIGKILL);
+        ProcessSpawner.Wait(Pid);
+    }
+}
+
+internal static class RemoteUtil
+{
+    public static string S(int v) => v.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// The pid, as this test sees it, of the process that is <paramref name="innerPid"/> inside a
+    /// child pid namespace (NSpid in /proc/PID/status lists it outermost first); 0 if none yet.
+    /// </summary>
+    public static int OuterPid(int innerPid)
+    {
+        foreach (var d in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(d), out int pid) || pid == innerPid) continue;
+            string status;
+            try { status = File.ReadAllText(Path.Combine(d, "status")); } catch (IOException) { continue; } catch (UnauthorizedAccessException) { continue; }
+            var line = status.Split('\n').FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal));
+            if (line is null) continue;
+            var ids = line["NSpid:".Length..].Split('\t', StringSplitOptions.RemoveEmptyEntries);
+            if (ids.Length >= 2 && ids[^1] == S(innerPid) && status.Contains("State:\tS") | status.Contains("State:\tR") | status.Contains("State:\tD"))
+                return pid;
+        }
+        return 0;
+    }
+
+    public static int WaitOuterPid(int innerPid, BackgroundCrisp restore, int timeoutMs = 30_000)
+    {
+        int found = 0;
+        if (!Poll.Until(() => (found = OuterPid(innerPid)) != 0 || restore.Exited, timeoutMs) || found == 0)
+            throw new TimeoutException($"no process {innerPid} appeared in the restore's pid namespace:\n{restore.Output}");
+        return found;
+    }
+
+    public static void CopyImages(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from, "*.img"))
+            File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
+
+    public static bool Gone(int pid) =>
+        !File.Exists($"/proc/{pid}/stat") || Poll.ReadFile($"/proc/{pid}/stat").Contains(") Z ");
+}
