@@ -80,9 +80,13 @@ public static class DemoCommand
             foreach (var l in Lines(log).TakeLast(3)) Console.WriteLine($"    {l}");
 
             int port = FreePort();
-            Step($"Starting the destination: crisp agent --listen 127.0.0.1:{port}");
+            // On one host the frozen source still holds its pid while the copy starts: the
+            // destination gets a pid namespace of its own, as another machine would have.
+            Step($"Starting the destination in a new pid namespace: unshare --pid --fork --mount-proc crisp agent --listen 127.0.0.1:{port}");
             string agentOut = Path.Combine(dir, "agent.out");
-            int agent = Spawn([.. Self(), "agent", "--listen", $"127.0.0.1:{port}", "-W", dir], agentOut);
+            string unshare = new[] { "/usr/bin/unshare", "/bin/unshare" }.FirstOrDefault(File.Exists)
+                ?? throw new CrispException("crisp demo needs unshare (util-linux) to give the destination its own pid namespace");
+            int agent = Spawn([unshare, "--pid", "--fork", "--mount-proc", "--kill-child", .. Self(), "agent", "--listen", $"127.0.0.1:{port}", "-W", dir], agentOut);
             started.Add(agent);
             WaitFor(() => CanConnect(port), TimeSpan.FromSeconds(30), "the agent to listen");
 
@@ -100,9 +104,10 @@ public static class DemoCommand
             int seam = ticks.FindIndex(l => Lines(log).Skip(before).Contains(l));
             foreach (var l in ticks.Skip(Math.Max(0, seam - 2)).Take(5)) Console.WriteLine($"    {l}");
 
-            Step("Asking it to hash all its memory again (SIGUSR1):");
+            int restored = FindInNamespace(workload, script);
+            Step($"Asking it to hash all its memory again (SIGUSR1 to pid {workload} in the new namespace, {restored} seen from here):");
             int beforeVerify = Lines(log).Length;
-            Errno.Check(LibC.kill(workload, LibC.SIGUSR1), "kill", $"{workload}, SIGUSR1");
+            Errno.Check(LibC.kill(restored, LibC.SIGUSR1), "kill", $"{restored}, SIGUSR1");
             WaitFor(() => Lines(log).Skip(beforeVerify).Any(l => l.StartsWith("verify", StringComparison.Ordinal)), TimeSpan.FromSeconds(60), "the verification");
             string verify = Lines(log).Skip(beforeVerify).First(l => l.StartsWith("verify", StringComparison.Ordinal));
             Console.WriteLine($"    {verify}");
@@ -123,6 +128,24 @@ public static class DemoCommand
             }
             try { Directory.Delete(dir, true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>The host pid of the restored copy: pid <paramref name="nsPid"/> in a child pid namespace running the script.</summary>
+    private static int FindInNamespace(int nsPid, string script)
+    {
+        foreach (var d in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(d), out int pid)) continue;
+            try
+            {
+                var nspid = File.ReadAllLines(Path.Combine(d, "status")).FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal));
+                var ids = nspid?.Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries).Skip(1).ToArray();
+                if (ids is { Length: >= 2 } && ids[^1] == nsPid.ToString() && File.ReadAllText(Path.Combine(d, "cmdline")).Contains(script, StringComparison.Ordinal))
+                    return pid;
+            }
+            catch (IOException) { }
+        }
+        throw new CrispException($"cannot find the restored process (pid {nsPid} in the agent's namespace)");
     }
 
     private static void Step(string text) => Console.WriteLine($"\n==> {text}");
