@@ -89,6 +89,13 @@ public sealed class LazyDumpServer : IAsyncDisposable
         Log.I($"lazy page server listening on {_server.LocalEndPoint}: {tree.TotalLazyPages} lazy pages in {tree.Pids.Count} process(es)");
         _options.Listening?.Invoke(_server.LocalEndPoint);
 
+        // SIGTERM/SIGINT must not just end the process: the kernel would detach (resume) the tree
+        // even after the destination ran. Decide like any other end of the transfer.
+        int interrupted = 0;
+        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; interrupted = 1; });
+        using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(
+            System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; interrupted = 1; });
         var waited = Stopwatch.StartNew();
         var idle = new Stopwatch();
         var lastProgress = Stopwatch.StartNew();
@@ -113,6 +120,17 @@ public sealed class LazyDumpServer : IAsyncDisposable
             }
             bool anyDelivered = firstRead.IsSet;
             bool everConnected = _connections > 0 || Interlocked.Read(ref _sessionsEnded) > 0;
+            if (Volatile.Read(ref interrupted) != 0)
+            {
+                TransferTime = transfer.Elapsed;
+                if (!anyDelivered)
+                {
+                    Outcome = "interrupted before any page was delivered";
+                    return LazyDumpEnd.Resume;
+                }
+                Outcome = $"interrupted after {delivered.Count} of {delivered.Total} lazy pages; the source was killed because the destination had already run";
+                return LazyDumpEnd.Kill;
+            }
             if (!anyDelivered && Volatile.Read(ref _abort) is { } reason)
             {
                 Outcome = reason;

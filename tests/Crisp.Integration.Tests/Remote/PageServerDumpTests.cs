@@ -214,4 +214,17 @@ public class PageServerDumpTests
         Console.WriteLine($"lazy dump of 256 MiB: command start to page server listening {ready.TotalMilliseconds:F0} ms (incl. dotnet start-up); " +
                           $"{bytes >> 20} MiB pulled in {moved.TotalMilliseconds:F0} ms ({bytes / moved.TotalSeconds / (1 << 20):F0} MiB/s) over one channel");
     }
+
+    [Fact]
+    public void Lazy_dump_interrupted_before_any_page_resumes_the_process()
+    {
+        using var dir = new TempDir();
+        using var w = new Memtouch(dir, mib: 4);
+        using var dump = new BackgroundCrisp(dir, "lazydump", "dump", "-t", S(w.Pid), "-D", dir["img"], "--lazy-pages", "--address", "127.0.0.1", "--port", "0");
+        dump.Port("lazy page server listening on");
+        dump.Terminate();
+        Assert.Equal(1, dump.WaitExit(TimeSpan.FromSeconds(20)));
+        Assert.Contains("interrupted", Poll.ReadFile(dump.Stderr));
+        Assert.StartsWith("check ok", w.Check(w.Pid));
+    }
 }
