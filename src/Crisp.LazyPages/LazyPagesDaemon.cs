@@ -95,9 +95,10 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     /// </summary>
     public int Run(CancellationToken cancel = default)
     {
-        Listen();
-        _faultBuf = (byte*)NativeMemory.AlignedAlloc(_faultBufSize, PageSize);
+        // The page source first: "ready" (socket file, status fd) then means pages can flow.
         _faultChannel = _options.PageSource.OpenChannel();
+        _faultBuf = (byte*)NativeMemory.AlignedAlloc(_faultBufSize, PageSize);
+        Listen();
         var prefetch = new Thread(PrefetchLoop) { IsBackground = true, Name = "lazy-pages prefetch" };
         prefetch.Start();
         try
@@ -126,10 +127,14 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     {
         Directory.CreateDirectory(_options.WorkDir);
         string path = SocketPath;
-        File.Delete(path);
+        // Bound and listening under a temporary name, then renamed: whoever sees the socket
+        // file can connect to it (no window where it exists but refuses connections).
+        string temp = path + $".{Environment.ProcessId}.tmp";
+        File.Delete(temp);
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        _listener.Bind(new UnixDomainSocketEndPoint(path));
+        _listener.Bind(new UnixDomainSocketEndPoint(temp));
         _listener.Listen(16);
+        File.Move(temp, path, overwrite: true);
         _listener.Blocking = false;
         int* fds = stackalloc int[2];
         Errno.Check(LibC.pipe2(fds, LibC.O_CLOEXEC | LibC.O_NONBLOCK), "pipe2", "lazy-pages wake pipe");

@@ -117,11 +117,15 @@ internal static class RemoteUtil
         return 0;
     }
 
-    public static int WaitOuterPid(int innerPid, BackgroundCrisp restore, int timeoutMs = 30_000)
+    /// <param name="pidFile">the restore's --pidfile: written once the process really runs. Until then the
+    /// task exists but is still being morphed, and a signal sent to it would arrive mid-restore.</param>
+    public static int WaitOuterPid(int innerPid, BackgroundCrisp restore, string? pidFile = null, int timeoutMs = 30_000)
     {
+        if (pidFile is not null && !Poll.Until(() => File.Exists(pidFile) || restore.Exited, timeoutMs))
+            throw new TimeoutException($"the restore never wrote {pidFile}:\n{restore.Output}");
         int found = 0;
         if (!Poll.Until(() => (found = OuterPid(innerPid)) != 0 || restore.Exited, timeoutMs) || found == 0)
-            throw new TimeoutException($"no process {innerPid} appeared in the restore's pid namespace:\n{restore.Output}");
+            throw new TimeoutException($"no process {innerPid} appeared in the restore's pid namespace (restore exited: {restore.Exited}, pidfile: {(pidFile is null ? "-" : Poll.ReadFile(pidFile))}):\n{restore.Output}");
         return found;
     }
 
