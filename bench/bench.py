@@ -27,7 +27,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["dump", "restore", "lazy", "migrate"]
+SCENARIOS = ["dump", "restore", "lazy", "migrate", "migrate-cmd"]
 
 
 class BenchError(Exception):
@@ -220,7 +220,9 @@ def scenario_lazy(tool, memtouch, mib, tmp, is_crisp):
 
 
 def scenario_migrate(tool, memtouch, mib, tmp, is_crisp):
-    """CRIU's post-copy shape over loopback: lazy dump serving pages, lazy-pages fetching them."""
+    """CRIU's post-copy shape over loopback: lazy dump serving pages, lazy-pages fetching them.
+    On one host the frozen source keeps its pid, so the destination (lazy-pages and restore)
+    runs in a new pid namespace, as it would have one on another machine."""
     src = os.path.join(tmp, "src")
     dst = os.path.join(tmp, "dst")
     os.makedirs(src)
@@ -228,7 +230,7 @@ def scenario_migrate(tool, memtouch, mib, tmp, is_crisp):
     port = free_port()
     out = open(os.path.join(tmp, "migrate.out"), "w")
     procs = []
-    pid = None
+    ns = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
     try:
         t0 = now()
         dumper = start_with_status_fd([tool, "dump", "-t", str(w.pid), "-D", src, "--lazy-pages", "--port", str(port),
@@ -243,25 +245,65 @@ def scenario_migrate(tool, memtouch, mib, tmp, is_crisp):
         daemon = start_with_status_fd(cmd, tmp, "lazy", out)
         procs.append(daemon)
         pidfile = os.path.join(tmp, "restored.pid")
-        sh([tool, "restore", "-D", dst, "--lazy-pages", "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile])
-        pid = read_pidfile(pidfile)
+        # Without -d: in its own pid namespace the restore command is the namespace's init.
+        restore = subprocess.Popen(ns + [tool, "restore", "-D", dst, "--lazy-pages", "-o", "restore.log", "-v2",
+                                         "--pidfile", pidfile], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        procs.append(restore)
+        read_pidfile(pidfile, timeout=60)
         daemon.wait(timeout=300)
         all_moved = now() - t0
         dumper.wait(timeout=60)
-        w.wait_for(lambda ls: True, 0, "")
-        time.sleep(0.05)
+        time.sleep(0.1)
         ticks = w.ticks()
         gap = max((b[1] - a[1]) for a, b in zip(ticks, ticks[1:])) / 1e9
-        w.check(pid)
+        if daemon.returncode != 0:
+            raise BenchError(f"lazy-pages exited with {daemon.returncode}")
         return {"migrate_all_pages_s": all_moved, "migrate_gap_s": gap}
     finally:
-        if pid:
-            kill_pid(pid)
         kill_pid(w.pid)
-        for p in procs:
+        for p in reversed(procs):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        out.close()
+
+
+def scenario_migrate_cmd(tool, memtouch, mib, tmp):
+    """crisp's one-command migration: `crisp migrate PID --to 127.0.0.1:PORT` to a
+    `crisp agent` running in its own pid namespace (same host, so the pid stays free)."""
+    w = Workload(memtouch, mib, tmp)
+    port = free_port()
+    out = open(os.path.join(tmp, "agent.out"), "w")
+    agent = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", tool, "agent",
+                              "--listen", f"127.0.0.1:{port}", "-W", tmp], stdin=subprocess.DEVNULL, stdout=out,
+                             stderr=subprocess.STDOUT)
+    try:
+        end = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > end or agent.poll() is not None:
+                    raise BenchError("the agent did not start")
+                time.sleep(0.01)
+        t0 = now()
+        r = subprocess.run([tool, "migrate", str(w.pid), "--to", f"127.0.0.1:{port}", "--json"],
+                           capture_output=True, text=True, timeout=300)
+        elapsed = now() - t0
+        if r.returncode != 0:
+            raise BenchError(f"crisp migrate failed: {r.stderr.strip()}")
+        stats = json.loads(r.stdout[r.stdout.index("{"):])
+        time.sleep(0.1)
+        ticks = w.ticks()
+        gap = max((b[1] - a[1]) for a, b in zip(ticks, ticks[1:])) / 1e9
+        return {"migrate_cmd_gap_s": gap, "migrate_cmd_downtime_s": stats["downtime_ms"] / 1000,
+                "migrate_cmd_total_s": stats["total_ms"] / 1000, "migrate_cmd_wall_s": elapsed}
+    finally:
+        kill_pid(w.pid)
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
         out.close()
 
 
@@ -274,6 +316,9 @@ FIGURES = [
     ("lazy", "fault_p99_us", "lazy fault latency p99 (µs)", ""),
     ("migrate", "migrate_all_pages_s", "lazy migration over loopback, all pages moved (s)", "≤ 1.0 s at 1 GiB"),
     ("migrate", "migrate_gap_s", "application-visible gap, lazy migration (s)", "≤ 0.05 s"),
+    ("migrate-cmd", "migrate_cmd_gap_s", "`crisp migrate`: application-visible gap (s)", "≤ 0.05 s"),
+    ("migrate-cmd", "migrate_cmd_downtime_s", "`crisp migrate`: downtime it reports, frozen → running (s)", ""),
+    ("migrate-cmd", "migrate_cmd_total_s", "`crisp migrate`: all pages moved, as it reports (s)", "≤ 1.0 s at 1 GiB"),
 ]
 
 
@@ -326,8 +371,12 @@ def main():
                             r = scenario_restore(binary, memtouch, mib, tmp)
                         elif sc == "lazy":
                             r = scenario_lazy(binary, memtouch, mib, tmp, is_crisp)
-                        else:
+                        elif sc == "migrate":
                             r = scenario_migrate(binary, memtouch, mib, tmp, is_crisp)
+                        elif is_crisp:
+                            r = scenario_migrate_cmd(binary, memtouch, mib, tmp)
+                        else:
+                            break  # criu has no one-command migration
                         for k, v in r.items():
                             results.setdefault((name, mib, k), []).append(v)
                         print(f"{name} {sc} {mib} MiB run {run + 1}: " +
