@@ -29,6 +29,7 @@ public static class Commands
                 Pid = r.GetValue(tree),
                 ImagesDir = common.Images(r),
                 LeaveRunning = r.GetValue(leave),
+                WaitForKilledTree = false, // crisp exits right after: no need to watch the teardown
             };
             if (remote.Active(r)) return Remote.RemoteDump.Run(r, remote, options);
             var result = Dumper.Dump(options);

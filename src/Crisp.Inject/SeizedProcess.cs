@@ -259,4 +259,14 @@ public sealed class SeizedTree
     {
         for (int i = Processes.Count - 1; i >= 0; i--) Processes[i].Kill();
     }
+
+    /// <summary>
+    /// SIGKILL every process without waiting for the kernel to tear them down (for a large
+    /// address space that takes longer than the dump's writing). For a caller about to exit:
+    /// when the tracer goes, the kernel detaches the dying tasks and their parents reap them.
+    /// </summary>
+    public void KillWithoutWaiting()
+    {
+        foreach (var p in Processes) LibC.kill(p.Pid, LibC.SIGKILL);
+    }
 }

@@ -7,6 +7,11 @@ public sealed record DumpOptions
     public required string ImagesDir { get; init; }
     /// <summary>Leave the tree running after a successful dump (-R); otherwise it is killed.</summary>
     public bool LeaveRunning { get; init; }
+    /// <summary>
+    /// After a successful dump, wait until the killed tree has exited (true, for callers that go on
+    /// running), or only send SIGKILL (false: the command line, which exits right after).
+    /// </summary>
+    public bool WaitForKilledTree { get; init; } = true;
 
     /// <summary>
     /// Where pages go (null: pagemap/pages images in <see cref="ImagesDir"/>). With a page server

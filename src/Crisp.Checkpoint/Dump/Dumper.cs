@@ -56,7 +56,8 @@ public static class Dumper
                 else tree.Kill();
             }
             else if (options.LeaveRunning) tree.Resume();
-            else tree.Kill();
+            else if (options.WaitForKilledTree) tree.Kill();
+            else tree.KillWithoutWaiting();
             Log.I($"dump of {options.Pid} done: {pages} pages, frozen {frozen.Elapsed.TotalMilliseconds:F1} ms");
             return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed)
             {
@@ -83,8 +84,11 @@ public static class Dumper
         var dumps = new List<ProcessDump>();
         var inTree = tree.Processes.Select(p => p.Pid).ToHashSet();
         uint objectId = 1;
+        var phase = Stopwatch.StartNew();
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++));
+        Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms");
+        phase.Restart();
 
         var zombies = tree.Zombies.Select(Zombie).ToList();
 
@@ -101,6 +105,8 @@ public static class Dumper
         }
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
+        Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms");
+        phase.Restart();
         ulong pages = 0;
         var lazyRuns = new Dictionary<int, IReadOnlyList<LazyRun>>();
         foreach (var d in dumps)
@@ -113,6 +119,7 @@ public static class Dumper
                     .Select(r => new LazyRun(r.Vaddr, (ulong)r.Pages)).ToList();
         }
         sink.Finish();
+        Log.D($"dump: {pages} pages written in {phase.Elapsed.TotalMilliseconds:F1} ms");
         dir.WriteSeccomp(new SeccompEntry());
         dir.WriteInventory(ImageDir.NewInventory(dumps[0].Ids));
         return (pages, lazyRuns);
