@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using Crisp.Images.Proto;
 using Crisp.LazyPages;
 using Crisp.Native;
@@ -29,21 +28,28 @@ namespace Crisp.Checkpoint.Restore;
  * back to user mode, for one; the rseq area lives in TLS, which is lazy memory) and an
  * unanswered fault there would hang the restore. With the daemon holding the uffd such a fault
  * is simply served. The daemon starts its background prefetch only after the restore-finished
- * word, which we send once every task runs.
+ * word, which we send once every task runs and crisp has nothing left to do but exit: the
+ * prefetch takes both CPUs at once, and would otherwise slow the end of the restore.
  *
  * Nothing here reads a pages image: the restore's cost on the lazy path is one register call
  * per lazy VMA, whatever the memory size.
  */
 
-/// <summary>The connection to the lazy-pages daemon for one restore.</summary>
+/// <summary>
+/// The connection to the lazy-pages daemon for one restore. Raw socket calls rather than
+/// System.Net.Sockets: this sits on the path whose time a lazy restore is judged by, and the
+/// managed socket stack costs milliseconds to initialise.
+/// </summary>
 internal sealed unsafe class LazyHandOff : IDisposable
 {
-    private readonly Socket _socket;
+    private const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
+    private const long SYS_connect = 42, SYS_sendto = 44;
+    private int _fd;
     public string SocketPath { get; }
 
-    private LazyHandOff(Socket socket, string path)
+    private LazyHandOff(int fd, string path)
     {
-        _socket = socket;
+        _fd = fd;
         SocketPath = path;
     }
 
@@ -51,25 +57,29 @@ internal sealed unsafe class LazyHandOff : IDisposable
     public static LazyHandOff Connect(string workDir)
     {
         string path = Path.GetFullPath(Path.Combine(workDir, LazyPagesDaemon.SocketName));
-        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
+        var bytes = System.Text.Encoding.UTF8.GetBytes(path);
+        if (bytes.Length >= 108) throw new CrispException($"{path}: too long for a unix socket address (108 bytes)");
+        int fd = (int)Errno.CheckRaw(LibC.Syscall(LibC.SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket", "AF_UNIX");
+        byte* addr = stackalloc byte[110];
+        new Span<byte>(addr, 110).Clear();
+        *(ushort*)addr = AF_UNIX;
+        bytes.CopyTo(new Span<byte>(addr + 2, 108));
+        long r;
+        do r = LibC.Syscall(SYS_connect, fd, (long)addr, 2 + bytes.Length + 1);
+        while (r == -Errno.EINTR);
+        if (r < 0)
         {
-            s.Connect(new UnixDomainSocketEndPoint(path));
+            LibC.close(fd);
+            throw new CrispException($"no lazy-pages daemon listening on {path} (connect: {Errno.Name((int)-r)}); start `crisp lazy-pages -D DIR` first");
         }
-        catch (SocketException e)
-        {
-            s.Dispose();
-            throw new CrispException($"no lazy-pages daemon listening on {path} ({e.SocketErrorCode}); start `crisp lazy-pages -D DIR` first");
-        }
-        s.Blocking = true;
-        return new LazyHandOff(s, path);
+        return new LazyHandOff(fd, path);
     }
 
     /// <summary>Sends one task: its pid, then its uffd with a one-byte payload.</summary>
     public void Send(int pid, int uffd)
     {
         SendWord((uint)pid, $"pid {pid}");
-        FdPassing.Send((int)_socket.Handle, [0], uffd, $"{SocketPath}: uffd of {pid}");
+        FdPassing.Send(_fd, [0], uffd, $"{SocketPath}: uffd of {pid}");
     }
 
     /// <summary>The last word: every task has been handed over.</summary>
@@ -77,20 +87,23 @@ internal sealed unsafe class LazyHandOff : IDisposable
 
     private void SendWord(uint value, string what)
     {
-        Span<byte> b = stackalloc byte[4];
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b, value);
-        try
+        uint v = value;
+        byte* b = (byte*)&v;
+        int off = 0;
+        while (off < 4)
         {
-            int off = 0;
-            while (off < 4) off += _socket.Send(b[off..]);
-        }
-        catch (SocketException e)
-        {
-            throw new CrispException($"{SocketPath}: sending {what} failed ({e.SocketErrorCode}): did the lazy-pages daemon exit?");
+            long n = LibC.Syscall(SYS_sendto, _fd, (long)(b + off), 4 - off, LibC.MSG_NOSIGNAL, 0, 0);
+            if (n == -Errno.EINTR) continue;
+            if (n <= 0) throw new CrispException($"{SocketPath}: sending {what} failed ({Errno.Name((int)-n)}): did the lazy-pages daemon exit?");
+            off += (int)n;
         }
     }
 
-    public void Dispose() => _socket.Dispose();
+    public void Dispose()
+    {
+        if (_fd >= 0) LibC.close(_fd);
+        _fd = -1;
+    }
 }
 
 internal sealed unsafe partial class RestoreSession
@@ -98,6 +111,14 @@ internal sealed unsafe partial class RestoreSession
     private LazyHandOff? _lazy;
 
     private bool IsLazyVma(VmaEntry v) => _o.Lazy && LocalImages.IsLazy(v);
+
+    /// <summary>Sends restore-finished and closes the hand-off connection (the very last step of a lazy restore).</summary>
+    public void FinishLazy()
+    {
+        if (_lazy == null) return;
+        try { _lazy.Finish(); }
+        finally { _lazy.Dispose(); _lazy = null; }
+    }
 
     private void ConnectLazyPages()
     {

@@ -31,9 +31,13 @@ public static class Restorer
 {
     public static RestoredProcess Restore(RestoreOptions options)
     {
-        using var thread = new PtraceThread("crisp-restore");
+        RestoredProcess r;
         var session = new RestoreSession(options);
-        return thread.Invoke(session.Run);
+        using (var thread = new PtraceThread("crisp-restore"))
+            r = thread.Invoke(session.Run);
+        // Lazy: the daemon starts its background prefetch on this word; it goes last (LazyMemory.cs).
+        session.FinishLazy();
+        return r;
     }
 }
 
@@ -77,16 +81,15 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             foreach (var p in _procs)
                 RestoreProcess(p);
             Step("resume", ResumeAll);
-            if (_lazy != null) Step("restore finished (lazy-pages)", _lazy.Finish);
         }
         catch (Exception e)
         {
             KillEverything();
             _lazy?.Dispose();
+            _lazy = null;
             if (e is CrispException ce && ce.Message.StartsWith("restore failed", StringComparison.Ordinal)) throw;
             throw new CrispException($"restore failed at step '{_step}': {e.Message}", e);
         }
-        _lazy?.Dispose();
         if (_o.PidFile != null)
             File.WriteAllText(_o.PidFile, _procs[0].Pid.ToString());
         return new RestoredProcess(_procs[0].Pid, _procs.Select(p => p.Pid).ToList(), clock.Elapsed) { Steps = _stepTimes };
