@@ -75,7 +75,11 @@ public static class Xsave
         // bytes 464..511 (sw_reserved) describe the kernel's own layout: keep the kernel's.
         if (e.Xsave is null || area.Length < HeaderOffset + 64) return;
         var x = e.Xsave;
-        BinaryPrimitives.WriteUInt64LittleEndian(area[HeaderOffset..], x.XstateBv);
+        // Only components this kernel's buffer holds (fpx_sw_bytes.xfeatures at 464 + 8); x87
+        // and SSE always come from the legacy area written above.
+        ulong supported = BinaryPrimitives.ReadUInt64LittleEndian(area[472..]);
+        ulong bv = x.XstateBv & (supported == 0 ? ulong.MaxValue : supported);
+        BinaryPrimitives.WriteUInt64LittleEndian(area[HeaderOffset..], bv | 3);
         PutU32(x.YmmhSpace, Slice(area, YmmComponent));
         PutU64(x.BndregState, Slice(area, BndregsComponent));
         PutU64(x.BndcsrState, Slice(area, BndcsrComponent));

@@ -1,3 +1,4 @@
+using Crisp.Checkpoint.Cpu;
 using System.Buffers.Binary;
 using System.Runtime.Intrinsics.X86;
 using Crisp.Images;
@@ -350,68 +351,16 @@ internal sealed unsafe partial class RestoreSession
         var g = ti.Gpregs;
         if (g.HasMode && g.Mode != UserX86RegsMode.Native)
             throw new CrispException($"{t}: 32-bit (compat) tasks are not supported");
-        var r = new UserRegs
-        {
-            r15 = g.R15, r14 = g.R14, r13 = g.R13, r12 = g.R12, rbp = g.Bp, rbx = g.Bx, r11 = g.R11, r10 = g.R10,
-            r9 = g.R9, r8 = g.R8, rax = g.Ax, rcx = g.Cx, rdx = g.Dx, rsi = g.Si, rdi = g.Di,
-            orig_rax = ulong.MaxValue, // images hold registers after the restart fix-up: no restart now
-            rip = g.Ip, cs = g.Cs, eflags = g.Flags, rsp = g.Sp, ss = g.Ss, fs_base = g.FsBase, gs_base = g.GsBase,
-            ds = g.Ds, es = g.Es, fs = g.Fs, gs = g.Gs,
-        };
+        var r = Registers.FromImage(g);
+        r.orig_rax = ulong.MaxValue; // images hold registers after the restart fix-up: no restart now
         t.SetRegs(r);
-        if (ti.Fpregs != null) t.SetXState(BuildXsave(t.GetXState(), ti.Fpregs));
+        if (ti.Fpregs != null)
+        {
+            var area = t.GetXState();
+            Xsave.FromImage(ti.Fpregs, area);
+            t.SetXState(area);
+        }
         ulong mask = core.ThreadCore?.HasBlkSigset == true ? core.ThreadCore.BlkSigset : core.Tc?.BlkSigset ?? 0;
         t.SetSigMask(mask);
-    }
-
-    /// <summary>
-    /// The XSAVE buffer (standard format, as PTRACE_GETREGSET gives it) with the image's state:
-    /// the FXSAVE legacy area, the header's xstate_bv, and the AVX / AVX-512 / PKRU components at
-    /// the offsets CPUID leaf 0xD gives for this CPU.
-    /// </summary>
-    private static byte[] BuildXsave(byte[] template, UserX86FpregsEntry fp)
-    {
-        var b = (byte[])template.Clone();
-        var s = b.AsSpan();
-        BinaryPrimitives.WriteUInt16LittleEndian(s, (ushort)fp.Cwd);
-        BinaryPrimitives.WriteUInt16LittleEndian(s[2..], (ushort)fp.Swd);
-        BinaryPrimitives.WriteUInt16LittleEndian(s[4..], (ushort)fp.Twd);
-        BinaryPrimitives.WriteUInt16LittleEndian(s[6..], (ushort)fp.Fop);
-        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], fp.Rip);
-        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], fp.Rdp);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[24..], fp.Mxcsr);
-        BinaryPrimitives.WriteUInt32LittleEndian(s[28..], fp.MxcsrMask);
-        for (int i = 0; i < fp.StSpace.Count && i < 32; i++) BinaryPrimitives.WriteUInt32LittleEndian(s[(32 + i * 4)..], fp.StSpace[i]);
-        for (int i = 0; i < fp.XmmSpace.Count && i < 64; i++) BinaryPrimitives.WriteUInt32LittleEndian(s[(160 + i * 4)..], fp.XmmSpace[i]);
-        if (fp.Xsave is not { } x || b.Length <= 576) return b;
-        // Features this kernel's buffer holds: fpx_sw_bytes.xfeatures at 464 + 8.
-        ulong supported = BinaryPrimitives.ReadUInt64LittleEndian(s[472..]);
-        ulong bv = x.XstateBv & (supported == 0 ? ulong.MaxValue : supported);
-        BinaryPrimitives.WriteUInt64LittleEndian(s[512..], bv | 3); // x87 and SSE always taken from the legacy area
-        void Put32(int comp, IList<uint> words)
-        {
-            int off = ComponentOffset(comp);
-            for (int i = 0; i < words.Count && off > 0 && off + i * 4 + 4 <= b.Length; i++) BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(off + i * 4), words[i]);
-        }
-        void Put64(int comp, IList<ulong> words)
-        {
-            int off = ComponentOffset(comp);
-            for (int i = 0; i < words.Count && off > 0 && off + i * 8 + 8 <= b.Length; i++) BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(off + i * 8), words[i]);
-        }
-        Put32(2, x.YmmhSpace);
-        Put64(3, x.BndregState);
-        Put64(4, x.BndcsrState);
-        Put64(5, x.OpmaskReg);
-        Put64(6, x.ZmmUpper);
-        Put64(7, x.Hi16Zmm);
-        Put32(9, x.Pkru);
-        return b;
-    }
-
-    private static int ComponentOffset(int comp)
-    {
-        if (!X86Base.IsSupported) return comp == 2 ? 576 : -1;
-        var (_, ebx, _, _) = X86Base.CpuId(0xD, comp);
-        return ebx;
     }
 }
