@@ -113,9 +113,16 @@ public static class DemoCommand
             Console.WriteLine($"    {verify}");
 
             Step("Figures:");
-            Console.WriteLine(File.ReadAllText(statsFile).Trim());
-            foreach (var l in File.ReadAllLines(agentOut).Where(l => l.Contains("fault", StringComparison.OrdinalIgnoreCase) || l.Contains("prefetch", StringComparison.OrdinalIgnoreCase)))
-                Console.WriteLine($"    agent: {l.Trim()}");
+            string migrateOut = File.ReadAllText(statsFile);
+            Console.WriteLine($"    {migrateOut.Split('\n')[0].Trim()}");
+            var stats = System.Text.Json.Nodes.JsonNode.Parse(migrateOut[migrateOut.IndexOf('{')..]);
+            var daemon = stats?["destination_daemon"];
+            if (daemon is not null)
+                Console.WriteLine($"    destination: {daemon["faults"]} faults, pages by fault {daemon["fault_pages"]}, by fault-around {daemon["fault_around_pages"]}, " +
+                                  $"by prefetch {daemon["prefetch_pages"]}; fault latency p50 {daemon["fault_latency_p50_micros"]} µs, p99 {daemon["fault_latency_p99_micros"]} µs");
+            Console.WriteLine($"    downtime {stats?["downtime_ms"]} ms (frozen → running on the destination), total {stats?["total_ms"]} ms, {stats?["bytes_moved"]} bytes moved");
+            if (Environment.ProcessPath is { } self && Path.GetFileName(self) == "crisp" && AppContext.BaseDirectory.Contains("/bin/Debug/", StringComparison.Ordinal))
+                Console.WriteLine("    (a Debug build: `dotnet publish src/Crisp.Cli -c Release -r linux-x64 -o out && sudo out/crisp demo` shows the Native AOT figures)");
             return verify.StartsWith("verify ok", StringComparison.Ordinal) ? CrispCommand.ExitOk : CrispCommand.ExitFailed;
         }
         finally

@@ -26,6 +26,8 @@ public sealed class MigrationStats
     public ulong LazyPages { get; set; }
     public ulong PagesDelivered { get; set; }
     public string Outcome { get; set; } = "";
+    /// <summary>The destination lazy-pages daemon's own statistics (faults, pages by fault / fault-around / prefetch, latency).</summary>
+    public System.Text.Json.Nodes.JsonNode? DestinationDaemon { get; set; }
     public bool Succeeded { get; set; }
 }
 
@@ -176,7 +178,12 @@ public static class MigrateCommand
                 }
                 stats.TotalMs = total.Elapsed.TotalMilliseconds;
                 server.WaitAndStopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
-                if (complete.Task.Wait(TimeSpan.FromSeconds(15)) && complete.Task.IsCompletedSuccessfully && complete.Task.Result.Rc != 0)
+                if (complete.Task.Wait(TimeSpan.FromSeconds(15)) && complete.Task.IsCompletedSuccessfully)
+                {
+                    try { stats.DestinationDaemon = System.Text.Json.Nodes.JsonNode.Parse(complete.Task.Result.Stats); }
+                    catch (System.Text.Json.JsonException) { Log.W("migrate: the agent's daemon statistics were not JSON"); }
+                }
+                if (complete.Task.IsCompletedSuccessfully && complete.Task.Result.Rc != 0)
                 {
                     stats.Outcome += $"; the destination's lazy-pages daemon reported failure ({complete.Task.Result.Rc})";
                     server.MarkFailed();
