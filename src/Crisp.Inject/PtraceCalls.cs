@@ -3,7 +3,7 @@ using Crisp.Native;
 namespace Crisp.Inject;
 
 /// <summary>Checked ptrace requests and waits; only valid on the <see cref="PtraceThread"/>.</summary>
-internal static unsafe class PtraceCalls
+public static unsafe class PtraceCalls
 {
     public static long Request(long request, int tid, nint addr, nint data, string name)
     {

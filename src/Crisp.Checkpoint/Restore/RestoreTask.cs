@@ -1,3 +1,4 @@
+using Crisp.Inject;
 using Crisp.Native;
 
 namespace Crisp.Checkpoint.Restore;
@@ -27,24 +28,10 @@ internal sealed unsafe class RestoreTask(int pid, int tid)
 
     // ---- raw ptrace ----
 
-    public static long Req(long request, int tid, nint addr, nint data, string what)
-    {
-        long r = LibC.ptrace(request, tid, addr, data);
-        if (r == -1) throw new SyscallException("ptrace", Errno.Last, $"{what}, {tid}");
-        return r;
-    }
+    public static long Req(long request, int tid, nint addr, nint data, string what) =>
+        PtraceCalls.Request(request, tid, addr, data, what);
 
-    public static int Wait(int tid)
-    {
-        int status;
-        while (true)
-        {
-            int r = LibC.waitpid(tid, &status, LibC.__WALL);
-            if (r == -1 && Errno.Last == Errno.EINTR) continue;
-            Errno.Check(r, "waitpid", tid.ToString());
-            return status;
-        }
-    }
+    public static int Wait(int tid) => PtraceCalls.Wait(tid);
 
     public UserRegs GetRegs()
     {
