@@ -85,17 +85,18 @@ public sealed class LazyDumpServer : IAsyncDisposable
             if (r.Outcome == SessionOutcome.Completed) Interlocked.Increment(ref _cleanEnds);
             Interlocked.Increment(ref _sessionsEnded);
         };
-        _server.Start();
-        Log.I($"lazy page server listening on {_server.LocalEndPoint}: {tree.TotalLazyPages} lazy pages in {tree.Pids.Count} process(es)");
-        _options.Listening?.Invoke(_server.LocalEndPoint);
-
         // SIGTERM/SIGINT must not just end the process: the kernel would detach (resume) the tree
         // even after the destination ran. Decide like any other end of the transfer.
+        // Registered before anyone can learn the port: a signal right after "listening" counts.
         int interrupted = 0;
         using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(
             System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; interrupted = 1; });
         using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(
             System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; interrupted = 1; });
+        _server.Start();
+        Log.I($"lazy page server listening on {_server.LocalEndPoint}: {tree.TotalLazyPages} lazy pages in {tree.Pids.Count} process(es)");
+        _options.Listening?.Invoke(_server.LocalEndPoint);
+
         var waited = Stopwatch.StartNew();
         var idle = new Stopwatch();
         var lastProgress = Stopwatch.StartNew();
