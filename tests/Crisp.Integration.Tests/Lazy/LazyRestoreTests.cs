@@ -48,14 +48,7 @@ public sealed class LazyRestoreTests : IDisposable
 
     private int Spawn(string log, params string[] argv)
     {
-        int pid = ProcessSpawner.Spawn(new SpawnOptions
-        {
-            Path = argv[0], Argv = argv, Envp = ["PATH=/usr/bin:/bin", "LANG=C"],
-            Stdin = StdioSource.DevNull(false),
-            Stdout = StdioSource.FromFile(log, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
-            Stderr = StdioSource.FromFile(log, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
-            NewSession = true,
-        });
+        int pid = SpawnLogged(log, argv);
         _pids.Add(pid);
         return pid;
     }

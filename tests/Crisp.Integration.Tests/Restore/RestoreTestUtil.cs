@@ -32,6 +32,16 @@ internal static class RestoreTestUtil
         return d;
     }
 
+    /// <summary>Starts argv in its own session with stdout and stderr appended to <paramref name="log"/>.</summary>
+    public static int SpawnLogged(string log, params string[] argv) => ProcessSpawner.Spawn(new SpawnOptions
+    {
+        Path = argv[0], Argv = argv, Envp = ["PATH=/usr/bin:/bin", "LANG=C"],
+        Stdin = StdioSource.DevNull(false),
+        Stdout = StdioSource.FromFile(log, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
+        Stderr = StdioSource.FromFile(log, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
+        NewSession = true,
+    });
+
     public static string[] Lines(string path) => File.Exists(path) ? File.ReadAllLines(path) : [];
 
     /// <summary>Waits until a line of <paramref name="path"/> (after the first <paramref name="skip"/>) satisfies <paramref name="pred"/>.</summary>
