@@ -47,8 +47,9 @@ public static class Commands
         var shellJob = new Option<bool>("--shell-job", "-j") { Description = "give the restored process crisp's terminal for stdio that was a tty" };
         var inherit = new Option<string[]>("--inherit-fd") { Description = "fd[N]:KEY: use crisp's fd N for the external file KEY (a path or pipe:[INODE])", AllowMultipleArgumentsPerToken = false };
         var lazy = new Option<bool>("--lazy-pages") { Description = "restore private anonymous memory lazily through the lazy-pages daemon" };
+        var huge = new Option<bool>("--huge-pages") { Description = "restore whole 2 MiB blocks of anonymous memory as transparent huge pages (slower restore on VMs with free page reporting, much faster first access afterwards)" };
         var cmd = new Command("restore", "Restore a process tree from image files");
-        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge }) cmd.Options.Add(o);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("restore", () =>
         {
@@ -69,6 +70,7 @@ public static class Commands
                 ShellJob = r.GetValue(shellJob),
                 InheritFds = inheritFds,
                 Lazy = r.GetValue(lazy),
+                HugePages = r.GetValue(huge),
             });
             Log.I($"restored {restored.Pid} ({restored.Pids.Count} process(es)) in {restored.Elapsed.TotalMilliseconds:F1} ms");
             if (r.GetValue(detached)) return CrispCommand.ExitOk;

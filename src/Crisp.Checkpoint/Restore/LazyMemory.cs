@@ -137,18 +137,7 @@ internal sealed unsafe partial class RestoreSession
         }
         if (ranges.Count == 0) return;
 
-        int taskFd = (int)leader.Check(Code, "userfaultfd", LibC.SYS_userfaultfd, LibC.O_CLOEXEC | LibC.O_NONBLOCK);
-        int pidfd = -1, uffd = -1;
-        try
-        {
-            pidfd = Errno.Check(LibC.pidfd_open(p.Pid), "pidfd_open", $"process {p.Pid}");
-            uffd = Errno.Check(LibC.pidfd_getfd(pidfd, taskFd), "pidfd_getfd", $"uffd {taskFd} of process {p.Pid}");
-        }
-        finally
-        {
-            if (pidfd >= 0) LibC.close(pidfd);
-            leader.Call(Code, LibC.SYS_close, taskFd);
-        }
+        int uffd = TakeUffd(p, leader, out _);
         try
         {
             ApiHandshake(uffd, p.Pid);

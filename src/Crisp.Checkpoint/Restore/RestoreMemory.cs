@@ -210,9 +210,11 @@ internal sealed unsafe partial class RestoreSession
     }
 
     /// <summary>
-    /// Writes the pagemap's present pages. The pages file is mapped read-only in crisp and moved
-    /// with process_vm_writev straight from that mapping (one copy, up to IOV_MAX runs a call).
-    /// Pages of VMAs without PROT_WRITE go through /proc/PID/mem, which ignores protection.
+    /// Writes the pagemap's present pages. Pages are read from the pages file with pread into
+    /// reused buffers and written with process_vm_writev (PageWriter), not taken from a mapping
+    /// of the file: on this kind of machine the first access to each page of a fresh mapping
+    /// costs more than the copy (docs/BENCHMARKS.md). Pages of VMAs without PROT_WRITE go
+    /// through /proc/PID/mem, which ignores protection.
     /// </summary>
     private void WritePages(ProcessImage p)
     {
@@ -223,124 +225,70 @@ internal sealed unsafe partial class RestoreSession
         var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v) && !IsLazyVma(v)).OrderBy(v => v.Start).ToList();
         if (vmas.Count == 0) return;
         int fd = (int)pm.PagesHandle.DangerousGetHandle();
-        nint map = LibC.mmap(0, (nuint)pm.PagesFileLength, LibC.PROT_READ, LibC.MAP_PRIVATE, fd, 0);
-        if (map == -1) throw new SyscallException("mmap", Errno.Last, pm.PagesPath);
+        var segs = new List<PageWriter.Seg>();
+        // Whole 2 MiB blocks go in as huge pages after the rest (RestoreHuge.cs).
+        var blocks = HugeBlocks(p, pm, vmas);
+        var isBlock = blocks.Select(b => b.Dst).ToHashSet();
+        void AddWritable(ulong a, ulong len, long off)
+        {
+            if (len > 0) segs.Add(new PageWriter.Seg(a, off, len));
+        }
+        ProcMem? mem = null;
+        int vi = 0;
         try
         {
-            var local = new List<LibC.iovec>();
-            var remote = new List<LibC.iovec>();
-            ProcMem? mem = null;
-            int vi = 0;
-            try
+            foreach (var run in pm.Runs)
             {
-                foreach (var run in pm.Runs)
+                if (!run.IsPresent) continue;
+                ulong a = run.Vaddr;
+                while (a < run.End)
                 {
-                    if (!run.IsPresent) continue;
-                    ulong a = run.Vaddr;
-                    while (a < run.End)
+                    while (vi < vmas.Count && vmas[vi].End <= a) vi++;
+                    if (vi >= vmas.Count || vmas[vi].Start > a)
                     {
-                        while (vi < vmas.Count && vmas[vi].End <= a) vi++;
-                        if (vi >= vmas.Count || vmas[vi].Start > a)
-                        {
-                            // Not in a restorable VMA (e.g. the vDSO, checked already): skip to the next VMA.
-                            ulong next = vi < vmas.Count ? Math.Min(vmas[vi].Start, run.End) : run.End;
-                            a = next;
-                            continue;
-                        }
-                        var v = vmas[vi];
-                        ulong end = Math.Min(run.End, v.End);
-                        long off = run.FileOffset + (long)(a - run.Vaddr);
-                        ulong len = end - a;
-                        bool writable = (v.Prot & LibC.PROT_WRITE) != 0 || _writeFirst.Contains(v);
-                        if (writable)
-                        {
-                            // Pieces of at most 32 MiB, so the work splits evenly over the CPUs.
-                            for (ulong o = 0; o < len; o += Piece)
-                            {
-                                ulong n = Math.Min(Piece, len - o);
-                                local.Add(new LibC.iovec(map + (nint)off + (nint)o, (nuint)n));
-                                remote.Add(new LibC.iovec((nint)(a + o), (nuint)n));
-                            }
-                        }
-                        else
-                        {
-                            mem ??= new ProcMem(p.Pid);
-                            mem.Write(a, new ReadOnlySpan<byte>((void*)(map + (nint)off), (int)len));
-                        }
-                        a = end;
+                        // Not in a restorable VMA (e.g. the vDSO, checked already): skip to the next VMA.
+                        ulong next = vi < vmas.Count ? Math.Min(vmas[vi].Start, run.End) : run.End;
+                        a = next;
+                        continue;
                     }
+                    var v = vmas[vi];
+                    ulong end = Math.Min(run.End, v.End);
+                    long off = run.FileOffset + (long)(a - run.Vaddr);
+                    bool writable = (v.Prot & LibC.PROT_WRITE) != 0 || _writeFirst.Contains(v);
+                    if (writable && isBlock.Count > 0)
+                    {
+                        // Leave out the blocks that move in whole.
+                        ulong s = a;
+                        for (ulong b = (a + HugeSize - 1) & ~(HugeSize - 1); b + HugeSize <= end; b += HugeSize)
+                        {
+                            if (!isBlock.Contains(b)) continue;
+                            AddWritable(s, b - s, off + (long)(s - a));
+                            s = b + HugeSize;
+                        }
+                        AddWritable(s, end - s, off + (long)(s - a));
+                    }
+                    else if (writable) AddWritable(a, end - a, off);
+                    else
+                    {
+                        mem ??= new ProcMem(p.Pid);
+                        var buf = new byte[end - a];
+                        PageWriter.ReadExactly(fd, buf, off, pm.PagesPath);
+                        mem.Write(a, buf);
+                    }
+                    a = end;
                 }
-                WriteParallel(p.Pid, local, remote);
             }
-            finally { mem?.Dispose(); }
         }
-        finally { LibC.munmap(map, (nuint)pm.PagesFileLength); }
-    }
-
-    private const ulong Piece = 32 << 20;
-
-    /// <summary>
-    /// process_vm_writev over every CPU: the cost is the target's page faults (allocate, zero) and
-    /// the copy, which scale with cores. Batches of up to IOV_MAX ranges, split into one contiguous
-    /// share per worker by bytes.
-    /// </summary>
-    private static void WriteParallel(int pid, List<LibC.iovec> local, List<LibC.iovec> remote)
-    {
-        if (local.Count == 0) return;
-        int workers = Math.Max(1, Math.Min(Environment.ProcessorCount, 4));
-        ulong total = 0;
-        foreach (var x in local) total += (ulong)x.iov_len;
-        if (workers == 1 || total < (64UL << 20))
+        finally { mem?.Dispose(); }
+        PageWriter.Write(p.Pid, fd, pm.PagesPath, segs);
+        if (blocks.Count > 0 && !MoveHuge(p, _tasks[p.Pid], fd, pm.PagesPath, blocks))
         {
-            for (int i = 0; i < local.Count; i += LibC.IOV_MAX)
-            {
-                int n = Math.Min(LibC.IOV_MAX, local.Count - i);
-                Flush(pid, local.GetRange(i, n), remote.GetRange(i, n));
-            }
-            return;
+            segs.Clear();
+            foreach (var (dst, off) in blocks) AddWritable(dst, HugeSize, off);
+            PageWriter.Write(p.Pid, fd, pm.PagesPath, segs);
         }
-        // Cut the list into `workers` shares of about equal bytes.
-        var shares = new List<(int From, int Count)>();
-        ulong per = total / (ulong)workers, acc = 0;
-        int start = 0;
-        for (int i = 0; i < local.Count; i++)
-        {
-            acc += (ulong)local[i].iov_len;
-            if (acc >= per && shares.Count < workers - 1) { shares.Add((start, i + 1 - start)); start = i + 1; acc = 0; }
-        }
-        if (start < local.Count) shares.Add((start, local.Count - start));
-        Parallel.ForEach(shares, new ParallelOptions { MaxDegreeOfParallelism = workers }, sh =>
-        {
-            for (int i = sh.From; i < sh.From + sh.Count; i += LibC.IOV_MAX)
-            {
-                int n = Math.Min(LibC.IOV_MAX, sh.From + sh.Count - i);
-                Flush(pid, local.GetRange(i, n), remote.GetRange(i, n));
-            }
-        });
-    }
-
-    private static void Flush(int pid, List<LibC.iovec> local, List<LibC.iovec> remote)
-    {
-        if (local.Count == 0) return;
-        var l = local.ToArray();
-        var r = remote.ToArray();
-        local.Clear();
-        remote.Clear();
-        long total = 0;
-        foreach (var x in l) total += (long)x.iov_len;
-        fixed (LibC.iovec* lp = l)
-        fixed (LibC.iovec* rp = r)
-        {
-            nint got = LibC.process_vm_writev(pid, lp, (nuint)l.Length, rp, (nuint)r.Length, 0);
-            if (got == total) return;
-            if (got < 0) throw new SyscallException("process_vm_writev", Errno.Last, $"process {pid} at 0x{(ulong)r[0].iov_base:x}");
-        }
-        // A partial write: go one range at a time to finish (and name the range that fails).
-        for (int i = 0; i < l.Length; i++)
-        {
-            var remaining = new ReadOnlySpan<byte>((void*)l[i].iov_base, (int)l[i].iov_len);
-            RemoteMemory.Write(pid, (ulong)r[i].iov_base, remaining);
-        }
+        else if (blocks.Count > 0)
+            Log.I($"process {p.Pid}: {blocks.Count} blocks of 2 MiB restored as huge pages");
     }
 
     private void SetMm(ProcessImage p, RestoreTask leader, Dictionary<uint, int> fileFds)

@@ -19,6 +19,12 @@ public sealed class RestoreOptions
     public IReadOnlyDictionary<string, int> InheritFds { get; init; } = new Dictionary<string, int>();
     /// <summary>--lazy-pages: leave private anonymous memory empty and hand a userfaultfd to the lazy-pages daemon.</summary>
     public bool Lazy { get; init; }
+    /// <summary>
+    /// --huge-pages: whole 2 MiB blocks of private anonymous memory go in as transparent huge pages
+    /// (RestoreHuge.cs). Off by default: where the hypervisor takes freed memory back (free page
+    /// reporting) every new huge page costs host faults, and the restore gets slower.
+    /// </summary>
+    public bool HugePages { get; init; }
 }
 
 /// <summary>A restored process tree, running.</summary>

@@ -42,6 +42,9 @@ public static unsafe partial class LibC
     public struct uffdio_copy { public ulong dst; public ulong src; public ulong len; public ulong mode; public long copy; }
 
     [StructLayout(LayoutKind.Sequential)]
+    public struct uffdio_move { public ulong dst; public ulong src; public ulong len; public ulong mode; public long move; }
+
+    [StructLayout(LayoutKind.Sequential)]
     public struct uffdio_zeropage { public uffdio_range range; public ulong mode; public long zeropage; }
 
     [StructLayout(LayoutKind.Sequential)]

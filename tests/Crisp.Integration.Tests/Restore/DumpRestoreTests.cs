@@ -99,6 +99,32 @@ public sealed class DumpRestoreTests : IDisposable
     }
 
     [Fact]
+    public void Huge_pages_restore_moves_whole_blocks_in_with_the_same_contents_and_layout()
+    {
+        string log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
+        int pid = Spawn(_memtouch, "64", log);
+        WaitForLine(log, l => l.StartsWith("tick 3 "));
+        DumpAndReap(pid, images);
+        long before = LastTick(log);
+        int linesBefore = Lines(log).Length;
+
+        var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, HugePages = true });
+        _pids.Add(r.Pid);
+        var next = WaitForLine(log, l => l.StartsWith("tick "), skip: linesBefore);
+        Assert.Equal(before + 1, long.Parse(next.Split(' ')[1]));
+        // The staging area is gone and the moved blocks did not split or merge any VMA.
+        AssertMapsEqualDump(pid, images);
+        LibC.kill(pid, LibC.SIGUSR1);
+        Assert.StartsWith("check ok", WaitForLine(log, l => l.StartsWith("check "), skip: linesBefore));
+        long hugeKb = long.Parse(File.ReadAllLines($"/proc/{pid}/smaps_rollup").First(l => l.StartsWith("AnonHugePages:"))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+        _out.WriteLine($"AnonHugePages after restore: {hugeKb} kB; restore took {r.Elapsed.TotalMilliseconds:F1} ms");
+        if (!File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]"))
+            Assert.True(hugeKb >= 30 * 2048, $"expected at least 30 huge pages in 64 MiB, got {hugeKb} kB");
+        Assert.DoesNotContain(Directory.GetFiles($"/proc/{pid}/fd").Select(f => LibC.ReadLink(f)), t => t.Contains("userfaultfd"));
+    }
+
+    [Fact]
     public void Multi_threaded_memtouch_restores_every_thread()
     {
         string log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");

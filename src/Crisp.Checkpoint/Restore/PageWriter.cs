@@ -1,0 +1,131 @@
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
+using Crisp.Inject;
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>
+/// Copies ranges of a pages file into a process: pread into a reused buffer, then
+/// process_vm_writev of the whole buffer (up to IOV_MAX ranges a call). Two workers (one per
+/// CPU, at most 4) take batches in turn, so one reads while the other writes. Reading with
+/// pread rather than from a mapping of the file matters on VMs: every first access to a
+/// freshly mapped page costs about a microsecond, more than copying it (measured: touching a
+/// 1 GiB mapping of a tmpfs file 0.33–0.58 s, even with MAP_POPULATE; pread of it 0.09–0.15 s).
+/// </summary>
+internal static unsafe class PageWriter
+{
+    /// <summary>Process range [Remote, Remote+Len) gets the file's bytes at Off.</summary>
+    public readonly record struct Seg(ulong Remote, long Off, ulong Len);
+
+    private const int BufferSize = 16 << 20;
+
+    /// <summary>Fills <paramref name="buf"/> from <paramref name="off"/>; a short file is an image error.</summary>
+    public static void ReadExactly(int fd, Span<byte> buf, long off, string path)
+    {
+        fixed (byte* b = buf) ReadExactly(fd, b, buf.Length, off, path);
+    }
+
+    private static void ReadExactly(int fd, byte* buf, int len, long off, string path)
+    {
+        int done = 0;
+        while (done < len)
+        {
+            nint n = LibC.pread(fd, buf + done, (nuint)(len - done), off + done);
+            if (n < 0)
+            {
+                int e = Errno.Last;
+                if (e == Errno.EINTR) continue;
+                throw new SyscallException("pread", e, $"{path} at offset {off + done}");
+            }
+            if (n == 0) throw new Crisp.Images.ImageException(path, $"truncated: end of file at offset {off + done}");
+            done += (int)n;
+        }
+    }
+
+    /// <summary>Writes every segment into process <paramref name="pid"/>.</summary>
+    public static void Write(int pid, int fd, string path, IReadOnlyList<Seg> segs)
+    {
+        // Pieces no larger than a buffer, then batches of at most a buffer and IOV_MAX pieces.
+        var pieces = new List<Seg>(segs.Count);
+        ulong total = 0;
+        foreach (var s in segs)
+        {
+            for (ulong o = 0; o < s.Len; o += BufferSize)
+                pieces.Add(new Seg(s.Remote + o, s.Off + (long)o, Math.Min(BufferSize, s.Len - o)));
+            total += s.Len;
+        }
+        if (pieces.Count == 0) return;
+        var batches = new List<(int From, int Count)>();
+        int start = 0;
+        ulong bytes = 0;
+        for (int i = 0; i < pieces.Count; i++)
+        {
+            if (i > start && (bytes + pieces[i].Len > BufferSize || i - start == LibC.IOV_MAX))
+            {
+                batches.Add((start, i - start));
+                start = i;
+                bytes = 0;
+            }
+            bytes += pieces[i].Len;
+        }
+        batches.Add((start, pieces.Count - start));
+
+        int workers = Math.Max(1, Math.Min(Math.Min(Environment.ProcessorCount, 4), batches.Count));
+        int next = -1;
+        void Work()
+        {
+            byte* buf = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
+            var local = new LibC.iovec[LibC.IOV_MAX];
+            var remote = new LibC.iovec[LibC.IOV_MAX];
+            try
+            {
+                int b;
+                while ((b = Interlocked.Increment(ref next)) < batches.Count)
+                {
+                    var (from, count) = batches[b];
+                    ulong pos = 0;
+                    // One pread per run of pieces that are contiguous in the file.
+                    for (int i = from; i < from + count;)
+                    {
+                        int j = i + 1;
+                        ulong len = pieces[i].Len;
+                        while (j < from + count && pieces[j].Off == pieces[j - 1].Off + (long)pieces[j - 1].Len) len += pieces[j++].Len;
+                        ReadExactly(fd, buf + pos, (int)len, pieces[i].Off, path);
+                        pos += len;
+                        i = j;
+                    }
+                    pos = 0;
+                    for (int k = 0; k < count; k++)
+                    {
+                        var s = pieces[from + k];
+                        local[k] = new LibC.iovec((nint)(buf + pos), (nuint)s.Len);
+                        remote[k] = new LibC.iovec((nint)s.Remote, (nuint)s.Len);
+                        pos += s.Len;
+                    }
+                    WriteBatch(pid, local, remote, count, pos);
+                }
+            }
+            finally { NativeMemory.AlignedFree(buf); }
+        }
+        if (workers == 1 || total < (32UL << 20)) { Work(); return; }
+        var threads = new Task[workers];
+        for (int w = 0; w < workers; w++) threads[w] = Task.Factory.StartNew(Work, TaskCreationOptions.LongRunning);
+        try { Task.WaitAll(threads); }
+        catch (AggregateException e) when (e.InnerExceptions.Count > 0) { ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw(); }
+    }
+
+    private static void WriteBatch(int pid, LibC.iovec[] local, LibC.iovec[] remote, int count, ulong total)
+    {
+        fixed (LibC.iovec* lp = local)
+        fixed (LibC.iovec* rp = remote)
+        {
+            nint got = LibC.process_vm_writev(pid, lp, (nuint)count, rp, (nuint)count, 0);
+            if (got == (nint)total) return;
+            if (got < 0) throw new SyscallException("process_vm_writev", Errno.Last, $"process {pid} at 0x{(ulong)remote[0].iov_base:x}");
+        }
+        // A partial write: go one range at a time to finish (and name the range that fails).
+        for (int i = 0; i < count; i++)
+            RemoteMemory.Write(pid, (ulong)remote[i].iov_base, new ReadOnlySpan<byte>((void*)local[i].iov_base, (int)local[i].iov_len));
+    }
+}
