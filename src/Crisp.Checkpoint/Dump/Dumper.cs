@@ -31,6 +31,8 @@ public static class Dumper
         if (options.LazyPages && options.ServeLazy is null)
             throw new ArgumentException("a lazy dump needs ServeLazy", nameof(options));
         var dir = ImageDir.Create(options.ImagesDir);
+        // Before the freeze: protobuf's reflection set-up (and the GC its allocations bring) stays out of the frozen window.
+        ImageWriter.WarmUp();
         using var ptrace = new PtraceThread();
         SeizedTree tree;
         try { tree = SeizedTree.Seize(ptrace, options.Pid); }
@@ -87,7 +89,7 @@ public static class Dumper
         var phase = Stopwatch.StartNew();
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++));
-        Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms");
+        Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
         var zombies = tree.Zombies.Select(Zombie).ToList();
@@ -105,7 +107,7 @@ public static class Dumper
         }
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
-        Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms");
+        Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
         ulong pages = 0;
         var lazyRuns = new Dictionary<int, IReadOnlyList<LazyRun>>();

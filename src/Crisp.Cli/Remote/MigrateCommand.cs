@@ -66,6 +66,8 @@ public static class MigrateCommand
     private static int Run(int pid, string to, bool json, TimeSpan timeout)
     {
         var total = Stopwatch.StartNew();
+        // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
+        var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         var agent = AgentCommand.ParseEndPoint(to, AgentCommand.DefaultPort);
         var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
         Socket control = new(agent.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
@@ -147,6 +149,7 @@ public static class MigrateCommand
         int exit;
         try
         {
+            warm.GetAwaiter().GetResult();
             freezeTicks = Stopwatch.GetTimestamp();
             var dumpTimer = Stopwatch.StartNew();
             var result = Dumper.Dump(new DumpOptions
