@@ -48,6 +48,11 @@ internal sealed unsafe partial class RestoreSession
             }
             if (!_files.TryGetValue(fdi.Id, out var file))
                 throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"fd {fd}: no file with id {fdi.Id}");
+            if (PlaceShared(p, t, file, fd, cloexec))
+            {
+                placed[fdi.Id] = fd;
+                continue;
+            }
             switch (file.Type)
             {
                 case FdTypes.Reg:
@@ -64,7 +69,9 @@ internal sealed unsafe partial class RestoreSession
                                              (file.Type == FdTypes.Tty ? " (a terminal: use -j/--shell-job)" : ""));
             }
             placed[fdi.Id] = fd;
+            KeepShared(t, file, fd);
         }
+        ForgetCrispPidfd(p, t);
         foreach (var (r, w) in pipes.Values)
         {
             if (r >= 0) t.Call(Code, LibC.SYS_close, r);
@@ -133,6 +140,7 @@ internal sealed unsafe partial class RestoreSession
             t.Call(Code, LibC.SYS_close, ends.W);
             ends = (hi, hi + 1);
             pipes[pipe.PipeId] = ends;
+            KeepSharedPipe(t, pipe.PipeId, ends.R, ends.W);
             if (data.TryGetValue(pipe.PipeId, out var d) && d.Data.Length > 0)
             {
                 if (d.Entry.HasSize && d.Entry.Size > 65536 || d.Data.Length > 65536)

@@ -80,10 +80,12 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("create threads", CreateThreads);
             foreach (var p in _procs)
                 RestoreProcess(p);
+            CloseSharedCopies();
             Step("resume", ResumeAll);
         }
         catch (Exception e)
         {
+            CloseSharedCopies();
             KillEverything();
             _lazy?.Dispose();
             _lazy = null;
@@ -114,6 +116,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         _dir.ReadInventory();
         _procs = ProcessImage.Load(_dir);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
+        FindSharedFiles();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
                 if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING | VmaStatus.VMA_AREA_MEMFD)) != 0)
