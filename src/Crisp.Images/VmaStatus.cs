@@ -44,10 +44,10 @@ public enum PagemapFlags : uint
     Present = 4,
 }
 
-/// <summary>Values of <c>task_core_entry.task_state</c>.</summary>
+/// <summary>Values of <c>task_core_entry.task_state</c> (CRIU's compel task states).</summary>
 public static class TaskState
 {
     public const uint Alive = 1;
-    public const uint Zombie = 3;
-    public const uint Stopped = 6;
+    public const uint Stopped = 3;
+    public const uint Zombie = 6;
 }

@@ -120,4 +120,36 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         }
         Assert.Equal(new FileInfo(shared).Length, long.Parse(FdInfoField(pid, 5, "pos")));
     }
+
+    // ---- zombies ----------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("exit", "exited 7")]
+    [InlineData("signal", "signal 15")]
+    public void An_unreaped_zombie_child_is_restored_and_its_parent_reaps_it_with_the_same_status(string how, string expected)
+    {
+        string bin = Compile("zombie");
+        string log = Path.Combine(_dir, "log");
+        int pid = Track(SpawnLogged(log, bin, how));
+        int child = Track(int.Parse(WaitForLine(log, l => l.StartsWith("child "))["child ".Length..]));
+        WaitForLine(log, l => l == "tick 5");
+        Assert.Equal('Z', State(child));
+        string images = DumpTree(pid, [child]);
+        Assert.False(Directory.Exists($"/proc/{child}"));
+
+        int before = Lines(log).Length;
+        var r = Restore(new RestoreOptions { ImagesDir = images });
+        Assert.Equal([pid], r.Pids);
+        Assert.Equal('Z', State(child));
+        Assert.Equal(pid, Proc.Stat(child).PPid);
+        long last = Lines(log).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l[5..])).Last();
+        WaitForLine(log, l => l == $"tick {last + 3}", skip: before);
+        Assert.Equal('Z', State(child));
+
+        LibC.kill(pid, LibC.SIGUSR1);
+        string reaped = WaitForLine(log, l => l.StartsWith("reaped ") || l.StartsWith("waitpid "), skip: before);
+        Assert.Equal($"reaped {child} {expected}", reaped);
+        Assert.Equal(0, ProcessSpawner.Wait(pid) >> 8);
+        Assert.False(Directory.Exists($"/proc/{child}"));
+    }
 }
