@@ -237,7 +237,7 @@ internal sealed unsafe partial class RestoreSession
             File.WriteAllText($"/proc/{p.Pid}/oom_score_adj", tc.OomScoreAdj.ToString());
         if (tc.HasChildSubreaper && tc.ChildSubreaper)
             t.Check(Code, "prctl(PR_SET_CHILD_SUBREAPER)", LibC.SYS_prctl, LibC.PR_SET_CHILD_SUBREAPER, 1);
-        if (tc.TaskState != TaskState.Alive)
+        if (tc.TaskState is not (TaskState.Alive or TaskState.Stopped))
             Log.W($"process {p.Pid}: dumped in state {tc.TaskState}; restored as running");
     }
 
@@ -347,6 +347,11 @@ internal sealed unsafe partial class RestoreSession
             foreach (var (tid, core) in p.Threads)
                 SetFinalRegisters(_tasks[tid], core);
         }
+        // A process dumped in a group stop gets SIGSTOP while still held: it stops at its first
+        // step after the detach, before running any code of its own, and waits for SIGCONT.
+        foreach (var p in _procs)
+            if (p.LeaderCore.Tc?.TaskState == TaskState.Stopped)
+                Errno.Check(LibC.kill(p.Pid, LibC.SIGSTOP), "kill(SIGSTOP)", $"process {p.Pid}, dumped stopped");
         // Children first, so a parent that waits for them finds them running.
         for (int i = _procs.Count - 1; i >= 0; i--)
             foreach (var (tid, _) in _procs[i].Threads)

@@ -152,4 +152,39 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         Assert.Equal(0, ProcessSpawner.Wait(pid) >> 8);
         Assert.False(Directory.Exists($"/proc/{child}"));
     }
+
+    // ---- stopped processes ------------------------------------------------------------------------
+
+    private static List<long> Ticks(string log) =>
+        Lines(log).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l[5..])).ToList();
+
+    [Fact]
+    public void A_process_dumped_stopped_is_restored_stopped_and_continues_on_SIGCONT()
+    {
+        string log = Path.Combine(_dir, "log");
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-c",
+            "import time\ni=0\nwhile True:\n    i+=1\n    print(f'tick {i}')\n    time.sleep(0.02)\n"));
+        WaitForLine(log, l => l == "tick 5");
+        LibC.kill(pid, LibC.SIGSTOP);
+        var sw = Stopwatch.StartNew();
+        while (State(pid) != 'T' && sw.ElapsedMilliseconds < 3000) Thread.Sleep(5);
+        Assert.Equal('T', State(pid));
+        string images = DumpTree(pid, []);
+
+        int before = Ticks(log).Count;
+        var r = Restore(new RestoreOptions { ImagesDir = images });
+        Assert.Equal(pid, r.Pid);
+        sw.Restart();
+        while (State(pid) != 'T' && sw.ElapsedMilliseconds < 3000) Thread.Sleep(5);
+        Assert.Equal('T', State(pid));
+        Thread.Sleep(300);
+        Assert.Equal('T', State(pid));
+        Assert.Equal(before, Ticks(log).Count); // not a single step of its own while stopped
+
+        LibC.kill(pid, LibC.SIGCONT);
+        WaitForLine(log, l => l == $"tick {before + 10}");
+        Assert.NotEqual('T', State(pid));
+        var ticks = Ticks(log);
+        for (int i = 1; i < ticks.Count; i++) Assert.Equal(ticks[i - 1] + 1, ticks[i]);
+    }
 }
