@@ -225,9 +225,11 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
                 Path = $"/proc/self/fd/{childFd}",
                 Argv = ["crisp-stub"],
                 Envp = [],
-                Stdin = StdioSource.DevNull(false),
-                Stdout = StdioSource.DevNull(true),
-                Stderr = StdioSource.DevNull(true),
+                // Stdio is set up before the extra fds are dup'ed: crisp's own 0..2, when passed on
+                // (-j, or --inherit-fd fd[0..2]), must stay what they are until then.
+                Stdin = extra.Any(e => e.Fd == 0) ? StdioSource.FromFd(0) : StdioSource.DevNull(false),
+                Stdout = extra.Any(e => e.Fd == 1) ? StdioSource.FromFd(1) : StdioSource.DevNull(true),
+                Stderr = extra.Any(e => e.Fd == 2) ? StdioSource.FromFd(2) : StdioSource.DevNull(true),
                 ExtraFds = [.. extra, (mfd, childFd)],
             });
         }

@@ -4,6 +4,7 @@ using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
+using Crisp.Integration.Tests.Support;
 using Xunit;
 using Xunit.Abstractions;
 using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
@@ -186,5 +187,174 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         Assert.NotEqual('T', State(pid));
         var ticks = Ticks(log);
         for (int i = 1; i < ticks.Count; i++) Assert.Equal(ticks[i - 1] + 1, ticks[i]);
+    }
+
+    // ---- files from outside: --inherit-fd and -j ---------------------------------------------------
+
+    private const string PythonTicker = "import time\ni=0\nwhile True:\n    i+=1\n    print(f'tick {i}')\n    time.sleep(0.02)\n";
+
+    /// <summary>The read end of a pipe of ours, read without blocking into lines.</summary>
+    private sealed unsafe class PipeLines : IDisposable
+    {
+        private readonly System.Text.StringBuilder _text = new();
+        public int ReadFd { get; }
+        public int WriteFd { get; private set; }
+
+        public PipeLines()
+        {
+            int* p = stackalloc int[2];
+            Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "test pipe");
+            ReadFd = p[0];
+            WriteFd = p[1];
+            Errno.Check(LibC.fcntl(ReadFd, LibC.F_SETFL, LibC.O_NONBLOCK), "fcntl", "test pipe");
+        }
+
+        public ulong Inode => LibC.Stat($"/proc/self/fd/{ReadFd}").st_ino;
+
+        public void CloseWriteEnd()
+        {
+            if (WriteFd >= 0) LibC.close(WriteFd);
+            WriteFd = -1;
+        }
+
+        public string[] Lines
+        {
+            get
+            {
+                var buf = new byte[4096];
+                fixed (byte* b = buf)
+                    while (true)
+                    {
+                        long n = LibC.read(ReadFd, b, (nuint)buf.Length);
+                        if (n <= 0) break;
+                        _text.Append(System.Text.Encoding.UTF8.GetString(buf, 0, (int)n));
+                    }
+                return _text.ToString().Split('\n').SkipLast(1).ToArray();
+            }
+        }
+
+        public string WaitFor(Func<string, bool> pred, int timeoutMs = 10000)
+        {
+            var sw = Stopwatch.StartNew();
+            while (sw.ElapsedMilliseconds < timeoutMs)
+            {
+                var l = Lines.FirstOrDefault(pred);
+                if (l != null) return l;
+                Thread.Sleep(10);
+            }
+            throw new TimeoutException($"no matching line on the pipe after {timeoutMs} ms; last lines: {string.Join(" | ", Lines.TakeLast(5))}");
+        }
+
+        public void Dispose()
+        {
+            LibC.close(ReadFd);
+            CloseWriteEnd();
+        }
+    }
+
+    /// <summary>crisp as a user runs it (dotnet crisp.dll ...), its output in files of the temp dir.</summary>
+    private int StartCli(string name, string[] args, IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null) =>
+        Track(ProcessSpawner.Spawn(new SpawnOptions
+        {
+            Path = "/usr/bin/dotnet",
+            Argv = ["dotnet", Path.Combine(AppContext.BaseDirectory, "crisp.dll"), .. args],
+            Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
+            Stdin = StdioSource.DevNull(false),
+            Stdout = StdioSource.FromFile(Path.Combine(_dir, name + ".out"), LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
+            Stderr = StdioSource.FromFile(Path.Combine(_dir, name + ".err"), LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
+            ExtraFds = extraFds ?? [],
+        }));
+
+    private string CliOutput(string name) =>
+        $"stdout: {File.ReadAllText(Path.Combine(_dir, name + ".out"))}\nstderr: {File.ReadAllText(Path.Combine(_dir, name + ".err"))}";
+
+    [Fact]
+    public void Inherit_fd_gives_a_process_whose_stdout_was_a_pipe_a_new_pipe()
+    {
+        using var before = new PipeLines();
+        int pid = Track(ProcessSpawner.Spawn(new SpawnOptions
+        {
+            Path = "/usr/bin/python3", Argv = ["python3", "-u", "-c", PythonTicker], Envp = ["PATH=/usr/bin:/bin", "LANG=C"],
+            Stdin = StdioSource.DevNull(false), Stdout = StdioSource.FromFd(before.WriteFd), Stderr = StdioSource.DevNull(true),
+            NewSession = true,
+        }));
+        before.CloseWriteEnd();
+        before.WaitFor(l => l == "tick 5");
+        ulong inode = before.Inode;
+        string images = DumpTree(pid, []);
+        long last = before.Lines.Select(l => long.Parse(l[5..])).Last();
+
+        // The dumped stdout is pipe:[inode of `before`]; crisp's fd 7 (the write end of `after`) stands in for it.
+        using var after = new PipeLines();
+        int cli = StartCli("restore", ["restore", "-D", images, "-d", "--inherit-fd", $"fd[7]:pipe:[{inode}]"], [(after.WriteFd, 7)]);
+        int status = CrispCli.WaitWithTimeout(cli, TimeSpan.FromSeconds(60), "restore --inherit-fd");
+        Assert.True(status == 0, $"crisp restore: wait status 0x{status:x}\n{CliOutput("restore")}");
+        after.CloseWriteEnd();
+        Assert.Equal(after.Inode, LibC.Stat($"/proc/{pid}/fd/1").st_ino);
+        after.WaitFor(l => l == $"tick {last + 10}");
+        var ticks = after.Lines.Select(l => long.Parse(l[5..])).ToList();
+        Assert.Equal(last + 1, ticks[0]);
+        for (int i = 1; i < ticks.Count; i++) Assert.Equal(ticks[i - 1] + 1, ticks[i]);
+    }
+
+    private static string[] PtyLines(string log) =>
+        File.Exists(log) ? File.ReadAllText(log).Replace("\r", "").Split('\n').SkipLast(1).ToArray() : [];
+
+    private static int WaitForPidFile(string file)
+    {
+        var sw = Stopwatch.StartNew();
+        while (!File.Exists(file))
+        {
+            if (sw.ElapsedMilliseconds > 10000) throw new TimeoutException($"{file} never appeared");
+            Thread.Sleep(10);
+        }
+        return int.Parse(File.ReadAllText(file));
+    }
+
+    private static string WaitForPtyLine(string log, Func<string, bool> pred, int timeoutMs = 15000)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.ElapsedMilliseconds < timeoutMs)
+        {
+            var l = PtyLines(log).FirstOrDefault(pred);
+            if (l != null) return l;
+            Thread.Sleep(10);
+        }
+        throw new TimeoutException($"no matching line in {log}; last lines: {string.Join(" | ", PtyLines(log).TakeLast(5))}");
+    }
+
+    [Fact]
+    public void Shell_job_restores_a_process_of_one_terminal_onto_the_terminal_of_crisp()
+    {
+        string ptyrun = Path.Combine(RepoRoot, "tests/workloads/ptyrun.py");
+        string log1 = Path.Combine(_dir, "pty1.log"), log2 = Path.Combine(_dir, "pty2.log");
+        string pidFile1 = Path.Combine(_dir, "pty1.pid"), pidFile2 = Path.Combine(_dir, "pty2.pid");
+        string ticker = "import os,time\nprint('tty', os.ttyname(1))\ni=0\nwhile True:\n    i+=1\n    print(f'tick {i}')\n    time.sleep(0.02)\n";
+        int runner1 = Track(SpawnLogged(Path.Combine(_dir, "runner1.log"), "/usr/bin/python3", ptyrun, log1, pidFile1, "python3", "-u", "-c", ticker));
+        int pid = Track(WaitForPidFile(pidFile1));
+        string tty1 = WaitForPtyLine(log1, l => l.StartsWith("tty "))[4..];
+        WaitForPtyLine(log1, l => l == "tick 5");
+        Assert.Equal(tty1, Proc.FdTarget(pid, 1));
+
+        // The dump kills the ticker; the runner reaps it, sees its terminal closed, and ends.
+        Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") });
+        Assert.True(LibC.WIFEXITED(ProcessSpawner.Wait(runner1)));
+        long last = PtyLines(log1).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l[5..])).Last();
+
+        int runner2 = Track(SpawnLogged(Path.Combine(_dir, "runner2.log"), "/usr/bin/python3", ptyrun, log2, pidFile2,
+            "dotnet", Path.Combine(AppContext.BaseDirectory, "crisp.dll"), "restore", "-j", "-D", Path.Combine(_dir, "img")));
+        int cli = Track(WaitForPidFile(pidFile2));
+        Track(pid);
+        WaitForPtyLine(log2, l => l == $"tick {last + 10}", 30000);
+        var ticks = PtyLines(log2).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l[5..])).ToList();
+        Assert.Equal(last + 1, ticks[0]);
+        for (int i = 1; i < ticks.Count; i++) Assert.Equal(ticks[i - 1] + 1, ticks[i]);
+        string tty2 = Proc.FdTarget(cli, 1);
+        Assert.StartsWith("/dev/pts/", tty2);
+        foreach (int fd in new[] { 0, 1, 2 }) Assert.Equal(tty2, Proc.FdTarget(pid, fd));
+
+        // crisp restore (without -d) waits for the process and exits with its status.
+        LibC.kill(pid, LibC.SIGTERM);
+        Assert.Equal(128 + LibC.SIGTERM, ProcessSpawner.Wait(runner2) >> 8);
     }
 }
