@@ -186,7 +186,7 @@ public static class Dumper
 
     /// <summary>
     /// An exited, unreaped child: restore recreates it as a child that exits with the same
-    /// status, so its parent can still reap it (CRIU's convention: task_state TASK_ZOMBIE, exit_code the wait status, no mm).
+    /// status, so its parent can still reap it (CRIU's convention: task_state TASK_DEAD, exit_code the wait status, no mm).
     /// </summary>
     private static (PstreeEntry Pstree, CoreEntry Core) Zombie(int pid)
     {

@@ -51,7 +51,7 @@ internal sealed class ProcessImage
 }
 
 /// <summary>
-/// A child that had exited but was not reaped at dump (core: task_state TASK_ZOMBIE, exit_code the
+/// A child that had exited but was not reaped at dump (core: task_state TASK_DEAD, exit_code the
 /// wait status; no mm, no files). Restore makes it again only to exit the same way.
 /// </summary>
 internal sealed record ZombieImage(int Pid, int Ppid, int Pgid, int Sid, int ExitStatus)
