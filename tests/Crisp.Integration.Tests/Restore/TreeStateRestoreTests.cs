@@ -122,6 +122,27 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         Assert.Equal(new FileInfo(shared).Length, long.Parse(FdInfoField(pid, 5, "pos")));
     }
 
+    [Fact]
+    public void A_tree_whose_shared_file_is_gone_fails_naming_the_step_and_leaves_no_process()
+    {
+        string bin = Compile("sharedfds");
+        string log = Path.Combine(_dir, "log"), shared = Path.Combine(_dir, "shared");
+        int pid = Track(SpawnLogged(log, bin, shared));
+        int child = Track(int.Parse(WaitForLine(log, l => l.StartsWith("child "))["child ".Length..]));
+        WaitForLine(log, l => l == "got 3");
+        string images = DumpTree(pid, [child]);
+        File.Delete(shared);
+
+        var e = Assert.Throws<CrispException>(() => Restore(new RestoreOptions { ImagesDir = images }));
+        output.WriteLine(e.Message);
+        Assert.StartsWith($"restore failed at step 'process {pid}: files'", e.Message);
+        Assert.Contains(shared, e.Message);
+        var sw = Stopwatch.StartNew();
+        while ((Directory.Exists($"/proc/{pid}") || Directory.Exists($"/proc/{child}")) && sw.ElapsedMilliseconds < 3000) Thread.Sleep(5);
+        Assert.False(Directory.Exists($"/proc/{pid}"), $"process {pid} is left after the failed restore");
+        Assert.False(Directory.Exists($"/proc/{child}"), $"process {child} is left after the failed restore");
+    }
+
     // ---- zombies ----------------------------------------------------------------------------------
 
     [Theory]
