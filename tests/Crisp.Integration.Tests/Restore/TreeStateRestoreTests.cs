@@ -42,6 +42,9 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         return pid;
     }
 
+    /// <summary>The pid was reaped: it may belong to someone else from now on.</summary>
+    private void Untrack(int pid) => _pids.RemoveAll(p => p == pid);
+
     /// <summary>Dumps the tree of <paramref name="pid"/> (killing it), reaps the root, waits for the other pids to be gone.</summary>
     private unsafe string DumpTree(int pid, IEnumerable<int> others)
     {
@@ -141,6 +144,8 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         while ((Directory.Exists($"/proc/{pid}") || Directory.Exists($"/proc/{child}")) && sw.ElapsedMilliseconds < 3000) Thread.Sleep(5);
         Assert.False(Directory.Exists($"/proc/{pid}"), $"process {pid} is left after the failed restore");
         Assert.False(Directory.Exists($"/proc/{child}"), $"process {child} is left after the failed restore");
+        Untrack(pid);
+        Untrack(child);
     }
 
     // ---- zombies ----------------------------------------------------------------------------------
@@ -171,7 +176,9 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         LibC.kill(pid, LibC.SIGUSR1);
         string reaped = WaitForLine(log, l => l.StartsWith("reaped ") || l.StartsWith("waitpid "), skip: before);
         Assert.Equal($"reaped {child} {expected}", reaped);
+        Untrack(child);
         Assert.Equal(0, ProcessSpawner.Wait(pid) >> 8);
+        Untrack(pid);
         Assert.False(Directory.Exists($"/proc/{child}"));
     }
 
@@ -309,6 +316,7 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         using var after = new PipeLines();
         int cli = StartCli("restore", ["restore", "-D", images, "-d", "--inherit-fd", $"fd[7]:pipe:[{inode}]"], [(after.WriteFd, 7)]);
         int status = CrispCli.WaitWithTimeout(cli, TimeSpan.FromSeconds(60), "restore --inherit-fd");
+        Untrack(cli);
         Assert.True(status == 0, $"crisp restore: wait status 0x{status:x}\n{CliOutput("restore")}");
         after.CloseWriteEnd();
         Assert.Equal(after.Inode, LibC.Stat($"/proc/{pid}/fd/1").st_ino);
@@ -360,6 +368,8 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         // The dump kills the ticker; the runner reaps it, sees its terminal closed, and ends.
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") });
         Assert.True(LibC.WIFEXITED(ProcessSpawner.Wait(runner1)));
+        Untrack(runner1);
+        Untrack(pid); // reaped by runner1; tracked again once restored
         long last = PtyLines(log1).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l[5..])).Last();
 
         int runner2 = Track(SpawnLogged(Path.Combine(_dir, "runner2.log"), "/usr/bin/python3", ptyrun, log2, pidFile2,
@@ -377,5 +387,8 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
         // crisp restore (without -d) waits for the process and exits with its status.
         LibC.kill(pid, LibC.SIGTERM);
         Assert.Equal(128 + LibC.SIGTERM, ProcessSpawner.Wait(runner2) >> 8);
+        Untrack(runner2);
+        Untrack(cli);
+        Untrack(pid);
     }
 }
