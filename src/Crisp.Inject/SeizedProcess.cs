@@ -229,8 +229,9 @@ public sealed class SeizedTree
                     if (!seen.Add(pid)) continue;
                     SeizedProcess p;
                     try { p = SeizedProcess.Seize(thread, pid, ptraceOptions); }
-                    catch (SyscallException e) when (e.Is(Errno.ESRCH) && pid != rootPid) { continue; } // child exited
-                    catch (SyscallException e) when (e.Is(Errno.EPERM) && pid != rootPid && IsZombie(pid)) { zombies.Add(pid); continue; }
+                    // A zombie child has no live thread to seize (ESRCH), or refuses the seize (EPERM).
+                    catch (SyscallException e) when ((e.Is(Errno.ESRCH) || e.Is(Errno.EPERM)) && pid != rootPid && IsZombie(pid)) { zombies.Add(pid); continue; }
+                    catch (SyscallException e) when (e.Is(Errno.ESRCH) && pid != rootPid) { continue; } // child exited and was reaped
                     done.Add(p);
                     foreach (var c in Proc.Children(pid)) queue.Enqueue(c);
                 }

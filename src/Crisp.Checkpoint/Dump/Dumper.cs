@@ -188,7 +188,7 @@ public static class Dumper
 
     /// <summary>
     /// An exited, unreaped child: restore recreates it as a child that exits with the same
-    /// status, so its parent can still reap it (CRIU's convention: task_state 3, no mm).
+    /// status, so its parent can still reap it (CRIU's convention: task_state TASK_DEAD, exit_code the wait status, no mm).
     /// </summary>
     private static (PstreeEntry Pstree, CoreEntry Core) Zombie(int pid)
     {
@@ -200,7 +200,7 @@ public static class Dumper
             Mtype = CoreEntry.Types.March.X8664,
             Tc = new TaskCoreEntry
             {
-                TaskState = 3, ExitCode = (uint)stat.ExitCode, Personality = 0, Flags = stat.Flags, BlkSigset = 0,
+                TaskState = Crisp.Images.TaskState.Zombie, ExitCode = (uint)stat.ExitCode, Personality = 0, Flags = stat.Flags, BlkSigset = 0,
                 Comm = stat.Comm,
             },
         };

@@ -20,7 +20,8 @@ internal sealed class ProcessImage
     public int Sid => (int)Entry.Sid;
     public CoreEntry LeaderCore => Threads[0].Core;
 
-    public static List<ProcessImage> Load(ImageDir dir)
+    /// <summary>The live processes of the tree, pstree order; its zombies go to <paramref name="zombies"/>.</summary>
+    public static List<ProcessImage> Load(ImageDir dir, List<ZombieImage> zombies)
     {
         var list = new List<ProcessImage>();
         foreach (var e in dir.ReadPstree())
@@ -34,7 +35,10 @@ internal sealed class ProcessImage
             }
             var threads = tids.Select(t => (t, dir.ReadCore(t))).ToList();
             if (threads[0].Item2.Tc?.TaskState == TaskState.Zombie)
-                throw new Crisp.Native.CrispException($"process {pid} was a zombie at dump; restoring zombies is not supported yet");
+            {
+                zombies.Add(ZombieImage.From(e, threads[0].Item2));
+                continue;
+            }
             var ids = threads[0].Item2.Ids ?? dir.ReadIds(pid);
             var mm = dir.ReadMm(pid);
             FsEntry? fs = dir.Exists(ImageDir.FsName(pid)) ? dir.ReadFs(pid) : null;
@@ -43,5 +47,18 @@ internal sealed class ProcessImage
         }
         if (list.Count == 0) throw new ImageException(dir.PathOf(ImageDir.PstreeName), "no processes");
         return list;
+    }
+}
+
+/// <summary>
+/// A child that had exited but was not reaped at dump (core: task_state TASK_DEAD, exit_code the
+/// wait status; no mm, no files). Restore makes it again only to exit the same way.
+/// </summary>
+internal sealed record ZombieImage(int Pid, int Ppid, int Pgid, int Sid, int ExitStatus)
+{
+    public static ZombieImage From(PstreeEntry e, CoreEntry core)
+    {
+        if (e.Ppid == 0) throw new Crisp.Native.CrispException($"process {e.Pid} is a zombie without a parent in the tree: nothing could reap it");
+        return new ZombieImage((int)e.Pid, (int)e.Ppid, (int)e.Pgid, (int)e.Sid, (int)core.Tc!.ExitCode);
     }
 }

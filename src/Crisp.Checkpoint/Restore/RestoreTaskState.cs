@@ -48,6 +48,11 @@ internal sealed unsafe partial class RestoreSession
             }
             if (!_files.TryGetValue(fdi.Id, out var file))
                 throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"fd {fd}: no file with id {fdi.Id}");
+            if (PlaceShared(p, t, file, fd, cloexec))
+            {
+                placed[fdi.Id] = fd;
+                continue;
+            }
             switch (file.Type)
             {
                 case FdTypes.Reg:
@@ -64,7 +69,9 @@ internal sealed unsafe partial class RestoreSession
                                              (file.Type == FdTypes.Tty ? " (a terminal: use -j/--shell-job)" : ""));
             }
             placed[fdi.Id] = fd;
+            KeepShared(t, file, fd);
         }
+        ForgetCrispPidfd(p, t);
         foreach (var (r, w) in pipes.Values)
         {
             if (r >= 0) t.Call(Code, LibC.SYS_close, r);
@@ -133,6 +140,7 @@ internal sealed unsafe partial class RestoreSession
             t.Call(Code, LibC.SYS_close, ends.W);
             ends = (hi, hi + 1);
             pipes[pipe.PipeId] = ends;
+            KeepSharedPipe(t, pipe.PipeId, ends.R, ends.W);
             if (data.TryGetValue(pipe.PipeId, out var d) && d.Data.Length > 0)
             {
                 if (d.Entry.HasSize && d.Entry.Size > 65536 || d.Data.Length > 65536)
@@ -229,7 +237,7 @@ internal sealed unsafe partial class RestoreSession
             File.WriteAllText($"/proc/{p.Pid}/oom_score_adj", tc.OomScoreAdj.ToString());
         if (tc.HasChildSubreaper && tc.ChildSubreaper)
             t.Check(Code, "prctl(PR_SET_CHILD_SUBREAPER)", LibC.SYS_prctl, LibC.PR_SET_CHILD_SUBREAPER, 1);
-        if (tc.TaskState != TaskState.Alive)
+        if (tc.TaskState is not (TaskState.Alive or TaskState.Stopped))
             Log.W($"process {p.Pid}: dumped in state {tc.TaskState}; restored as running");
     }
 
@@ -339,6 +347,11 @@ internal sealed unsafe partial class RestoreSession
             foreach (var (tid, core) in p.Threads)
                 SetFinalRegisters(_tasks[tid], core);
         }
+        // A process dumped in a group stop gets SIGSTOP while still held: it stops at its first
+        // step after the detach, before running any code of its own, and waits for SIGCONT.
+        foreach (var p in _procs)
+            if (p.LeaderCore.Tc?.TaskState == TaskState.Stopped)
+                Errno.Check(LibC.kill(p.Pid, LibC.SIGSTOP), "kill(SIGSTOP)", $"process {p.Pid}, dumped stopped");
         // Children first, so a parent that waits for them finds them running.
         for (int i = _procs.Count - 1; i >= 0; i--)
             foreach (var (tid, _) in _procs[i].Threads)

@@ -53,6 +53,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private readonly RestoreOptions _o = options;
     private ImageDir _dir = null!;
     private List<ProcessImage> _procs = null!;
+    private readonly List<ZombieImage> _zombies = [];
     private Dictionary<uint, FileEntry> _files = null!;
     private readonly Dictionary<int, RestoreTask> _tasks = new();          // tid → task
     private readonly List<int> _created = [];                            // every tid made, in order
@@ -80,10 +81,12 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("create threads", CreateThreads);
             foreach (var p in _procs)
                 RestoreProcess(p);
+            CloseSharedCopies();
             Step("resume", ResumeAll);
         }
         catch (Exception e)
         {
+            CloseSharedCopies();
             KillEverything();
             _lazy?.Dispose();
             _lazy = null;
@@ -112,8 +115,9 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         if (!Directory.Exists(_o.ImagesDir)) throw new CrispException($"images directory {_o.ImagesDir} does not exist");
         _dir = new ImageDir(_o.ImagesDir);
         _dir.ReadInventory();
-        _procs = ProcessImage.Load(_dir);
+        _procs = ProcessImage.Load(_dir, _zombies);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
+        FindSharedFiles();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
                 if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING | VmaStatus.VMA_AREA_MEMFD)) != 0)
@@ -126,6 +130,9 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             foreach (var (tid, _) in p.Threads)
                 if (Directory.Exists($"/proc/{tid}") && !WaitForZombieRelease(tid))
                     throw new CrispException($"pid {tid} is in use by another process ({Comm(tid)})");
+        foreach (var z in _zombies)
+            if (Directory.Exists($"/proc/{z.Pid}") && !WaitForZombieRelease(z.Pid))
+                throw new CrispException($"pid {z.Pid} is in use by another process ({Comm(z.Pid)})");
     }
 
     /// <summary>
@@ -218,9 +225,11 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
                 Path = $"/proc/self/fd/{childFd}",
                 Argv = ["crisp-stub"],
                 Envp = [],
-                Stdin = StdioSource.DevNull(false),
-                Stdout = StdioSource.DevNull(true),
-                Stderr = StdioSource.DevNull(true),
+                // Stdio is set up before the extra fds are dup'ed: crisp's own 0..2, when passed on
+                // (-j, or --inherit-fd fd[0..2]), must stay what they are until then.
+                Stdin = extra.Any(e => e.Fd == 0) ? StdioSource.FromFd(0) : StdioSource.DevNull(false),
+                Stdout = extra.Any(e => e.Fd == 1) ? StdioSource.FromFd(1) : StdioSource.DevNull(true),
+                Stderr = extra.Any(e => e.Fd == 2) ? StdioSource.FromFd(2) : StdioSource.DevNull(true),
                 ExtraFds = [.. extra, (mfd, childFd)],
             });
         }
@@ -282,9 +291,15 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         if (rootImg.Sid == rootImg.Pid) root.Check(Code, "setsid", LibC.SYS_setsid);
     }
 
+    /// <summary>
+    /// Zombies are made with the living (they may lead a process group others join), and exit once
+    /// every group is set up (Zombies.cs).
+    /// </summary>
     private void CreateTree()
     {
-        foreach (var p in _procs.Skip(1))
+        var all = _procs.Select(p => (p.Pid, p.Ppid, p.Pgid, p.Sid))
+            .Concat(_zombies.Select(z => (z.Pid, z.Ppid, z.Pgid, z.Sid))).ToList();
+        foreach (var p in all.Skip(1))
         {
             if (!_tasks.TryGetValue(p.Ppid, out var parent) || parent.Pid != p.Ppid)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
@@ -292,20 +307,21 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
         }
         // Group leaders first, then members join them.
-        foreach (var p in _procs.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
+        foreach (var p in all.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
             _tasks[p.Pid].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
-        foreach (var p in _procs.Where(p => p.Pgid != p.Pid))
+        foreach (var p in all.Where(p => p.Pgid != p.Pid))
         {
             int cur = (int)LibC.Syscall(LibC.SYS_getpgid, p.Pid);
             if (cur == p.Pgid) continue;
             long r = _tasks[p.Pid].Call(Code, LibC.SYS_setpgid, 0, p.Pgid);
             if (r < 0) Log.W($"process {p.Pid}: cannot join process group {p.Pgid} ({Errno.Name((int)-r)}); stays in {cur}");
         }
-        foreach (var p in _procs)
+        foreach (var p in all)
         {
             int sid = (int)LibC.Syscall(LibC.SYS_getsid, p.Pid);
             if (sid != p.Sid) Log.W($"process {p.Pid}: session {sid}, dumped in session {p.Sid} (not a session of the tree)");
         }
+        foreach (var z in _zombies) ExitAsZombie(z);
     }
 
     private void CreateThreads()

@@ -1,0 +1,118 @@
+using Crisp.Images.Proto;
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>
+/// Open file descriptions used by more than one process of the tree (files.img holds them once,
+/// under one id, and each process's fdinfo refers to that id; a pipe's two ends are two
+/// descriptions with the same pipe inode).
+///
+/// Such a description is created once, in the first process (pstree order) that has it, exactly
+/// as an unshared one would be. crisp then takes a copy of it with pidfd_getfd and keeps it until
+/// every process has its files; a later process that needs it runs pidfd_open(crisp) and
+/// pidfd_getfd on crisp's copy, so it gets the very same description: one offset, one pipe.
+/// For a pipe crisp keeps both ends, whichever end the first process used: the other end is
+/// often needed only by another process (a parent reading what its child writes).
+///
+/// crisp's copies are closed as soon as the last process has its files: a pipe write end kept
+/// open by crisp would hide the end of file from a reader.
+/// </summary>
+internal sealed unsafe partial class RestoreSession
+{
+    private const long SYS_pidfd_open = 434, SYS_pidfd_getfd = 438;
+
+    private HashSet<uint> _crossProcessIds = null!;     // file ids held by two or more processes
+    private HashSet<uint> _crossProcessPipes = null!;   // pipe inodes with ends in two or more processes
+    private readonly Dictionary<uint, int> _crispCopies = [];               // file id → crisp's fd
+    private readonly Dictionary<uint, (int R, int W)> _crispPipes = [];     // pipe inode → crisp's fds
+    private readonly Dictionary<int, int> _crispPidfdIn = [];               // process → its fd for crisp's pidfd
+
+    /// <summary>Which descriptions (and pipes) more than one process of the tree refers to.</summary>
+    private void FindSharedFiles()
+    {
+        var holders = new Dictionary<uint, HashSet<int>>();
+        var pipeHolders = new Dictionary<uint, HashSet<int>>();
+        foreach (var p in _procs)
+            foreach (var fdi in p.Fds)
+            {
+                if (!holders.TryGetValue(fdi.Id, out var h)) holders[fdi.Id] = h = [];
+                h.Add(p.Pid);
+                if (_files.TryGetValue(fdi.Id, out var f) && f.Type == FdTypes.Pipe)
+                {
+                    if (!pipeHolders.TryGetValue(f.Pipe.PipeId, out var ph)) pipeHolders[f.Pipe.PipeId] = ph = [];
+                    ph.Add(p.Pid);
+                }
+            }
+        _crossProcessIds = holders.Where(h => h.Value.Count > 1).Select(h => h.Key).ToHashSet();
+        _crossProcessPipes = pipeHolders.Where(h => h.Value.Count > 1).Select(h => h.Key).ToHashSet();
+        if (_crossProcessIds.Count > 0 || _crossProcessPipes.Count > 0)
+            Log.D($"restore: {_crossProcessIds.Count} file(s) and {_crossProcessPipes.Count} pipe(s) shared between processes");
+    }
+
+    /// <summary>
+    /// Places at <paramref name="fd"/> of <paramref name="t"/> the description an earlier process
+    /// already has, if any; false when this process is the first to need it.
+    /// </summary>
+    private bool PlaceShared(ProcessImage p, RestoreTask t, FileEntry file, int fd, bool cloexec)
+    {
+        int local;
+        if (file.Type == FdTypes.Pipe && _crispPipes.TryGetValue(file.Pipe.PipeId, out var ends))
+            local = ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY ? ends.R : ends.W;
+        else if (!_crispCopies.TryGetValue(file.Id, out local))
+            return false;
+        if (!_crispPidfdIn.TryGetValue(p.Pid, out int pidfd))
+        {
+            int first = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);
+            // Above every fd number this process uses, and above its temporary pipe ends.
+            pidfd = _extraBase + _extraCrispFds.Count + 2 * p.Fds.Count;
+            t.Check(Code, "dup3", SYS_dup3, first, pidfd, LibC.O_CLOEXEC);
+            t.Call(Code, LibC.SYS_close, first);
+            _crispPidfdIn[p.Pid] = pidfd;
+        }
+        int tmp = (int)t.Check(Code, $"pidfd_getfd(crisp fd {local})", SYS_pidfd_getfd, pidfd, local, 0);
+        if (tmp != fd)
+        {
+            Dup(t, tmp, fd, cloexec);
+            t.Call(Code, LibC.SYS_close, tmp);
+        }
+        else Dup(t, fd, fd, cloexec);
+        return true;
+    }
+
+    /// <summary>After a process placed a shared description first: crisp keeps a copy for the others.</summary>
+    private void KeepShared(RestoreTask t, FileEntry file, int fd)
+    {
+        if (file.Type != FdTypes.Pipe && _crossProcessIds.Contains(file.Id) && !_crispCopies.ContainsKey(file.Id))
+            _crispCopies[file.Id] = TakeFd(t, fd);
+    }
+
+    /// <summary>A pipe just made in <paramref name="t"/> (temporary ends r, w) that other processes use too.</summary>
+    private void KeepSharedPipe(RestoreTask t, uint pipeId, int r, int w)
+    {
+        if (_crossProcessPipes.Contains(pipeId) && !_crispPipes.ContainsKey(pipeId))
+            _crispPipes[pipeId] = (TakeFd(t, r), TakeFd(t, w));
+    }
+
+    private static int TakeFd(RestoreTask t, int fd)
+    {
+        int pidfd = Errno.Check(LibC.pidfd_open(t.Pid), "pidfd_open", t.ToString());
+        try { return Errno.Check(LibC.pidfd_getfd(pidfd, fd), "pidfd_getfd", $"fd {fd} of {t}"); }
+        finally { LibC.close(pidfd); }
+    }
+
+    /// <summary>The process no longer needs crisp's pidfd.</summary>
+    private void ForgetCrispPidfd(ProcessImage p, RestoreTask t)
+    {
+        if (_crispPidfdIn.Remove(p.Pid, out int pidfd)) t.Call(Code, LibC.SYS_close, pidfd);
+    }
+
+    /// <summary>Closes crisp's copies (every process has its files, or the restore failed).</summary>
+    private void CloseSharedCopies()
+    {
+        foreach (var fd in _crispCopies.Values) LibC.close(fd);
+        foreach (var (r, w) in _crispPipes.Values) { LibC.close(r); LibC.close(w); }
+        _crispCopies.Clear();
+        _crispPipes.Clear();
+    }
+}
