@@ -33,6 +33,10 @@ public static class Dumper
         var dir = ImageDir.Create(options.ImagesDir);
         // Before the freeze: protobuf's reflection set-up (and the GC its allocations bring) stays out of the frozen window.
         ImageWriter.WarmUp();
+        // A lazy dump's frozen window is a migration's downtime. Reading smaps walks every page
+        // table entry (20-60 ms for 1 GiB here), so it is read before the freeze and used if
+        // maps, read frozen, shows the same layout; see EarlySmaps.
+        var early = options.LazyPages ? EarlySmaps.Read(options.Pid) : null;
         using var ptrace = new PtraceThread();
         SeizedTree tree;
         try { tree = SeizedTree.Seize(ptrace, options.Pid); }
@@ -42,7 +46,7 @@ public static class Dumper
         try
         {
             var sink = options.PageSink ?? new ImageDirPageSink(dir);
-            var (pages, lazyRuns) = WriteImages(tree, dir, sink, options.LazyPages);
+            var (pages, lazyRuns) = WriteImages(tree, dir, sink, options.LazyPages, early);
             ulong lazyPages = lazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
             LazyDumpEnd? end = null;
             if (options.LazyPages)
@@ -50,6 +54,7 @@ public static class Dumper
                 Log.I($"images written in {total.Elapsed.TotalMilliseconds:F1} ms; {lazyPages} lazy pages stay in the frozen tree");
                 var lazyTree = new LazyDumpTree(tree.Processes.Select(p => p.Pid).ToList(), lazyRuns);
                 end = options.ServeLazy!(lazyTree);
+                early?.Verify();
                 if (end == LazyDumpEnd.Resume)
                 {
                     tree.Resume();
@@ -79,7 +84,7 @@ public static class Dumper
         MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds);
 
     private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns) WriteImages(
-        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy)
+        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early)
     {
         var files = new FileTable();
         var nsIds = new NamespaceIds();
@@ -88,7 +93,7 @@ public static class Dumper
         uint objectId = 1;
         var phase = Stopwatch.StartNew();
         foreach (var proc in tree.Processes)
-            dumps.Add(Collect(proc, files, nsIds, inTree, objectId++));
+            dumps.Add(Collect(proc, files, nsIds, inTree, objectId++, early));
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
@@ -127,18 +132,22 @@ public static class Dumper
         return (pages, lazyRuns);
     }
 
-    private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId)
+    private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId, EarlySmaps? early)
     {
         int pid = proc.Pid;
+        var sw = Stopwatch.StartNew();
         var stat = Proc.Stat(pid);
         var status = Proc.Status(pid);
         if (status.Seccomp != 0)
             throw new CrispException($"process {pid} runs under seccomp: not supported yet");
 
         var cores = TaskState.Collect(proc);
+        double tCores = sw.Elapsed.TotalMilliseconds;
         // Layout after the injections above: their scratch pages are gone again.
-        var vmas = MemoryDump.Vmas(pid, files);
+        var vmas = MemoryDump.Vmas(pid, files, early?.Take(pid));
+        double tVmas = sw.Elapsed.TotalMilliseconds;
         var runs = MemoryDump.PresentRuns(pid, vmas);
+        double tRuns = sw.Elapsed.TotalMilliseconds;
 
         ulong brk;
         int dumpable;
@@ -183,6 +192,7 @@ public static class Dumper
             Sid = (uint)stat.Session,
         };
         pstree.Threads.AddRange(proc.Tasks.Select(t => (uint)t.Tid));
+        Log.D($"process {pid}: threads' state {tCores:F1} ms, VMAs {tVmas - tCores:F1} ms, pagemap {tRuns - tVmas:F1} ms, the rest {sw.Elapsed.TotalMilliseconds - tRuns:F1} ms");
         return new ProcessDump(proc, pstree, ids, cores, mm, vmas, runs, fs, fds);
     }
 
@@ -234,5 +244,62 @@ public static class Dumper
                 TimeNsId = Id("time"), MntNsId = Id("mnt"), UserNsId = Id("user"), CgroupNsId = Id("cgroup"),
             };
         }
+    }
+}
+
+/// <summary>
+/// smaps read before the freeze, for a lazy dump. Used for a process only when its maps, read
+/// while frozen, show the very same VMAs. What that cannot see is a madvise or mlock that
+/// covered whole VMAs exactly between the two reads (VmFlags change, bounds do not): so after
+/// the pages are served, while the tree is still frozen, smaps is read again and any VMA whose
+/// flags differ is reported.
+/// </summary>
+internal sealed class EarlySmaps
+{
+    private readonly int _pid;
+    private readonly List<Vma> _smaps;
+    private bool _used;
+
+    private EarlySmaps(int pid, List<Vma> smaps)
+    {
+        _pid = pid;
+        _smaps = smaps;
+    }
+
+    public static EarlySmaps? Read(int pid)
+    {
+        try { return new EarlySmaps(pid, Proc.Smaps(pid)); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SyscallException) { return null; }
+    }
+
+    /// <summary>The early smaps of <paramref name="pid"/> if its layout has not changed since; null otherwise.</summary>
+    public List<Vma>? Take(int pid)
+    {
+        if (pid != _pid) return null;
+        if (!MemoryDump.SameLayout(_smaps, Proc.Maps(pid)))
+        {
+            Log.D($"process {pid}: layout changed before the freeze; smaps read again");
+            return null;
+        }
+        _used = true;
+        return _smaps;
+    }
+
+    /// <summary>Still frozen: re-reads smaps and warns about VMAs whose flags changed in the window.</summary>
+    public void Verify()
+    {
+        if (!_used) return;
+        List<Vma> now;
+        try { now = Proc.Smaps(_pid); }
+        catch (Exception e) when (e is IOException or SyscallException) { return; }
+        if (!MemoryDump.SameLayout(_smaps, now))
+        {
+            Log.W($"process {_pid}: its memory layout changed while frozen (internal error?)");
+            return;
+        }
+        for (int i = 0; i < now.Count; i++)
+            if (now[i].Flags != _smaps[i].Flags)
+                Log.W($"process {_pid}: VMA {now[i]} changed its flags ({_smaps[i].Flags} -> {now[i].Flags}) just before the freeze; " +
+                      "the restored process has the earlier ones");
     }
 }

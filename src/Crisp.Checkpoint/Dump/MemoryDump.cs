@@ -26,10 +26,10 @@ internal static unsafe class MemoryDump
 
     private static readonly Lazy<ulong> ZeroPfn = new(FindZeroPfn);
 
-    public static List<DumpedVma> Vmas(int pid, FileTable files)
+    public static List<DumpedVma> Vmas(int pid, FileTable files, IReadOnlyList<Vma>? smaps = null)
     {
         var result = new List<DumpedVma>();
-        foreach (var v in Proc.Smaps(pid))
+        foreach (var v in smaps ?? Proc.Smaps(pid))
         {
             uint status;
             uint flags = v.Shared ? (uint)LibC.MAP_SHARED : (uint)LibC.MAP_PRIVATE;
@@ -102,6 +102,24 @@ internal static unsafe class MemoryDump
         return result;
     }
 
+    /// <summary>
+    /// Whether two readings of a process's maps describe the same VMAs (bounds, protection,
+    /// sharing, backing file and offset); VmFlags are not compared (maps does not show them).
+    /// </summary>
+    public static bool SameLayout(IReadOnlyList<Vma> a, IReadOnlyList<Vma> b)
+    {
+        if (a.Count != b.Count) return false;
+        for (int i = 0; i < a.Count; i++)
+        {
+            var x = a[i];
+            var y = b[i];
+            if (x.Start != y.Start || x.End != y.End || x.Prot != y.Prot || x.Shared != y.Shared || x.Offset != y.Offset ||
+                x.Inode != y.Inode || x.DevMajor != y.DevMajor || x.DevMinor != y.DevMinor || x.Path != y.Path || x.Deleted != y.Deleted)
+                return false;
+        }
+        return true;
+    }
+
     private static ulong Madvise(VmFlags f)
     {
         ulong m = 0;
@@ -117,7 +135,80 @@ internal static unsafe class MemoryDump
     internal readonly record struct PageRun(ulong Vaddr, int Pages, PagemapFlags Flags);
 
     /// <summary>The runs of pages with data in the dumped VMAs, in address order.</summary>
-    public static List<PageRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas)
+    public static List<PageRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas) =>
+        ScanRuns(pid, vmas) ?? PagemapRuns(pid, vmas);
+
+    private static bool _noScan;
+
+    /// <summary>
+    /// The same runs as <see cref="PagemapRuns"/>, from PAGEMAP_SCAN: the kernel returns ranges
+    /// (one for a fully populated VMA) instead of 8 bytes per page, and looks a page up only for
+    /// the categories asked for. 1 GiB: 13 ms with pagemap reads, about 3 ms with this. Null
+    /// if the kernel lacks the ioctl.
+    /// </summary>
+    internal static List<PageRun>? ScanRuns(int pid, IReadOnlyList<DumpedVma> vmas)
+    {
+        if (_noScan) return null;
+        string path = $"/proc/{pid}/pagemap";
+        int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
+        if (fd < 0) throw new SyscallException("open", Errno.Last, path);
+        var runs = new List<PageRun>();
+        const int VecLen = 4096;
+        var vec = new LibC.page_region[VecLen];
+        try
+        {
+            foreach (var v in vmas)
+            {
+                if (!v.CarriesPages) continue;
+                int first = runs.Count; // runs never span two VMAs, as with pagemap
+                var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
+                ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0);
+                for (ulong at = v.Entry.Start; at < v.Entry.End;)
+                {
+                    long n;
+                    var arg = new LibC.pm_scan_arg
+                    {
+                        size = (ulong)sizeof(LibC.pm_scan_arg), start = at, end = v.Entry.End,
+                        category_anyof_mask = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED, return_mask = ret,
+                    };
+                    fixed (LibC.page_region* pv = vec)
+                    {
+                        arg.vec = (ulong)pv;
+                        arg.vec_len = VecLen;
+                        n = LibC.ioctl(fd, LibC.PAGEMAP_SCAN, &arg);
+                    }
+                    if (n < 0)
+                    {
+                        int e = Errno.Last;
+                        if (e is Errno.ENOTTY or Errno.EINVAL && runs.Count == 0 && at == v.Entry.Start)
+                        {
+                            _noScan = true;
+                            Log.D($"PAGEMAP_SCAN: {Errno.Name(e)}; reading pagemap instead");
+                            return null;
+                        }
+                        throw new SyscallException("ioctl(PAGEMAP_SCAN)", e, $"{path} 0x{at:x}-0x{v.Entry.End:x}");
+                    }
+                    for (int i = 0; i < n; i++)
+                    {
+                        var r = vec[i];
+                        // The shared zero page reads as zeros and restores as zeros; in a private file
+                        // mapping only copy-on-written (anonymous) pages are the process's own.
+                        if ((r.categories & LibC.PAGE_IS_PFNZERO) != 0) continue;
+                        if (v.AnonPagesOnly && (r.categories & LibC.PAGE_IS_FILE) != 0) continue;
+                        int pages = (int)((r.end - r.start) / PageSize);
+                        if (runs.Count > first && runs[^1].Vaddr + (ulong)runs[^1].Pages * PageSize == r.start)
+                            runs[^1] = runs[^1] with { Pages = runs[^1].Pages + pages };
+                        else runs.Add(new PageRun(r.start, pages, flags));
+                    }
+                    at = arg.walk_end > at ? arg.walk_end : v.Entry.End;
+                }
+            }
+        }
+        finally { LibC.close(fd); }
+        return runs;
+    }
+
+    internal static List<PageRun> PagemapRuns(int pid, IReadOnlyList<DumpedVma> vmas)
     {
         var runs = new List<PageRun>();
         using var pagemap = new NativePagemap(pid);
