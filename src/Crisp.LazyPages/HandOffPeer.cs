@@ -30,6 +30,9 @@ namespace Crisp.LazyPages;
  * shows as ESRCH on the next fill) and no signal by number.
  */
 
+/// <summary>The process at the other end of a hand-off connection: its pid here (0 if not visible) and its pid namespace (null if unknown).</summary>
+internal readonly record struct Restorer(int Pid, string? PidNamespace);
+
 /// <summary>The restored process a hand-off pid names, as seen from the daemon's pid namespace.</summary>
 /// <param name="Pid">its pid here, 0 if unknown (never signal it by number then)</param>
 /// <param name="PidFd">a pidfd for it (CLOEXEC), or -1</param>
@@ -40,30 +43,28 @@ internal static class HandOffPeer
 {
     private const int SO_PEERCRED = 17;
 
-    /// <summary>The pid, in this pid namespace, of the process that connected <paramref name="connection"/>; 0 if unknown.</summary>
-    public static int PeerPid(Socket connection)
+    /// <summary>
+    /// Who connected <paramref name="connection"/>. Taken at accept time: the restorer connects at the
+    /// start of a restore and may be gone by the time its last hand-off message is read.
+    /// </summary>
+    public static Restorer Peer(Socket connection)
     {
         Span<byte> ucred = stackalloc byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+        int pid;
         try
         {
-            return connection.GetRawSocketOption(LibC.SOL_SOCKET, SO_PEERCRED, ucred) >= 4
-                ? BitConverter.ToInt32(ucred) : 0;
+            pid = connection.GetRawSocketOption(LibC.SOL_SOCKET, SO_PEERCRED, ucred) >= 4 ? BitConverter.ToInt32(ucred) : 0;
         }
-        catch (SocketException) { return 0; }
+        catch (SocketException) { pid = 0; }
+        return new(pid, pid > 0 ? PidNamespaceOf(pid.ToString(CultureInfo.InvariantCulture)) : null);
     }
 
-    /// <summary>
-    /// Finds the process that is <paramref name="handOffPid"/> in the pid namespace of the restorer
-    /// <paramref name="peerPid"/> (a pid in ours, as <see cref="PeerPid"/> gives it).
-    /// </summary>
-    public static LocalProcess Resolve(int handOffPid, int peerPid) =>
-        Resolve(handOffPid, peerPid, PidNamespaceOf("self"));
-
-    internal static LocalProcess Resolve(int handOffPid, int peerPid, string? ours)
+    /// <summary>Finds the process that is <paramref name="handOffPid"/> in the pid namespace of <paramref name="restorer"/>.</summary>
+    public static LocalProcess Resolve(int handOffPid, Restorer restorer)
     {
-        string? theirs = peerPid > 0 ? PidNamespaceOf(peerPid.ToString(CultureInfo.InvariantCulture)) : null;
+        string? ours = PidNamespaceOf("self"), theirs = restorer.PidNamespace;
         if (theirs is null || ours is null)
-            return new(0, -1, $"the restorer's pid namespace is unknown (peer pid {peerPid}): pid {handOffPid} is not looked up here");
+            return new(0, -1, $"the restorer's pid namespace is unknown (its pid here: {restorer.Pid}): pid {handOffPid} is not looked up here");
         if (theirs == ours)
         {
             int fd = OpenPidFd(handOffPid, handOffPid);

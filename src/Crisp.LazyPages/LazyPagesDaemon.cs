@@ -74,8 +74,8 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     private int _wakeRead = -1, _wakeWrite = -1;
     private Socket? _listener;
     private readonly List<Socket> _connections = new();
-    /// <summary>The restorer behind each hand-off connection, as a pid in our namespace (HandOffPeer).</summary>
-    private readonly Dictionary<Socket, int> _peerPids = new();
+    /// <summary>The restorer behind each hand-off connection (HandOffPeer.cs).</summary>
+    private readonly Dictionary<Socket, Restorer> _peers = new();
     private IPageChannel? _faultChannel;
     private byte* _faultBuf;
     private readonly nuint _faultBufSize;
@@ -159,7 +159,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock) { return; }
             c.Blocking = true;
             _connections.Add(c);
-            _peerPids[c] = HandOffPeer.PeerPid(c);
+            _peers[c] = HandOffPeer.Peer(c);
         }
     }
 
@@ -182,7 +182,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                 if (got != 0 || n < 0) _log("lazy-pages: hand-off connection closed in the middle of a message");
                 if (fd >= 0) LibC.close(fd);
                 _connections.Remove(c);
-                _peerPids.Remove(c);
+                _peers.Remove(c);
                 c.Dispose();
                 return;
             }
@@ -203,7 +203,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             return; // zombie: CRIU sends -pid and no uffd
         }
         // The pid is the restorer's: it may mean another process in our namespace (HandOffPeer.cs).
-        var local = HandOffPeer.Resolve(pid, _peerPids.GetValueOrDefault(c));
+        var local = HandOffPeer.Resolve(pid, _peers.GetValueOrDefault(c));
         if (local.Note is not null) _log($"lazy-pages: {local.Note}");
         if (fd < 0)
         {
@@ -858,7 +858,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         _procs = Array.Empty<LazyProcess>();
         foreach (var c in _connections) c.Dispose();
         _connections.Clear();
-        _peerPids.Clear();
+        _peers.Clear();
         _listener?.Dispose();
         _listener = null;
         try { File.Delete(SocketPath); } catch (IOException) { }
