@@ -74,6 +74,8 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
     private int _wakeRead = -1, _wakeWrite = -1;
     private Socket? _listener;
     private readonly List<Socket> _connections = new();
+    /// <summary>The restorer behind each hand-off connection (HandOffPeer.cs).</summary>
+    private readonly Dictionary<Socket, Restorer> _peers = new();
     private IPageChannel? _faultChannel;
     private byte* _faultBuf;
     private readonly nuint _faultBufSize;
@@ -157,6 +159,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock) { return; }
             c.Blocking = true;
             _connections.Add(c);
+            _peers[c] = HandOffPeer.Peer(c);
         }
     }
 
@@ -179,6 +182,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                 if (got != 0 || n < 0) _log("lazy-pages: hand-off connection closed in the middle of a message");
                 if (fd >= 0) LibC.close(fd);
                 _connections.Remove(c);
+                _peers.Remove(c);
                 c.Dispose();
                 return;
             }
@@ -198,6 +202,9 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             if (fd >= 0) LibC.close(fd);
             return; // zombie: CRIU sends -pid and no uffd
         }
+        // The pid is the restorer's: it may mean another process in our namespace (HandOffPeer.cs).
+        var local = HandOffPeer.Resolve(pid, _peers.GetValueOrDefault(c));
+        if (local.Note is not null) _log($"lazy-pages: {local.Note}");
         if (fd < 0)
         {
             byte dummy;
@@ -205,11 +212,12 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             if (n <= 0 || fd < 0)
             {
                 Fail($"lazy-pages: pid {pid}: no uffd came after the pid");
-                KillPid(pid, -1, $"pid {pid}", "its uffd was not received");
+                KillPid(local.Pid, local.PidFd, $"pid {pid}", "its uffd was not received");
+                if (local.PidFd >= 0) LibC.close(local.PidFd);
                 return;
             }
         }
-        AddProcess(pid, fd);
+        AddProcess(pid, fd, local);
     }
 
     /// <summary>
@@ -250,7 +258,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         }
     }
 
-    private void AddProcess(int pid, int uffd)
+    private void AddProcess(int pid, int uffd, LocalProcess local)
     {
         LazyPlan plan;
         try { plan = _options.PlanFor(pid); }
@@ -258,15 +266,15 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         {
             // without a plan we cannot tell data from zeros: the process must not run on
             Fail($"lazy-pages: pid {pid}: cannot read its memory plan: {e.Message}");
-            KillPid(pid, -1, $"pid {pid}", "no memory plan");
+            KillPid(local.Pid, local.PidFd, $"pid {pid}", "no memory plan");
+            if (local.PidFd >= 0) LibC.close(local.PidFd);
             LibC.close(uffd);
             return;
         }
         _handedOver++;
         SetNonBlocking(uffd);
-        var p = new LazyProcess(uffd, pid, plan.ImagePid, $"pid {pid}", plan.ToPending());
-        p.PidFd = LibC.pidfd_open(pid);
-        if (p.PidFd >= 0) LibC.fcntl(p.PidFd, LibC.F_SETFD, LibC.FD_CLOEXEC);
+        var p = new LazyProcess(uffd, local.Pid, plan.ImagePid, $"pid {pid}", plan.ToPending());
+        p.PidFd = local.PidFd;
         _log($"lazy-pages: {p.Name}: {p.Pending.Pages} pages to deliver ({plan})");
         Publish(p);
     }
@@ -850,6 +858,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         _procs = Array.Empty<LazyProcess>();
         foreach (var c in _connections) c.Dispose();
         _connections.Clear();
+        _peers.Clear();
         _listener?.Dispose();
         _listener = null;
         try { File.Delete(SocketPath); } catch (IOException) { }

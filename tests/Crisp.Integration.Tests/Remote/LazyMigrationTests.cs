@@ -35,8 +35,7 @@ public class LazyMigrationTests
         Assert.True(Poll.Until(() => w.Ticks().Last().N > n + 3), "the migrated process does not tick");
     }
 
-    [Fact(Skip = "Known bug, open: under the test host the process restored from a full dump served by `page-server --lazy-pages` dies with SIGSEGV after its first fault (the same commands run by hand restore and verify fine three times); lazy migration from a lazy dump passes")]
-
+    [Fact]
     public void Page_server_serves_three_lazy_restores_in_a_row_from_the_same_images()
     {
         using var dir = new TempDir();
