@@ -152,7 +152,26 @@ internal sealed unsafe class RestoreTask(int pid, int tid)
         }
     }
 
-    public void Detach() => Req(LibC.PTRACE_DETACH, Tid, 0, 0, "PTRACE_DETACH");
+    /// <summary>A signal met while stepping into a syscall, handed back to the thread at detach.</summary>
+    private int _detachSignal;
+
+    public void Detach() => Req(LibC.PTRACE_DETACH, Tid, 0, _detachSignal, "PTRACE_DETACH");
+
+    /// <summary>
+    /// Runs the thread up to the entry of the syscall at its rip (PTRACE_SYSCALL), so that after the
+    /// detach it is inside the call, as it was at dump time. A signal that stops it first instead
+    /// is kept and delivered at the detach. False if it did not reach the entry.
+    /// </summary>
+    public bool StepIntoSyscall()
+    {
+        Req(LibC.PTRACE_SYSCALL, Tid, 0, 0, "PTRACE_SYSCALL");
+        int s = Wait(Tid);
+        if (!LibC.WIFSTOPPED(s)) { Gone = true; throw new CrispException($"{this} {Describe(s)} while entering its interrupted syscall"); }
+        int sig = LibC.WSTOPSIG(s);
+        if (sig == (LibC.SIGTRAP | 0x80)) return true;
+        if (sig != LibC.SIGTRAP) _detachSignal = sig;
+        return false;
+    }
 
     public static string Describe(int s) =>
         LibC.WIFEXITED(s) ? $"exited with status {LibC.WEXITSTATUS(s)}" :

@@ -346,6 +346,8 @@ internal sealed unsafe partial class RestoreSession
             Errno.CheckRaw(r, "munmap control page", leader.ToString());
             foreach (var (tid, core) in p.Threads)
                 SetFinalRegisters(_tasks[tid], core);
+            foreach (var (tid, core) in p.Threads)
+                EnterRestartedSyscall(_tasks[tid], core);
         }
         // A process dumped in a group stop gets SIGSTOP while still held: it stops at its first
         // step after the detach, before running any code of its own, and waits for SIGCONT.
@@ -356,6 +358,25 @@ internal sealed unsafe partial class RestoreSession
         for (int i = _procs.Count - 1; i >= 0; i--)
             foreach (var (tid, _) in _procs[i].Threads)
                 _tasks[tid].Detach();
+    }
+
+    /// <summary>
+    /// A thread dumped inside a syscall the kernel restarts has image registers back on the
+    /// syscall instruction with rax = the call. Detached there, a signal arriving before the thread
+    /// runs again would have its handler run first and the call entered after: pause() after the
+    /// handler set the flag the loop waits on never returns, where the kernel would have returned
+    /// EINTR. So the thread is stepped into the call's entry while still held, and is inside it
+    /// at the detach, as it was at dump time.
+    /// </summary>
+    private void EnterRestartedSyscall(RestoreTask t, CoreEntry core)
+    {
+        var g = core.ThreadInfo?.Gpregs;
+        if (g == null || (long)g.OrigAx < 0 || g.Ax != g.OrigAx) return;
+        Span<byte> insn = stackalloc byte[2];
+        try { RemoteMemory.Read(t.Pid, g.Ip, insn); }
+        catch (SyscallException) { return; }
+        if (insn[0] != 0x0f || insn[1] != 0x05) return;
+        if (!t.StepIntoSyscall()) Log.D($"{t}: a signal came before its restarted syscall {g.OrigAx}; delivered at the detach");
     }
 
     private void SetFinalRegisters(RestoreTask t, CoreEntry core)

@@ -125,6 +125,31 @@ public sealed class DumpRestoreTests : IDisposable
     }
 
     [Fact]
+    public void A_signal_before_the_restored_thread_runs_interrupts_its_pause_as_the_kernel_would()
+    {
+        // pauseloop waits in pause() for SIGUSR1. Dumped stopped, it comes back stopped before
+        // running any code; SIGUSR1 then SIGCONT: the kernel makes pause() return EINTR after
+        // the handler and the loop ends. A thread left on the syscall instruction would run the
+        // handler first and then enter pause() again, forever.
+        string exe = Path.Combine(_dir, "pauseloop"), log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
+        Gcc(Path.Combine(RepoRoot, "tests/workloads/pauseloop.c"), exe);
+        int pid = Spawn(exe, log);
+        WaitForLine(log, l => l == "ready");
+        Thread.Sleep(20); // inside pause()
+        LibC.kill(pid, LibC.SIGSTOP);
+        for (int i = 0; i < 200 && Proc.Stat(pid).State != 'T'; i++) Thread.Sleep(10);
+        DumpAndReap(pid, images);
+        var r = Restore(images);
+        for (int i = 0; i < 200 && Proc.Stat(pid).State != 'T'; i++) Thread.Sleep(10);
+        Assert.Equal('T', Proc.Stat(pid).State);
+        LibC.kill(pid, LibC.SIGUSR1);
+        LibC.kill(pid, LibC.SIGCONT);
+        Assert.Equal("got", WaitForLine(log, l => l == "got", timeoutMs: 5000));
+        Assert.Equal(0, r.WaitForExit());
+        _pids.Remove(pid);
+    }
+
+    [Fact]
     public void Multi_threaded_memtouch_restores_every_thread()
     {
         string log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
