@@ -2,6 +2,8 @@ using System.Globalization;
 using Crisp.LazyPages;
 using Crisp.Native;
 
+using static Crisp.LazyPages.Tests.LazyClientLayout;
+
 namespace Crisp.LazyPages.Tests;
 
 /// <summary>
@@ -12,13 +14,6 @@ namespace Crisp.LazyPages.Tests;
 /// </summary>
 public sealed class PidNamespaceTests
 {
-    private const ulong Base = 0x600000000000UL;
-    private const ulong Pages = 8192, HoleStart = 1000, HoleEnd = 1100;
-
-    private static LazyPlan PlanFor(int pid) => new(pid,
-        [new LazyVma(Base, Base + Pages * 4096)],
-        [new PageRun(Base, HoleStart), new PageRun(Base + HoleEnd * 4096, Pages - HoleEnd)]);
-
     [Fact]
     public void A_process_in_another_pid_namespace_is_not_confused_with_the_zombie_holding_its_pid_here()
     {

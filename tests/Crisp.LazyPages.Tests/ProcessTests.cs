@@ -1,5 +1,7 @@
 using Crisp.LazyPages;
 
+using static Crisp.LazyPages.Tests.LazyClientLayout;
+
 namespace Crisp.LazyPages.Tests;
 
 /// <summary>
@@ -8,13 +10,6 @@ namespace Crisp.LazyPages.Tests;
 /// </summary>
 public sealed class ProcessTests
 {
-    private const ulong Base = 0x600000000000UL;
-    private const ulong Pages = 8192, HoleStart = 1000, HoleEnd = 1100;
-
-    private static LazyPlan PlanFor(int pid) => new(pid,
-        [new LazyVma(Base, Base + Pages * 4096)],
-        [new PageRun(Base, HoleStart), new PageRun(Base + HoleEnd * 4096, Pages - HoleEnd)]);
-
     [Theory]
     [InlineData("early", 0)]
     [InlineData("late", 0)]

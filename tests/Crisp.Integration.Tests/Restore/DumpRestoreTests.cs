@@ -58,6 +58,15 @@ public sealed class DumpRestoreTests : IDisposable
         return r;
     }
 
+    /// <summary>memtouch with MIB MiB, dumped after tick N: its pid, last tick and log length at the dump.</summary>
+    private (int Pid, long LastTick, int Lines) DumpMemtouch(string mib, int tick, string log, string images)
+    {
+        int pid = Spawn(_memtouch, mib, log);
+        WaitForLine(log, l => l.StartsWith($"tick {tick} "));
+        DumpAndReap(pid, images);
+        return (pid, LastTick(log), Lines(log).Length);
+    }
+
     private static long LastTick(string log) =>
         Lines(log).Where(l => l.StartsWith("tick ")).Select(l => long.Parse(l.Split(' ')[1])).DefaultIfEmpty(0).Last();
 
@@ -76,11 +85,7 @@ public sealed class DumpRestoreTests : IDisposable
     public void Single_threaded_memtouch_continues_with_its_memory_and_counter()
     {
         string log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
-        int pid = Spawn(_memtouch, "16", log);
-        WaitForLine(log, l => l.StartsWith("tick 5 "));
-        DumpAndReap(pid, images);
-        long before = LastTick(log);
-        int linesBefore = Lines(log).Length;
+        var (pid, before, linesBefore) = DumpMemtouch("16", 5, log, images);
 
         var r = Restore(images);
         Assert.Equal(pid, r.Pid);
@@ -102,11 +107,7 @@ public sealed class DumpRestoreTests : IDisposable
     public void Huge_pages_restore_moves_whole_blocks_in_with_the_same_contents_and_layout()
     {
         string log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
-        int pid = Spawn(_memtouch, "64", log);
-        WaitForLine(log, l => l.StartsWith("tick 3 "));
-        DumpAndReap(pid, images);
-        long before = LastTick(log);
-        int linesBefore = Lines(log).Length;
+        var (pid, before, linesBefore) = DumpMemtouch("64", 3, log, images);
 
         var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, HugePages = true });
         _pids.Add(r.Pid);
