@@ -35,6 +35,9 @@ public sealed record DumpOptions
     /// can have run: once any lazy page was delivered it must return <see cref="LazyDumpEnd.Kill"/>.
     /// </summary>
     public Func<LazyDumpTree, LazyDumpEnd>? ServeLazy { get; init; }
+
+    /// <summary>Called once the whole tree is frozen (the start of the downtime a migration reports).</summary>
+    public Action? Frozen { get; init; }
 }
 
 /// <summary>What a dump did, for the log and the command's summary.</summary>

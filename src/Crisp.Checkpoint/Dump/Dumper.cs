@@ -42,6 +42,7 @@ public static class Dumper
         try { tree = SeizedTree.Seize(ptrace, options.Pid); }
         catch (SyscallException e) { throw new CrispException($"cannot freeze process {options.Pid}: {e.Message}", e); }
         var frozen = Stopwatch.StartNew();
+        options.Frozen?.Invoke();
         Log.I($"seized {tree.Processes.Count} process(es), {tree.Processes.Sum(p => p.Tasks.Count)} thread(s)");
         try
         {

@@ -155,6 +155,8 @@ public static class MigrateCommand
             var result = Dumper.Dump(new DumpOptions
             {
                 Pid = pid, ImagesDir = dir, LazyPages = true,
+                // The downtime starts when the tree is frozen, not before (the dump reads smaps first).
+                Frozen = () => { freezeTicks = Stopwatch.GetTimestamp(); dumpTimer.Restart(); },
                 ServeLazy = tree =>
                 {
                     stats.DumpMs = dumpTimer.Elapsed.TotalMilliseconds;
