@@ -160,7 +160,10 @@ public static class MigrateCommand
                 ServeLazy = tree =>
                 {
                     stats.DumpMs = dumpTimer.Elapsed.TotalMilliseconds;
-                    return server.Serve(tree);
+                    var end = server.Serve(tree);
+                    // Every page is at the destination (or the transfer ended): what "total" measures.
+                    stats.TotalMs = total.Elapsed.TotalMilliseconds;
+                    return end;
                 },
             });
             progress.Done();
@@ -181,7 +184,7 @@ public static class MigrateCommand
                     stats.RestoreMs = running.Task.Result.Restore.TotalMilliseconds;
                     stats.DowntimeMs = Stopwatch.GetElapsedTime(freezeTicks, runningTicks).TotalMilliseconds;
                 }
-                stats.TotalMs = total.Elapsed.TotalMilliseconds;
+                if (stats.TotalMs == 0) stats.TotalMs = total.Elapsed.TotalMilliseconds;
                 server.WaitAndStopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
                 if (complete.Task.Wait(TimeSpan.FromSeconds(15)) && complete.Task.IsCompletedSuccessfully)
                 {
