@@ -682,7 +682,8 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                     _prefetchKick.Reset();
                     continue;
                 }
-                PrefetchOne(p, channel, buf, chunkPages);
+                if (channel is IPipelinedPageChannel pipe) PrefetchPipelined(pipe, buf, chunkPages, ref rr);
+                else PrefetchOne(p, channel, buf, chunkPages);
             }
         }
         catch (Exception e)
@@ -696,6 +697,106 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
             channel?.Dispose();
             if (buf != null) NativeMemory.AlignedFree(buf);
         }
+    }
+
+    /// <summary>Chunks a pipelined prefetch keeps requested ahead of the one being copied.</summary>
+    private const int PipelineDepth = 3;
+
+    /// <summary>
+    /// Prefetch over a channel that pipelines (a remote page server): up to
+    /// <see cref="PipelineDepth"/> chunks are claimed and requested ahead, so the server reads and
+    /// sends the next chunks while this thread copies the current one. Returns when nothing is
+    /// left to claim and every answer is in, or on stop. Claims work as in
+    /// <see cref="PrefetchOne"/>: a fault on a claimed range waits for its chunk.
+    /// </summary>
+    private void PrefetchPipelined(IPipelinedPageChannel channel, byte* buf, int chunkPages, ref int rr)
+    {
+        var inflight = new Queue<(LazyProcess P, PendingRange Chunk, PageRangeSet Claim)>();
+        try
+        {
+            while (!_stopping)
+            {
+                while (inflight.Count < PipelineDepth && !_stopping)
+                {
+                    var next = ClaimNext(chunkPages, ref rr);
+                    if (next is not { } c) break;
+                    channel.Request(c.P.SourcePid, c.Chunk.ImageStart, (int)(c.Chunk.Length / PageSize));
+                    inflight.Enqueue(c);
+                }
+                if (inflight.Count == 0) return;
+                var (p, chunk, claim) = inflight.Peek();
+                channel.Receive(p.SourcePid, chunk.ImageStart, new Span<byte>(buf, (int)chunk.Length));
+                inflight.Dequeue();
+                if (FinishChunk(p, chunk, claim, buf)) WakeFaultLoop();
+            }
+        }
+        catch (PageSourceException e)
+        {
+            // The channel is gone with every answer still due: give those ranges back and fail their processes.
+            bool wake = false;
+            foreach (var (p, chunk, claim) in inflight)
+                lock (p.Gate)
+                {
+                    p.Claims.Remove(claim);
+                    if (p.Gone) continue;
+                    foreach (var r in claim.Ranges) p.Pending.Add(r);
+                    FailProcess(p, $"page source failed at {chunk.ImageStart:x}: {e.Message}");
+                    wake = true;
+                }
+            if (wake) WakeFaultLoop();
+        }
+    }
+
+    /// <summary>Claims the next prefetch chunk of the next process with pages left (round robin), or null.</summary>
+    private (LazyProcess P, PendingRange Chunk, PageRangeSet Claim)? ClaimNext(int chunkPages, ref int rr)
+    {
+        var procs = _procs;
+        for (int i = 0; i < procs.Length; i++)
+        {
+            var p = procs[(rr + i) % procs.Length];
+            lock (p.Gate)
+            {
+                if (p.Gone || p.Failed) continue;
+                var first = p.Pending.FirstAtOrAfter(p.PrefetchHint);
+                if (first == null) continue;
+                var r = first.Value;
+                ulong start = r.Contains(p.PrefetchHint) ? p.PrefetchHint : r.Start;
+                var chunk = r.Clip(start, start + (ulong)chunkPages * PageSize)!.Value;
+                p.Pending.Remove(chunk.Start, chunk.End);
+                var claim = new PageRangeSet([chunk]);
+                p.Claims.Add(claim);
+                p.PrefetchHint = chunk.End;
+                rr = (rr + i + 1) % procs.Length;
+                return (p, chunk, claim);
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Copies a received chunk into what is left of its claim; true if the fault loop should look.</summary>
+    private bool FinishChunk(LazyProcess p, PendingRange chunk, PageRangeSet claim, byte* buf)
+    {
+        bool wake = false;
+        lock (p.Gate)
+        {
+            p.Claims.Remove(claim);
+            if (p.Gone) return false;
+            var pieces = claim.Ranges.ToArray();
+            for (int i = 0; i < pieces.Length; i++)
+            {
+                var s = CopyRange(p, pieces[i], buf, chunk.ImageStart, 0);
+                if (s == FillStatus.Again)
+                {
+                    // events are pending: the fault loop reads them; give the rest back
+                    for (int j = i + 1; j < pieces.Length; j++) p.Pending.Add(pieces[j]);
+                    wake = true;
+                    break;
+                }
+                if (s != FillStatus.Ok) break;
+            }
+            if (p.Parked.Count > 0 || p.FaultQueue.Count > 0 || p.Complete) wake = true;
+        }
+        return wake;
     }
 
     private void PrefetchOne(LazyProcess p, IPageChannel channel, byte* buf, int chunkPages)

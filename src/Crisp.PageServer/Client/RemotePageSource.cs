@@ -81,7 +81,7 @@ public sealed class RemotePageSource : IPageSource
 /// receives the ADD_F answer and the bytes straight into the caller's buffer.
 /// Used by one thread at a time (see <see cref="IPageChannel"/>).
 /// </summary>
-public sealed class RemotePageChannel : IPageChannel
+public sealed class RemotePageChannel : IPipelinedPageChannel
 {
     private readonly RemotePageSource _owner;
     private readonly EndPoint _server;
