@@ -90,7 +90,18 @@ public static class NativePrograms
 {
     private static readonly object Gate = new();
     private static readonly Dictionary<string, string> Built = new();
-    private static readonly string Dir = Directory.CreateTempSubdirectory("crisp-lazy-bin-").FullName;
+    private static readonly string Dir = MakeDir();
+
+    /// <summary>One directory for the whole test run, removed when the test host exits.</summary>
+    private static string MakeDir()
+    {
+        string dir = Directory.CreateTempSubdirectory("crisp-lazy-bin-").FullName;
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        };
+        return dir;
+    }
 
     public static string Build(string name)
     {
