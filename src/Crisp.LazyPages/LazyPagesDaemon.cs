@@ -734,15 +734,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         {
             // The channel is gone with every answer still due: give those ranges back and fail their processes.
             bool wake = false;
-            foreach (var (p, chunk, claim) in inflight)
-                lock (p.Gate)
-                {
-                    p.Claims.Remove(claim);
-                    if (p.Gone) continue;
-                    foreach (var r in claim.Ranges) p.Pending.Add(r);
-                    FailProcess(p, $"page source failed at {chunk.ImageStart:x}: {e.Message}");
-                    wake = true;
-                }
+            foreach (var (p, chunk, claim) in inflight) wake |= GiveBack(p, chunk, claim, e.Message);
             if (wake) WakeFaultLoop();
         }
     }
@@ -754,23 +746,46 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
         for (int i = 0; i < procs.Length; i++)
         {
             var p = procs[(rr + i) % procs.Length];
-            lock (p.Gate)
-            {
-                if (p.Gone || p.Failed) continue;
-                var first = p.Pending.FirstAtOrAfter(p.PrefetchHint);
-                if (first == null) continue;
-                var r = first.Value;
-                ulong start = r.Contains(p.PrefetchHint) ? p.PrefetchHint : r.Start;
-                var chunk = r.Clip(start, start + (ulong)chunkPages * PageSize)!.Value;
-                p.Pending.Remove(chunk.Start, chunk.End);
-                var claim = new PageRangeSet([chunk]);
-                p.Claims.Add(claim);
-                p.PrefetchHint = chunk.End;
-                rr = (rr + i + 1) % procs.Length;
-                return (p, chunk, claim);
-            }
+            if (ClaimChunk(p, chunkPages) is not { } c) continue;
+            rr = (rr + i + 1) % procs.Length;
+            return (p, c.Chunk, c.Claim);
         }
         return null;
+    }
+
+    /// <summary>
+    /// Takes the next chunk of <paramref name="p"/>'s pending pages at its prefetch hint out of
+    /// Pending and into a claim (a fault on it waits for the chunk), or null if none is left.
+    /// </summary>
+    private static (PendingRange Chunk, PageRangeSet Claim)? ClaimChunk(LazyProcess p, int chunkPages)
+    {
+        lock (p.Gate)
+        {
+            if (p.Gone || p.Failed) return null;
+            var first = p.Pending.FirstAtOrAfter(p.PrefetchHint);
+            if (first == null) return null;
+            var r = first.Value;
+            ulong start = r.Contains(p.PrefetchHint) ? p.PrefetchHint : r.Start;
+            var chunk = r.Clip(start, start + (ulong)chunkPages * PageSize)!.Value;
+            p.Pending.Remove(chunk.Start, chunk.End);
+            var claim = new PageRangeSet([chunk]);
+            p.Claims.Add(claim);
+            p.PrefetchHint = chunk.End;
+            return (chunk, claim);
+        }
+    }
+
+    /// <summary>A chunk that could not be fetched: its ranges go back to Pending and its process fails; true if the fault loop should look.</summary>
+    private bool GiveBack(LazyProcess p, PendingRange chunk, PageRangeSet claim, string why)
+    {
+        lock (p.Gate)
+        {
+            p.Claims.Remove(claim);
+            if (p.Gone) return false;
+            foreach (var r in claim.Ranges) p.Pending.Add(r);
+            FailProcess(p, $"page source failed at {chunk.ImageStart:x}: {why}");
+            return true;
+        }
     }
 
     /// <summary>Copies a received chunk into what is left of its claim; true if the fault loop should look.</summary>
@@ -801,53 +816,11 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
 
     private void PrefetchOne(LazyProcess p, IPageChannel channel, byte* buf, int chunkPages)
     {
-        PageRangeSet claim;
-        PendingRange chunk;
-        lock (p.Gate)
-        {
-            if (p.Gone || p.Failed) return;
-            var first = p.Pending.FirstAtOrAfter(p.PrefetchHint);
-            if (first == null) return;
-            var r = first.Value;
-            ulong start = r.Contains(p.PrefetchHint) ? p.PrefetchHint : r.Start;
-            chunk = r.Clip(start, start + (ulong)chunkPages * PageSize)!.Value;
-            p.Pending.Remove(chunk.Start, chunk.End);
-            claim = new PageRangeSet([chunk]);
-            p.Claims.Add(claim);
-            p.PrefetchHint = chunk.End;
-        }
+        if (ClaimChunk(p, chunkPages) is not { } c) return;
         Exception? failure = null;
-        try { channel.Read(p.SourcePid, chunk.ImageStart, new Span<byte>(buf, (int)chunk.Length)); }
+        try { channel.Read(p.SourcePid, c.Chunk.ImageStart, new Span<byte>(buf, (int)c.Chunk.Length)); }
         catch (Exception e) { failure = e; }
-        bool wake = false;
-        lock (p.Gate)
-        {
-            p.Claims.Remove(claim);
-            if (p.Gone) return;
-            if (failure != null)
-            {
-                foreach (var r in claim.Ranges) p.Pending.Add(r);
-                FailProcess(p, $"page source failed at {chunk.ImageStart:x}: {failure.Message}");
-                wake = true;
-            }
-            else
-            {
-                var pieces = claim.Ranges.ToArray();
-                for (int i = 0; i < pieces.Length; i++)
-                {
-                    var s = CopyRange(p, pieces[i], buf, chunk.ImageStart, 0);
-                    if (s == FillStatus.Again)
-                    {
-                        // events are pending: the fault loop reads them; give the rest back
-                        for (int j = i + 1; j < pieces.Length; j++) p.Pending.Add(pieces[j]);
-                        wake = true;
-                        break;
-                    }
-                    if (s != FillStatus.Ok) break;
-                }
-            }
-            if (p.Parked.Count > 0 || p.FaultQueue.Count > 0 || p.Complete) wake = true;
-        }
+        bool wake = failure != null ? GiveBack(p, c.Chunk, c.Claim, failure.Message) : FinishChunk(p, c.Chunk, c.Claim, buf);
         if (wake) WakeFaultLoop();
     }
 
