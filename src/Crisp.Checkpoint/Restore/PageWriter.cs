@@ -1,5 +1,6 @@
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
+using Crisp.Images.Pages;
 using Crisp.Inject;
 using Crisp.Native;
 
@@ -20,31 +21,8 @@ internal static unsafe class PageWriter
 
     private const int BufferSize = 16 << 20;
 
-    /// <summary>Fills <paramref name="buf"/> from <paramref name="off"/>; a short file is an image error.</summary>
-    public static void ReadExactly(int fd, Span<byte> buf, long off, string path)
-    {
-        fixed (byte* b = buf) ReadExactly(fd, b, buf.Length, off, path);
-    }
-
-    private static void ReadExactly(int fd, byte* buf, int len, long off, string path)
-    {
-        int done = 0;
-        while (done < len)
-        {
-            nint n = LibC.pread(fd, buf + done, (nuint)(len - done), off + done);
-            if (n < 0)
-            {
-                int e = Errno.Last;
-                if (e == Errno.EINTR) continue;
-                throw new SyscallException("pread", e, $"{path} at offset {off + done}");
-            }
-            if (n == 0) throw new Crisp.Images.ImageException(path, $"truncated: end of file at offset {off + done}");
-            done += (int)n;
-        }
-    }
-
-    /// <summary>Writes every segment into process <paramref name="pid"/>.</summary>
-    public static void Write(int pid, int fd, string path, IReadOnlyList<Seg> segs)
+    /// <summary>Writes every segment (offsets in <paramref name="pages"/>' pages file) into process <paramref name="pid"/>.</summary>
+    public static void Write(int pid, PagemapReader pages, IReadOnlyList<Seg> segs)
     {
         // Pieces no larger than a buffer, then batches of at most a buffer and IOV_MAX pieces.
         var pieces = new List<Seg>(segs.Count);
@@ -91,7 +69,7 @@ internal static unsafe class PageWriter
                         int j = i + 1;
                         ulong len = pieces[i].Len;
                         while (j < from + count && pieces[j].Off == pieces[j - 1].Off + (long)pieces[j - 1].Len) len += pieces[j++].Len;
-                        ReadExactly(fd, buf + pos, (int)len, pieces[i].Off, path);
+                        pages.ReadPagesAt(pieces[i].Off, new Span<byte>(buf + pos, (int)len));
                         pos += len;
                         i = j;
                     }

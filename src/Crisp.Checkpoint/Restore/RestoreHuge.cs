@@ -107,7 +107,7 @@ internal sealed unsafe partial class RestoreSession
     /// another mm, so the moves are injected into the process on its own uffd descriptor;
     /// crisp's copy of that uffd does the API, register and unregister calls, which it may.
     /// </summary>
-    private bool MoveHuge(ProcessImage p, RestoreTask leader, int pagesFd, string pagesPath, List<(ulong Dst, long Off)> blocks)
+    private bool MoveHuge(ProcessImage p, RestoreTask leader, PagemapReader pages, List<(ulong Dst, long Off)> blocks)
     {
         int uffd = TakeUffd(p, leader, out int taskFd, keepTaskFd: true);
         var registered = new List<(ulong Start, ulong End)>();
@@ -145,7 +145,7 @@ internal sealed unsafe partial class RestoreSession
                 fillTime.Start();
                 var fill = new List<PageWriter.Seg>(n);
                 for (int k = 0; k < n; k++) fill.Add(new PageWriter.Seg(stage + (ulong)k * HugeSize, blocks[i + k].Off, HugeSize));
-                PageWriter.Write(p.Pid, pagesFd, pagesPath, fill);
+                PageWriter.Write(p.Pid, pages, fill);
                 fillTime.Stop();
                 moveTime.Start();
                 // One move per run of consecutive destinations (the staging blocks are consecutive).

@@ -224,7 +224,6 @@ internal sealed unsafe partial class RestoreSession
         // Lazy VMAs are left out: their pages come from the lazy-pages daemon, and runs inside them are skipped below.
         var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v) && !IsLazyVma(v)).OrderBy(v => v.Start).ToList();
         if (vmas.Count == 0) return;
-        int fd = (int)pm.PagesHandle.DangerousGetHandle();
         var segs = new List<PageWriter.Seg>();
         // Whole 2 MiB blocks go in as huge pages after the rest (RestoreHuge.cs).
         var blocks = HugeBlocks(p, pm, vmas);
@@ -272,7 +271,7 @@ internal sealed unsafe partial class RestoreSession
                     {
                         mem ??= new ProcMem(p.Pid);
                         var buf = new byte[end - a];
-                        PageWriter.ReadExactly(fd, buf, off, pm.PagesPath);
+                        pm.ReadPagesAt(off, buf);
                         mem.Write(a, buf);
                     }
                     a = end;
@@ -280,12 +279,12 @@ internal sealed unsafe partial class RestoreSession
             }
         }
         finally { mem?.Dispose(); }
-        PageWriter.Write(p.Pid, fd, pm.PagesPath, segs);
-        if (blocks.Count > 0 && !MoveHuge(p, _tasks[p.Pid], fd, pm.PagesPath, blocks))
+        PageWriter.Write(p.Pid, pm, segs);
+        if (blocks.Count > 0 && !MoveHuge(p, _tasks[p.Pid], pm, blocks))
         {
             segs.Clear();
             foreach (var (dst, off) in blocks) AddWritable(dst, HugeSize, off);
-            PageWriter.Write(p.Pid, fd, pm.PagesPath, segs);
+            PageWriter.Write(p.Pid, pm, segs);
         }
         else if (blocks.Count > 0)
             Log.I($"process {p.Pid}: {blocks.Count} blocks of 2 MiB restored as huge pages");

@@ -152,13 +152,14 @@ public sealed class PagemapReader : IDisposable
             var run = _runs[i];
             ulong inRun = run.End - address;
             int n = inRun < (ulong)destination.Length ? (int)inRun : destination.Length;
-            ReadExactly(run.FileOffset + (long)(address - run.Vaddr), destination[..n]);
+            ReadPagesAt(run.FileOffset + (long)(address - run.Vaddr), destination[..n]);
             destination = destination[n..];
             address += (ulong)n;
         }
     }
 
-    private void ReadExactly(long offset, Span<byte> destination)
+    /// <summary>Fills <paramref name="destination"/> from the pages file at <paramref name="offset"/> (thread safe); a short file is an image error.</summary>
+    public void ReadPagesAt(long offset, Span<byte> destination)
     {
         while (!destination.IsEmpty)
         {
