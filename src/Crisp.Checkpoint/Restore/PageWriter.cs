@@ -12,7 +12,7 @@ namespace Crisp.Checkpoint.Restore;
 /// CPU, at most 4) take batches in turn, so one reads while the other writes. Reading with
 /// pread rather than from a mapping of the file matters on VMs: every first access to a
 /// freshly mapped page costs about a microsecond, more than copying it (measured: touching a
-/// 1 GiB mapping of a tmpfs file 0.33–0.58 s, even with MAP_POPULATE; pread of it 0.09–0.15 s).
+/// 1 GiB mapping of a tmpfs file 0.45–0.47 s, pread of it 0.19–0.20 s: bench/firsttouch.c).
 /// </summary>
 internal static unsafe class PageWriter
 {
