@@ -325,7 +325,8 @@ public sealed class LazyRestoreTests : IDisposable
         int n = Lines(log).Length;
         var d = StartDaemon(images, work);
         string pidfile = Path.Combine(_dir, "restored.pid");
-        var res = CrispCli.Run(new Crisp.Native.Tests.Support.TempDir(), "restore", "-D", images, "-W", work, "--lazy-pages", "-d", "--pidfile", pidfile);
+        using var cliDir = new Crisp.Native.Tests.Support.TempDir();
+        var res = CrispCli.Run(cliDir, "restore", "-D", images, "-W", work, "--lazy-pages", "-d", "--pidfile", pidfile);
         Assert.True(res.ExitCode == 0, res.ToString());
         int restored = int.Parse(File.ReadAllText(pidfile).Trim());
         Assert.Equal(pid, restored);

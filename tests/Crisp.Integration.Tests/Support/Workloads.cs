@@ -7,7 +7,15 @@ namespace Crisp.Integration.Tests.Support;
 /// <summary>The C workloads in tests/workloads, compiled once per test run.</summary>
 public static class Workloads
 {
-    private static readonly TempDir BinDir = new();
+    private static readonly TempDir BinDir = MakeBinDir();
+
+    /// <summary>One directory for the whole test run, removed when the test host exits.</summary>
+    private static TempDir MakeBinDir()
+    {
+        var dir = new TempDir();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => dir.Dispose();
+        return dir;
+    }
     private static readonly Lazy<string> MemtouchPath = new(() =>
         Gcc.Compile(BinDir, "memtouch", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "memtouch.c")), "-O2", "-pthread"));
 
