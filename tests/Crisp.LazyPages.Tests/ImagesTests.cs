@@ -8,7 +8,16 @@ namespace Crisp.LazyPages.Tests;
 /// <summary>Plans and pages from image directories: CRIU's own images, and ours served to a live process.</summary>
 public sealed class ImagesTests
 {
-    private const string Reference = "/work/shared/reference-images/memtouch-1mib/img";
+    private static readonly string Reference = FindReference();
+
+    /// <summary>The CRIU reference image, at ../shared from the repository root.</summary>
+    private static string FindReference()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d != null && !File.Exists(Path.Combine(d.FullName, "crisp.slnx"))) d = d.Parent;
+        if (d == null) throw new InvalidOperationException("repository root not found");
+        return Path.GetFullPath(Path.Combine(d.FullName, "..", "shared", "reference-images", "memtouch-1mib", "img"));
+    }
 
     [Fact]
     public void Plan_from_a_CRIU_image_takes_private_anonymous_VMAs_only()

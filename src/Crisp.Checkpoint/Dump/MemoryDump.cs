@@ -160,6 +160,7 @@ internal static unsafe class MemoryDump
             foreach (var v in vmas)
             {
                 if (!v.CarriesPages) continue;
+                if (WholeVdso(v, runs)) continue;
                 int first = runs.Count; // runs never span two VMAs, as with pagemap
                 var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
                 ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0);
@@ -208,6 +209,18 @@ internal static unsafe class MemoryDump
         return runs;
     }
 
+    /// <summary>
+    /// The vDSO is dumped whole, pages never touched included (reading them faults them in): a
+    /// restore on a kernel with another vDSO keeps this copy as a proxy, and every entry point
+    /// of it must be there (VdsoProxy.cs).
+    /// </summary>
+    private static bool WholeVdso(DumpedVma v, List<PageRun> runs)
+    {
+        if (!v.Source.IsVdso) return false;
+        runs.Add(new PageRun(v.Entry.Start, (int)((v.Entry.End - v.Entry.Start) / PageSize), PagemapFlags.Present));
+        return true;
+    }
+
     internal static List<PageRun> PagemapRuns(int pid, IReadOnlyList<DumpedVma> vmas)
     {
         var runs = new List<PageRun>();
@@ -217,6 +230,7 @@ internal static unsafe class MemoryDump
         foreach (var v in vmas)
         {
             if (!v.CarriesPages) continue;
+            if (WholeVdso(v, runs)) continue;
             var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
             for (ulong at = v.Entry.Start; at < v.Entry.End;)
             {

@@ -50,77 +50,154 @@ internal sealed unsafe partial class RestoreSession
         }
     }
 
+    /// <summary>
+    /// Puts the running kernel's [vvar]/[vvar_vclock]/[vdso] where the process expects its vDSO.
+    /// When the running vDSO matches the dumped one (same symbols at the same offsets, same sizes
+    /// and vvar distance) it is moved to the dumped addresses; otherwise, or when
+    /// RestoreOptions.ForceVdsoProxy asks for it, the dumped vDSO becomes a proxy (VdsoProxy.cs).
+    /// </summary>
     private void MoveVdso(ProcessImage p, RestoreTask leader)
     {
         var now = Proc.Maps(p.Pid).Where(v => v.IsVvar || v.IsVdso).OrderBy(v => v.Start).ToList();
         var dumpedVvar = p.Mm.Vmas.Where(v => (v.Status & VmaStatus.VMA_AREA_VVAR) != 0).OrderBy(v => v.Start).ToList();
-        var dumpedVdso = p.Mm.Vmas.Where(v => (v.Status & VmaStatus.VMA_AREA_VDSO) != 0).ToList();
+        var dumpedVdso = p.Mm.Vmas.Where(v => (v.Status & VmaStatus.VMA_AREA_VDSO) != 0).OrderBy(v => v.Start).ToList();
         var nowVvar = now.Where(v => v.IsVvar).ToList();
         var nowVdso = now.Where(v => v.IsVdso).ToList();
-        ulong Sum(IEnumerable<ulong> xs) => xs.Aggregate(0UL, (a, b) => a + b);
-        ulong dumpedVvarSize = Sum(dumpedVvar.Select(v => v.End - v.Start)), nowVvarSize = Sum(nowVvar.Select(v => v.Length));
-        ulong dumpedVdsoSize = Sum(dumpedVdso.Select(v => v.End - v.Start)), nowVdsoSize = Sum(nowVdso.Select(v => v.Length));
         if (dumpedVdso.Count == 0)
         {
             // Dumped without a vDSO: drop ours.
             foreach (var v in now) leader.Check(Code, "munmap vdso", LibC.SYS_munmap, (long)v.Start, (long)v.Length);
             return;
         }
-        if (dumpedVdsoSize != nowVdsoSize || (dumpedVvar.Count > 0 && dumpedVvarSize != nowVvarSize))
-            throw new CrispException($"the vDSO of this kernel ({nowVdsoSize / 1024} KiB, vvar {nowVvarSize / 1024} KiB) differs from the dumped one " +
-                                     $"({dumpedVdsoSize / 1024} KiB, vvar {dumpedVvarSize / 1024} KiB): restore needs the same kernel");
-        // Dumped vvar ranges must be contiguous to receive our pieces in order.
+        if (nowVdso.Count != 1) throw new CrispException($"this kernel gave the stub {nowVdso.Count} [vdso] mappings; crisp expects one");
+        if (dumpedVdso.Count != 1) throw new CrispException($"the dump has {dumpedVdso.Count} vDSO areas; crisp expects one");
         for (int i = 1; i < dumpedVvar.Count; i++)
             if (dumpedVvar[i].Start != dumpedVvar[i - 1].End)
                 throw new CrispException("the dumped [vvar] areas are not contiguous; cannot place this kernel's vvar there");
+        ulong Sum(IEnumerable<ulong> xs) => xs.Aggregate(0UL, (a, b) => a + b);
+        var vd = dumpedVdso[0];
+        ulong dumpedVvarSize = Sum(dumpedVvar.Select(v => v.End - v.Start)), nowVvarSize = Sum(nowVvar.Select(v => v.Length));
 
-        // Phase 1: everything to a temporary place; phase 2: to the dumped addresses.
+        var mine = new byte[nowVdso[0].Length];
+        RemoteMemory.Read(p.Pid, nowVdso[0].Start, mine);
+        var dumped = ReadDumpedVdso(p, vd);
+        var mySyms = VdsoSymbols.Read(mine) ?? throw new CrispException("cannot read the symbols of this kernel's vDSO");
+        var dumpedSyms = dumped == null ? null : VdsoSymbols.Read(dumped);
+        bool force = _o.ForceVdsoProxy;
+        bool matches = dumpedSyms == null
+            ? vd.End - vd.Start == nowVdso[0].Length && (dumpedVvar.Count == 0 || dumpedVvarSize == nowVvarSize)
+            : VdsoProxy.Matches(dumpedSyms, mySyms, vd.End - vd.Start, nowVdso[0].Length, dumpedVvar.Count == 0 ? 0 : dumpedVvarSize, nowVvarSize,
+                dumpedVvar.Count == 0 ? 0 : (long)vd.Start - (long)dumpedVvar[0].Start,
+                nowVvar.Count == 0 ? 0 : (long)nowVdso[0].Start - (long)nowVvar[0].Start);
+        if (matches && !force)
+        {
+            if (dumped != null && !dumped.AsSpan().SequenceEqual(mine))
+            {
+                int diff = 0;
+                for (int i = 0; i < mine.Length; i++) if (mine[i] != dumped[i]) diff++;
+                Log.I($"process {p.Pid}: vDSO code differs from the dumped one in {diff} bytes (CPU-specific patches); its {mySyms.Count} symbols match");
+            }
+            // Each piece keeps its distance to the vDSO, which matches the dump's.
+            long shift = (long)vd.Start - (long)nowVdso[0].Start;
+            MoveBlock(leader, now, v => (ulong)((long)v.Start + shift));
+            _vdsoSyscall[p.Pid] = FindSyscall(mine, vd.Start);
+            return;
+        }
+        if (dumped == null || dumpedSyms == null)
+            throw new CrispException($"this kernel's vDSO differs from the dumped one and the dump holds no readable copy of the dumped vDSO at 0x{vd.Start:x} to proxy it");
+
+        // Proxy: this kernel's block is parked where the dumped layout is free, the dumped vDSO
+        // goes back at its address with every entry point jumping into the parked one.
+        ulong blockStart = now[0].Start, blockSize = now[^1].End - blockStart;
+        var busy = p.Mm.Vmas.Select(v => (v.Start, v.End)).Append((_pendingCtl, _pendingCtl + CtlBlockSize));
+        var stack = p.Mm.Vmas.Where(v => (v.Flags & LibC.MAP_GROWSDOWN) != 0).OrderByDescending(v => v.End).FirstOrDefault();
+        ulong park = VdsoProxy.ChoosePark(busy, blockSize, stack?.Start, StackRoom(p));
+        MoveBlock(leader, now, v => park + (v.Start - blockStart));
+        ulong parkedVdso = park + (nowVdso[0].Start - blockStart);
+        var proxy = VdsoProxy.Redirect(dumped, vd.Start, dumpedSyms, mySyms, parkedVdso, out int redirected, out int fallbacks);
+        ulong len = vd.End - vd.Start;
+        leader.Check(Code, "mmap vdso proxy", LibC.SYS_mmap, (long)vd.Start, (long)len, LibC.PROT_READ | LibC.PROT_WRITE,
+            LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_FIXED, -1, 0);
+        RemoteMemory.Write(p.Pid, vd.Start, proxy);
+        leader.Check(Code, "mprotect vdso proxy", LibC.SYS_mprotect, (long)vd.Start, (long)len, vd.Prot);
+        if (dumpedVvar.Count > 0)
+            leader.Check(Code, "mmap vvar placeholder", LibC.SYS_mmap, (long)dumpedVvar[0].Start, (long)dumpedVvarSize, LibC.PROT_READ,
+                LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_FIXED, -1, 0);
+        Log.I($"process {p.Pid}: vDSO proxy at 0x{vd.Start:x} ({redirected} entry points redirected to this kernel's vDSO at 0x{parkedVdso:x}, " +
+              $"{fallbacks} to system calls){(force ? " (forced)" : "")}");
+        _vdsoSyscall[p.Pid] = FindSyscall(mine, parkedVdso);
+    }
+
+    /// <summary>
+    /// Moves [vvar]/[vvar_vclock]/[vdso] as one block, keeping their distances (the vDSO's code
+    /// finds its data RIP-relative): first all to the temporary place, then each to
+    /// <paramref name="target"/>, so no move lands on a piece not yet moved.
+    /// </summary>
+    private void MoveBlock(RestoreTask leader, List<Crisp.Native.ProcFs.Vma> pieces, Func<Crisp.Native.ProcFs.Vma, ulong> target)
+    {
         var moves = new List<(ulong From, ulong Len, ulong To)>();
         ulong tmp = _temp;
-        foreach (var v in now)
+        foreach (var v in pieces)
         {
             leader.Check(Code, "mremap vdso (temporary)", SYS_mremap, (long)v.Start, (long)v.Length, (long)v.Length,
                 LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)tmp);
-            ulong to;
-            if (v.IsVdso) to = dumpedVdso[0].Start + (v.Start - nowVdso[0].Start);
-            else if (dumpedVvar.Count > 0) to = dumpedVvar[0].Start + (v.Start - nowVvar[0].Start);
-            else to = 0;
-            moves.Add((tmp, v.Length, to));
+            moves.Add((tmp, v.Length, target(v)));
             tmp += v.Length;
         }
         foreach (var (from, len, to) in moves)
-        {
-            if (to == 0) leader.Check(Code, "munmap vvar", LibC.SYS_munmap, (long)from, (long)len);
-            else leader.Check(Code, "mremap vdso", SYS_mremap, (long)from, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)to);
-        }
+            leader.Check(Code, "mremap vdso", SYS_mremap, (long)from, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)to);
+    }
 
-        // The dumped vDSO pages (when in the pagemap) must equal this kernel's.
+    /// <summary>
+    /// The dumped vDSO's bytes, or null when its first page (ELF header, symbols) is not in the
+    /// pagemap. Pages the dump left out (older dumps took only pages the process had touched)
+    /// read as int3: nothing can run there but the entry points, which the proxy overwrites.
+    /// </summary>
+    private byte[]? ReadDumpedVdso(ProcessImage p, VmaEntry vd)
+    {
+        if (!_dir.Exists(ImageDir.PagemapName(p.Pid))) return null;
         using var pm = _dir.OpenPagemap(p.Pid);
-        var vd = dumpedVdso[0];
-        var mine = new byte[vd.End - vd.Start];
-        RemoteMemory.Read(p.Pid, vd.Start, mine);
-        bool allPresent = true;
-        var dumped = new byte[mine.Length];
+        if (!pm.IsPresent(vd.Start)) return null;
+        var dumped = new byte[vd.End - vd.Start];
         for (ulong a = vd.Start; a < vd.End; a += PagemapRun.PageSize)
         {
-            if (!pm.IsPresent(a)) { allPresent = false; continue; }
-            pm.Read(a, dumped.AsSpan((int)(a - vd.Start), PagemapRun.PageSize));
+            var page = dumped.AsSpan((int)(a - vd.Start), PagemapRun.PageSize);
+            if (pm.IsPresent(a)) pm.Read(a, page);
+            else page.Fill(0xCC);
         }
-        if (allPresent && !dumped.AsSpan().SequenceEqual(mine))
-        {
-            // Same entry points is what matters; boot-time alternatives may differ between CPUs.
-            var a = VdsoSymbols.Read(dumped);
-            var b = VdsoSymbols.Read(mine);
-            if (a == null || b == null || !a.SequenceEqual(b))
-                throw new CrispException($"the vDSO at 0x{vd.Start:x} differs from the dumped one (other symbols or layout): restore needs the same kernel build");
-            int diff = 0;
-            for (int i = 0; i < mine.Length; i++) if (mine[i] != dumped[i]) diff++;
-            Log.I($"process {p.Pid}: vDSO code differs from the dumped one in {diff} bytes (CPU-specific patches); its {a.Count} symbols match");
-        }
-        _vdsoSyscall[p.Pid] = FindSyscall(mine, vd.Start);
+        return dumped;
+    }
+
+    /// <summary>Room the stack may grow into: its soft RLIMIT_STACK as dumped (8 MiB when unknown or unlimited), capped at 1 GiB.</summary>
+    private static ulong StackRoom(ProcessImage p)
+    {
+        const int RLIMIT_STACK = 3;
+        var rl = p.LeaderCore.Tc?.Rlimits?.Rlimits;
+        ulong cur = rl != null && rl.Count > RLIMIT_STACK ? rl[RLIMIT_STACK].Cur : 8UL << 20;
+        return Math.Min(cur, 1UL << 30);
     }
 
     private readonly Dictionary<int, ulong> _vdsoSyscall = new();
+
+    /// <summary>
+    /// A <c>syscall</c> instruction (the bytes 0f 05 anywhere: the task stops at the call's exit
+    /// and its registers are replaced, so what follows never runs) in an executable mapping
+    /// of a file mapped by the restored process, or 0.
+    /// </summary>
+    private ulong FindSyscallInText(ProcessImage p)
+    {
+        foreach (var v in Proc.Maps(p.Pid))
+        {
+            // File text only: anonymous code may be lazy, and reading it would wait on the daemon.
+            if ((v.Prot & LibC.PROT_EXEC) == 0 || (v.Prot & LibC.PROT_READ) == 0 || v.Inode == 0) continue;
+            var code = new byte[Math.Min(v.Length, 1UL << 20)];
+            try { RemoteMemory.Read(p.Pid, v.Start, code); }
+            catch (SyscallException) { continue; }
+            ulong at = FindSyscall(code, v.Start);
+            if (at != 0) return at;
+        }
+        return 0;
+    }
 
     private static ulong FindSyscall(byte[] code, ulong start)
     {

@@ -25,6 +25,12 @@ public sealed class RestoreOptions
     /// reporting) every new huge page costs host faults, and the restore gets slower.
     /// </summary>
     public bool HugePages { get; init; }
+    /// <summary>
+    /// Keep the dumped vDSO as a proxy that jumps into this kernel's even when the two match
+    /// (VdsoProxy.cs), so the path a restore onto another kernel build takes can be tested
+    /// anywhere. Defaults to the environment: CRISP_VDSO_PROXY=force.
+    /// </summary>
+    public bool ForceVdsoProxy { get; init; } = Environment.GetEnvironmentVariable("CRISP_VDSO_PROXY") == "force";
 }
 
 /// <summary>A restored process tree, running.</summary>

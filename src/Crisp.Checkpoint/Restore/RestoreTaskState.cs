@@ -339,9 +339,11 @@ internal sealed unsafe partial class RestoreSession
         foreach (var p in _procs)
         {
             var leader = _tasks[p.Pid];
-            // The control page goes last, through a syscall instruction of the restored vDSO.
+            // The control page goes last, through a syscall instruction of the restored vDSO, or
+            // of any restored executable mapping when the process had unmapped its vDSO.
             ulong sc = _vdsoSyscall.GetValueOrDefault(p.Pid);
-            if (sc == 0) throw new CrispException($"process {p.Pid}: no syscall instruction in the restored vDSO to remove the control page with");
+            if (sc == 0) sc = FindSyscallInText(p);
+            if (sc == 0) throw new CrispException($"process {p.Pid}: no syscall instruction in its vDSO or executable mappings to remove the control page with");
             long r = leader.CallViaSyscallStops(sc, LibC.SYS_munmap, (long)_ctl, CtlSize);
             Errno.CheckRaw(r, "munmap control page", leader.ToString());
             foreach (var (tid, core) in p.Threads)

@@ -48,6 +48,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800,
         CLONE_PARENT = 0x8000, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
     private const int CtlSize = 64 * 1024;
+    private const ulong CtlBlockSize = 8 << 20;                          // control page + temporary place for vdso moves
     private const int ScratchOffset = 4096;
 
     private readonly RestoreOptions _o = options;
@@ -197,8 +198,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var stubMaps = Crisp.Native.ProcFs.Proc.Maps(_stubPid).Select(v => (v.Start, v.End));
         var busy = all.Concat(stubMaps).ToList();
         ulong block = load + 0x1_0000_0000;
-        const ulong blockSize = 8 << 20;
-        while (Overlaps(busy, block, block + blockSize)) block += 0x1_0000_0000;
+        while (Overlaps(busy, block, block + CtlBlockSize)) block += 0x1_0000_0000;
         _pendingCtl = block;
         _temp = block + (2 << 20);
     }

@@ -16,6 +16,9 @@ internal static class RestoreTestUtil
         }
     }
 
+    /// <summary>The shared files beside the repository (../shared from its root): reference images, CRIU.</summary>
+    public static string SharedDir => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
+
     public static void Gcc(string source, string output, string extra = "")
     {
         var psi = new ProcessStartInfo("gcc", $"-O2 -pthread {extra} -o {output} {source}") { RedirectStandardError = true };
