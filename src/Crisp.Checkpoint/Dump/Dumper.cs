@@ -91,7 +91,10 @@ public static class Dumper
         var nsIds = new NamespaceIds();
         var dumps = new List<ProcessDump>();
         var inTree = tree.Processes.Select(p => p.Pid).ToHashSet();
-        uint objectId = 1;
+        // CRIU's numbering: 1 is the dumper's own fd table, mm, fs and sighand (the inventory's
+        // root_ids); dumped tasks' objects start at 2. A task with files_id 1 would read to CRIU
+        // as sharing the dumper's fd table ("Image corruption on kIDs data").
+        uint objectId = 2;
         var phase = Stopwatch.StartNew();
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++, early));
@@ -129,9 +132,13 @@ public static class Dumper
         sink.Finish();
         Log.D($"dump: {pages} pages written in {phase.Elapsed.TotalMilliseconds:F1} ms");
         dir.WriteSeccomp(new SeccompEntry());
-        dir.WriteInventory(ImageDir.NewInventory(dumps[0].Ids));
+        var rootIds = dumps[0].Ids.Clone();
+        rootIds.VmId = rootIds.FilesId = rootIds.FsId = rootIds.SighandId = 1;
+        dir.WriteInventory(ImageDir.NewInventory(rootIds));
         return (pages, lazyRuns);
     }
+
+    private const int CriuAuxvWords = 44;
 
     private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId, EarlySmaps? early)
     {
@@ -165,7 +172,10 @@ public static class Dumper
             ExeFileId = files.RegularForPath(Proc.Exe(pid), LibC.O_RDONLY),
             Dumpable = dumpable,
         };
-        mm.MmSavedAuxv.AddRange(Auxv.ReadWords(pid));
+        // At most CRIU's AT_VECTOR_SIZE (44) words, as CRIU itself stores them: CRIU refuses a
+        // longer vector. What is cut is the tail /proc/PID/auxv shows (on 6.18 AT_RSEQ_ALIGN and
+        // AT_NULL); the process's own copy on its stack, which libc reads, is untouched.
+        mm.MmSavedAuxv.AddRange(Auxv.ReadWords(pid).Take(CriuAuxvWords));
         mm.Vmas.AddRange(vmas.Select(v => v.Entry));
 
         int pidfd = LibC.pidfd_open(pid);

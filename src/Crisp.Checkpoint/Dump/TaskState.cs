@@ -133,11 +133,8 @@ internal static unsafe class TaskState
         ulong at = scratch.Reserve(sizeof(KernelSigaction));
         for (int sig = 1; sig <= NSIG; sig++)
         {
-            if (sig is LibC.SIGKILL or LibC.SIGSTOP)
-            {
-                list.Add(new SaEntry { Sigaction = 0, Flags = 0, Restorer = 0, Mask = 0, CompatSigaction = false });
-                continue;
-            }
+            // CRIU's layout: 62 entries, SIGKILL and SIGSTOP (which have no action) left out.
+            if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
             sys.Check("rt_sigaction", LibC.SYS_rt_sigaction, sig, 0, (long)at, 8);
             var sa = scratch.ReadStruct<KernelSigaction>(at);
             list.Add(new SaEntry { Sigaction = sa.handler, Flags = sa.flags, Restorer = sa.restorer, Mask = sa.mask, CompatSigaction = false });
