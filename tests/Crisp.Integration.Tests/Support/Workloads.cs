@@ -58,6 +58,9 @@ public sealed class Memtouch : IDisposable
 
     public void Adopt(int pid) => _adopted.Add(pid);
 
+    /// <summary>Reaps the original process once a dump has killed it, so its pid is free for a restore.</summary>
+    public void Reap() => _child.WaitExit();
+
     public string[] Lines() => Poll.ReadFile(LogPath).Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
     /// <summary>(counter, CLOCK_REALTIME ns) of every tick line so far.</summary>
