@@ -20,6 +20,11 @@ public static class CheckCommand
         Console.WriteLine($"Kernel {answers.KernelRelease}");
         foreach (var f in features)
             Console.WriteLine($"  {(f.Present ? "yes" : f.Required ? "NO" : "no"),-3}  {f.Name,-28} {f.Detail}");
+        // The CPU a dump made here records (cpuinfo.img), which a restore elsewhere is checked against.
+        var cpu = Crisp.Checkpoint.Cpu.CpuFeatures.Host();
+        Console.WriteLine($"CPU {cpu.VendorId} family {cpu.CpuFamily} model {cpu.Model} stepping {cpu.Stepping}: {cpu.ModelId}");
+        Console.WriteLine($"  XSAVE {string.Join(" ", Crisp.Checkpoint.Cpu.CpuFeatures.XfeatureList(cpu.XfeaturesMask))} (area {cpu.XsaveSize} bytes, max {cpu.XsaveSizeMax})");
+        Console.WriteLine($"  instructions {string.Join(" ", Crisp.Checkpoint.Cpu.CpuFeatures.InstructionNames(cpu))}");
         var missing = features.Where(f => !f.Present && f.Required).ToList();
         if (missing.Count == 0)
         {

@@ -48,8 +48,9 @@ public static class Commands
         var inherit = new Option<string[]>("--inherit-fd") { Description = "fd[N]:KEY: use crisp's fd N for the external file KEY (a path or pipe:[INODE])", AllowMultipleArgumentsPerToken = false };
         var lazy = new Option<bool>("--lazy-pages") { Description = "restore private anonymous memory lazily through the lazy-pages daemon" };
         var huge = new Option<bool>("--huge-pages") { Description = "restore whole 2 MiB blocks of anonymous memory as transparent huge pages (slower restore on VMs with free page reporting, much faster first access afterwards)" };
+        var cpuCap = new Option<string?>("--cpu-cap") { Description = "checks of the dumped CPU against this one: fpu, ins, cpu (strict), all, none, ^ inverts (default fpu,ins; without a value all)", Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("restore", "Restore a process tree from image files");
-        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap }) cmd.Options.Add(o);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("restore", () =>
         {
@@ -71,6 +72,7 @@ public static class Commands
                 InheritFds = inheritFds,
                 Lazy = r.GetValue(lazy),
                 HugePages = r.GetValue(huge),
+                CpuCap = r.GetResult(cpuCap) is null ? Crisp.Checkpoint.Cpu.CpuCap.Default : Crisp.Checkpoint.Cpu.CpuFeatures.Parse(r.GetValue(cpuCap)),
             });
             Log.I($"restored {restored.Pid} ({restored.Pids.Count} process(es)) in {restored.Elapsed.TotalMilliseconds:F1} ms");
             if (r.GetValue(detached)) return CrispCommand.ExitOk;

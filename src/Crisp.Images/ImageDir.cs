@@ -43,6 +43,7 @@ public sealed class ImageDir
     public static string FsName(int pid) => $"fs-{pid}.img";
     public static string FdinfoName(uint filesId) => $"fdinfo-{filesId}.img";
     public static string TimensName(uint id) => $"timens-{id}.img";
+    public const string CpuinfoName = "cpuinfo.img";
 
     public bool Exists(string fileName) => File.Exists(PathOf(fileName));
 
@@ -126,6 +127,9 @@ public sealed class ImageDir
 
     public TimensEntry ReadTimens(uint id = 0) => ReadSingle(TimensName(id), ImageMagic.Timens, TimensEntry.Parser);
     public void WriteTimens(TimensEntry timens, uint id = 0) => WriteSingle(TimensName(id), ImageMagic.Timens, timens);
+
+    public CpuinfoEntry ReadCpuinfo() => ReadSingle(CpuinfoName, ImageMagic.Cpuinfo, CpuinfoEntry.Parser);
+    public void WriteCpuinfo(CpuinfoEntry cpuinfo) => WriteSingle(CpuinfoName, ImageMagic.Cpuinfo, cpuinfo);
 
     // ---- memory -----------------------------------------------------------
 

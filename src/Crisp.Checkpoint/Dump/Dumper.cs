@@ -135,6 +135,8 @@ public static class Dumper
         var rootIds = dumps[0].Ids.Clone();
         rootIds.VmId = rootIds.FilesId = rootIds.FsId = rootIds.SighandId = 1;
         dir.WriteInventory(ImageDir.NewInventory(rootIds));
+        // What the tree may have picked code paths by: restore compares it with its own CPU.
+        dir.WriteCpuinfo(new CpuinfoEntry { X86Entry = { Cpu.CpuFeatures.Host() } });
         return (pages, lazyRuns);
     }
 

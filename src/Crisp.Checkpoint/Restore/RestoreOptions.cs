@@ -31,6 +31,11 @@ public sealed class RestoreOptions
     /// anywhere. Defaults to the environment: CRISP_VDSO_PROXY=force.
     /// </summary>
     public bool ForceVdsoProxy { get; init; } = Environment.GetEnvironmentVariable("CRISP_VDSO_PROXY") == "force";
+    /// <summary>
+    /// --cpu-cap: which checks of the dumped CPU (cpuinfo.img) against this one must pass
+    /// (Cpu/CpuFeatures.cs); CRIU's default, FPU state and instruction sets.
+    /// </summary>
+    public Crisp.Checkpoint.Cpu.CpuCap CpuCap { get; init; } = Crisp.Checkpoint.Cpu.CpuCap.Default;
 }
 
 /// <summary>A restored process tree, running.</summary>

@@ -116,6 +116,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         if (!Directory.Exists(_o.ImagesDir)) throw new CrispException($"images directory {_o.ImagesDir} does not exist");
         _dir = new ImageDir(_o.ImagesDir);
         _dir.ReadInventory();
+        CheckCpu();
         _procs = ProcessImage.Load(_dir, _zombies);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
         FindSharedFiles();
@@ -123,6 +124,18 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             foreach (var v in p.Mm.Vmas)
                 if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING | VmaStatus.VMA_AREA_MEMFD)) != 0)
                     throw new CrispException($"process {p.Pid}: VMA 0x{v.Start:x}-0x{v.End:x} (status 0x{v.Status:x}) is of a kind crisp cannot restore yet");
+    }
+
+    /// <summary>Refuses a dump from a CPU with features this one lacks (as --cpu-cap asks); images without a CPU record (CRIU's usual) are not checked.</summary>
+    private void CheckCpu()
+    {
+        if (_o.CpuCap == Cpu.CpuCap.None || !_dir.Exists(ImageDir.CpuinfoName)) return;
+        var dumped = _dir.ReadCpuinfo().X86Entry;
+        if (dumped.Count != 1) throw new ImageException(_dir.PathOf(ImageDir.CpuinfoName), $"{dumped.Count} x86 CPU records, expected 1");
+        var problems = Cpu.CpuFeatures.Compare(dumped[0], Cpu.CpuFeatures.Host(), _o.CpuCap);
+        if (problems.Count > 0)
+            throw new CrispException($"the tree was dumped on a CPU this one cannot stand in for ({string.Join("; ", problems)}); " +
+                                     "--cpu-cap=none restores anyway, at the risk of SIGILL");
     }
 
     private void CheckPids()

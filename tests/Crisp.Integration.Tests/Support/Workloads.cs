@@ -58,8 +58,19 @@ public sealed class Memtouch : IDisposable
 
     public void Adopt(int pid) => _adopted.Add(pid);
 
-    /// <summary>Reaps the original process once a dump has killed it, so its pid is free for a restore.</summary>
-    public void Reap() => _child.WaitExit();
+    /// <summary>
+    /// Reaps the original process once a dump has killed it, so its pid is free for a restore.
+    /// An in-process dump may have reaped it already (it waits for the tree it killed).
+    /// </summary>
+    public void Reap()
+    {
+        try { _child.WaitExit(); }
+        catch (SyscallException e) when (e.Errno == Errno.ECHILD)
+        {
+            if (!Poll.Until(() => !Directory.Exists($"/proc/{Pid}"), 10_000))
+                throw new InvalidOperationException($"process {Pid} is still there after its dump");
+        }
+    }
 
     public string[] Lines() => Poll.ReadFile(LogPath).Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
