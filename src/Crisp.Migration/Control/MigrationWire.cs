@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Crisp.Cli.Remote;
+namespace Crisp.Migration;
 
 /// <summary>
 /// The control connection of <c>crisp migrate</c> ↔ <c>crisp agent</c>: a tiny framing of our own.
