@@ -17,10 +17,11 @@ public static class AgentCommand
         var listen = new Option<string>("--listen") { Description = $"ADDR:PORT to listen on (default 127.0.0.1:{MigrationAgentOptions.DefaultPort}; port 0 picks one)", DefaultValueFactory = _ => $"127.0.0.1:{MigrationAgentOptions.DefaultPort}" };
         var workDir = new Option<string?>("--work-dir", "-W") { Description = "where per-migration image directories are made (default: the temp directory)" };
         var timeout = new Option<double>("--timeout") { Description = "seconds a source may stay silent while it sends a migration before it is dropped", DefaultValueFactory = _ => 30 };
+        var maxConcurrent = new Option<int>("--max-concurrent") { Description = "migrations served at once (more wait their turn)", DefaultValueFactory = _ => 4 };
         var logFile = new Option<string?>("--log-file", "-o") { Description = "log file, relative to the work directory unless absolute" };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 3, Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("agent", "Receive live migrations (crisp migrate PID --to HOST:PORT)");
-        foreach (var o in new Option[] { listen, workDir, timeout, logFile, verbosity }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity }) cmd.Options.Add(o);
         cmd.SetAction(r => CrispCommand.Guard("agent", () =>
         {
             Log.Level = r.GetValue(verbosity);
@@ -32,11 +33,14 @@ public static class AgentCommand
             }
             double seconds = r.GetValue(timeout);
             if (!(seconds > 0)) throw new UsageException($"--timeout {seconds}: expected a number of seconds above 0");
+            int concurrent = r.GetValue(maxConcurrent);
+            if (concurrent < 1) throw new UsageException($"--max-concurrent {concurrent}: expected at least 1");
             using var agent = new MigrationAgent(new MigrationAgentOptions
             {
                 Listen = ParseEndPoint(r.GetValue(listen)!, MigrationAgentOptions.DefaultPort),
                 BaseDir = r.GetValue(workDir),
                 PeerTimeout = TimeSpan.FromSeconds(seconds),
+                MaxConcurrent = concurrent,
             });
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });

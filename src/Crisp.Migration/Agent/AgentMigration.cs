@@ -13,10 +13,10 @@ namespace Crisp.Migration;
 /// One migration on the agent: receive the images into a temporary directory, start the
 /// lazy-pages daemon (in-process) with pages from the source's lazy page server, restore with
 /// --lazy-pages, report "running" with the new pid, and once every page is in, report completion.
-/// Until "start" every read from the source is bounded by the peer timeout; nothing runs here
-/// before the images are complete.
+/// Until "start" every read from the source is bounded by the peer timeout, and what it sends by
+/// <see cref="MigrationLimits"/>; nothing runs here before the images are complete.
 /// </summary>
-internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan peerTimeout)
+internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan peerTimeout, MigrationLimits limits)
 {
     public void Serve(CancellationToken stop)
     {
@@ -47,6 +47,7 @@ internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan pee
             catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
         });
         int files = 0;
+        long bytesLeft = limits.MaxTotalBytes;
         try
         {
             while (true)
@@ -54,10 +55,15 @@ internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan pee
                 int type = wire.ReadType();
                 switch (type)
                 {
-                    case MigrationWire.File: wire.ReceiveFile(dir); files++; break;
+                    case MigrationWire.File:
+                        if (files == limits.MaxFiles)
+                            throw new IOException($"refusing more than {limits.MaxFiles} image files");
+                        bytesLeft -= wire.ReceiveFile(dir, limits, bytesLeft).Length;
+                        files++;
+                        break;
                     case MigrationWire.Start:
                         int port = wire.ReadU16();
-                        string address = wire.ReadString();
+                        string address = wire.ReadString(limits.MaxNameLength);
                         var pageServer = new IPEndPoint(address.Length == 0 ? remote.Address : IPAddress.Parse(address), port);
                         Log.I($"agent: {files} image files received; pages from {pageServer}");
                         client.ReceiveTimeout = 0;

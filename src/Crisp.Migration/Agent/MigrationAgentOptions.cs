@@ -15,4 +15,8 @@ public sealed class MigrationAgentOptions
     /// that connects and sends nothing, or stops halfway, is dropped after this and the agent goes on.
     /// </summary>
     public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Migrations served at once; more wait in the listen backlog.</summary>
+    public int MaxConcurrent { get; init; } = 4;
+    /// <summary>What one source may make the agent store.</summary>
+    public MigrationLimits Limits { get; init; } = new();
 }
