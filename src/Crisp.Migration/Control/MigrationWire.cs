@@ -68,14 +68,7 @@ public sealed class MigrationWire(Socket socket) : IDisposable
     }
 
     /// <summary>A string (at most 64 KiB: its length is a u16).</summary>
-    public string ReadString()
-    {
-        Span<byte> len = stackalloc byte[2];
-        _stream.ReadExactly(len);
-        var bytes = new byte[BinaryPrimitives.ReadUInt16LittleEndian(len)];
-        _stream.ReadExactly(bytes);
-        return Encoding.UTF8.GetString(bytes);
-    }
+    public string ReadString() => ReadString(ushort.MaxValue);
 
     public ushort ReadU16() { Span<byte> b = stackalloc byte[2]; _stream.ReadExactly(b); return BinaryPrimitives.ReadUInt16LittleEndian(b); }
     public int ReadI32() { Span<byte> b = stackalloc byte[4]; _stream.ReadExactly(b); return BinaryPrimitives.ReadInt32LittleEndian(b); }
