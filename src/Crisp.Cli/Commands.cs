@@ -88,7 +88,7 @@ public static class Commands
         int colon = spec.IndexOf(':');
         if (!spec.StartsWith("fd[", StringComparison.Ordinal) || colon < 0 || spec[colon - 1] != ']'
             || !int.TryParse(spec.AsSpan(3, colon - 4), out int fd) || fd < 0 || colon == spec.Length - 1)
-            throw new CrispException($"--inherit-fd {spec}: expected fd[N]:KEY, e.g. fd[3]:pipe:[12345]");
+            throw new UsageException($"--inherit-fd {spec}: expected fd[N]:KEY, e.g. fd[3]:pipe:[12345]");
         return (spec[(colon + 1)..], fd);
     }
 }

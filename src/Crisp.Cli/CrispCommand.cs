@@ -20,6 +20,14 @@ public static class CrispCommand
         foreach (var c in Commands.Create())
             root.Subcommands.Add(c);
         var parse = root.Parse(NormalizeVerbosity(args));
+        if (parse.Errors.Count > 0)
+        {
+            // System.CommandLine would exit 1 and print its help page; crisp says what is wrong and exits 2.
+            foreach (var error in parse.Errors)
+                Console.Error.WriteLine($"crisp: {error.Message}");
+            Console.Error.WriteLine("crisp: see 'crisp --help' or 'crisp COMMAND --help'");
+            return ExitUsage;
+        }
         return parse.Invoke();
     }
 
@@ -50,8 +58,19 @@ public static class CrispCommand
         {
             return body();
         }
+        catch (UsageException e)
+        {
+            Log.E($"{what}: {e.Message}");
+            return ExitUsage;
+        }
         catch (Crisp.Images.ImageException e)
         {
+            Log.E($"{what}: bad image: {e.Message}");
+            return ExitBadImages;
+        }
+        catch (Exception e) when (BadImage(e))
+        {
+            // A step that failed on an image (restore wraps it to name the step): still exit 3.
             Log.E($"{what}: bad image: {e.Message}");
             return ExitBadImages;
         }
@@ -84,5 +103,12 @@ public static class CrispCommand
         {
             Log.Close();
         }
+    }
+
+    private static bool BadImage(Exception e)
+    {
+        for (var inner = e.InnerException; inner is not null; inner = inner.InnerException)
+            if (inner is Crisp.Images.ImageException) return true;
+        return false;
     }
 }

@@ -34,7 +34,7 @@ public static class LazyPagesCommand
             var options = local;
             if (r.GetValue(pageServer))
             {
-                var addr = r.GetValue(address) ?? throw new CrispException("--page-server needs --address");
+                var addr = r.GetValue(address) ?? throw new UsageException("--page-server needs --address");
                 local.PageSource.Dispose();
                 options = new LazyPagesOptions
                 {

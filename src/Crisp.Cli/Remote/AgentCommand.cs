@@ -1,59 +1,53 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using Crisp.Checkpoint.Restore;
-using Crisp.Images;
-using Crisp.LazyPages;
+using Crisp.Migration;
 using Crisp.Native;
-using Crisp.PageServer.Client;
 
 namespace Crisp.Cli.Remote;
 
 /// <summary>
-/// <c>crisp agent --listen ADDR:PORT</c>: the destination of <c>crisp migrate</c>. For each
-/// migration: receive the images into a temporary directory, start the lazy-pages daemon
-/// (in-process) with pages from the source's lazy page server, restore with --lazy-pages,
-/// report "running" with the new pid, and once every page is in, report completion. Serves
-/// migrations (one at a time) until SIGTERM/SIGINT.
+/// <c>crisp agent --listen ADDR:PORT</c>: parses and prints; the agent itself is
+/// <see cref="MigrationAgent"/>. Serves migrations until SIGTERM/SIGINT.
 /// </summary>
 public static class AgentCommand
 {
-    public const int DefaultPort = 7317;
-
     public static Command Create()
     {
-        var listen = new Option<string>("--listen") { Description = "ADDR:PORT to listen on (default 127.0.0.1:7317; port 0 picks one)", DefaultValueFactory = _ => $"127.0.0.1:{DefaultPort}" };
+        var listen = new Option<string>("--listen") { Description = $"ADDR:PORT to listen on (default 127.0.0.1:{MigrationAgentOptions.DefaultPort}; port 0 picks one)", DefaultValueFactory = _ => $"127.0.0.1:{MigrationAgentOptions.DefaultPort}" };
         var workDir = new Option<string?>("--work-dir", "-W") { Description = "where per-migration image directories are made (default: the temp directory)" };
+        var timeout = new Option<double>("--timeout") { Description = "seconds a source may stay silent while it sends a migration before it is dropped", DefaultValueFactory = _ => 30 };
+        var maxConcurrent = new Option<int>("--max-concurrent") { Description = "migrations served at once (more wait their turn)", DefaultValueFactory = _ => 4 };
+        var logFile = new Option<string?>("--log-file", "-o") { Description = "log file, relative to the work directory unless absolute" };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 3, Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("agent", "Receive live migrations (crisp migrate PID --to HOST:PORT)");
-        foreach (var o in new Option[] { listen, workDir, verbosity }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity }) cmd.Options.Add(o);
         cmd.SetAction(r => CrispCommand.Guard("agent", () =>
         {
             Log.Level = r.GetValue(verbosity);
-            var ep = ParseEndPoint(r.GetValue(listen)!, DefaultPort);
-            string baseDir = Path.GetFullPath(r.GetValue(workDir) ?? Path.GetTempPath());
-            using var listener = new Socket(ep.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            listener.Bind(ep);
-            listener.Listen(16);
+            if (r.GetValue(logFile) is { } file)
+            {
+                string work = Path.GetFullPath(r.GetValue(workDir) ?? Path.GetTempPath());
+                Directory.CreateDirectory(work);
+                Log.OpenFile(Path.IsPathRooted(file) ? file : Path.Combine(work, file));
+            }
+            double seconds = r.GetValue(timeout);
+            if (!(seconds > 0)) throw new UsageException($"--timeout {seconds}: expected a number of seconds above 0");
+            int concurrent = r.GetValue(maxConcurrent);
+            if (concurrent < 1) throw new UsageException($"--max-concurrent {concurrent}: expected at least 1");
+            using var agent = new MigrationAgent(new MigrationAgentOptions
+            {
+                Listen = ParseEndPoint(r.GetValue(listen)!, MigrationAgentOptions.DefaultPort),
+                BaseDir = r.GetValue(workDir),
+                PeerTimeout = TimeSpan.FromSeconds(seconds),
+                MaxConcurrent = concurrent,
+            });
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
-            Console.Out.WriteLine($"agent: listening on {listener.LocalEndPoint}");
+            Console.Out.WriteLine($"agent: listening on {agent.LocalEndPoint}");
             Console.Out.Flush();
-            while (!stop.IsCancellationRequested)
-            {
-                Socket client;
-                try { client = listener.AcceptAsync(stop.Token).AsTask().GetAwaiter().GetResult(); }
-                catch (OperationCanceledException) { break; }
-                client.NoDelay = true;
-                string from = SafeRemote(client);
-                try { ServeMigration(client, baseDir); }
-                catch (Exception e) { Log.E($"agent: migration from {from} failed: {e.Message}"); }
-            }
-            Log.I("agent: stopped");
+            agent.Run(stop.Token);
             return CrispCommand.ExitOk;
         }));
         return cmd;
@@ -67,123 +61,6 @@ public static class AgentCommand
         int colon = text.LastIndexOf(':');
         if (colon > 0 && int.TryParse(text.AsSpan(colon + 1), out int port))
             return Crisp.PageServer.PageServerAddress.Resolve(text[..colon], port);
-        throw new CrispException($"'{text}' is not ADDR:PORT");
-    }
-
-    private static string SafeRemote(Socket s)
-    {
-        try { return s.RemoteEndPoint?.ToString() ?? "?"; } catch (ObjectDisposedException) { return "?"; }
-    }
-
-    private static unsafe void ServeMigration(Socket client, string baseDir)
-    {
-        using var wire = new MigrationWire(client);
-        var remote = (IPEndPoint)client.RemoteEndPoint!;
-        string dir = Path.Combine(baseDir, $"crisp-agent-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
-        Directory.CreateDirectory(dir);
-        Log.I($"agent: migration from {remote} into {dir}");
-        try
-        {
-            int files = 0;
-            IPEndPoint? pageServer = null;
-            while (pageServer is null)
-            {
-                int type = wire.ReadType();
-                switch (type)
-                {
-                    case MigrationWire.File: wire.ReceiveFile(dir); files++; break;
-                    case MigrationWire.Start:
-                        int port = wire.ReadU16();
-                        string address = wire.ReadString();
-                        pageServer = new IPEndPoint(address.Length == 0 ? remote.Address : IPAddress.Parse(address), port);
-                        break;
-                    case -1: throw new IOException("the source closed the connection before starting");
-                    default: throw new IOException($"unexpected message type {type}");
-                }
-            }
-            Log.I($"agent: {files} image files received; pages from {pageServer}");
-            RunMigration(wire, dir, pageServer);
-        }
-        finally
-        {
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
-        }
-    }
-
-    private static unsafe void RunMigration(MigrationWire wire, string dir, IPEndPoint pageServer)
-    {
-        var images = new ImageDir(dir);
-        using var source = new RemotePageSource(pageServer);
-        int* p = stackalloc int[2];
-        Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "lazy-pages status");
-        int statusRead = p[0];
-        using var cancel = new CancellationTokenSource();
-        LazyPagesDaemon? daemon = null;
-        int rc = -1;
-        Exception? daemonError = null;
-        var daemonThread = new Thread(() =>
-        {
-            try
-            {
-                daemon = new LazyPagesDaemon(new LazyPagesOptions
-                {
-                    WorkDir = dir,
-                    PageSource = source,
-                    PlanFor = pid => LocalImages.Plan(images, pid),
-                    StatusFd = p[1],
-                    Log = s => Log.I(s),
-                    Policy = new LazyPagesPolicy { KillOnFailure = true },
-                });
-                rc = daemon.Run(cancel.Token);
-            }
-            catch (Exception e) { daemonError = e; }
-        }) { Name = "agent lazy-pages", IsBackground = true };
-        daemonThread.Start();
-        byte b;
-        nint n;
-        do n = LibC.read(statusRead, &b, 1);
-        while (n < 0 && Errno.Last == Errno.EINTR);
-        LibC.close(statusRead);
-        if (n != 1)
-        {
-            daemonThread.Join();
-            string why = $"the lazy-pages daemon did not start: {daemonError?.Message ?? "no status"}";
-            wire.SendError(why);
-            throw new CrispException(why);
-        }
-
-        RestoredProcess restored;
-        var sw = Stopwatch.StartNew();
-        try
-        {
-            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true, Lazy = true });
-        }
-        catch (Exception e)
-        {
-            cancel.Cancel();
-            daemonThread.Join(TimeSpan.FromSeconds(10));
-            wire.SendError($"restore failed: {e.Message}");
-            throw;
-        }
-        Log.I($"agent: restored {restored.Pid} in {sw.Elapsed.TotalMilliseconds:F1} ms");
-        wire.SendRunning(restored.Pid, restored.Elapsed);
-        // The restored root is our child: reap it whenever it exits.
-        new Thread(() =>
-        {
-            try
-            {
-                int code = restored.WaitForExit();
-                Log.I($"agent: migrated process {restored.Pid} exited ({code})");
-            }
-            catch (SyscallException) { }
-        }) { IsBackground = true, Name = $"reap {restored.Pid}" }.Start();
-
-        daemonThread.Join();
-        string stats = daemon?.Stats.ToJson() ?? "{}";
-        if (daemon is not null)
-            foreach (var f in daemon.Failures) Log.E($"agent: {f}");
-        daemon?.Dispose();
-        wire.SendComplete(daemonError is null ? rc : -1, stats);
-        Log.I($"agent: migration of {restored.Pid} complete (daemon rc {rc})");
+        throw new UsageException($"'{text}' is not ADDR:PORT");
     }
 }

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using Crisp.Checkpoint.Dump;
+using Crisp.Migration;
 using Crisp.Native;
 using Crisp.PageServer;
-using Crisp.PageServer.Client;
 
 namespace Crisp.Cli.Remote;
 
@@ -17,7 +17,7 @@ public sealed class RemoteDumpOptions
     public readonly Option<string?> Address = new("--address") { Description = "page server address (--page-server: where to connect; --lazy-pages: where to listen, default all)" };
     public readonly Option<int> Port = new("--port") { Description = "page server port", DefaultValueFactory = _ => 27 };
     public readonly Option<int> StatusFd = new("--status-fd") { Description = "--lazy-pages: write one zero byte to this fd once listening", DefaultValueFactory = _ => -1 };
-    public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination before resuming the tree", DefaultValueFactory = _ => 120 };
+    public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination's first page request before resuming the tree", DefaultValueFactory = _ => 120 };
 
     public void AddTo(Command cmd)
     {
@@ -27,6 +27,7 @@ public sealed class RemoteDumpOptions
     public bool Active(ParseResult r) => r.GetValue(PageServer) || r.GetValue(LazyPages);
 }
 
+/// <summary>Parses and prints for <c>crisp dump --page-server / --lazy-pages</c>; the work is in Crisp.Migration.</summary>
 public static class RemoteDump
 {
     /// <summary>Runs a dump with --page-server or --lazy-pages; <paramref name="baseOptions"/> holds pid, dir, -R.</summary>
@@ -35,66 +36,38 @@ public static class RemoteDump
         bool lazy = r.GetValue(o.LazyPages), toServer = r.GetValue(o.PageServer);
         int port = r.GetValue(o.Port);
         if (lazy && toServer)
-            throw new CrispException("--lazy-pages with --page-server is not supported: a lazy dump is its own page server");
+            throw new UsageException("--lazy-pages with --page-server is not supported: a lazy dump is its own page server");
         if (toServer)
         {
-            var address = r.GetValue(o.Address) ?? throw new CrispException("--page-server needs --address");
+            var address = r.GetValue(o.Address) ?? throw new UsageException("--page-server needs --address");
             var endpoint = PageServerAddress.Resolve(address, port);
-            PageServerClient client;
-            try { client = PageServerClient.Connect(endpoint); }
-            catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException)
-            {
-                throw new CrispException($"cannot connect to the page server at {endpoint}: {e.Message}", e);
-            }
-            using var sink = new PageServerDumpSink(client);
-            DumpResult result;
-            try
-            {
-                result = Dumper.Dump(baseOptions with { PageSink = sink });
-            }
-            catch (Exception e) when (e is Crisp.PageServer.Protocol.PeerGoneException or Crisp.PageServer.Protocol.PageServerProtocolException)
-            {
-                throw new CrispException($"page server {endpoint}: {e.Message}", e);
-            }
+            var result = PageServerDump.Run(baseOptions, endpoint);
             Log.I($"dumped {result.Processes} process(es), {result.Threads} thread(s), {result.PagesWritten} pages to {endpoint} in {result.Total.TotalMilliseconds:F1} ms");
             return CrispCommand.ExitOk;
         }
 
+        double timeout = r.GetValue(o.LazyTimeout);
+        if (!(timeout > 0)) throw new UsageException($"--lazy-timeout {timeout}: expected a number of seconds above 0");
         var listen = PageServerAddress.ParseListen(r.GetValue(o.Address), port);
         var server = new LazyDumpServer(new LazyDumpServerOptions
         {
             EndPoint = listen,
             StatusFd = r.GetValue(o.StatusFd),
-            ConnectTimeout = TimeSpan.FromSeconds(r.GetValue(o.LazyTimeout)),
+            FirstPageTimeout = TimeSpan.FromSeconds(timeout),
             Listening = ep => { Console.Out.WriteLine($"dump: lazy page server listening on {ep}"); Console.Out.Flush(); },
         });
-        return RunLazy(baseOptions, server);
-    }
-
-    /// <summary>A lazy dump served by <paramref name="server"/>; returns the command's exit code.</summary>
-    public static int RunLazy(DumpOptions baseOptions, LazyDumpServer server)
-    {
-        try
+        var lazyResult = LazyDump.Run(baseOptions, server);
+        if (lazyResult.Resumed)
         {
-            var result = Dumper.Dump(baseOptions with { LazyPages = true, ServeLazy = server.Serve });
-            // The source is gone (or resumed); let the destination take what is in flight.
-            server.WaitAndStopAsync(TimeSpan.FromSeconds(10)).GetAwaiter().GetResult();
-            if (result.LazyEnd == LazyDumpEnd.Resume)
-            {
-                Log.E($"dump: lazy transfer failed: {server.Outcome}; process {baseOptions.Pid} was resumed as it was");
-                return CrispCommand.ExitFailed;
-            }
-            if (!server.Succeeded)
-            {
-                Log.E($"dump: lazy transfer failed: {server.Outcome}");
-                return CrispCommand.ExitFailed;
-            }
-            Log.I($"lazy dump of {baseOptions.Pid}: {result.PagesWritten} pages in the images, {server.Outcome}, {server.BytesSent} bytes sent");
-            return CrispCommand.ExitOk;
+            Log.E($"dump: lazy transfer failed: {lazyResult.Outcome}; process {baseOptions.Pid} was resumed as it was");
+            return CrispCommand.ExitFailed;
         }
-        finally
+        if (!lazyResult.Succeeded)
         {
-            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            Log.E($"dump: lazy transfer failed: {lazyResult.Outcome}");
+            return CrispCommand.ExitFailed;
         }
+        Log.I($"lazy dump of {baseOptions.Pid}: {lazyResult.Dump.PagesWritten} pages in the images, {lazyResult.Outcome}, {lazyResult.BytesSent} bytes sent");
+        return CrispCommand.ExitOk;
     }
 }

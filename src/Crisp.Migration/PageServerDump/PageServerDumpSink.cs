@@ -2,11 +2,7 @@ using Crisp.Checkpoint.Dump;
 using Crisp.Images;
 using Crisp.PageServer.Client;
 
-namespace Crisp.Cli.Remote;
-
-// Lives in Crisp.Cli because it is the one project that knows both the dump (Crisp.Checkpoint,
-// which must not know sockets) and the page-server client (Crisp.PageServer, which knows nothing
-// of dumps); a new project for two small adapters would not pay for itself.
+namespace Crisp.Migration;
 
 /// <summary>
 /// <c>crisp dump --page-server</c>: pages go over one TCP connection to a page server, which writes

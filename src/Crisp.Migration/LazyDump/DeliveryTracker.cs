@@ -1,58 +1,6 @@
 using Crisp.Checkpoint.Dump;
-using Crisp.Images;
-using Crisp.Inject;
-using Crisp.Native;
 
-namespace Crisp.Cli.Remote;
-
-/// <summary>
-/// A lazy dump's page source: pages read straight from the frozen processes with
-/// process_vm_readv (no ptrace needed, any thread). Every channel is independent (the page server
-/// opens one per connection). Records which lazy pages were read, so the dump knows when the
-/// source is no longer needed.
-/// </summary>
-public sealed class FrozenProcessPageSource : IPageSource
-{
-    private readonly HashSet<int> _pids;
-
-    public FrozenProcessPageSource(LazyDumpTree tree)
-    {
-        _pids = tree.Pids.ToHashSet();
-        Delivered = new DeliveryTracker(tree);
-    }
-
-    public DeliveryTracker Delivered { get; }
-
-    /// <summary>Fires (once) on the reading thread when the first page was read.</summary>
-    public event Action? FirstRead;
-
-    private int _anyRead;
-
-    public IPageChannel OpenChannel() => new Channel(this);
-
-    public void Dispose() { }
-
-    private sealed class Channel(FrozenProcessPageSource owner) : IPageChannel
-    {
-        public void Read(int pid, ulong vaddr, Span<byte> destination)
-        {
-            if (!owner._pids.Contains(pid))
-                throw new PageSourceException($"pid {pid} is not part of this dump");
-            try
-            {
-                RemoteMemory.Read(pid, vaddr, destination);
-            }
-            catch (SyscallException e)
-            {
-                throw new PageSourceException($"pid {pid}: pages 0x{vaddr:x}+{destination.Length} cannot be read from the frozen process: {e.Message}", e);
-            }
-            if (Interlocked.Exchange(ref owner._anyRead, 1) == 0) owner.FirstRead?.Invoke();
-            owner.Delivered.Mark(pid, vaddr, (ulong)destination.Length / 4096);
-        }
-
-        public void Dispose() { }
-    }
-}
+namespace Crisp.Migration;
 
 /// <summary>
 /// Which of a lazy dump's PE_LAZY pages were handed out at least once: a bitmap per process over

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Crisp.Cli.Remote;
+namespace Crisp.Migration;
 
 /// <summary>
 /// The control connection of <c>crisp migrate</c> ↔ <c>crisp agent</c>: a tiny framing of our own.
@@ -19,7 +19,6 @@ namespace Crisp.Cli.Remote;
 public sealed class MigrationWire(Socket socket) : IDisposable
 {
     public const byte File = (byte)'F', Start = (byte)'S', Running = (byte)'R', Error = (byte)'E', Complete = (byte)'C';
-    private const int MaxName = 255;
 
     private readonly NetworkStream _stream = new(socket, ownsSocket: true);
     private readonly object _sendLock = new();
@@ -68,37 +67,50 @@ public sealed class MigrationWire(Socket socket) : IDisposable
         return b;
     }
 
-    public string ReadString()
-    {
-        Span<byte> len = stackalloc byte[2];
-        _stream.ReadExactly(len);
-        var bytes = new byte[BinaryPrimitives.ReadUInt16LittleEndian(len)];
-        _stream.ReadExactly(bytes);
-        return Encoding.UTF8.GetString(bytes);
-    }
+    /// <summary>A string (at most 64 KiB: its length is a u16).</summary>
+    public string ReadString() => ReadString(ushort.MaxValue);
 
     public ushort ReadU16() { Span<byte> b = stackalloc byte[2]; _stream.ReadExactly(b); return BinaryPrimitives.ReadUInt16LittleEndian(b); }
     public int ReadI32() { Span<byte> b = stackalloc byte[4]; _stream.ReadExactly(b); return BinaryPrimitives.ReadInt32LittleEndian(b); }
     public long ReadI64() { Span<byte> b = stackalloc byte[8]; _stream.ReadExactly(b); return BinaryPrimitives.ReadInt64LittleEndian(b); }
     public ulong ReadU64() { Span<byte> b = stackalloc byte[8]; _stream.ReadExactly(b); return BinaryPrimitives.ReadUInt64LittleEndian(b); }
 
-    /// <summary>Reads a file message's body (after its type byte) into <paramref name="dir"/>; returns its name.</summary>
-    public string ReceiveFile(string dir)
+    /// <summary>A string of at most <paramref name="maxBytes"/> UTF-8 bytes; longer is refused before anything is allocated.</summary>
+    public string ReadString(int maxBytes)
     {
-        string name = ReadString();
-        if (name.Length == 0 || name.Length > MaxName || name.Contains('/') || name is "." or "..")
+        Span<byte> len = stackalloc byte[2];
+        _stream.ReadExactly(len);
+        int n = BinaryPrimitives.ReadUInt16LittleEndian(len);
+        if (n > maxBytes) throw new IOException($"refusing a string of {n} bytes (at most {maxBytes})");
+        var bytes = new byte[n];
+        _stream.ReadExactly(bytes);
+        return Encoding.UTF8.GetString(bytes);
+    }
+
+    /// <summary>
+    /// Reads a file message's body (after its type byte) into <paramref name="dir"/>; returns its
+    /// name and length. The name and the length are checked against <paramref name="limits"/> and
+    /// <paramref name="bytesLeft"/> (what the migration may still store) before a byte is written.
+    /// </summary>
+    public (string Name, long Length) ReceiveFile(string dir, MigrationLimits limits, long bytesLeft)
+    {
+        string name = ReadString(limits.MaxNameLength);
+        if (!MigrationLimits.IsImageName(name))
             throw new IOException($"refusing image file name '{name}'");
         ulong length = ReadU64();
+        if (length > (ulong)Math.Max(0, bytesLeft))
+            throw new IOException($"refusing {name}: {length} bytes, more than the {Math.Max(0, bytesLeft)} this migration may still store (at most {limits.MaxTotalBytes} in all)");
         using var f = new FileStream(Path.Combine(dir, name), FileMode.CreateNew, FileAccess.Write);
-        var buffer = new byte[1 << 20];
-        while (length > 0)
+        var buffer = new byte[(int)Math.Min(1UL << 20, Math.Max(length, 1))];
+        ulong left = length;
+        while (left > 0)
         {
-            int n = _stream.Read(buffer, 0, (int)Math.Min((ulong)buffer.Length, length));
+            int n = _stream.Read(buffer, 0, (int)Math.Min((ulong)buffer.Length, left));
             if (n == 0) throw new EndOfStreamException($"connection closed in the middle of {name}");
             f.Write(buffer, 0, n);
-            length -= (ulong)n;
+            left -= (ulong)n;
         }
-        return name;
+        return (name, (long)length);
     }
 
     private void WriteByte(byte b) { _stream.WriteByte(b); BytesSent++; }

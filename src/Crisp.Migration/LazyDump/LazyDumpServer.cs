@@ -1,49 +1,48 @@
 using System.Diagnostics;
 using System.Net;
+using System.Runtime.InteropServices;
 using Crisp.Checkpoint.Dump;
 using Crisp.Native;
+using Crisp.Native.ProcFs;
 using Crisp.PageServer.Server;
 
-namespace Crisp.Cli.Remote;
-
-public sealed class LazyDumpServerOptions
-{
-    public required IPEndPoint EndPoint { get; init; }
-    /// <summary>CRIU's --status-fd: one zero byte once the page server listens.</summary>
-    public int StatusFd { get; init; } = -1;
-    /// <summary>How long to wait for the destination's first request (no GET by then: the source is resumed).</summary>
-    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(120);
-    /// <summary>After pages were delivered: how long the destination may stay disconnected before the transfer is declared lost.</summary>
-    public TimeSpan ReconnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
-    /// <summary>Called once the server listens, with the bound endpoint (e.g. to start a migration's restore).</summary>
-    public Action<IPEndPoint>? Listening { get; init; }
-    /// <summary>Progress: (delivered lazy pages, total lazy pages, bytes sent), a few times a second.</summary>
-    public Action<ulong, ulong, long>? Progress { get; init; }
-}
+namespace Crisp.Migration;
 
 /// <summary>
-/// The serving half of <c>crisp dump --lazy-pages</c>: a <see cref="TcpPageServer"/> whose source is
-/// the frozen tree itself. Used as <see cref="DumpOptions.ServeLazy"/>.
+/// The serving half of <c>crisp dump --lazy-pages</c> and of <c>crisp migrate</c>: a
+/// <see cref="TcpPageServer"/> whose source is the frozen tree itself. Used as <see cref="DumpOptions.ServeLazy"/>.
+///
+/// Two copies must never run. Once one page has left the frozen tree the destination may have
+/// run, so from then on the source is only ever killed; before that, it is resumed. The choice
+/// and the first read are one atomic step (<see cref="FrozenProcessPageSource.TryRefuseReads"/>).
 ///
 /// When it ends (the rule, which decides the source's fate):
 ///  - every PE_LAZY page was read for the destination: Kill (the destination has all it needs;
 ///    the source is killed at once, the server keeps answering until the client closes);
-///  - no page was read yet and no client has connected within <see cref="LazyDumpServerOptions.ConnectTimeout"/>,
-///    or every client went away before its first GET: Resume (the destination cannot have any of the
-///    lazy memory; its own lazy-pages daemon poisons or kills it when its source fails);
-///  - some pages were read, then every client went away for <see cref="LazyDumpServerOptions.ReconnectTimeout"/>:
-///    Kill, reported as a failure (the destination already ran, so two copies must not run). A client
-///    that closed cleanly counts as done (its process exited or unmapped the rest).
+///  - no page was asked for within <see cref="LazyDumpServerOptions.FirstPageTimeout"/> (whether
+///    or not a client connected), or every client went away before its first GET, or the
+///    destination reported failure (<see cref="Abort"/>), or SIGTERM/SIGINT came: Resume, and the
+///    transfer failed (the destination cannot have any of the lazy memory; its own lazy-pages
+///    daemon poisons or kills it when its source fails);
+///  - a process of the tree died while frozen (killed from outside): the transfer failed; Resume
+///    what is left if nothing was delivered, else Kill;
+///  - some pages were read, then every client went away for <see cref="LazyDumpServerOptions.ReconnectTimeout"/>,
+///    or SIGTERM/SIGINT came: Kill, reported as a failure (the destination already ran). A client
+///    that closed cleanly counts as done (its process exited or unmapped the rest);
 ///  - a tree without lazy pages: Kill once a client came and went (nothing to serve), Resume on timeout.
 /// </summary>
 public sealed class LazyDumpServer : IAsyncDisposable
 {
+    private static readonly TimeSpan TreeCheckInterval = TimeSpan.FromMilliseconds(250);
+
     private readonly LazyDumpServerOptions _options;
     private TcpPageServer? _server;
     private FrozenProcessPageSource? _source;
     private long _bytesSent, _sessionsEnded, _cleanEnds;
-    private int _connections;
+    private int _connections, _interrupted;
     private string? _abort;
+
+    public LazyDumpServer(LazyDumpServerOptions options) => _options = options;
 
     /// <summary>
     /// The destination reported that it cannot restore: if no page was delivered yet, serving ends
@@ -51,10 +50,11 @@ public sealed class LazyDumpServer : IAsyncDisposable
     /// </summary>
     public void Abort(string reason) => Interlocked.CompareExchange(ref _abort, reason, null);
 
+    /// <summary>What SIGTERM/SIGINT do: end now, resuming the tree if nothing was delivered, else killing it.</summary>
+    public void Interrupt() => Volatile.Write(ref _interrupted, 1);
+
     /// <summary>The destination reported failure after the transfer (e.g. its daemon had to poison pages).</summary>
     public void MarkFailed() => Succeeded = false;
-
-    public LazyDumpServer(LazyDumpServerOptions options) => _options = options;
 
     /// <summary>Human-readable end of the transfer, for the log and exit status.</summary>
     public string Outcome { get; private set; } = "not started";
@@ -69,9 +69,8 @@ public sealed class LazyDumpServer : IAsyncDisposable
     public LazyDumpEnd Serve(LazyDumpTree tree)
     {
         _source = new FrozenProcessPageSource(tree);
-        var firstRead = new ManualResetEventSlim(false);
         var transfer = new Stopwatch();
-        _source.FirstRead += () => { transfer.Start(); firstRead.Set(); };
+        _source.FirstRead += transfer.Start;
         _server = new TcpPageServer(new PageServerOptions
         {
             EndPoint = _options.EndPoint,
@@ -88,54 +87,66 @@ public sealed class LazyDumpServer : IAsyncDisposable
         // SIGTERM/SIGINT must not just end the process: the kernel would detach (resume) the tree
         // even after the destination ran. Decide like any other end of the transfer.
         // Registered before anyone can learn the port: a signal right after "listening" counts.
-        int interrupted = 0;
-        using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(
-            System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; interrupted = 1; });
-        using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(
-            System.Runtime.InteropServices.PosixSignal.SIGINT, c => { c.Cancel = true; interrupted = 1; });
+        using var term = _options.HandleSignals ? PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; Interrupt(); }) : null;
+        using var intr = _options.HandleSignals ? PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; Interrupt(); }) : null;
         _server.Start();
         Log.I($"lazy page server listening on {_server.LocalEndPoint}: {tree.TotalLazyPages} lazy pages in {tree.Pids.Count} process(es)");
         _options.Listening?.Invoke(_server.LocalEndPoint);
+        var end = Decide(tree, _source, transfer);
+        TransferTime = transfer.Elapsed;
+        return end;
+    }
 
+    /// <summary>The serving loop: returns once the rule in the class comment decides the source's fate.</summary>
+    private LazyDumpEnd Decide(LazyDumpTree tree, FrozenProcessPageSource source, Stopwatch transfer)
+    {
         var waited = Stopwatch.StartNew();
         var idle = new Stopwatch();
         var lastProgress = Stopwatch.StartNew();
-        var delivered = _source.Delivered;
+        var lastTreeCheck = Stopwatch.StartNew();
+        var delivered = source.Delivered;
         while (true)
         {
             if (delivered.Total > 0 && delivered.Complete.Wait(20))
             {
-                TransferTime = transfer.Elapsed;
                 Succeeded = true;
-                Outcome = $"all {delivered.Total} lazy pages delivered in {TransferTime.TotalMilliseconds:F0} ms";
+                Outcome = $"all {delivered.Total} lazy pages delivered in {transfer.Elapsed.TotalMilliseconds:F0} ms";
                 Report(delivered);
                 return LazyDumpEnd.Kill;
             }
             if (delivered.Total == 0) Thread.Sleep(20);
-            int active = _server.ActiveSessions;
+            int active = _server!.ActiveSessions;
             if (active > 0) _connections = 1;
             if (_options.Progress is not null && lastProgress.ElapsedMilliseconds >= 200)
             {
                 Report(delivered);
                 lastProgress.Restart();
             }
-            bool anyDelivered = firstRead.IsSet;
             bool everConnected = _connections > 0 || Interlocked.Read(ref _sessionsEnded) > 0;
-            if (Volatile.Read(ref interrupted) != 0)
+            if (lastTreeCheck.Elapsed >= TreeCheckInterval)
             {
-                TransferTime = transfer.Elapsed;
-                if (!anyDelivered)
+                lastTreeCheck.Restart();
+                if (DeadProcess(tree) is int dead)
                 {
-                    Outcome = "interrupted before any page was delivered";
-                    return LazyDumpEnd.Resume;
+                    if (TryResume($"process {dead} of the tree died while frozen; nothing was delivered, the rest of the tree was resumed"))
+                        return LazyDumpEnd.Resume;
+                    Outcome = $"process {dead} of the tree died while frozen, after {delivered.Count} of {delivered.Total} lazy pages; the rest of the tree was killed";
+                    return LazyDumpEnd.Kill;
                 }
+            }
+            if (Volatile.Read(ref _interrupted) != 0)
+            {
+                if (TryResume("interrupted before any page was delivered")) return LazyDumpEnd.Resume;
                 Outcome = $"interrupted after {delivered.Count} of {delivered.Total} lazy pages; the source was killed because the destination had already run";
                 return LazyDumpEnd.Kill;
             }
-            if (!anyDelivered && Volatile.Read(ref _abort) is { } reason)
+            if (Volatile.Read(ref _abort) is { } reason && TryResume(reason)) return LazyDumpEnd.Resume;
+            if (!source.AnyRead && waited.Elapsed > _options.FirstPageTimeout)
             {
-                Outcome = reason;
-                return LazyDumpEnd.Resume;
+                string why = everConnected
+                    ? $"the destination connected but asked for no page within {_options.FirstPageTimeout.TotalSeconds:0.#} s"
+                    : $"no destination connected within {_options.FirstPageTimeout.TotalSeconds:0.#} s";
+                if (TryResume(why)) return LazyDumpEnd.Resume;
             }
             if (active > 0) { idle.Reset(); continue; }
             if (!idle.IsRunning) idle.Start();
@@ -146,35 +157,48 @@ public sealed class LazyDumpServer : IAsyncDisposable
                 Outcome = "no lazy pages to serve; the destination connected and finished";
                 return LazyDumpEnd.Kill;
             }
-            if (!anyDelivered)
+            if (!source.AnyRead)
             {
-                if (everConnected && idle.Elapsed > TimeSpan.FromSeconds(1))
-                {
-                    Outcome = "the destination disconnected before asking for any page";
+                if (everConnected && idle.Elapsed > TimeSpan.FromSeconds(1)
+                    && TryResume("the destination disconnected before asking for any page"))
                     return LazyDumpEnd.Resume;
-                }
-                if (!everConnected && waited.Elapsed > _options.ConnectTimeout)
-                {
-                    Outcome = $"no destination connected within {_options.ConnectTimeout.TotalSeconds:0.#} s";
-                    return LazyDumpEnd.Resume;
-                }
                 continue;
             }
             // Pages were delivered: the destination has run. Never resume from here on.
             if (Interlocked.Read(ref _cleanEnds) > 0 && idle.Elapsed > TimeSpan.FromSeconds(2))
             {
-                TransferTime = transfer.Elapsed;
                 Succeeded = true;
                 Outcome = $"the destination finished after {delivered.Count} of {delivered.Total} lazy pages (the rest was unmapped or the process exited)";
                 return LazyDumpEnd.Kill;
             }
             if (idle.Elapsed > _options.ReconnectTimeout)
             {
-                TransferTime = transfer.Elapsed;
                 Outcome = $"the destination went away after {delivered.Count} of {delivered.Total} lazy pages; the source was killed because the destination had already run";
                 return LazyDumpEnd.Kill;
             }
         }
+    }
+
+    /// <summary>Resume is chosen only if no page has left the tree, and then none ever will.</summary>
+    private bool TryResume(string outcome)
+    {
+        if (!_source!.TryRefuseReads()) return false;
+        Outcome = outcome;
+        return true;
+    }
+
+    /// <summary>A process of the tree that is gone or a zombie (killed while frozen), or null.</summary>
+    private static int? DeadProcess(LazyDumpTree tree)
+    {
+        foreach (int pid in tree.Pids)
+        {
+            try
+            {
+                if (Proc.Stat(pid).State is 'Z' or 'X') return pid;
+            }
+            catch (IOException) { return pid; }
+        }
+        return null;
     }
 
     private void Report(DeliveryTracker d) => _options.Progress?.Invoke(d.Count, d.Total, BytesSent);

@@ -1,0 +1,161 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Crisp.Checkpoint.Restore;
+using Crisp.Images;
+using Crisp.LazyPages;
+using Crisp.Native;
+using Crisp.PageServer.Client;
+
+namespace Crisp.Migration;
+
+/// <summary>
+/// One migration on the agent: receive the images into a temporary directory, start the
+/// lazy-pages daemon (in-process) with pages from the source's lazy page server, restore with
+/// --lazy-pages, report "running" with the new pid, and once every page is in, report completion.
+/// Until "start" every read from the source is bounded by the peer timeout, and what it sends by
+/// <see cref="MigrationLimits"/>; nothing runs here before the images are complete.
+/// </summary>
+internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan peerTimeout, MigrationLimits limits)
+{
+    public void Serve(CancellationToken stop)
+    {
+        using var wire = new MigrationWire(client);
+        var remote = (IPEndPoint)client.RemoteEndPoint!;
+        string dir = Path.Combine(baseDir, $"crisp-agent-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
+        Directory.CreateDirectory(dir);
+        Log.I($"agent: migration from {remote} into {dir}");
+        try
+        {
+            var pageServer = Receive(wire, remote, dir, stop);
+            Run(wire, dir, pageServer);
+        }
+        finally
+        {
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>Image files until "start"; returns the source's page server.</summary>
+    private IPEndPoint Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
+    {
+        client.ReceiveTimeout = (int)Math.Clamp(peerTimeout.TotalMilliseconds, 1, int.MaxValue);
+        // A stop while receiving drops the migration: nothing runs here yet, the source resumes.
+        using var onStop = stop.Register(() =>
+        {
+            try { client.Shutdown(SocketShutdown.Both); }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException) { }
+        });
+        int files = 0;
+        long bytesLeft = limits.MaxTotalBytes;
+        try
+        {
+            while (true)
+            {
+                int type = wire.ReadType();
+                switch (type)
+                {
+                    case MigrationWire.File:
+                        if (files == limits.MaxFiles)
+                            throw new IOException($"refusing more than {limits.MaxFiles} image files");
+                        bytesLeft -= wire.ReceiveFile(dir, limits, bytesLeft).Length;
+                        files++;
+                        break;
+                    case MigrationWire.Start:
+                        int port = wire.ReadU16();
+                        string address = wire.ReadString(limits.MaxNameLength);
+                        var pageServer = new IPEndPoint(address.Length == 0 ? remote.Address : IPAddress.Parse(address), port);
+                        Log.I($"agent: {files} image files received; pages from {pageServer}");
+                        client.ReceiveTimeout = 0;
+                        return pageServer;
+                    case -1:
+                        throw new IOException(stop.IsCancellationRequested
+                            ? "the agent is stopping; the migration was dropped before it started"
+                            : "the source closed the connection before starting");
+                    default: throw new IOException($"unexpected message type {type}");
+                }
+            }
+        }
+        catch (IOException e) when (e.InnerException is SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock })
+        {
+            throw new IOException($"the source sent nothing for {peerTimeout.TotalSeconds:0.#} s ({files} image files received); dropped", e);
+        }
+    }
+
+    private static unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer)
+    {
+        var images = new ImageDir(dir);
+        using var source = new RemotePageSource(pageServer);
+        int* p = stackalloc int[2];
+        Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "lazy-pages status");
+        int statusRead = p[0];
+        using var cancel = new CancellationTokenSource();
+        LazyPagesDaemon? daemon = null;
+        int rc = -1;
+        Exception? daemonError = null;
+        var daemonThread = new Thread(() =>
+        {
+            try
+            {
+                daemon = new LazyPagesDaemon(new LazyPagesOptions
+                {
+                    WorkDir = dir,
+                    PageSource = source,
+                    PlanFor = pid => LocalImages.Plan(images, pid),
+                    StatusFd = p[1],
+                    Log = s => Log.I(s),
+                    Policy = new LazyPagesPolicy { KillOnFailure = true },
+                });
+                rc = daemon.Run(cancel.Token);
+            }
+            catch (Exception e) { daemonError = e; }
+        }) { Name = "agent lazy-pages", IsBackground = true };
+        daemonThread.Start();
+        byte b;
+        nint n;
+        do n = LibC.read(statusRead, &b, 1);
+        while (n < 0 && Errno.Last == Errno.EINTR);
+        LibC.close(statusRead);
+        if (n != 1)
+        {
+            daemonThread.Join();
+            string why = $"the lazy-pages daemon did not start: {daemonError?.Message ?? "no status"}";
+            wire.SendError(why);
+            throw new CrispException(why);
+        }
+
+        RestoredProcess restored;
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true, Lazy = true });
+        }
+        catch (Exception e)
+        {
+            cancel.Cancel();
+            daemonThread.Join(TimeSpan.FromSeconds(10));
+            wire.SendError($"restore failed: {e.Message}");
+            throw;
+        }
+        Log.I($"agent: restored {restored.Pid} in {sw.Elapsed.TotalMilliseconds:F1} ms");
+        wire.SendRunning(restored.Pid, restored.Elapsed);
+        // The restored root is our child: reap it whenever it exits.
+        new Thread(() =>
+        {
+            try
+            {
+                int code = restored.WaitForExit();
+                Log.I($"agent: migrated process {restored.Pid} exited ({code})");
+            }
+            catch (SyscallException) { }
+        }) { IsBackground = true, Name = $"reap {restored.Pid}" }.Start();
+
+        daemonThread.Join();
+        string stats = daemon?.Stats.ToJson() ?? "{}";
+        if (daemon is not null)
+            foreach (var f in daemon.Failures) Log.E($"agent: {f}");
+        daemon?.Dispose();
+        wire.SendComplete(daemonError is null ? rc : -1, stats);
+        Log.I($"agent: migration of {restored.Pid} complete (daemon rc {rc})");
+    }
+}

@@ -1,0 +1,22 @@
+using System.Net;
+
+namespace Crisp.Migration;
+
+public sealed class MigrationAgentOptions
+{
+    public const int DefaultPort = 7317;
+
+    /// <summary>Where to listen (port 0: any free one, see <see cref="MigrationAgent.LocalEndPoint"/>).</summary>
+    public required IPEndPoint Listen { get; init; }
+    /// <summary>Where per-migration image directories are made (default: the temp directory).</summary>
+    public string? BaseDir { get; init; }
+    /// <summary>
+    /// How long a source may stay silent while it sends a migration (images and "start"): a peer
+    /// that connects and sends nothing, or stops halfway, is dropped after this and the agent goes on.
+    /// </summary>
+    public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Migrations served at once; more wait in the listen backlog.</summary>
+    public int MaxConcurrent { get; init; } = 4;
+    /// <summary>What one source may make the agent store.</summary>
+    public MigrationLimits Limits { get; init; } = new();
+}

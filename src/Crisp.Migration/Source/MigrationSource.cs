@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Crisp.Checkpoint.Dump;
+using Crisp.Native;
+
+namespace Crisp.Migration;
+
+public sealed class MigrationRequest
+{
+    /// <summary>Root of the process tree to move.</summary>
+    public required int Pid { get; init; }
+    /// <summary>The <c>crisp agent</c> to move it to.</summary>
+    public required IPEndPoint Agent { get; init; }
+    /// <summary>How long to wait for the agent at each step (connect, first page, "running").</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>Progress: (delivered lazy pages, total lazy pages, bytes sent, time since the start).</summary>
+    public Action<ulong, ulong, long, TimeSpan>? Progress { get; init; }
+    /// <summary>Where the images are made before they are sent (default: the temp directory).</summary>
+    public string? TempDir { get; init; }
+    /// <summary>See <see cref="LazyDumpServerOptions.HandleSignals"/>.</summary>
+    public bool HandleSignals { get; init; } = true;
+}
+
+/// <summary>The end of a migration: its statistics, and whether the source was resumed here (nothing moved).</summary>
+public sealed record MigrationResult(MigrationStats Stats, bool Resumed);
+
+/// <summary>
+/// The source side of <c>crisp migrate PID --to HOST:PORT</c>: post-copy live migration to a
+/// <see cref="MigrationAgent"/>. Freeze and dump everything but the lazy memory into a temporary
+/// directory, serve that memory from the frozen tree on a lazy page server, send the images and a
+/// "start" over one control connection (<see cref="MigrationWire"/>); the agent restores lazily
+/// and says "running"; pages then move on demand and in the background; the source is killed once
+/// all are delivered. Failure before any page moved resumes the source as it was
+/// (<see cref="LazyDumpServer"/> decides).
+/// </summary>
+public static class MigrationSource
+{
+    public static MigrationResult Run(MigrationRequest request)
+    {
+        int pid = request.Pid;
+        var timeout = request.Timeout;
+        var agent = request.Agent;
+        var total = Stopwatch.StartNew();
+        // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
+        var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
+        var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
+        Socket control = new(agent.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var cts = new CancellationTokenSource(timeout);
+            control.ConnectAsync(agent, cts.Token).AsTask().GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException)
+        {
+            control.Dispose();
+            throw new CrispException($"cannot reach the agent at {agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : "timed out")}");
+        }
+        using var wire = new MigrationWire(control);
+        var local = ((IPEndPoint)control.LocalEndPoint!).Address;
+        string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
+
+        var replies = new AgentReplies(wire);
+        long freezeTicks = 0;
+        var server = new LazyDumpServer(new LazyDumpServerOptions
+        {
+            EndPoint = new IPEndPoint(local, 0),
+            FirstPageTimeout = timeout,
+            HandleSignals = request.HandleSignals,
+            Listening = ep =>
+            {
+                // Images are complete (inventory last): ship them, then start the destination.
+                var sent = Stopwatch.StartNew();
+                foreach (var f in Directory.GetFiles(dir).Order(StringComparer.Ordinal))
+                    wire.SendFile(Path.GetFileName(f), f);
+                stats.ImageBytes = wire.BytesSent;
+                wire.SendStart(ep.Port, "");
+                Log.I($"migrate: {stats.ImageBytes} bytes of images sent in {sent.Elapsed.TotalMilliseconds:F1} ms; pages served on {ep}");
+                replies.Start();
+            },
+            Progress = request.Progress is { } progress ? (done, all, bytes) => progress(done, all, bytes, total.Elapsed) : null,
+        });
+        replies.Server = server;
+
+        try
+        {
+            warm.GetAwaiter().GetResult();
+            freezeTicks = Stopwatch.GetTimestamp();
+            var dumpTimer = Stopwatch.StartNew();
+            var result = Dumper.Dump(new DumpOptions
+            {
+                Pid = pid, ImagesDir = dir, LazyPages = true,
+                // The downtime starts when the tree is frozen, not before (the dump reads smaps first).
+                Frozen = () => { freezeTicks = Stopwatch.GetTimestamp(); dumpTimer.Restart(); },
+                ServeLazy = tree =>
+                {
+                    stats.DumpMs = dumpTimer.Elapsed.TotalMilliseconds;
+                    var end = server.Serve(tree);
+                    // Every page is at the destination (or the transfer ended): what "total" measures.
+                    stats.TotalMs = total.Elapsed.TotalMilliseconds;
+                    return end;
+                },
+            });
+            stats.LazyPages = server.LazyPages;
+            stats.PagesDelivered = server.PagesDelivered;
+            stats.Outcome = server.Outcome;
+            if (result.LazyEnd == LazyDumpEnd.Resume)
+                return new MigrationResult(stats, Resumed: true);
+
+            // Killed here; the destination has (or had) it.
+            var running = replies.Running.Task;
+            if (Succeeds(running, timeout))
+            {
+                stats.DestinationPid = running.Result.Pid;
+                stats.RestoreMs = running.Result.Restore.TotalMilliseconds;
+                stats.DowntimeMs = Stopwatch.GetElapsedTime(freezeTicks, running.Result.AtTicks).TotalMilliseconds;
+            }
+            if (stats.TotalMs == 0) stats.TotalMs = total.Elapsed.TotalMilliseconds;
+            server.WaitAndStopAsync(LazyDump.InFlightGrace).GetAwaiter().GetResult();
+            var complete = replies.Complete.Task;
+            if (Succeeds(complete, TimeSpan.FromSeconds(15)))
+            {
+                try { stats.DestinationDaemon = System.Text.Json.Nodes.JsonNode.Parse(complete.Result.Stats); }
+                catch (System.Text.Json.JsonException) { Log.W("migrate: the agent's daemon statistics were not JSON"); }
+            }
+            if (complete.IsCompletedSuccessfully && complete.Result.Rc != 0)
+            {
+                stats.Outcome += $"; the destination's lazy-pages daemon reported failure ({complete.Result.Rc})";
+                server.MarkFailed();
+            }
+            stats.Succeeded = server.Succeeded && stats.DestinationPid != 0;
+            stats.PageBytes = server.BytesSent;
+            stats.BytesMoved = wire.BytesSent + server.BytesSent;
+            return new MigrationResult(stats, Resumed: false);
+        }
+        finally
+        {
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>Waits for <paramref name="task"/> up to <paramref name="timeout"/>; true if it completed successfully (a fault is an answer, not an exception).</summary>
+    private static bool Succeeds(Task task, TimeSpan timeout)
+    {
+        try { task.Wait(timeout); }
+        catch (AggregateException) { }
+        return task.IsCompletedSuccessfully;
+    }
+}

@@ -1,0 +1,32 @@
+using System.Text.Json.Serialization;
+
+namespace Crisp.Migration;
+
+/// <summary>Statistics of one migration (<c>crisp migrate --json</c>).</summary>
+public sealed class MigrationStats
+{
+    public int SourcePid { get; set; }
+    public int DestinationPid { get; set; }
+    public string Destination { get; set; } = "";
+    /// <summary>Frozen on the source → running on the destination.</summary>
+    public double DowntimeMs { get; set; }
+    /// <summary>Start of the command → every lazy page delivered (or the transfer ended).</summary>
+    public double TotalMs { get; set; }
+    public double DumpMs { get; set; }
+    public double RestoreMs { get; set; }
+    public long ImageBytes { get; set; }
+    public long PageBytes { get; set; }
+    public long BytesMoved { get; set; }
+    public ulong LazyPages { get; set; }
+    public ulong PagesDelivered { get; set; }
+    public string Outcome { get; set; } = "";
+    /// <summary>The destination lazy-pages daemon's own statistics (faults, pages by fault / fault-around / prefetch, latency).</summary>
+    public System.Text.Json.Nodes.JsonNode? DestinationDaemon { get; set; }
+    public bool Succeeded { get; set; }
+
+    public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this, MigrationJsonContext.Default.MigrationStats);
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(MigrationStats))]
+internal sealed partial class MigrationJsonContext : JsonSerializerContext;
