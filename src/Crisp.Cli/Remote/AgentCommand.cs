@@ -20,8 +20,9 @@ public static class AgentCommand
         var maxConcurrent = new Option<int>("--max-concurrent") { Description = "migrations served at once (more wait their turn)", DefaultValueFactory = _ => 4 };
         var logFile = new Option<string?>("--log-file", "-o") { Description = "log file, relative to the work directory unless absolute" };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 3, Arity = ArgumentArity.ZeroOrOne };
+        var insecure = NetworkExposure.Option();
         var cmd = new Command("agent", "Receive live migrations (crisp migrate PID --to HOST:PORT)");
-        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure }) cmd.Options.Add(o);
         cmd.SetAction(r => CrispCommand.Guard("agent", () =>
         {
             Log.Level = r.GetValue(verbosity);
@@ -35,9 +36,11 @@ public static class AgentCommand
             if (!(seconds > 0)) throw new UsageException($"--timeout {seconds}: expected a number of seconds above 0");
             int concurrent = r.GetValue(maxConcurrent);
             if (concurrent < 1) throw new UsageException($"--max-concurrent {concurrent}: expected at least 1");
+            var listenAt = ParseEndPoint(r.GetValue(listen)!, MigrationAgentOptions.DefaultPort);
+            NetworkExposure.Check(listenAt.Address, r.GetValue(insecure), "agent");
             using var agent = new MigrationAgent(new MigrationAgentOptions
             {
-                Listen = ParseEndPoint(r.GetValue(listen)!, MigrationAgentOptions.DefaultPort),
+                Listen = listenAt,
                 BaseDir = r.GetValue(workDir),
                 PeerTimeout = TimeSpan.FromSeconds(seconds),
                 MaxConcurrent = concurrent,

@@ -18,15 +18,18 @@ public static class MigrateCommand
         var json = new Option<bool>("--json") { Description = "print the statistics as JSON at the end" };
         var timeout = new Option<double>("--timeout") { Description = "seconds to wait for the agent at each step", DefaultValueFactory = _ => 30 };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 2, Arity = ArgumentArity.ZeroOrOne };
+        var insecure = NetworkExposure.Option();
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure }) cmd.Options.Add(o);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
             Log.Level = r.GetValue(verbosity);
             double seconds = r.GetValue(timeout);
             if (!(seconds > 0)) throw new UsageException($"--timeout {seconds}: expected a number of seconds above 0");
             var agent = AgentCommand.ParseEndPoint(r.GetValue(to)!, MigrationAgentOptions.DefaultPort);
+            // The source serves the frozen tree's pages on the interface that reaches the agent.
+            NetworkExposure.Check(agent.Address, r.GetValue(insecure), "migrate's page server (on the interface that reaches the agent)");
             return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds));
         }));
         return cmd;

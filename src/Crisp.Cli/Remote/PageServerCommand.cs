@@ -20,20 +20,22 @@ public static class PageServerCommand
     public static Command Create()
     {
         var common = new CommonOptions();
-        var address = new Option<string?>("--address") { Description = "address to listen on (default: all)" };
+        var address = new Option<string?>("--address") { Description = "address to listen on (default: all, which needs --insecure)" };
         var port = new Option<int>("--port") { Description = "port to listen on (0: any free one, printed)", DefaultValueFactory = _ => 27 };
         var lazy = new Option<bool>("--lazy-pages") { Description = "serve lazy restores from the pages images instead of receiving dumps" };
         var statusFd = new Option<int>("--status-fd") { Description = "write one zero byte to this fd once listening, then close it", DefaultValueFactory = _ => -1 };
         var daemon = new Option<bool>("--daemon", "-d") { Description = "detach and run in the background once listening" };
+        var insecure = NetworkExposure.Option();
         var cmd = new Command("page-server", "Receive dumped pages over the network, or serve them to lazy restores");
-        foreach (var o in new Option[] { address, port, lazy, statusFd, daemon }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { address, port, lazy, statusFd, daemon, insecure }) cmd.Options.Add(o);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("page-server", () =>
         {
             common.ConfigureLog(r);
+            var endpoint = PageServerAddress.ParseListen(r.GetValue(address), r.GetValue(port));
+            NetworkExposure.Check(endpoint.Address, r.GetValue(insecure), "page-server");
             if (r.GetValue(daemon))
                 return Daemonize.Run(r.GetValue(statusFd));
-            var endpoint = PageServerAddress.ParseListen(r.GetValue(address), r.GetValue(port));
             var dir = r.GetValue(lazy) ? new ImageDir(common.Images(r)) : ImageDir.Create(common.Images(r));
             using var source = r.GetValue(lazy) ? new ImageDirPageSource(dir) : null;
             var server = new TcpPageServer(new PageServerOptions

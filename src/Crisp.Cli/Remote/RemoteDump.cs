@@ -14,14 +14,15 @@ public sealed class RemoteDumpOptions
 {
     public readonly Option<bool> PageServer = new("--page-server") { Description = "send pages to a page server at --address/--port instead of writing them locally" };
     public readonly Option<bool> LazyPages = new("--lazy-pages") { Description = "leave memory in the frozen tree and serve it to a lazy restore on --address/--port" };
-    public readonly Option<string?> Address = new("--address") { Description = "page server address (--page-server: where to connect; --lazy-pages: where to listen, default all)" };
+    public readonly Option<string?> Address = new("--address") { Description = "page server address (--page-server: where to connect; --lazy-pages: where to listen, default all, which needs --insecure)" };
     public readonly Option<int> Port = new("--port") { Description = "page server port", DefaultValueFactory = _ => 27 };
     public readonly Option<int> StatusFd = new("--status-fd") { Description = "--lazy-pages: write one zero byte to this fd once listening", DefaultValueFactory = _ => -1 };
+    public readonly Option<bool> Insecure = NetworkExposure.Option();
     public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination's first page request before resuming the tree", DefaultValueFactory = _ => 120 };
 
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout, Insecure }) cmd.Options.Add(o);
     }
 
     public bool Active(ParseResult r) => r.GetValue(PageServer) || r.GetValue(LazyPages);
@@ -49,6 +50,7 @@ public static class RemoteDump
         double timeout = r.GetValue(o.LazyTimeout);
         if (!(timeout > 0)) throw new UsageException($"--lazy-timeout {timeout}: expected a number of seconds above 0");
         var listen = PageServerAddress.ParseListen(r.GetValue(o.Address), port);
+        NetworkExposure.Check(listen.Address, r.GetValue(o.Insecure), "dump --lazy-pages");
         var server = new LazyDumpServer(new LazyDumpServerOptions
         {
             EndPoint = listen,

@@ -56,7 +56,7 @@ public class ExitCodeTests
         Assert.True(noTree.ExitCode == 2, noTree.ToString());
         var both = CrispCli.Run(dir, "dump", "-t", S(w.Pid), "-D", dir["img3"], "--lazy-pages", "--page-server", "--address", "127.0.0.1");
         Assert.True(both.ExitCode == 2, both.ToString());
-        var zero = CrispCli.Run(dir, "dump", "-t", S(w.Pid), "-D", dir["img3"], "--lazy-pages", "--lazy-timeout", "0");
+        var zero = CrispCli.Run(dir, "dump", "-t", S(w.Pid), "-D", dir["img3"], "--lazy-pages", "--address", "127.0.0.1", "--lazy-timeout", "0");
         Assert.True(zero.ExitCode == 2, zero.ToString());
         // None of these touched the process.
         Assert.StartsWith("check ok", w.Check(w.Pid));

@@ -91,9 +91,9 @@ public class MigrateTests
             Sh($"ip -n {b} link set lo up");
 
             using var py = StartLoop(dir, ["/usr/sbin/ip", "netns", "exec", a]);
-            using var agent = new BackgroundCrisp(dir, "agent", ["/usr/sbin/ip", "netns", "exec", b, .. BackgroundCrisp.InNewPidNs], ["agent", "--listen", $"{addrB}:0"]);
+            using var agent = new BackgroundCrisp(dir, "agent", ["/usr/sbin/ip", "netns", "exec", b, .. BackgroundCrisp.InNewPidNs], ["agent", "--listen", $"{addrB}:0", "--insecure"]);
             int port = agent.Port();
-            using var migrate = new BackgroundCrisp(dir, "migrate", ["/usr/sbin/ip", "netns", "exec", a], ["migrate", S(py.Pid), "--to", $"{addrB}:{port}", "--json"]);
+            using var migrate = new BackgroundCrisp(dir, "migrate", ["/usr/sbin/ip", "netns", "exec", a], ["migrate", S(py.Pid), "--to", $"{addrB}:{port}", "--json", "--insecure"]);
             Assert.True(migrate.WaitExit(TimeSpan.FromSeconds(120)) == 0, migrate.Output + agent.Output);
             Assert.True(Poll.Until(() => Gone(py.Pid)), "the source is still alive");
             AssertContinues(dir);
