@@ -16,6 +16,12 @@ public sealed class ImageReader
     /// <summary>No single record in an image is anywhere near this; a larger length means corruption.</summary>
     public const int MaxRecordLength = 64 << 20;
 
+    /// <summary>
+    /// The largest image file read whole (pipes-data.img, with every pipe's buffered bytes, is
+    /// the largest kind): a larger one is refused before anything is allocated for it.
+    /// </summary>
+    public const long MaxFileLength = 256L << 20;
+
     private readonly byte[] _data;
     private int _offset;
     private int _record;
@@ -51,6 +57,9 @@ public sealed class ImageReader
         byte[] data;
         try
         {
+            long length = new FileInfo(path).Length;
+            if (length > MaxFileLength)
+                throw new ImageException(path, $"corrupt: {length} bytes, more than any image of this kind holds (limit {MaxFileLength})");
             data = File.ReadAllBytes(path);
         }
         catch (FileNotFoundException e)
@@ -126,6 +135,10 @@ public sealed class ImageReader
             throw new ImageException(Path,
                 $"corrupt: record {index} at offset {at} is not a valid {typeof(T).Name}: {e.Message}", e);
         }
+        // proto2's required fields: CRIU and crit refuse a record without one, and so does crisp
+        // (the parser alone would hand out zeros for them).
+        if (!message.IsInitialized())
+            throw new ImageException(Path, $"corrupt: record {index} at offset {at}, a {typeof(T).Name}, lacks a required field");
         return true;
     }
 

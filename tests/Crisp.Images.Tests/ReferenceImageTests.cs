@@ -5,13 +5,13 @@ using Xunit;
 namespace Crisp.Images.Tests;
 
 /// <summary>
-/// Images written by CRIU 4.2 on this machine (/work/shared/reference-images)
+/// Images written by CRIU 4.2 (../shared/reference-images from the repository root)
 /// read into the same values crit shows, and survive a read/write round trip
 /// with crit's decoding unchanged.
 /// </summary>
 public class ReferenceImageTests
 {
-    private const string Root = "/work/shared/reference-images";
+    private static readonly string Root = SharedFiles.ReferenceImages;
 
     public static TheoryData<string> Dumps()
     {
