@@ -13,6 +13,11 @@ public sealed class LazyPagesPolicy
     public int ZeroAroundPages { get; set; } = 16;
     /// <summary>Pages per background UFFDIO_COPY.</summary>
     public int PrefetchChunkPages { get; set; } = 128;
+    /// <summary>
+    /// Pages per prefetch request when prefetch shares the fault channel (the page source took one
+    /// connection only, as CRIU's lazy page server does): small, so a fault waits at most one of them.
+    /// </summary>
+    public int SharedChannelPrefetchPages { get; set; } = 32;
     /// <summary>Start background prefetch only after the restore-finished word (CRIU's behaviour).</summary>
     public bool PrefetchAfterRestoreFinished { get; set; } = true;
     /// <summary>
