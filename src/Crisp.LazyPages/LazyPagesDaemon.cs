@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using System.Net.Sockets;
+using Crisp.Images;
 using Crisp.Native;
 
 namespace Crisp.LazyPages;
@@ -43,6 +45,11 @@ namespace Crisp.LazyPages;
  *  - A dropped process leaves the process table at once, from either thread; its uffd and pidfd
  *    are closed by the poll thread after it has taken them out of the poll set (so a descriptor
  *    number is never polled after it was closed and perhaps reused).
+ * Nothing waits forever: the page source must answer its first connection, and a restore must
+ * hand over its first process, within PeerTimeout (from the start, or from the last hand-off
+ * connection coming or going); after that the processes' lives govern (pidfd, ESRCH) and the
+ * restorer's connection (its end means no more tasks). Cancellation (SIGTERM/SIGINT in the
+ * command) poisons what is left and ends at once.
  * We exit when restore-finished has arrived and every process has nothing pending (or is gone);
  * closing a uffd unregisters its ranges, so later faults on dropped ranges behave as plain memory.
  */
@@ -70,7 +77,9 @@ public sealed class LazyPagesDaemon : IDisposable
     private FaultServer? _faults;
     private Prefetcher? _prefetcher;
     private bool _restoreFinished, _noMoreTasksSeen;
-    private int _handedOver;
+    private int _handedOver, _connectionsSeen;
+    /// <summary>When a hand-off connection last came or went (or Run started): the peer timeout counts from here.</summary>
+    private long _lastHandOffEvent;
 
     /// <summary>
     /// No task can still arrive: restore-finished came, or every hand-off connection has closed
@@ -99,11 +108,19 @@ public sealed class LazyPagesDaemon : IDisposable
     public int Run(CancellationToken cancel = default)
     {
         // The page source first: "ready" (socket file, status fd) then means pages can flow.
-        var shared = new SharedPageChannel(_options.PageSource.OpenChannel());
+        var first = OpenPageSource(cancel);
+        if (first is null)
+        {
+            if (_options.StatusFd >= 0) LibC.close(_options.StatusFd); // whoever waits for "ready" sees the end
+            Stats.Finish();
+            return 1;
+        }
+        var shared = new SharedPageChannel(first);
         _faults = new FaultServer(_options.Policy, shared.Urgent, _events, _copier, _failures, _served, Stats, _log);
         _failures.AnswerWaiting = _faults.AnswerWaiting;
         _prefetcher = new Prefetcher(_options.Policy, _options.PageSource, shared, _served, _copier, _failures, _wake, _prefetchKick, _log);
         _handOff.Listen();
+        _lastHandOffEvent = Stopwatch.GetTimestamp();
         ReportReady();
         _prefetcher.Start();
         try
@@ -124,6 +141,56 @@ public sealed class LazyPagesDaemon : IDisposable
         return _failures.Count == 0 ? 0 : 1;
     }
 
+    private bool WaitsForever => _options.PeerTimeout <= TimeSpan.Zero || _options.PeerTimeout == Timeout.InfiniteTimeSpan;
+    private string PeerTimeoutText => $"{_options.PeerTimeout.TotalSeconds:0.###} s";
+
+    /// <summary>The fault channel, tried again with backoff until the peer timeout; null (failure reported) if it never opens.</summary>
+    private IPageChannel? OpenPageSource(CancellationToken cancel)
+    {
+        long start = Stopwatch.GetTimestamp();
+        int delay = 50;
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                return _options.PageSource.OpenChannel();
+            }
+            catch (PageSourceException e)
+            {
+                var left = _options.PeerTimeout - Stopwatch.GetElapsedTime(start);
+                if (cancel.IsCancellationRequested)
+                {
+                    _failures.Fail($"lazy-pages: stopped while waiting for the page source: {e.Message}");
+                    return null;
+                }
+                if (!WaitsForever && left <= TimeSpan.Zero)
+                {
+                    _failures.Fail($"lazy-pages: the page source could not be reached within {PeerTimeoutText}: {e.Message}");
+                    return null;
+                }
+                if (attempt == 0) _log($"lazy-pages: waiting for the page source ({e.Message})");
+                int wait = WaitsForever ? delay : (int)Math.Clamp(left.TotalMilliseconds, 1, delay);
+                cancel.WaitHandle.WaitOne(wait);
+                delay = Math.Min(delay * 2, 1000);
+            }
+        }
+    }
+
+    /// <summary>
+    /// No process handed over yet and no hand-off connection has come or gone for the peer
+    /// timeout: the failure to report, else null.
+    /// </summary>
+    private string? NobodyCame()
+    {
+        if (_handedOver > 0 || _restoreFinished || WaitsForever) return null;
+        if (Stopwatch.GetElapsedTime(_lastHandOffEvent) < _options.PeerTimeout) return null;
+        if (_handOff.ConnectionCount > 0)
+            return $"lazy-pages: a restore connected to {SocketPath} but handed over no process within {PeerTimeoutText}; giving up";
+        if (_connectionsSeen > 0)
+            return $"lazy-pages: a restore connected to {SocketPath} and left without handing over a process (did it fail?); no other came within {PeerTimeoutText}; giving up";
+        return $"lazy-pages: no restore connected to {SocketPath} within {PeerTimeoutText}; giving up";
+    }
+
     private unsafe void ReportReady()
     {
         if (_options.StatusFd < 0) return;
@@ -142,7 +209,9 @@ public sealed class LazyPagesDaemon : IDisposable
         {
             if (cancel.IsCancellationRequested)
             {
-                _failures.Fail("lazy-pages: cancelled before every page was delivered");
+                _failures.Fail(_handedOver == 0
+                    ? "lazy-pages: stopped before any restore handed over a process"
+                    : "lazy-pages: cancelled before every page was delivered");
                 _failures.PoisonEverything("daemon stopped");
                 return;
             }
@@ -157,6 +226,11 @@ public sealed class LazyPagesDaemon : IDisposable
                 if (!_noMoreTasksSeen) { _noMoreTasksSeen = true; _prefetcher.Release(); }
                 if (_served.AllComplete()) return;
             }
+            if (NobodyCame() is { } nobody)
+            {
+                _failures.Fail(nobody);
+                return;
+            }
 
             var procs = UpdateRegistrations();
             int timeout = procs.Any(p => p.Parked.Count > 0 || p.FaultQueue.Count > 0) ? 1 : 100;
@@ -169,7 +243,12 @@ public sealed class LazyPagesDaemon : IDisposable
                 switch (kind)
                 {
                     case PollSlot.Listener:
-                        foreach (var c in _handOff.AcceptAll()) _poll.Add((int)c.Handle, PollSlot.Connection, c);
+                        foreach (var c in _handOff.AcceptAll())
+                        {
+                            _poll.Add((int)c.Handle, PollSlot.Connection, c);
+                            _connectionsSeen++;
+                            _lastHandOffEvent = Stopwatch.GetTimestamp();
+                        }
                         break;
                     case PollSlot.Connection: ReadHandOff((Socket)owner!); break;
                     case PollSlot.Wake: _wake.Drain(); break;
@@ -236,6 +315,7 @@ public sealed class LazyPagesDaemon : IDisposable
                 if (m.Problem is not null) _log($"lazy-pages: {m.Problem}");
                 _poll.Remove(c);
                 _handOff.Close(c);
+                _lastHandOffEvent = Stopwatch.GetTimestamp();
                 return;
             case HandOffKind.RestoreFinished:
                 _restoreFinished = true;

@@ -40,6 +40,13 @@ public sealed class LazyPagesOptions
     public int StatusFd { get; init; } = -1;
     public Action<string> Log { get; init; } = Console.Error.WriteLine;
     public LazyPagesPolicy Policy { get; init; } = new();
+    /// <summary>
+    /// How long the daemon waits for a peer that does not come: the page source to answer its
+    /// first connection, and a restore to hand over its first process (counted from the start and
+    /// from each hand-off connection coming or going). Past it the daemon gives up (Run returns 1).
+    /// <see cref="TimeSpan.Zero"/> or <see cref="Timeout.InfiniteTimeSpan"/>: wait forever.
+    /// </summary>
+    public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromMinutes(5);
 }
 
 public static class LazyPagesSetup
@@ -50,7 +57,7 @@ public static class LazyPagesSetup
     /// to the images directory, like CRIU's.
     /// </summary>
     public static LazyPagesOptions ForImages(string imagesDir, string? workDir = null, int statusFd = -1,
-        Action<string>? log = null, LazyPagesPolicy? policy = null)
+        Action<string>? log = null, LazyPagesPolicy? policy = null, TimeSpan? peerTimeout = null)
     {
         var dir = new ImageDir(imagesDir);
         return new LazyPagesOptions
@@ -61,6 +68,7 @@ public static class LazyPagesSetup
             StatusFd = statusFd,
             Log = log ?? Console.Error.WriteLine,
             Policy = policy ?? new LazyPagesPolicy(),
+            PeerTimeout = peerTimeout ?? TimeSpan.FromMinutes(5),
         };
     }
 }
