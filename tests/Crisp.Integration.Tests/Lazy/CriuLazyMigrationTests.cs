@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using Crisp.Integration.Tests.Remote;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
@@ -60,42 +58,55 @@ public static class Criu4
 /// </summary>
 public sealed class CriuLazyMigrationTests(ITestOutputHelper output)
 {
-    private static int FreePort()
-    {
-        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)s.LocalEndPoint!).Port;
-    }
-
     [Criu4Fact]
     public void Crisp_lazy_pages_fetches_from_criu4_dump_lazy_pages_over_its_one_connection()
     {
         using var pipes = new Criu4.PipeMaxSize();
         using var dir = new TempDir();
         using var w = new Memtouch(dir, mib: 64);
-        int port = FreePort();
-        Directory.CreateDirectory(dir["src"]);
-        using var dump = new CriuCommand(dir, "dump", "dump", "-t", S(w.Pid), "-D", dir["src"], "--lazy-pages",
-            "--address", "127.0.0.1", "--port", S(port), "-o", dir["dump.log"], "-v4");
-        // CRIU says so just before it listens; the daemon's first connect is retried until it does.
-        Assert.True(Poll.Until(() => Poll.ReadFile(dir["dump.log"]).Contains("Starting page server on port") || dump.Exited, 60_000),
-            $"criu4 dump never started its page server:\n{Tail(dir["dump.log"])}\n{dump.Output}");
-        Assert.False(dump.Exited, $"criu4 dump ended:\n{Tail(dir["dump.log"])}\n{dump.Output}");
-        CopyImages(dir["src"], dir["dst"]);
+        // criu4 dump does not say which port it got for --port 0: take a free one, and another if
+        // it was taken meanwhile. The daemon starts first and retries its first connection until
+        // CRIU listens; its socket appears only once CRIU has accepted it.
+        Directory.CreateDirectory(dir["dst"]);
+        CriuCommand? dump = null;
+        BackgroundCrisp? lazy = null;
+        string log = "";
+        for (int attempt = 0; lazy is null; attempt++)
+        {
+            int port = LoopbackPort.Unused();
+            string src = dir[$"src{attempt}"];
+            log = dir[$"dump{attempt}.log"];
+            Directory.CreateDirectory(src);
+            var d = new BackgroundCrisp(dir, $"lazy{attempt}", "lazy-pages", "-D", dir["dst"], "--page-server",
+                "--address", "127.0.0.1", "--port", S(port), "-v4", "-o", "lazy.log");
+            dump = new CriuCommand(dir, $"dump{attempt}", "dump", "-t", S(w.Pid), "-D", src, "--lazy-pages",
+                "--address", "127.0.0.1", "--port", S(port), "-o", log, "-v4");
+            Assert.True(Poll.Until(() => File.Exists(Path.Combine(dir["dst"], "lazy-pages.socket")) || dump.Exited || d.Exited, 60_000),
+                $"neither criu4 dump served nor ended:\n{Tail(log)}\n{d.Output}");
+            if (!dump.Exited && !d.Exited)
+            {
+                lazy = d;
+                CopyImages(src, dir["dst"]); // CRIU writes every image before it starts serving pages
+                break;
+            }
+            d.Dispose();
+            dump.Dispose();
+            Assert.True(attempt < 3 && Poll.ReadFile(log).Contains("Can't bind"), $"criu4 dump ended:\n{Tail(log)}\n{dump.Output}\n{d.Output}");
+        }
+        using var dumpDone = dump!;
+        using var lazyPages = lazy!;
 
-        using var lazy = new BackgroundCrisp(dir, "lazy", "lazy-pages", "-D", dir["dst"], "--page-server", "--address", "127.0.0.1", "--port", S(port), "-v4", "-o", "lazy.log");
-        Assert.True(Poll.Until(() => File.Exists(Path.Combine(dir["dst"], "lazy-pages.socket")) || lazy.Exited, 30_000), lazy.Output);
         using var restore = new BackgroundCrisp(dir, "restore", BackgroundCrisp.InNewPidNs, ["restore", "-D", dir["dst"], "--lazy-pages", "--pidfile", dir["restored.pid"]]);
         int moved = WaitOuterPid(w.Pid, restore, dir["restored.pid"]);
         w.Adopt(moved);
 
         Assert.StartsWith("check ok", w.Check(moved));
-        int lazyExit = lazy.WaitExit(TimeSpan.FromSeconds(60));
-        output.WriteLine(lazy.Output);
-        Assert.True(lazyExit == 0, lazy.Output);
+        int lazyExit = lazyPages.WaitExit(TimeSpan.FromSeconds(60));
+        output.WriteLine(lazyPages.Output);
+        Assert.True(lazyExit == 0, lazyPages.Output);
         // the prefetch shared the one connection CRIU's page server accepts
         Assert.Contains("refused a second connection", Poll.ReadFile(Path.Combine(dir["dst"], "lazy.log")));
-        Assert.True(dump.WaitExit(TimeSpan.FromSeconds(60)) == 0, $"criu4 dump:\n{Tail(dir["dump.log"])}");
+        Assert.True(dumpDone.WaitExit(TimeSpan.FromSeconds(60)) == 0, $"criu4 dump:\n{Tail(log)}");
         Assert.True(Gone(w.Pid), "the source is still alive");
         long n = w.Ticks().Last().N;
         Assert.True(Poll.Until(() => w.Ticks().Last().N > n + 3), "the migrated process does not tick");

@@ -17,14 +17,6 @@ namespace Crisp.Integration.Tests.Lazy;
 /// </summary>
 public sealed class NothingWaitsForeverTests
 {
-    /// <summary>A TCP port nothing listens on (bound to 0 by the kernel, then released).</summary>
-    private static int UnusedPort()
-    {
-        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)s.LocalEndPoint!).Port;
-    }
-
     [Fact]
     public void Lazy_pages_with_no_restore_gives_up_after_its_peer_timeout()
     {
@@ -43,7 +35,7 @@ public sealed class NothingWaitsForeverTests
     {
         using var dir = new TempDir();
         var r = CrispCli.Run(dir, TimeSpan.FromSeconds(60), "lazy-pages", "-D", dir.Path, "--page-server",
-            "--address", "127.0.0.1", "--port", S(UnusedPort()), "--peer-timeout", "2");
+            "--address", "127.0.0.1", "--port", S(LoopbackPort.Unused()), "--peer-timeout", "2");
         Assert.True(r.ExitCode == 1, r.ToString());
         Assert.Contains("the page source could not be reached within 2 s", r.Stderr);
         Assert.Contains("ConnectionRefused", r.Stderr);
@@ -100,5 +92,16 @@ public sealed class NothingWaitsForeverTests
         server.Port();
         server.Terminate(signal);
         Assert.Equal(0, server.WaitExit(TimeSpan.FromSeconds(30)));
+    }
+}
+
+internal static class LoopbackPort
+{
+    /// <summary>A loopback TCP port nothing listens on now (the kernel's pick for a bind to port 0, released at once).</summary>
+    public static int Unused()
+    {
+        using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)s.LocalEndPoint!).Port;
     }
 }
