@@ -32,7 +32,11 @@ public sealed class LazyPagesOptions
 {
     /// <summary>Where <c>lazy-pages.socket</c> is created.</summary>
     public required string WorkDir { get; init; }
-    /// <summary>Where the pages come from; the daemon opens one channel for faults and one for prefetch.</summary>
+    /// <summary>
+    /// Where the pages come from; the daemon opens one channel for faults and, when prefetch first
+    /// has work, one for prefetch. If that second one is refused (a page server that takes one
+    /// connection, as CRIU's lazy one does), prefetch shares the fault channel (SharedPageChannel.cs).
+    /// </summary>
     public required IPageSource PageSource { get; init; }
     /// <summary>The plan for a task, by the pid sent in the handshake.</summary>
     public required Func<int, LazyPlan> PlanFor { get; init; }
