@@ -119,7 +119,18 @@ public sealed class LazyPagesDaemon : IDisposable
         _faults = new FaultServer(_options.Policy, shared.Urgent, _events, _copier, _failures, _served, Stats, _log);
         _failures.AnswerWaiting = _faults.AnswerWaiting;
         _prefetcher = new Prefetcher(_options.Policy, _options.PageSource, shared, _served, _copier, _failures, _wake, _prefetchKick, _log);
-        _handOff.Listen();
+        try
+        {
+            _handOff.Listen();
+        }
+        catch
+        {
+            // never ready: whoever waits for the status byte must see the end, not wait forever
+            if (_options.StatusFd >= 0) LibC.close(_options.StatusFd);
+            _faults.Dispose();
+            _faults = null;
+            throw;
+        }
         _lastHandOffEvent = Stopwatch.GetTimestamp();
         ReportReady();
         _prefetcher.Start();

@@ -73,6 +73,35 @@ public sealed unsafe class LifetimeTests
     }
 
     [Fact]
+    public void A_daemon_that_cannot_listen_closes_its_status_fd_so_nobody_waits_for_it()
+    {
+        string file = Path.GetTempFileName(); // a file where the work directory should be
+        int* fds = stackalloc int[2];
+        Errno.Check(LibC.pipe2(fds, LibC.O_CLOEXEC), "pipe2", "status pipe");
+        try
+        {
+            using var daemon = new LazyPagesDaemon(new LazyPagesOptions
+            {
+                WorkDir = Path.Combine(file, "work"),
+                PageSource = Pattern.Source(),
+                PlanFor = p => throw new InvalidOperationException($"no plan expected (pid {p})"),
+                StatusFd = fds[1],
+                Log = _ => { },
+            });
+            Assert.ThrowsAny<IOException>(() => daemon.Run());
+            byte b;
+            var pfd = new LibC.PollFd { fd = fds[0], events = LibC.POLLIN };
+            Assert.Equal(1, LibC.poll(&pfd, 1, 10_000));
+            Assert.Equal(0, (int)LibC.read(fds[0], &b, 1)); // end of file: the daemon closed its end, wrote nothing
+        }
+        finally
+        {
+            LibC.close(fds[0]);
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
     public void The_daemon_notices_that_the_process_it_serves_died()
     {
         string client = NativePrograms.Build("lazy_client");
