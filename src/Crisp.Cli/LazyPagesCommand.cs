@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using Crisp.Images;
 using Crisp.LazyPages;
 using Crisp.Native;
@@ -11,7 +12,8 @@ namespace Crisp.Cli;
 /// `crisp lazy-pages`: the daemon that answers the page faults of lazily restored processes,
 /// from the local pages images or (--page-server) from a remote page server, and pushes the
 /// rest in the background. CRIU's command-line shape: -D, -W, --status-fd, --page-server,
-/// --address, --port.
+/// --address, --port. It never waits forever: --peer-timeout bounds the wait for the page server
+/// and for the first hand-off, and SIGTERM/SIGINT poison what is left and end it (exit 1).
 /// </summary>
 public static class LazyPagesCommand
 {
@@ -23,14 +25,22 @@ public static class LazyPagesCommand
         var pageServer = new Option<bool>("--page-server") { Description = "fetch pages from a remote page server instead of local images" };
         var address = new Option<string?>("--address") { Description = "page server address (with --page-server)" };
         var port = new Option<int>("--port") { Description = "page server port (with --page-server)", DefaultValueFactory = _ => 27 };
+        var peerTimeout = new Option<double>("--peer-timeout")
+        {
+            Description = "seconds to wait for the page server to answer and for a restore to hand over its first process, then give up (exit 1); 0: forever",
+            DefaultValueFactory = _ => 300,
+        };
         var cmd = new Command("lazy-pages", "Serve the page faults of lazily restored processes");
-        foreach (var o in new Option[] { statusFd, json, pageServer, address, port }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { statusFd, json, pageServer, address, port, peerTimeout }) cmd.Options.Add(o);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("lazy-pages", () =>
         {
             common.ConfigureLog(r);
             string images = common.Images(r);
-            var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), s => Log.I(s));
+            double seconds = r.GetValue(peerTimeout);
+            if (seconds < 0 || double.IsNaN(seconds)) throw new CrispException($"--peer-timeout {seconds}: not a number of seconds");
+            var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), s => Log.I(s),
+                peerTimeout: seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds));
             var options = local;
             if (r.GetValue(pageServer))
             {
@@ -43,12 +53,18 @@ public static class LazyPagesCommand
                     StatusFd = local.StatusFd,
                     Log = local.Log,
                     Policy = local.Policy,
+                    PeerTimeout = local.PeerTimeout,
                     PageSource = new RemotePageSource(PageServerAddress.Resolve(addr, r.GetValue(port))),
                 };
             }
             using var source = options.PageSource;
             using var daemon = new LazyPagesDaemon(options);
-            int rc = daemon.Run(CancellationToken.None);
+            // SIGTERM/SIGINT: the daemon poisons what it has not delivered and removes its socket
+            // (the processes must not read zeros, nor hang on a uffd nobody reads).
+            using var stop = new CancellationTokenSource();
+            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+            using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
+            int rc = daemon.Run(stop.Token);
             foreach (var f in daemon.Failures) Log.E(f);
             Console.Error.WriteLine(daemon.Stats.ToString());
             if (r.GetResult(json) is not null)

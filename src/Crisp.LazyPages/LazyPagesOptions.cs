@@ -13,6 +13,11 @@ public sealed class LazyPagesPolicy
     public int ZeroAroundPages { get; set; } = 16;
     /// <summary>Pages per background UFFDIO_COPY.</summary>
     public int PrefetchChunkPages { get; set; } = 128;
+    /// <summary>
+    /// Pages per prefetch request when prefetch shares the fault channel (the page source took one
+    /// connection only, as CRIU's lazy page server does): small, so a fault waits at most one of them.
+    /// </summary>
+    public int SharedChannelPrefetchPages { get; set; } = 32;
     /// <summary>Start background prefetch only after the restore-finished word (CRIU's behaviour).</summary>
     public bool PrefetchAfterRestoreFinished { get; set; } = true;
     /// <summary>
@@ -27,7 +32,11 @@ public sealed class LazyPagesOptions
 {
     /// <summary>Where <c>lazy-pages.socket</c> is created.</summary>
     public required string WorkDir { get; init; }
-    /// <summary>Where the pages come from; the daemon opens one channel for faults and one for prefetch.</summary>
+    /// <summary>
+    /// Where the pages come from; the daemon opens one channel for faults and, when prefetch first
+    /// has work, one for prefetch. If that second one is refused (a page server that takes one
+    /// connection, as CRIU's lazy one does), prefetch shares the fault channel (SharedPageChannel.cs).
+    /// </summary>
     public required IPageSource PageSource { get; init; }
     /// <summary>The plan for a task, by the pid sent in the handshake.</summary>
     public required Func<int, LazyPlan> PlanFor { get; init; }
@@ -35,6 +44,13 @@ public sealed class LazyPagesOptions
     public int StatusFd { get; init; } = -1;
     public Action<string> Log { get; init; } = Console.Error.WriteLine;
     public LazyPagesPolicy Policy { get; init; } = new();
+    /// <summary>
+    /// How long the daemon waits for a peer that does not come: the page source to answer its
+    /// first connection, and a restore to hand over its first process (counted from the start and
+    /// from each hand-off connection coming or going). Past it the daemon gives up (Run returns 1).
+    /// <see cref="TimeSpan.Zero"/> or <see cref="Timeout.InfiniteTimeSpan"/>: wait forever.
+    /// </summary>
+    public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromMinutes(5);
 }
 
 public static class LazyPagesSetup
@@ -45,7 +61,7 @@ public static class LazyPagesSetup
     /// to the images directory, like CRIU's.
     /// </summary>
     public static LazyPagesOptions ForImages(string imagesDir, string? workDir = null, int statusFd = -1,
-        Action<string>? log = null, LazyPagesPolicy? policy = null)
+        Action<string>? log = null, LazyPagesPolicy? policy = null, TimeSpan? peerTimeout = null)
     {
         var dir = new ImageDir(imagesDir);
         return new LazyPagesOptions
@@ -56,6 +72,7 @@ public static class LazyPagesSetup
             StatusFd = statusFd,
             Log = log ?? Console.Error.WriteLine,
             Policy = policy ?? new LazyPagesPolicy(),
+            PeerTimeout = peerTimeout ?? TimeSpan.FromMinutes(5),
         };
     }
 }

@@ -53,5 +53,16 @@ internal sealed class LazyProcess
     /// <summary>Nothing left to deliver and nobody waiting.</summary>
     public bool Complete => Gone || (Pending.IsEmpty && Claims.Count == 0 && Parked.Count == 0 && FaultQueue.Count == 0);
 
+    private int _closed;
+
+    /// <summary>Closes the uffd (unregistering what is left of its ranges) and the pidfd, once; any thread.</summary>
+    public void CloseDescriptors()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0) return;
+        Crisp.Native.LibC.close(Uffd);
+        if (PidFd >= 0) Crisp.Native.LibC.close(PidFd);
+        PidFd = -1;
+    }
+
     public override string ToString() => Name;
 }

@@ -8,21 +8,6 @@ namespace Crisp.LazyPages;
 /// <summary>Lazy plans and pages read from a local images directory (mm-PID.img, pagemap-PID.img, pages-N.img).</summary>
 public static class LocalImages
 {
-    private const uint MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_LOCKED = 0x2000, MAP_HUGETLB = 0x40000;
-
-    /// <summary>
-    /// Whether restore registers this VMA with the uffd: private anonymous, not locked, not
-    /// hugetlb, not vdso/vvar/vsyscall.
-    /// </summary>
-    public static bool IsLazy(VmaEntry vma)
-    {
-        if ((vma.Status & VmaStatus.VMA_AREA_REGULAR) == 0) return false;
-        if ((vma.Status & (VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_AREA_VSYSCALL)) != 0) return false;
-        if ((vma.Status & VmaStatus.VMA_ANON_PRIVATE) == 0) return false;
-        if ((vma.Flags & (MAP_PRIVATE | MAP_ANONYMOUS)) != (MAP_PRIVATE | MAP_ANONYMOUS)) return false;
-        return (vma.Flags & (MAP_LOCKED | MAP_HUGETLB)) == 0;
-    }
-
     /// <summary>
     /// The plan from an mm entry and pagemap runs: every present run inside a lazy VMA is data to
     /// deliver, whether or not it carries PE_LAZY (if restore already filled it, the copy meets
@@ -31,7 +16,7 @@ public static class LocalImages
     /// </summary>
     public static LazyPlan Plan(int pid, MmEntry mm, IEnumerable<PagemapRun> runs)
     {
-        var vmas = mm.Vmas.Where(IsLazy).Select(v => new LazyVma(v.Start, v.End)).ToList();
+        var vmas = mm.Vmas.Where(LazyVmas.IsLazy).Select(v => new LazyVma(v.Start, v.End)).ToList();
         var data = new List<PageRun>();
         foreach (var r in runs)
         {

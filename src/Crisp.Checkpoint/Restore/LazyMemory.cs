@@ -1,5 +1,5 @@
+using Crisp.Images;
 using Crisp.Images.Proto;
-using Crisp.LazyPages;
 using Crisp.Native;
 
 namespace Crisp.Checkpoint.Restore;
@@ -7,7 +7,7 @@ namespace Crisp.Checkpoint.Restore;
 /*
  * Lazy restore (crisp restore --lazy-pages), the restorer's half.
  *
- * The VMAs LocalImages.IsLazy picks (private anonymous, not locked, not hugetlb, not vdso/vvar)
+ * The VMAs LazyVmas.IsLazy picks (private anonymous, not locked, not hugetlb, not vdso/vvar)
  * are mapped empty and get none of their pages from us; the lazy-pages daemon fills them on
  * fault and in the background. Per process (threads share the mm):
  *
@@ -18,7 +18,8 @@ namespace Crisp.Checkpoint.Restore;
  *   3. UFFDIO_API and UFFDIO_REGISTER(MISSING) are issued from crisp on the taken fd: both act on
  *      the creator's mm, so the addresses are the task's;
  *   4. the pid and the uffd go to the daemon at once (CRIU's hand-off: the pid as a 32-bit
- *      word, then the fd in a second message with a one-byte payload), and crisp closes its
+ *      word, then the fd in a second message with a one-byte payload; both ends of that protocol
+ *      are in Crisp.Native/HandOff/LazyHandOff.cs), and crisp closes its
  *      copy: the daemon must hold the only reference, or ranges it drops would stay registered
  *      (and fault forever) after it exits.
  *
@@ -35,82 +36,11 @@ namespace Crisp.Checkpoint.Restore;
  * per lazy VMA, whatever the memory size.
  */
 
-/// <summary>
-/// The connection to the lazy-pages daemon for one restore. Raw socket calls rather than
-/// System.Net.Sockets: this sits on the path whose time a lazy restore is judged by, and the
-/// managed socket stack costs milliseconds to initialise.
-/// </summary>
-internal sealed unsafe class LazyHandOff : IDisposable
-{
-    private const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
-    private const long SYS_connect = 42, SYS_sendto = 44;
-    private int _fd;
-    public string SocketPath { get; }
-
-    private LazyHandOff(int fd, string path)
-    {
-        _fd = fd;
-        SocketPath = path;
-    }
-
-    /// <summary>Connects to <c>lazy-pages.socket</c> in <paramref name="workDir"/>; a clear error if no daemon listens.</summary>
-    public static LazyHandOff Connect(string workDir)
-    {
-        string path = Path.GetFullPath(Path.Combine(workDir, LazyPagesDaemon.SocketName));
-        var bytes = System.Text.Encoding.UTF8.GetBytes(path);
-        if (bytes.Length >= 108) throw new CrispException($"{path}: too long for a unix socket address (108 bytes)");
-        int fd = (int)Errno.CheckRaw(LibC.Syscall(LibC.SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket", "AF_UNIX");
-        byte* addr = stackalloc byte[110];
-        new Span<byte>(addr, 110).Clear();
-        *(ushort*)addr = AF_UNIX;
-        bytes.CopyTo(new Span<byte>(addr + 2, 108));
-        long r;
-        do r = LibC.Syscall(SYS_connect, fd, (long)addr, 2 + bytes.Length + 1);
-        while (r == -Errno.EINTR);
-        if (r < 0)
-        {
-            LibC.close(fd);
-            throw new CrispException($"no lazy-pages daemon listening on {path} (connect: {Errno.Name((int)-r)}); start `crisp lazy-pages -D DIR` first");
-        }
-        return new LazyHandOff(fd, path);
-    }
-
-    /// <summary>Sends one task: its pid, then its uffd with a one-byte payload.</summary>
-    public void Send(int pid, int uffd)
-    {
-        SendWord((uint)pid, $"pid {pid}");
-        FdPassing.Send(_fd, [0], uffd, $"{SocketPath}: uffd of {pid}");
-    }
-
-    /// <summary>The last word: every task has been handed over.</summary>
-    public void Finish() => SendWord(LazyPagesDaemon.RestoreFinished, "restore-finished");
-
-    private void SendWord(uint value, string what)
-    {
-        uint v = value;
-        byte* b = (byte*)&v;
-        int off = 0;
-        while (off < 4)
-        {
-            long n = LibC.Syscall(SYS_sendto, _fd, (long)(b + off), 4 - off, LibC.MSG_NOSIGNAL, 0, 0);
-            if (n == -Errno.EINTR) continue;
-            if (n <= 0) throw new CrispException($"{SocketPath}: sending {what} failed ({Errno.Name((int)-n)}): did the lazy-pages daemon exit?");
-            off += (int)n;
-        }
-    }
-
-    public void Dispose()
-    {
-        if (_fd >= 0) LibC.close(_fd);
-        _fd = -1;
-    }
-}
-
 internal sealed unsafe partial class RestoreSession
 {
-    private LazyHandOff? _lazy;
+    private LazyHandOffConnection? _lazy;
 
-    private bool IsLazyVma(VmaEntry v) => _o.Lazy && LocalImages.IsLazy(v);
+    private bool IsLazyVma(VmaEntry v) => _o.Lazy && LazyVmas.IsLazy(v);
 
     /// <summary>Sends restore-finished and closes the hand-off connection (the very last step of a lazy restore).</summary>
     public void FinishLazy()
@@ -122,7 +52,7 @@ internal sealed unsafe partial class RestoreSession
 
     private void ConnectLazyPages()
     {
-        _lazy = LazyHandOff.Connect(_o.WorkDir ?? _o.ImagesDir);
+        _lazy = LazyHandOffConnection.Connect(_o.WorkDir ?? _o.ImagesDir);
     }
 
     /// <summary>Steps 1–4 of the comment above for one process; a process without lazy VMAs gets no uffd.</summary>

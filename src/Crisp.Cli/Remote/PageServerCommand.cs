@@ -11,7 +11,8 @@ namespace Crisp.Cli.Remote;
 /// <c>crisp page-server -D DIR --address A --port P [--lazy-pages] [--status-fd N] [-d]</c>.
 /// Without --lazy-pages it receives dumps (<c>crisp dump --page-server</c> or <c>criu dump
 /// --page-server</c>) into DIR; with it, it serves lazy restores from the pages images in DIR.
-/// Unlike CRIU's, which ends after one session, it serves any number of them until SIGTERM/SIGINT.
+/// Unlike CRIU's, which ends after one session, it serves any number of them until SIGTERM/SIGINT
+/// (exit 0), or until no client has come for --peer-timeout seconds (exit 1 if none ever came).
 /// -d forks to the background as CRIU does: crisp re-executes itself detached (setsid) and exits
 /// once the child listens.
 /// </summary>
@@ -26,8 +27,13 @@ public static class PageServerCommand
         var statusFd = new Option<int>("--status-fd") { Description = "write one zero byte to this fd once listening, then close it", DefaultValueFactory = _ => -1 };
         var daemon = new Option<bool>("--daemon", "-d") { Description = "detach and run in the background once listening" };
         var insecure = NetworkExposure.Option();
+        var peerTimeout = new Option<double>("--peer-timeout")
+        {
+            Description = "seconds without any client (from the start and after each session) before the server stops; exit 1 if none ever came; 0: forever",
+            DefaultValueFactory = _ => 300,
+        };
         var cmd = new Command("page-server", "Receive dumped pages over the network, or serve them to lazy restores");
-        foreach (var o in new Option[] { address, port, lazy, statusFd, daemon, insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { address, port, lazy, statusFd, daemon, peerTimeout, insecure }) cmd.Options.Add(o);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("page-server", () =>
         {
@@ -36,6 +42,8 @@ public static class PageServerCommand
             NetworkExposure.Check(endpoint.Address, r.GetValue(insecure), "page-server");
             if (r.GetValue(daemon))
                 return Daemonize.Run(r.GetValue(statusFd));
+            double seconds = r.GetValue(peerTimeout);
+            if (seconds < 0 || double.IsNaN(seconds)) throw new UsageException($"--peer-timeout {seconds}: not a number of seconds");
             var dir = r.GetValue(lazy) ? new ImageDir(common.Images(r)) : ImageDir.Create(common.Images(r));
             using var source = r.GetValue(lazy) ? new ImageDirPageSource(dir) : null;
             var server = new TcpPageServer(new PageServerOptions
@@ -45,15 +53,22 @@ public static class PageServerCommand
                 Source = source,
                 StatusFd = r.GetValue(statusFd),
                 Log = new LogWriter(),
+                PeerTimeout = seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds),
             });
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
             server.Start();
-            Console.Out.WriteLine($"page-server: listening on {server.LocalEndPoint}");
+            var listening = server.LocalEndPoint;
+            Console.Out.WriteLine($"page-server: listening on {listening}");
             Console.Out.Flush();
             server.RunAsync(stop.Token).GetAwaiter().GetResult();
             server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            if (server.TimedOut && server.SessionsStarted == 0)
+            {
+                Log.E($"page-server: no client came to {listening} within {seconds:0.###} s; giving up");
+                return CrispCommand.ExitFailed;
+            }
             return CrispCommand.ExitOk;
         }));
         return cmd;

@@ -26,6 +26,13 @@ public sealed class PageServerOptions
     /// <summary>How long stopping waits for sessions to wind down (one stuck in a page source read cannot be interrupted).</summary>
     public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How long the server waits, with no session running, for a client: from the start, and from
+    /// the end of each session. Past it the server stops by itself (<see cref="TcpPageServer.TimedOut"/>).
+    /// <see cref="Timeout.InfiniteTimeSpan"/> (the default) or zero: until stopped.
+    /// </summary>
+    public TimeSpan PeerTimeout { get; init; } = Timeout.InfiniteTimeSpan;
+
     /// <summary>Session and error log (one line per event); null is silent.</summary>
     public TextWriter? Log { get; init; }
 }

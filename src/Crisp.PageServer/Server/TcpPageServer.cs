@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Crisp.Native;
@@ -9,7 +10,8 @@ namespace Crisp.PageServer.Server;
 /// A page server speaking CRIU's protocol. Unlike CRIU's, which serves one connection and exits,
 /// it accepts any number of connections, concurrently, until stopped: a dump may send while
 /// several lazy-pages daemons (restores in a row, or a fault channel next to a prefetch channel)
-/// fetch. Each connection is one <see cref="PageServerSession"/>.
+/// fetch. Each connection is one <see cref="PageServerSession"/>. With a finite
+/// <see cref="PageServerOptions.PeerTimeout"/> it stops by itself when no client has come for that long.
 /// </summary>
 public sealed class TcpPageServer : IAsyncDisposable
 {
@@ -21,6 +23,8 @@ public sealed class TcpPageServer : IAsyncDisposable
     private Socket? _listener;
     private Task? _acceptLoop;
     private int _nextSessionId;
+    /// <summary>When a session last started or ended (or the server started): the peer timeout counts from here.</summary>
+    private long _lastActivity;
 
     public TcpPageServer(PageServerOptions options)
     {
@@ -39,6 +43,12 @@ public sealed class TcpPageServer : IAsyncDisposable
     public event Action<PageServerSessionResult>? SessionEnded;
 
     public int ActiveSessions { get { lock (_lock) return _sessions.Count; } }
+
+    /// <summary>Sessions started so far.</summary>
+    public int SessionsStarted => Volatile.Read(ref _nextSessionId);
+
+    /// <summary>The server stopped by itself: no client came within <see cref="PageServerOptions.PeerTimeout"/>.</summary>
+    public bool TimedOut { get; private set; }
 
     /// <summary>Completes when the accept loop and every session have ended.</summary>
     public Task Completion => _acceptLoop ?? Task.CompletedTask;
@@ -65,7 +75,10 @@ public sealed class TcpPageServer : IAsyncDisposable
         _listener = listener;
         Log($"listening on {LocalEndPoint} ({Mode})");
         if (_options.StatusFd >= 0) ReportReady(_options.StatusFd);
+        Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
         _acceptLoop = AcceptLoopAsync();
+        if (_options.PeerTimeout > TimeSpan.Zero && _options.PeerTimeout != Timeout.InfiniteTimeSpan)
+            _ = WatchIdleAsync(_options.PeerTimeout, _stop.Token);
     }
 
     /// <summary>Starts (if needed) and runs until <paramref name="cancellationToken"/> fires, then stops cleanly.</summary>
@@ -148,9 +161,32 @@ public sealed class TcpPageServer : IAsyncDisposable
         }
     }
 
+    /// <summary>Stops the server once no session has run for <paramref name="timeout"/>.</summary>
+    private async Task WatchIdleAsync(TimeSpan timeout, CancellationToken token)
+    {
+        var tick = TimeSpan.FromMilliseconds(Math.Clamp(timeout.TotalMilliseconds / 4, 10, 200));
+        try
+        {
+            while (!token.IsCancellationRequested)
+            {
+                await Task.Delay(tick, token).ConfigureAwait(false);
+                if (ActiveSessions > 0 || Stopwatch.GetElapsedTime(Volatile.Read(ref _lastActivity)) < timeout) continue;
+                TimedOut = true;
+                Log(SessionsStarted == 0
+                    ? $"no client came within {timeout.TotalSeconds:0.###} s; stopping"
+                    : $"no new client for {timeout.TotalSeconds:0.###} s since the last session; stopping");
+                RequestStop();
+                return;
+            }
+        }
+        catch (OperationCanceledException) { }
+        catch (ObjectDisposedException) { }
+    }
+
     private void StartSession(Socket client, CancellationToken token)
     {
         int id = Interlocked.Increment(ref _nextSessionId);
+        Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
         var session = new PageServerSession(id, client, _options);
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_lock)
@@ -181,6 +217,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             }
             finally
             {
+                Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
                 lock (_lock) _sessions.Remove(tcs.Task);
                 tcs.SetResult();
             }

@@ -5,9 +5,11 @@
  * checks every byte it can see against the pattern the test's page source serves, across
  * madvise(DONTNEED), munmap, mremap and fork.
  *
- *   lazy_client SOCKET early|late [nopoison]
+ *   lazy_client SOCKET early|late|exit [nopoison]
  *     early: the restore-finished word is sent after the events (everything is a fault then)
  *     late:  it is sent at once (prefetch races with faults and events)
+ *     exit:  it is sent at once, then the client exits without reading anything (the daemon must
+ *            notice that its process died)
  *     nopoison: UFFD_FEATURE_POISON is not asked for (the daemon must kill instead)
  * Exit: 0 all good, 3 wrong data, 42 SIGBUS (poisoned page), 2 setup error.
  */
@@ -96,7 +98,7 @@ static void send_fd(int fd)
 
 int main(int argc, char **argv)
 {
-	if (argc < 3) { fprintf(stderr, "usage: lazy_client SOCKET early|late\n"); return 2; }
+	if (argc < 3) { fprintf(stderr, "usage: lazy_client SOCKET early|late|exit\n"); return 2; }
 	int late = !strcmp(argv[2], "late");
 	setvbuf(stdout, NULL, _IONBF, 0);
 
@@ -124,6 +126,11 @@ int main(int argc, char **argv)
 	close(uffd); /* the daemon holds it now; when it closes it the range is plain memory again */
 	if (late)
 		send_word(0x52535446);
+	if (!strcmp(argv[2], "exit")) {
+		send_word(0x52535446);
+		printf("EXIT\n");
+		_exit(0);
+	}
 
 	/* sequential, then scattered reads */
 	check_range(0, 600, 0, "sequential");
