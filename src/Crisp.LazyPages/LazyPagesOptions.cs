@@ -2,7 +2,7 @@ using Crisp.Images;
 
 namespace Crisp.LazyPages;
 
-/// <summary>How much to bring in at once. Defaults chosen from measurements (docs/lazy-pages-policy.md).</summary>
+/// <summary>How much to bring in at once. Defaults chosen from measurements (docs/LAZY-PAGES.md).</summary>
 public sealed class LazyPagesPolicy
 {
     /// <summary>Pages copied for an isolated fault: the aligned block around it (fault-around).</summary>
