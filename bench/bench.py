@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["dump", "restore", "lazy", "migrate", "migrate-cmd"]
+SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-cmd"]
 
 
 class BenchError(Exception):
@@ -198,6 +198,30 @@ def find_restored(ns_root_parent):
             pass
         todo += children(p)
     raise BenchError(f"no restored memtouch under {ns_root_parent}")
+
+
+def scenario_floor(mib, tmp, bindir):
+    """The machine's own floor, no checkpoint tool involved (bench/firsttouch.c): how fast
+    UFFDIO_COPY fills SIZE MiB in large chunks, and what a first read of every page costs when
+    the process wrote the pages itself and when UFFDIO_COPY put them there."""
+    probe = os.path.join(bindir, "firsttouch")
+    if not os.path.exists(probe):
+        sh(["gcc", "-O2", "-o", probe, os.path.join(ROOT, "bench", "firsttouch.c")])
+    f = os.path.join(tmp, "file")
+    with open(f, "wb") as out:
+        out.truncate(1 << 20)
+    text = subprocess.run([probe, str(mib), f], capture_output=True, text=True, check=True, timeout=600).stdout
+    r = {}
+    for line in text.splitlines():
+        if line.startswith("UFFDIO_COPY fill:"):
+            r["uffd_copy_fill_s"] = float(line.split()[2])
+        elif line.startswith("UFFDIO_COPY:"):
+            r["uffd_copied_read_s"] = float(line.split()[2])
+        elif line.startswith("self-written:"):
+            r["self_written_read_s"] = float(line.split()[2])
+    if len(r) != 3:
+        raise BenchError(f"firsttouch printed no figures: {text}")
+    return r
 
 
 def run_dump(tool, workload, images):
@@ -374,6 +398,9 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp):
 
 
 FIGURES = [
+    ("floor", "uffd_copy_fill_s", "machine floor: UFFDIO_COPY of every page, 512 KiB chunks, no tool (s)", ""),
+    ("floor", "self_written_read_s", "machine floor: first read of pages the process wrote itself (s)", ""),
+    ("floor", "uffd_copied_read_s", "machine floor: first read of pages UFFDIO_COPY put in (s)", ""),
     ("dump", "dump_s", "dump (s)", "≤ 0.5× CRIU"),
     ("restore", "eager_full_speed_s", "time to full speed, eager (restore + first full read) (s)", "≤ 0.5× CRIU"),
     ("restore", "restore_s", "eager restore returns (s)", ""),
@@ -444,11 +471,13 @@ def main():
                 for run in range(args.runs):
                     # Interleaved: each run takes every tool once, so they share the machine's state.
                     for name, binary, is_crisp in tools:
-                        if (name, sc, mib) in failures or (sc == "migrate-cmd" and not is_crisp):
-                            continue  # failed once already; CRIU has no one-command migration
+                        if (name, sc, mib) in failures or (sc in ("migrate-cmd", "floor") and not is_crisp):
+                            continue  # failed once already; CRIU has no one-command migration; the floor is the machine's
                         tmp = tempfile.mkdtemp(prefix=f"crisp-bench-{sc}-", dir=args.tmpfs)
                         try:
-                            if sc == "dump":
+                            if sc == "floor":
+                                r = scenario_floor(mib, tmp, bindir)
+                            elif sc == "dump":
                                 r = scenario_dump(binary, memtouch, mib, tmp)
                             elif sc == "restore":
                                 r = scenario_restore(binary, memtouch, mib, tmp)
