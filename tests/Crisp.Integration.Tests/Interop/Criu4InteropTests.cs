@@ -114,6 +114,62 @@ public sealed class Criu4InteropTests(ITestOutputHelper output)
         finally { Kill(pid); }
     }
 
+    [Criu4Fact]
+    public void Crisp_lazy_pages_serves_a_criu4_lazy_restore()
+    {
+        using var pipes = new Criu4.PipeMaxSize();
+        using var dir = new TempDir();
+        using var w = new Memtouch(dir, mib: 64);
+        Directory.CreateDirectory(dir["img"]);
+        Directory.CreateDirectory(dir["work"]);
+        var (code, _) = Criu4.Run(TimeSpan.FromSeconds(60), "dump", "-t", S(w.Pid), "-D", dir["img"], "-o", "dump.log", "-v2");
+        Assert.True(code == 0, $"criu4 dump: exit {code}: {Criu4.Errors(Path.Combine(dir["img"], "dump.log"))}");
+        w.Reap();
+
+        using var daemon = new Crisp.Integration.Tests.Lazy.LazyDaemon(dir["img"], dir.Path, dir["work"]);
+        var (rc, outText) = Criu4.Run(TimeSpan.FromSeconds(60), "restore", "-D", dir["img"], "-W", dir["work"], "--lazy-pages", "-d",
+            "-o", "restore.log", "-v4", "--pidfile", dir["pid"]);
+        output.WriteLine(outText);
+        Assert.True(rc == 0, $"criu4 restore --lazy-pages: exit {rc}: {Criu4.Errors(Path.Combine(dir["work"], "restore.log"))}\n{daemon.Stderr}");
+        int pid = int.Parse(File.ReadAllText(dir["pid"]).Trim(), CultureInfo.InvariantCulture);
+        try
+        {
+            Assert.StartsWith("check ok", w.Check(pid));
+            Assert.True(daemon.WaitExit() == 0, daemon.Stderr);
+        }
+        finally { Kill(pid); }
+    }
+
+    [Criu4Fact]
+    public void Criu4_lazy_pages_serves_a_crisp_lazy_restore()
+    {
+        using var pipes = new Criu4.PipeMaxSize();
+        using var dir = new TempDir();
+        using var w = new Memtouch(dir, mib: 64);
+        Directory.CreateDirectory(dir["work"]);
+        var dump = CrispCli.Run(dir, "dump", "-t", S(w.Pid), "-D", dir["img"], "-o", "dump.log");
+        Assert.True(dump.ExitCode == 0, dump.ToString());
+        w.Reap();
+
+        using var daemon = Criu4.Start("lazy-pages", "-D", dir["img"], "-W", dir["work"], "-o", "lazy-pages.log", "-v4");
+        try
+        {
+            string socket = Path.Combine(dir["work"], "lazy-pages.socket");
+            Assert.True(Poll.Until(() => File.Exists(socket) || daemon.HasExited, 30_000), "criu4 lazy-pages never made its socket");
+            Assert.False(daemon.HasExited, $"criu4 lazy-pages exited: {Criu4.Errors(Path.Combine(dir["work"], "lazy-pages.log"))}");
+            var r = Restorer.Restore(new RestoreOptions { ImagesDir = dir["img"], WorkDir = dir["work"], Lazy = true });
+            w.Adopt(r.Pid);
+            Assert.StartsWith("check ok", w.Check(r.Pid));
+            Assert.True(daemon.WaitForExit(60_000), "criu4 lazy-pages did not finish once every page was in");
+            Assert.True(daemon.ExitCode == 0, $"criu4 lazy-pages: exit {daemon.ExitCode}: {Criu4.Errors(Path.Combine(dir["work"], "lazy-pages.log"))}");
+        }
+        finally
+        {
+            if (!daemon.HasExited) daemon.Kill();
+            daemon.WaitForExit();
+        }
+    }
+
     private static int FreePort()
     {
         using var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);

@@ -9,48 +9,6 @@ using static Crisp.Integration.Tests.Remote.RemoteUtil;
 
 namespace Crisp.Integration.Tests.Lazy;
 
-/// <summary>Runs only where CRIU 4.2's <c>criu4</c> is on PATH (../shared/criu/build.sh); a visible skip elsewhere.</summary>
-public sealed class Criu4FactAttribute : FactAttribute
-{
-    public Criu4FactAttribute()
-    {
-        if (Criu4.Path is null) Skip = "criu4 is not on PATH (CRIU 4.2: ../shared/criu/build.sh)";
-    }
-}
-
-/// <summary>CRIU 4.2 as the tests run it: the binary, and fs.pipe-max-size raised for its lazy migration.</summary>
-public static class Criu4
-{
-    public static readonly string? Path = (Environment.GetEnvironmentVariable("PATH") ?? "")
-        .Split(':', StringSplitOptions.RemoveEmptyEntries)
-        .Select(d => System.IO.Path.Combine(d, "criu4"))
-        .FirstOrDefault(File.Exists);
-
-    /// <summary>
-    /// CRIU's lazy page transfer makes pipes of 4 MiB, above this machine's fs.pipe-max-size, and
-    /// root here lacks CAP_SYS_RESOURCE: raise the limit for the test, put the old value back after.
-    /// </summary>
-    public sealed class PipeMaxSize : IDisposable
-    {
-        private const string Knob = "/proc/sys/fs/pipe-max-size";
-        private const long Needed = 4 << 20;
-        private readonly string? _old;
-
-        public PipeMaxSize()
-        {
-            string old = File.ReadAllText(Knob).Trim();
-            if (long.Parse(old, CultureInfo.InvariantCulture) >= Needed) return;
-            File.WriteAllText(Knob, Needed.ToString(CultureInfo.InvariantCulture));
-            _old = old;
-        }
-
-        public void Dispose()
-        {
-            if (_old is not null) File.WriteAllText(Knob, _old);
-        }
-    }
-}
-
 /// <summary>
 /// Lazy migration with CRIU 4.2 on one side and crisp on the other, one host, the destination in a
 /// new pid namespace (it takes the pid the frozen source still holds): a 64 MiB memtouch whose

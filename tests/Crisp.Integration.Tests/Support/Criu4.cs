@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Crisp.Native.Tests.Support;
 using Xunit;
 
@@ -47,6 +48,30 @@ public static class Criu4
     public static string Errors(string log) => File.Exists(log)
         ? string.Join("\n", File.ReadLines(log).Where(l => l.Contains("Error") && !l.Contains("RLIMIT_NOFILE")).Take(8))
         : $"(no log at {log})";
+
+    /// <summary>
+    /// CRIU's lazy page transfer makes pipes of 4 MiB, above this machine's fs.pipe-max-size, and
+    /// root here lacks CAP_SYS_RESOURCE: raise the limit for the test, put the old value back after.
+    /// </summary>
+    public sealed class PipeMaxSize : IDisposable
+    {
+        private const string Knob = "/proc/sys/fs/pipe-max-size";
+        private const long Needed = 4 << 20;
+        private readonly string? _old;
+
+        public PipeMaxSize()
+        {
+            string old = File.ReadAllText(Knob).Trim();
+            if (long.Parse(old, CultureInfo.InvariantCulture) >= Needed) return;
+            File.WriteAllText(Knob, Needed.ToString(CultureInfo.InvariantCulture));
+            _old = old;
+        }
+
+        public void Dispose()
+        {
+            if (_old is not null) File.WriteAllText(Knob, _old);
+        }
+    }
 
     /// <summary>Starts criu4 in the background (a page server); the caller kills or waits.</summary>
     public static Process Start(params string[] args)
