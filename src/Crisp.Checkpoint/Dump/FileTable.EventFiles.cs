@@ -86,7 +86,8 @@ internal sealed unsafe partial class FileTable
                 var e = new EventpollFileEntry { Id = id, Flags = (uint)flags, Fown = NoOwner() };
                 if (f.TryGetValue("tfd", out var lines))
                 {
-                    var seen = new HashSet<uint>();
+                    var toffs = new Dictionary<uint, uint>();      // registrations seen so far under each fd number
+                    var holders = new Lazy<Dictionary<ulong, List<int>>>(() => FdsByInode(pid));
                     foreach (var line in lines.Split('\n'))
                     {
                         var t = Tokens("tfd:" + line);
@@ -100,11 +101,16 @@ internal sealed unsafe partial class FileTable
                             Inode = ulong.Parse(t["ino"], NumberStyles.HexNumber, CultureInfo.InvariantCulture),
                             Pos = ulong.Parse(t["pos"], CultureInfo.InvariantCulture),
                         };
-                        if (!seen.Add(tfd.Tfd))
-                            throw new CrispException($"{where} is an epoll watching two files registered under fd {tfd.Tfd}: not supported yet");
-                        CheckEpollTarget(pid, fd, (int)tfd.Tfd, where);
+                        // fdinfo lists registrations in the kernel's (file, fd) order, as kcmp counts toff.
+                        uint toff = toffs.TryGetValue(tfd.Tfd, out var n) ? n : 0;
+                        toffs[tfd.Tfd] = toff + 1;
+                        tfd.Tfd = (uint)EpollTargetFd(pid, fd, (int)tfd.Tfd, toff, tfd.Inode, holders, where);
                         e.Tfd.Add(tfd);
                     }
+                    var numbers = new HashSet<uint>();
+                    foreach (var r in e.Tfd)
+                        if (!numbers.Add(r.Tfd))
+                            throw new CrispException($"{where} is an epoll with two registrations that only fd {r.Tfd} holds now (the file was registered under two numbers): not supported yet");
                 }
                 return new FileEntry { Type = kind, Id = id, Epfd = e };
             }
@@ -158,17 +164,45 @@ internal sealed unsafe partial class FileTable
         return d;
     }
 
-    /// <summary>Refuses a registration whose file is no longer the one at fd <paramref name="tfd"/>.</summary>
-    private static void CheckEpollTarget(int pid, int epfd, int tfd, string where)
+    /// <summary>
+    /// The fd of <paramref name="pid"/> that holds the file registered in epoll
+    /// <paramref name="epfd"/> as (<paramref name="tfd"/>, <paramref name="toff"/>): tfd itself
+    /// while it still holds that file, else another fd holding it (the program closed the number
+    /// it registered under but kept the file open elsewhere; restore registers it under that fd,
+    /// as CRIU does). A file no fd holds any more is refused.
+    /// </summary>
+    private static int EpollTargetFd(int pid, int epfd, int tfd, uint toff, ulong ino,
+        Lazy<Dictionary<ulong, List<int>>> holders, string where)
+    {
+        if (SameEpollTarget(pid, epfd, tfd, toff, tfd)) return tfd;
+        if (holders.Value.TryGetValue(ino, out var fds))
+            foreach (int c in fds)
+                if (c != tfd && SameEpollTarget(pid, epfd, tfd, toff, c)) return c;
+        throw new CrispException($"{where} is an epoll watching a file registered as fd {tfd} that no fd of the process holds any more: not supported");
+    }
+
+    private static bool SameEpollTarget(int pid, int epfd, int tfd, uint toff, int candidate)
     {
         // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
         uint* slot = stackalloc uint[3];
-        slot[0] = (uint)epfd; slot[1] = (uint)tfd; slot[2] = 0;
-        long r = LibC.Syscall(LibC.SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, tfd, (long)slot);
-        if (r == 0) return;
-        if (r < 0 && Errno.Last != Errno.EBADF && Errno.Last != Errno.ENOENT)
-            throw new SyscallException("kcmp(KCMP_EPOLL_TFD)", Errno.Last, $"{pid}, epoll fd {epfd}, target fd {tfd}");
-        throw new CrispException($"{where} is an epoll watching a file registered as fd {tfd}, which that fd no longer holds (closed or reused): not supported");
+        slot[0] = (uint)epfd; slot[1] = (uint)tfd; slot[2] = toff;
+        long r = LibC.Syscall(LibC.SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, candidate, (long)slot);
+        if (r == 0) return true;
+        if (r > 0 || Errno.Last is Errno.EBADF or Errno.ENOENT) return false;
+        throw new SyscallException("kcmp(KCMP_EPOLL_TFD)", Errno.Last, $"{pid}, epoll fd {epfd}, target fd {tfd}/{toff}, candidate fd {candidate}");
+    }
+
+    private static Dictionary<ulong, List<int>> FdsByInode(int pid)
+    {
+        var map = new Dictionary<ulong, List<int>>();
+        foreach (int fd in Proc.Fds(pid))
+        {
+            LibC.stat_t st;
+            if (LibC.stat($"/proc/{pid}/fd/{fd}", &st) != 0) continue;
+            if (!map.TryGetValue(st.st_ino, out var l)) map[st.st_ino] = l = [];
+            l.Add(fd);
+        }
+        return map;
     }
 
     private static InotifyWdEntry InotifyWatch(uint id, Dictionary<string, string> t, string where)
