@@ -62,6 +62,7 @@ internal sealed unsafe partial class FileTable
 
             FdTypes kind;
             if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
+            else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
             else if (AnonKind(link) is FdTypes anon) kind = anon;
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
@@ -81,6 +82,10 @@ internal sealed unsafe partial class FileTable
                     });
                     if ((fileFlags & LibC.O_ACCMODE) == LibC.O_RDONLY)
                         CapturePipeData(pid, pidfd, fd, (uint)st.st_ino);
+                }
+                else if (kind == FdTypes.Memfd)
+                {
+                    _files.Add(CollectMemfd(id, pid, pidfd, fd, fileFlags, info.Pos, link, st));
                 }
                 else if (kind != FdTypes.Reg)
                 {

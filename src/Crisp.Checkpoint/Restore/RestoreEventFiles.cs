@@ -28,7 +28,7 @@ internal sealed unsafe partial class RestoreSession
     private const uint TFD_IOC_SET_TICKS = 0x40085400, INOTIFY_IOC_SETNEXTWD = 0x40044900;
 
     private static bool IsEventFile(FdTypes t) =>
-        t is FdTypes.Eventfd or FdTypes.Eventpoll or FdTypes.Signalfd or FdTypes.Timerfd or FdTypes.Inotify;
+        t is FdTypes.Eventfd or FdTypes.Eventpoll or FdTypes.Signalfd or FdTypes.Timerfd or FdTypes.Inotify or FdTypes.Memfd;
 
     /// <summary>Makes the description in crisp and places it at <paramref name="fd"/> of <paramref name="t"/>.</summary>
     private void PlaceEventFile(ProcessImage p, RestoreTask t, FileEntry file, int fd, bool cloexec)
@@ -40,6 +40,7 @@ internal sealed unsafe partial class RestoreSession
             FdTypes.Signalfd => MakeSignalfd(file.Sgfd, what),
             FdTypes.Timerfd => MakeTimerfd(file.Tfd, what),
             FdTypes.Inotify => MakeInotify(file.Ify, what),
+            FdTypes.Memfd => OpenMemfd(file.Memfd, what),
             FdTypes.Eventpoll => Made(LibC.Syscall(SYS_epoll_create1, LibC.O_CLOEXEC), "epoll_create1", what, file.Epfd.Flags),
             _ => throw new InvalidOperationException(what),
         };
