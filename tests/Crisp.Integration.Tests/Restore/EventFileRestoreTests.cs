@@ -158,4 +158,32 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
         long at = LastTick(log);
         WaitForLine(log, l => l == $"tick {at + 3}");
     }
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public unsafe void Memfds_keep_name_size_seals_contents_offsets_and_one_inode_per_memfd(bool lazy)
+    {
+        string log = Path.Combine(_dir, "mlog");
+        int pid = Track(SpawnLogged(log, Compile("memfdfds")));
+        WaitForLine(log, l => l == "tick 2");
+        LibC.kill(pid, LibC.SIGUSR1);
+        string before = WaitForLine(log, l => l.StartsWith("check "));
+        Assert.Contains("head=hello memfd tail=tail m2=x same_inode=1 shared_bytes=1 dup_shares_offset=1", before);
+
+        string images = Path.Combine(_dir, "img");
+        Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
+        int st;
+        LibC.waitpid(pid, &st, 0);
+        using (var tmp = new TempDir())
+            foreach (var f in new[] { ImageDir.FilesName, ImageDir.MemfdName }.Concat(Directory.GetFiles(images, "pagemap-shmem-*.img").Select(Path.GetFileName)))
+                Crit.Decode(tmp, Path.Combine(images, f!));
+        int lines = Lines(log).Length;
+
+        if (lazy) _daemons.Add(new LazyDaemon(images, _dir));
+        Restorer.Restore(new RestoreOptions { ImagesDir = images, Lazy = lazy });
+        WaitForLine(log, l => l.StartsWith("tick "), skip: lines);
+        LibC.kill(pid, LibC.SIGUSR1);
+        string after = WaitForLine(log, l => l.StartsWith("check "), skip: lines);
+        Assert.Equal(before, after);
+    }
 }
