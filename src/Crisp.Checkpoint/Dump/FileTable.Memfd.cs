@@ -1,6 +1,7 @@
 using Crisp.Images;
 using Crisp.Images.Proto;
 using Crisp.Native;
+using Crisp.Native.ProcFs;
 
 namespace Crisp.Checkpoint.Dump;
 
@@ -31,18 +32,7 @@ internal sealed unsafe partial class FileTable
         if (!_memfdInodes.TryGetValue(st.st_ino, out var inode))
         {
             int local = Errno.Check(LibC.pidfd_getfd(pidfd, fd), "pidfd_getfd", where);
-            try
-            {
-                int seals = Errno.Check(LibC.fcntl(local, F_GET_SEALS, 0), "fcntl(F_GET_SEALS)", where);
-                inode = new MemfdInodeEntry
-                {
-                    Name = link["/memfd:".Length..^" (deleted)".Length],
-                    Uid = st.st_uid, Gid = st.st_gid, Size = (ulong)st.st_size, Shmid = (uint)st.st_ino,
-                    Seals = (uint)seals, InodeId = (ulong)_memfdInodes.Count + 1, Mode = st.st_mode,
-                };
-                _memfdData.Add((inode, ReadData(local, st.st_size, where)));
-                _memfdInodes[st.st_ino] = inode;
-            }
+            try { inode = AddMemfdInode(local, link["/memfd:".Length..^" (deleted)".Length], st, where); }
             finally { LibC.close(local); }
         }
         return new FileEntry
@@ -50,6 +40,50 @@ internal sealed unsafe partial class FileTable
             Type = FdTypes.Memfd, Id = id,
             Memfd = new MemfdFileEntry { Id = id, Flags = (uint)flags, Pos = (ulong)pos, Fown = NoOwner(), InodeId = (uint)inode.InodeId },
         };
+    }
+
+    private readonly Dictionary<(ulong Ino, int Flags), uint> _memfdMappingFiles = [];
+
+    /// <summary>
+    /// The memfd file entry a mapping of a memfd refers to (vma.shmid), one per inode and open
+    /// mode; the inode is read through /proc/PID/map_files if no descriptor showed it yet.
+    /// </summary>
+    public uint MemfdForMapping(int pid, Vma v, int flags)
+    {
+        string where = $"process {pid}: mapping {v}";
+        string mapFile = $"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}";
+        int local = Errno.Check(LibC.open(mapFile, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", mapFile);
+        try
+        {
+            LibC.stat_t st;
+            Errno.Check(LibC.fstat(local, &st), "fstat", mapFile);
+            if (_memfdMappingFiles.TryGetValue((st.st_ino, flags), out var known)) return known;
+            if (!_memfdInodes.TryGetValue(st.st_ino, out var inode))
+                inode = AddMemfdInode(local, v.Path["/memfd:".Length..], st, where);
+            uint id = NextId;
+            _files.Add(new FileEntry
+            {
+                Type = FdTypes.Memfd, Id = id,
+                Memfd = new MemfdFileEntry { Id = id, Flags = (uint)flags, Pos = 0, Fown = NoOwner(), InodeId = (uint)inode.InodeId },
+            });
+            _memfdMappingFiles[(st.st_ino, flags)] = id;
+            return id;
+        }
+        finally { LibC.close(local); }
+    }
+
+    private MemfdInodeEntry AddMemfdInode(int local, string name, in LibC.stat_t st, string where)
+    {
+        int seals = Errno.Check(LibC.fcntl(local, F_GET_SEALS, 0), "fcntl(F_GET_SEALS)", where);
+        var inode = new MemfdInodeEntry
+        {
+            Name = name,
+            Uid = st.st_uid, Gid = st.st_gid, Size = (ulong)st.st_size, Shmid = (uint)st.st_ino,
+            Seals = (uint)seals, InodeId = (ulong)_memfdInodes.Count + 1, Mode = st.st_mode,
+        };
+        _memfdData.Add((inode, ReadData(local, st.st_size, where)));
+        _memfdInodes[st.st_ino] = inode;
+        return inode;
     }
 
     /// <summary>The memfd's data extents (SEEK_DATA/SEEK_HOLE), in whole pages, all-zero pages left out.</summary>

@@ -19,11 +19,28 @@ internal sealed unsafe partial class RestoreSession
     private Dictionary<ulong, MemfdInodeEntry>? _memfdInodes;
     private readonly Dictionary<ulong, int> _memfdInodeFds = [];    // inode_id → crisp's fd
 
-    private int OpenMemfd(MemfdFileEntry m, string what)
+    private readonly HashSet<ulong> _memfdOriginalUsed = [];
+
+    private int OpenMemfd(MemfdFileEntry m, string what, bool mayUseOriginal = true)
     {
         int inode = MemfdInode(m.InodeId, what);
         int flags = ((int)m.Flags & ~(LibC.O_CREAT | LibC.O_EXCL | LibC.O_TRUNC)) | LibC.O_CLOEXEC;
-        int fd = Errno.Check(LibC.open($"/proc/self/fd/{inode}", flags, 0), "open(memfd)", what);
+        int fd;
+        // The description memfd_create made is O_RDWR yet holds no write count on the inode
+        // (exec of the memfd works while it is open); one opened through /proc/self/fd does, and
+        // makes execveat(memfd) fail with ETXTBSY. The first O_RDWR description gets that one.
+        if (mayUseOriginal && ((int)m.Flags & LibC.O_ACCMODE) == LibC.O_RDWR && _memfdOriginalUsed.Add(m.InodeId))
+        {
+            fd = Errno.Check(LibC.fcntl(inode, LibC.F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)", what);
+            int status = (int)m.Flags & (LibC.O_APPEND | LibC.O_NONBLOCK | LibC.O_NOATIME);
+            if (status != 0 && LibC.fcntl(fd, LibC.F_SETFL, status) < 0)
+            {
+                var e = new SyscallException("fcntl(F_SETFL)", Errno.Last, what);
+                LibC.close(fd);
+                throw e;
+            }
+        }
+        else fd = Errno.Check(LibC.open($"/proc/self/fd/{inode}", flags, 0), "open(memfd)", what);
         if (m.Pos != 0 && LibC.lseek(fd, (long)m.Pos, LibC.SEEK_SET) < 0)
         {
             var e = new SyscallException("lseek", Errno.Last, what);
@@ -31,6 +48,19 @@ internal sealed unsafe partial class RestoreSession
             throw e;
         }
         return fd;
+    }
+
+    /// <summary>A description of the memfd as a new fd of the task, for mmap (the caller closes it).</summary>
+    private int MemfdIntoTask(RestoreTask t, MemfdFileEntry m, string what)
+    {
+        int local = OpenMemfd(m, what, mayUseOriginal: false);
+        try
+        {
+            int pidfd = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);
+            try { return (int)t.Check(Code, $"pidfd_getfd(crisp fd {local})", SYS_pidfd_getfd, pidfd, local, 0); }
+            finally { t.Call(Code, LibC.SYS_close, pidfd); }
+        }
+        finally { LibC.close(local); }
     }
 
     private int MemfdInode(ulong inodeId, string what)
@@ -75,5 +105,6 @@ internal sealed unsafe partial class RestoreSession
     {
         foreach (var fd in _memfdInodeFds.Values) LibC.close(fd);
         _memfdInodeFds.Clear();
+        _memfdOriginalUsed.Clear();
     }
 }

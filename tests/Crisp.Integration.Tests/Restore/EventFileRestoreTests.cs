@@ -161,7 +161,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public unsafe void Memfds_keep_name_size_seals_contents_offsets_and_one_inode_per_memfd(bool lazy)
+    public unsafe void Memfds_and_their_mappings_keep_name_size_seals_contents_offsets_and_one_inode_per_memfd(bool lazy)
     {
         string log = Path.Combine(_dir, "mlog");
         int pid = Track(SpawnLogged(log, Compile("memfdfds")));
@@ -169,6 +169,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
         LibC.kill(pid, LibC.SIGUSR1);
         string before = WaitForLine(log, l => l.StartsWith("check "));
         Assert.Contains("head=hello memfd tail=tail m2=x same_inode=1 shared_bytes=1 dup_shares_offset=1", before);
+        Assert.Contains("map=hello map_shared=1 priv=P", before);
 
         string images = Path.Combine(_dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
