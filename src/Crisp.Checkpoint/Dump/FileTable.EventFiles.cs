@@ -29,6 +29,7 @@ internal sealed unsafe partial class FileTable
         "anon_inode:[signalfd]" => FdTypes.Signalfd,
         "anon_inode:[timerfd]" => FdTypes.Timerfd,
         "anon_inode:inotify" => FdTypes.Inotify,
+        "anon_inode:[fanotify]" => FdTypes.Fanotify,
         _ => null,
     };
 
@@ -122,6 +123,8 @@ internal sealed unsafe partial class FileTable
                         e.Wd.Add(InotifyWatch(id, Tokens("wd:" + line), where));
                 return new FileEntry { Type = kind, Id = id, Ify = e };
             }
+            case FdTypes.Fanotify:
+                return new FileEntry { Type = kind, Id = id, Ffy = Fanotify(id, flags, f, where) };
             default:
                 throw new InvalidOperationException($"{where}: {kind} is not an anon-inode kind");
         }
@@ -203,6 +206,61 @@ internal sealed unsafe partial class FileTable
             l.Add(fd);
         }
         return map;
+    }
+
+    private static FanotifyFileEntry Fanotify(uint id, int flags, IReadOnlyDictionary<string, string> f, string where)
+    {
+        uint Hex(Dictionary<string, string> t, string k) => uint.Parse(t[k], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        if (!f.TryGetValue("fanotify flags", out var head))
+            throw new CrispException($"{where} is a fanotify whose fdinfo has no 'fanotify flags' line");
+        var h = Tokens("flags:" + head);
+        var e = new FanotifyFileEntry { Id = id, Flags = (uint)flags, Fown = NoOwner(), Faflags = Hex(h, "flags"), Evflags = Hex(h, "event-flags") };
+        if (f.ContainsKey("fanotify sdev"))
+            throw new CrispException($"{where} is a fanotify with a filesystem mark (FAN_MARK_FILESYSTEM): not supported yet");
+        if (f.TryGetValue("fanotify ino", out var inodes))
+            foreach (var line in inodes.Split('\n'))
+            {
+                var t = Tokens("ino:" + line);
+                var fh = FileHandle(t, where, out var handle, out int type);
+                var m = new FanotifyMarkEntry
+                {
+                    Id = id, Type = MarkType.Inode, Mflags = Hex(t, "mflags"), Mask = Hex(t, "mask"), IgnoredMask = Hex(t, "ignored_mask"),
+                    SDev = Hex(t, "sdev"),
+                    Ie = new FanotifyInodeMarkEntry { IIno = ulong.Parse(t["ino"], NumberStyles.HexNumber, CultureInfo.InvariantCulture), FHandle = fh },
+                };
+                fh.Path = WatchedPath(m.SDev, m.Ie.IIno, type, handle, where);
+                e.Mark.Add(m);
+            }
+        if (f.TryGetValue("fanotify mnt_id", out var mounts))
+            foreach (var line in mounts.Split('\n'))
+            {
+                var t = Tokens("mnt_id:" + line);
+                uint mnt = Hex(t, "mnt_id");
+                string? point = File.ReadLines("/proc/self/mountinfo").Select(l => l.Split(' '))
+                    .Where(p => p.Length > 4 && p[0] == mnt.ToString(CultureInfo.InvariantCulture)).Select(p => UnescapeMount(p[4])).FirstOrDefault();
+                if (point == null)
+                    throw new CrispException($"{where} is a fanotify marking mount {mnt}, which crisp's mount namespace does not show");
+                e.Mark.Add(new FanotifyMarkEntry
+                {
+                    Id = id, Type = MarkType.Mount, Mflags = Hex(t, "mflags"), Mask = Hex(t, "mask"), IgnoredMask = Hex(t, "ignored_mask"),
+                    SDev = 0, Me = new FanotifyMountMarkEntry { MntId = mnt, Path = point },
+                });
+            }
+        return e;
+    }
+
+    /// <summary>fhandle-bytes, fhandle-type and f_handle of an fsnotify fdinfo line, as CRIU stores them.</summary>
+    private static FhEntry FileHandle(Dictionary<string, string> t, string where, out byte[] handle, out int type)
+    {
+        uint bytes = uint.Parse(t["fhandle-bytes"], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        type = (int)uint.Parse(t["fhandle-type"], NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+        handle = Convert.FromHexString(t["f_handle"]);
+        if (handle.Length != bytes) throw new CrispException($"{where}: file handle of {bytes} bytes printed as {t["f_handle"]}");
+        var fh = new FhEntry { Bytes = bytes, Type = (uint)type };
+        var padded = new byte[Math.Max(128, (handle.Length + 7) / 8 * 8)];
+        handle.CopyTo(padded, 0);
+        for (int i = 0; i < padded.Length; i += 8) fh.Handle.Add(BitConverter.ToUInt64(padded, i));
+        return fh;
     }
 
     private static InotifyWdEntry InotifyWatch(uint id, Dictionary<string, string> t, string where)

@@ -28,7 +28,7 @@ internal sealed unsafe partial class RestoreSession
     private const uint TFD_IOC_SET_TICKS = 0x40085400, INOTIFY_IOC_SETNEXTWD = 0x40044900;
 
     private static bool IsEventFile(FdTypes t) =>
-        t is FdTypes.Eventfd or FdTypes.Eventpoll or FdTypes.Signalfd or FdTypes.Timerfd or FdTypes.Inotify or FdTypes.Memfd;
+        t is FdTypes.Eventfd or FdTypes.Eventpoll or FdTypes.Signalfd or FdTypes.Timerfd or FdTypes.Inotify or FdTypes.Fanotify or FdTypes.Memfd;
 
     /// <summary>Makes the description in crisp and places it at <paramref name="fd"/> of <paramref name="t"/>.</summary>
     private void PlaceEventFile(ProcessImage p, RestoreTask t, FileEntry file, int fd, bool cloexec)
@@ -41,6 +41,7 @@ internal sealed unsafe partial class RestoreSession
             FdTypes.Timerfd => MakeTimerfd(file.Tfd, what),
             FdTypes.Inotify => MakeInotify(file.Ify, what),
             FdTypes.Memfd => OpenMemfd(file.Memfd, what),
+            FdTypes.Fanotify => MakeFanotify(file.Ffy, what),
             FdTypes.Eventpoll => Made(LibC.Syscall(SYS_epoll_create1, LibC.O_CLOEXEC), "epoll_create1", what, file.Epfd.Flags),
             _ => throw new InvalidOperationException(what),
         };
@@ -123,7 +124,7 @@ internal sealed unsafe partial class RestoreSession
         {
             foreach (var w in e.Wd.OrderBy(w => w.Wd))
             {
-                string path = WatchTarget(w, what, out int pathFd);
+                string path = WatchTarget(w.FHandle, w.IIno, w.SDev, $"wd {w.Wd}", what, out int pathFd);
                 try
                 {
                     int wd = (int)w.Wd;
@@ -146,32 +147,32 @@ internal sealed unsafe partial class RestoreSession
     /// A path for the watched inode: the one recorded at dump if it is still that inode, otherwise
     /// the inode itself through its file handle (same machine, inode still there).
     /// </summary>
-    private static string WatchTarget(InotifyWdEntry w, string what, out int pathFd)
+    private static string WatchTarget(FhEntry fh, ulong ino, uint sdev, string label, string what, out int pathFd)
     {
         pathFd = -1;
-        string? recorded = w.FHandle.HasPath ? w.FHandle.Path : null;
+        string? recorded = fh.HasPath ? fh.Path : null;
         LibC.stat_t st;
-        if (recorded != null && LibC.stat(recorded, &st) == 0 && st.st_ino == w.IIno) return recorded;
+        if (recorded != null && LibC.stat(recorded, &st) == 0 && st.st_ino == ino) return recorded;
 
-        var handle = new byte[w.FHandle.Bytes];
-        var words = new byte[w.FHandle.Handle.Count * 8];
-        for (int i = 0; i < w.FHandle.Handle.Count; i++) BinaryPrimitives.WriteUInt64LittleEndian(words.AsSpan(i * 8), w.FHandle.Handle[i]);
+        var handle = new byte[fh.Bytes];
+        var words = new byte[fh.Handle.Count * 8];
+        for (int i = 0; i < fh.Handle.Count; i++) BinaryPrimitives.WriteUInt64LittleEndian(words.AsSpan(i * 8), fh.Handle[i]);
         if (words.Length >= handle.Length)
         {
             words.AsSpan(0, handle.Length).CopyTo(handle);
-            uint major = w.SDev >> 20, minor = w.SDev & 0xfffff;
+            uint major = sdev >> 20, minor = sdev & 0xfffff;
             foreach (var line in File.ReadLines("/proc/self/mountinfo"))
             {
                 var f = line.Split(' ');
                 if (f.Length <= 4 || f[2] != $"{major}:{minor}") continue;
                 int mfd = LibC.open(f[4], LibC.O_RDONLY | LibC.O_DIRECTORY | LibC.O_CLOEXEC, 0);
                 if (mfd < 0) continue;
-                var fh = new byte[8 + handle.Length];
-                BinaryPrimitives.WriteUInt32LittleEndian(fh, (uint)handle.Length);
-                BinaryPrimitives.WriteInt32LittleEndian(fh.AsSpan(4), (int)w.FHandle.Type);
-                handle.CopyTo(fh, 8);
+                var raw = new byte[8 + handle.Length];
+                BinaryPrimitives.WriteUInt32LittleEndian(raw, (uint)handle.Length);
+                BinaryPrimitives.WriteInt32LittleEndian(raw.AsSpan(4), (int)fh.Type);
+                handle.CopyTo(raw, 8);
                 int target;
-                fixed (byte* h = fh) target = (int)LibC.Syscall(SYS_open_by_handle_at, mfd, (long)h, LibC.O_PATH | LibC.O_CLOEXEC);
+                fixed (byte* h = raw) target = (int)LibC.Syscall(SYS_open_by_handle_at, mfd, (long)h, LibC.O_PATH | LibC.O_CLOEXEC);
                 LibC.close(mfd);
                 if (target >= 0)
                 {
@@ -181,7 +182,48 @@ internal sealed unsafe partial class RestoreSession
                 break;
             }
         }
-        throw new CrispException($"{what}: the inode watched as wd {w.Wd} ({recorded ?? $"inode {w.IIno}"}) is gone");
+        throw new CrispException($"{what}: the inode watched as {label} ({recorded ?? $"inode {ino}"}) is gone");
+    }
+
+    private const long SYS_fanotify_init = 300, SYS_fanotify_mark = 301;
+    private const uint FAN_MARK_ADD = 0x1, FAN_MARK_MOUNT = 0x10, FAN_MARK_IGNORED_MASK = 0x20;
+
+    private static int MakeFanotify(FanotifyFileEntry e, string what)
+    {
+        // Not FAN_CLOEXEC: the group keeps its init flags and shows them in fdinfo. crisp's own fd
+        // gets FD_CLOEXEC afterwards; the task's is set when it takes the description.
+        int fd = Made(LibC.Syscall(SYS_fanotify_init, e.Faflags, e.Evflags), "fanotify_init", what, e.Flags);
+        try
+        {
+            Errno.Check(LibC.fcntl(fd, LibC.F_SETFD, LibC.FD_CLOEXEC), "fcntl(F_SETFD)", what);
+            foreach (var m in e.Mark)
+            {
+                int pathFd = -1;
+                string path;
+                uint kind = 0;
+                if (m.Type == MarkType.Mount)
+                {
+                    path = m.Me.HasPath ? m.Me.Path : throw new CrispException($"{what}: mount mark {m.Me.MntId} has no path");
+                    kind = FAN_MARK_MOUNT;
+                }
+                else path = WatchTarget(m.Ie.FHandle, m.Ie.IIno, m.SDev, "a fanotify mark", what, out pathFd);
+                try
+                {
+                    byte[] p = System.Text.Encoding.UTF8.GetBytes(path + "\0");
+                    fixed (byte* pp = p)
+                    {
+                        if (m.Mask != 0)
+                            Errno.Check(LibC.Syscall(SYS_fanotify_mark, fd, FAN_MARK_ADD | kind, m.Mask, -100, (long)pp), $"fanotify_mark({path})", what);
+                        if (m.IgnoredMask != 0)
+                            Errno.Check(LibC.Syscall(SYS_fanotify_mark, fd, FAN_MARK_ADD | kind | FAN_MARK_IGNORED_MASK | m.Mflags, m.IgnoredMask, -100, (long)pp),
+                                $"fanotify_mark({path}, ignored)", what);
+                    }
+                }
+                finally { if (pathFd >= 0) LibC.close(pathFd); }
+            }
+            return fd;
+        }
+        catch { LibC.close(fd); throw; }
     }
 
     /// <summary>The registrations of the epolls this process made, now that all its fds are in place.</summary>
