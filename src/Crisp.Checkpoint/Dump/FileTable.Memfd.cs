@@ -74,6 +74,12 @@ internal sealed unsafe partial class FileTable
 
     private MemfdInodeEntry AddMemfdInode(int local, string name, in LibC.stat_t st, string where)
     {
+        const long SYS_fstatfs = 138;
+        const long HUGETLBFS_MAGIC = 0x958458f6;
+        long* fs = stackalloc long[15]; // struct statfs, f_type first
+        Errno.Check(LibC.Syscall(SYS_fstatfs, local, (long)fs), "fstatfs", where);
+        if (fs[0] == HUGETLBFS_MAGIC)
+            throw new CrispException($"{where} is a hugetlb memfd (memfd:{name}): not supported yet");
         int seals = Errno.Check(LibC.fcntl(local, F_GET_SEALS, 0), "fcntl(F_GET_SEALS)", where);
         var inode = new MemfdInodeEntry
         {
