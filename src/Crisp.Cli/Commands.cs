@@ -18,6 +18,7 @@ public static class Commands
         var cmd = new Command("dump", "Checkpoint a process tree into image files");
         cmd.Options.Add(tree);
         cmd.Options.Add(leave);
+        AddIrmapOptions(cmd);
         common.AddTo(cmd);
         var remote = new Remote.RemoteDumpOptions();
         remote.AddTo(cmd);
@@ -39,6 +40,16 @@ public static class Commands
         return cmd;
     }
 
+    /// <summary>
+    /// CRIU's inode-to-path options (dump and restore take them alike): crisp always records a
+    /// watched inode's path through its file handle at dump, no scan needed, so they change nothing.
+    /// </summary>
+    private static void AddIrmapOptions(Command cmd)
+    {
+        cmd.Options.Add(new Option<bool>("--force-irmap") { Description = "accepted for CRIU compatibility: inotify watch paths are always recorded" });
+        cmd.Options.Add(new Option<string[]>("--irmap-scan-path") { Description = "accepted for CRIU compatibility (no inode scan is needed)" });
+    }
+
     private static Command RestoreCmd()
     {
         var common = new CommonOptions();
@@ -51,6 +62,7 @@ public static class Commands
         var cpuCap = new Option<string?>("--cpu-cap") { Description = "checks of the dumped CPU against this one: fpu, ins, cpu (strict), all, none, ^ inverts (default fpu,ins; without a value all)", Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("restore", "Restore a process tree from image files");
         foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap }) cmd.Options.Add(o);
+        AddIrmapOptions(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("restore", () =>
         {

@@ -44,6 +44,8 @@ public sealed class ImageDir
     public static string FdinfoName(uint filesId) => $"fdinfo-{filesId}.img";
     public static string TimensName(uint id) => $"timens-{id}.img";
     public const string CpuinfoName = "cpuinfo.img";
+    public static string MemfdName => "memfd.img";
+    public static string ShmemPagemapName(ulong shmid) => $"pagemap-shmem-{shmid}.img";
 
     public bool Exists(string fileName) => File.Exists(PathOf(fileName));
 
@@ -119,6 +121,21 @@ public sealed class ImageDir
             writer.WritePayload(p.Data);
         }
     }
+
+    /// <summary>memfd inodes; an absent memfd.img means the tree held none.</summary>
+    public List<MemfdInodeEntry> ReadMemfdInodes() =>
+        Exists(MemfdName) ? ReadAll(MemfdName, ImageMagic.MemfdInode, MemfdInodeEntry.Parser) : [];
+    public void WriteMemfdInodes(IEnumerable<MemfdInodeEntry> inodes) => WriteAll(MemfdName, ImageMagic.MemfdInode, inodes);
+
+    /// <summary>
+    /// Starts pagemap-shmem-SHMID.img (a shared memory object's bytes, vaddr = offset in it)
+    /// with the given pages id: callers pick ids apart from the ones process pagemaps get,
+    /// which a page server may allocate on its side.
+    /// </summary>
+    public PagemapWriter CreateShmemPagemap(ulong shmid, uint pagesId) =>
+        new(PathOf(ShmemPagemapName(shmid)), PathOf(PagesName(pagesId)), pagesId);
+
+    public PagemapReader OpenShmemPagemap(ulong shmid) => PagemapReader.Open(PathOf(ShmemPagemapName(shmid)), Path);
 
     // ---- other small images -------------------------------------------------
 

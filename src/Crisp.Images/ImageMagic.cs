@@ -36,6 +36,7 @@ public static class ImageMagic
     public const uint TtyInfo = 0x59453036;
     public const uint UnixSk = 0x54373943;
     public const uint Stats = 0x57093306;
+    public const uint MemfdInode = 0x48453499;
 
     /// <summary>Whether the file starts with a second, "common" magic before its own.</summary>
     public static bool HasCommonPrefix(uint magic) => magic != Inventory;
@@ -51,6 +52,7 @@ public static class ImageMagic
         Pstree => "PSTREE",
         Fdinfo => "FDINFO",
         Pagemap => "PAGEMAP",
+        MemfdInode => "MEMFD_INODE",
         Core => "CORE",
         Ids => "IDS",
         Mm => "MM",

@@ -116,6 +116,7 @@ public static class Dumper
         }
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
+        files.WriteMemfds(dir);
         Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
         ulong pages = 0;

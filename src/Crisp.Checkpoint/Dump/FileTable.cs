@@ -11,7 +11,7 @@ namespace Crisp.Checkpoint.Dump;
 /// open file description (dup'd, or inherited over fork) share one entry, found with
 /// kcmp(KCMP_FILE); restore then shares them again, offset and all.
 /// </summary>
-internal sealed unsafe class FileTable
+internal sealed unsafe partial class FileTable
 {
     private readonly List<FileEntry> _files = [];
     private readonly Dictionary<(string, int), uint> _byPath = [];
@@ -62,7 +62,9 @@ internal sealed unsafe class FileTable
 
             FdTypes kind;
             if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
+            else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
+            else if (AnonKind(link) is FdTypes anon) kind = anon;
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
             if (kind == FdTypes.Reg && link.EndsWith(" (deleted)", StringComparison.Ordinal))
                 throw new CrispException($"process {pid}: fd {fd} is a deleted file ({link}): not supported yet");
@@ -80,6 +82,14 @@ internal sealed unsafe class FileTable
                     });
                     if ((fileFlags & LibC.O_ACCMODE) == LibC.O_RDONLY)
                         CapturePipeData(pid, pidfd, fd, (uint)st.st_ino);
+                }
+                else if (kind == FdTypes.Memfd)
+                {
+                    _files.Add(CollectMemfd(id, pid, pidfd, fd, fileFlags, info.Pos, link, st));
+                }
+                else if (kind != FdTypes.Reg)
+                {
+                    _files.Add(CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info));
                 }
                 else
                 {

@@ -73,6 +73,15 @@ internal static unsafe class MemoryDump
                 shmid = v.Inode;
                 pages = true;
             }
+            else if (v.Inode != 0 && v.Deleted && v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
+            {
+                // Like a file mapping, of the memfd's inode (its bytes are dumped with the inode).
+                status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_AREA_MEMFD | (v.Shared ? VmaStatus.VMA_FILE_SHARED : VmaStatus.VMA_FILE_PRIVATE);
+                bool writable = v.Shared && (v.Flags & VmFlags.mw) != 0;
+                shmid = files.MemfdForMapping(pid, v, writable ? LibC.O_RDWR : LibC.O_RDONLY);
+                pages = !v.Shared;
+                anonOnly = true;
+            }
             else if (v.Inode != 0 && v.Path.StartsWith('/'))
             {
                 if (v.Deleted)

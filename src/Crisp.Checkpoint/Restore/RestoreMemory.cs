@@ -261,7 +261,12 @@ internal sealed unsafe partial class RestoreSession
             if (fileBacked)
             {
                 uint id = (uint)v.Shmid;
-                if (!fileFds.TryGetValue(id, out var ffd))
+                if (!fileFds.TryGetValue(id, out var ffd) && _files.TryGetValue(id, out var mf) && mf.Type == FdTypes.Memfd)
+                {
+                    ffd = MemfdIntoTask(leader, mf.Memfd, $"memfd mapped at 0x{v.Start:x} in process {p.Pid}");
+                    fileFds[id] = ffd;
+                }
+                else if (!fileFds.TryGetValue(id, out ffd))
                 {
                     string path = FilePath(id, $"VMA 0x{v.Start:x}");
                     CheckFile(id, $"mapped at 0x{v.Start:x}");

@@ -37,6 +37,7 @@ internal sealed unsafe partial class RestoreSession
         var placed = new Dictionary<uint, int>();              // file id → first fd holding it
         var pipes = new Dictionary<uint, (int R, int W)>();     // pipe_id → temporary ends in the task
         var pipeData = _dir.ReadPipesData().ToDictionary(d => d.Entry.PipeId);
+        var epolls = new List<(EventpollFileEntry, int)>();      // epolls this process made, filled at the end
         foreach (var fdi in p.Fds.OrderBy(f => f.Fd))
         {
             int fd = (int)fdi.Fd;
@@ -61,6 +62,10 @@ internal sealed unsafe partial class RestoreSession
                 case FdTypes.Pipe:
                     PlacePipe(p, t, file.Pipe, fd, cloexec, pipes, pipeData);
                     break;
+                case var kind when IsEventFile(kind):
+                    PlaceEventFile(p, t, file, fd, cloexec);
+                    if (kind == FdTypes.Eventpoll) epolls.Add((file.Epfd, fd));
+                    break;
                 case FdTypes.Tty when _o.ShellJob:
                     Dup(t, _extraBase + _extraCrispFds.Count - 3 + 1, fd, cloexec);
                     break;
@@ -71,6 +76,7 @@ internal sealed unsafe partial class RestoreSession
             placed[fdi.Id] = fd;
             KeepShared(t, file, fd);
         }
+        RegisterEpolls(t, epolls);
         ForgetCrispPidfd(p, t);
         foreach (var (r, w) in pipes.Values)
         {

@@ -122,7 +122,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         FindSharedFiles();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
-                if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING | VmaStatus.VMA_AREA_MEMFD)) != 0)
+                if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING)) != 0)
                     throw new CrispException($"process {p.Pid}: VMA 0x{v.Start:x}-0x{v.End:x} (status 0x{v.Status:x}) is of a kind crisp cannot restore yet");
     }
 

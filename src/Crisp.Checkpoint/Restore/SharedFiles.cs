@@ -114,5 +114,6 @@ internal sealed unsafe partial class RestoreSession
         foreach (var (r, w) in _crispPipes.Values) { LibC.close(r); LibC.close(w); }
         _crispCopies.Clear();
         _crispPipes.Clear();
+        CloseMemfdInodes();
     }
 }
