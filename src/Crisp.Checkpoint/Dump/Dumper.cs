@@ -23,6 +23,9 @@ namespace Crisp.Checkpoint.Dump;
 /// </summary>
 public static class Dumper
 {
+    private const long SYS_membarrier = 324;
+    private const int MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
+
     public static DumpResult Dump(DumpOptions options)
     {
         var total = Stopwatch.StartNew();
@@ -152,11 +155,17 @@ public static class Dumper
 
         ulong brk;
         int dumpable;
+        bool thpDisabled;
+        uint membarriers;
         using (var sys = proc.Inject(proc.Leader))
         {
             brk = (ulong)sys.Check("brk", LibC.SYS_brk, 0);
             dumpable = (int)sys.Check("prctl(PR_GET_DUMPABLE)", LibC.SYS_prctl, LibC.PR_GET_DUMPABLE);
+            thpDisabled = sys.Check("prctl(PR_GET_THP_DISABLE)", LibC.SYS_prctl, LibC.PR_GET_THP_DISABLE) != 0;
+            // The MEMBARRIER_CMD_REGISTER_* bits this mm has (Linux 6.3+); restore issues each again.
+            membarriers = (uint)sys.Check("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
         }
+        if (membarriers != 0) cores[pid].Tc.MembarrierRegistrationMask = membarriers;
         var mm = new MmEntry
         {
             MmStartCode = stat.StartCode, MmEndCode = stat.EndCode, MmStartData = stat.StartData, MmEndData = stat.EndData,
@@ -164,6 +173,7 @@ public static class Dumper
             MmArgStart = stat.ArgStart, MmArgEnd = stat.ArgEnd, MmEnvStart = stat.EnvStart, MmEnvEnd = stat.EnvEnd,
             ExeFileId = files.RegularForPath(Proc.Exe(pid), LibC.O_RDONLY),
             Dumpable = dumpable,
+            ThpDisabled = thpDisabled,
         };
         mm.MmSavedAuxv.AddRange(Auxv.ReadWords(pid));
         mm.Vmas.AddRange(vmas.Select(v => v.Entry));

@@ -18,6 +18,9 @@ namespace Crisp.Checkpoint.Dump;
 internal static unsafe class TaskState
 {
     private const int SYS_getitimer = 36, SYS_get_robust_list = 274;
+    private const int SYS_sched_getparam = 143, SYS_sched_getscheduler = 145;
+    private const int PR_GET_CHILD_SUBREAPER = 37;
+    private const int SCHED_DEADLINE = 6, SCHED_RESET_ON_FORK = 0x40000000;
     private const int NSIG = 64;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -40,12 +43,17 @@ internal static unsafe class TaskState
         // Things only the task can tell: ask once in the leader (process-wide state) ...
         List<SaEntry> sigactions;
         TaskTimersEntry timers;
+        bool subreaper;
         using (var sys = proc.Inject(proc.Leader))
         using (var scratch = sys.MapScratch())
         {
             sigactions = ReadSigactions(sys, scratch);
             timers = ReadTimers(sys, scratch);
+            ulong at = scratch.Reserve(4);
+            sys.Check("prctl(PR_GET_CHILD_SUBREAPER)", LibC.SYS_prctl, PR_GET_CHILD_SUBREAPER, (long)at);
+            subreaper = scratch.ReadStruct<int>(at) != 0;
         }
+        uint loginuid = ReadUInt($"/proc/{pid}/loginuid", uint.MaxValue);
 
         foreach (var task in proc.Tasks)
         {
@@ -54,6 +62,7 @@ internal static unsafe class TaskState
             var xstate = task.GetXState();
             ulong clearTid;
             StackT sas;
+            uint secbits, pdeathSig;
             // ... and per thread (sigaltstack and the clear-tid address are per thread).
             using (var sys = proc.Inject(task))
             using (var scratch = sys.MapScratch())
@@ -64,7 +73,17 @@ internal static unsafe class TaskState
                 ulong tidAddr = scratch.Reserve(8);
                 sys.Check("prctl(PR_GET_TID_ADDRESS)", LibC.SYS_prctl, LibC.PR_GET_TID_ADDRESS, (long)tidAddr);
                 clearTid = scratch.ReadStruct<ulong>(tidAddr);
+                secbits = (uint)sys.Check("prctl(PR_GET_SECUREBITS)", LibC.SYS_prctl, LibC.PR_GET_SECUREBITS);
+                ulong sigAddr = scratch.Reserve(4);
+                sys.Check("prctl(PR_GET_PDEATHSIG)", LibC.SYS_prctl, LibC.PR_GET_PDEATHSIG, (long)sigAddr);
+                pdeathSig = (uint)scratch.ReadStruct<int>(sigAddr);
             }
+            var (policy, prio) = Sched(task.Tid);
+            // The audit login uid is per task, but CRIU's image keeps one per process.
+            uint threadLoginuid = ReadUInt($"/proc/{pid}/task/{task.Tid}/loginuid", uint.MaxValue);
+            if (threadLoginuid != loginuid)
+                throw new CrispException($"thread {task.Tid} of {pid} has audit loginuid {threadLoginuid}, the process {loginuid}: " +
+                                         "per-thread login uids cannot be kept in the image");
 
             core.ThreadInfo = new ThreadInfoX86
             {
@@ -84,11 +103,13 @@ internal static unsafe class TaskState
                 FutexRla = robustHead,
                 FutexRlaLen = (uint)robustLen,
                 SchedNice = (int)tstat.Nice,
-                SchedPolicy = 0,
+                SchedPolicy = policy,
+                SchedPrio = prio,
+                PdeathSig = pdeathSig,
                 BlkSigset = task.GetSigMask(),
                 Sas = new ThreadSasEntry { SsSp = sas.ss_sp, SsSize = sas.ss_size, SsFlags = (uint)sas.ss_flags },
                 SignalsP = Queue(task.PeekPendingSignals(shared: false)),
-                Creds = Creds(tstatus),
+                Creds = Creds(tstatus, secbits),
                 Comm = ReadComm(pid, task.Tid),
             };
             if (rseq.rseq_abi_pointer != 0)
@@ -116,7 +137,8 @@ internal static unsafe class TaskState
                     Timers = timers,
                     Rlimits = rl,
                     SignalsS = Queue(task.PeekPendingSignals(shared: true)),
-                    Loginuid = ReadUInt($"/proc/{pid}/loginuid", uint.MaxValue),
+                    Loginuid = loginuid,
+                    ChildSubreaper = subreaper,
                     OomScoreAdj = (int)ReadLong($"/proc/{pid}/oom_score_adj", 0),
                 };
                 task0.Sigactions.AddRange(sigactions);
@@ -168,13 +190,27 @@ internal static unsafe class TaskState
         return q;
     }
 
-    private static CredsEntry Creds(ProcStatus s)
+    /// <summary>Scheduling policy (with SCHED_RESET_ON_FORK) and static priority, read from outside.</summary>
+    private static (uint Policy, uint Prio) Sched(int tid)
+    {
+        long policy = LibC.Syscall(SYS_sched_getscheduler, tid);
+        if (policy < 0) throw new SyscallException("sched_getscheduler", Errno.Last, $"{tid}");
+        if ((policy & ~SCHED_RESET_ON_FORK) == SCHED_DEADLINE)
+            throw new CrispException($"thread {tid} runs under SCHED_DEADLINE: crisp cannot restore its runtime/deadline/period yet");
+        int prio = 0;
+        if (LibC.Syscall(SYS_sched_getparam, tid, (long)&prio) < 0)
+            throw new SyscallException("sched_getparam", Errno.Last, $"{tid}");
+        return ((uint)policy, (uint)prio);
+    }
+
+    private static CredsEntry Creds(ProcStatus s, uint secbits)
     {
         var c = new CredsEntry
         {
             Uid = s.Uid[0], Euid = s.Uid[1], Suid = s.Uid[2], Fsuid = s.Uid[3],
             Gid = s.Gid[0], Egid = s.Gid[1], Sgid = s.Gid[2], Fsgid = s.Gid[3],
-            Secbits = 0,
+            Secbits = secbits,
+            NoNewPrivs = (uint)s.NoNewPrivs,
         };
         Caps(c.CapInh, s.CapInh);
         Caps(c.CapPrm, s.CapPrm);

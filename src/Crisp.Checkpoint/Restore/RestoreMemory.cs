@@ -36,8 +36,10 @@ internal sealed unsafe partial class RestoreSession
         Step($"process {p.Pid}: task state", () => RestoreTaskState(p, leader));
         foreach (var (tid, core) in p.Threads)
             Step($"thread {tid}: per-thread state", () => RestoreThreadState(p, _tasks[tid], core));
+        Step($"process {p.Pid}: audit login uid", () => RestoreLoginuid(p));
         Step($"process {p.Pid}: credentials", () => RestoreCreds(p));
         Step($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
+        Step($"process {p.Pid}: prctl state, scheduling, timers", () => RestoreLateState(p));
     }
 
     private void ClearStub(ProcessImage p, RestoreTask leader)
@@ -320,6 +322,6 @@ internal sealed unsafe partial class RestoreSession
         if (mm.HasDumpable && mm.Dumpable != 1)
             leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, mm.Dumpable);
         if (mm.HasThpDisabled && mm.ThpDisabled)
-            leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_THP_DISABLE, 1);
+            leader.Check(Code, "prctl(PR_SET_THP_DISABLE)", LibC.SYS_prctl, LibC.PR_SET_THP_DISABLE, 1);
     }
 }

@@ -266,44 +266,157 @@ internal sealed unsafe partial class RestoreSession
             t.Check(Code, "rseq", LibC.SYS_rseq, (long)rs.RseqAbiPointer, rs.RseqAbiSize, 0, rs.Signature);
     }
 
+    private const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
+    private const int SECURE_NO_SETUID_FIXUP = 2;
+
+    /// <summary>
+    /// Credentials of every thread, in the order that keeps the rights each step needs (CRIU's
+    /// restore_creds does the same): supplementary groups; uids/gids with SECURE_NO_SETUID_FIXUP
+    /// set, so leaving uid 0 does not clear the capability sets; the dumped securebits; the
+    /// bounding set trimmed (needs CAP_SETPCAP, so before capset); capset; ambient raised (needs
+    /// the bit in permitted and inheritable, so after capset); no_new_privs. Each call is checked:
+    /// a thread that cannot get its dumped credentials makes the restore fail.
+    /// </summary>
     private void RestoreCreds(ProcessImage p)
     {
+        int lastCap = int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim());
         foreach (var (tid, core) in p.Threads)
         {
             var c = core.ThreadCore?.Creds;
             if (c == null) continue;
             var t = _tasks[tid];
-            bool allRoot = c.Uid == 0 && c.Euid == 0 && c.Suid == 0 && c.Fsuid == 0 && c.Gid == 0 && c.Egid == 0 && c.Sgid == 0 && c.Fsgid == 0;
-            if (!allRoot || c.Groups.Count > 0)
+            var now = Crisp.Native.ProcFs.Proc.TaskStatus(p.Pid, tid);
+            var scratch = new Scratch(this, t.Pid);
+            if (!now.Groups.SequenceEqual(c.Groups))
             {
-                var scratch = new Scratch(this, t.Pid);
                 var groups = new byte[c.Groups.Count * 4];
                 for (int i = 0; i < c.Groups.Count; i++) BinaryPrimitives.WriteUInt32LittleEndian(groups.AsSpan(i * 4), c.Groups[i]);
                 t.Check(Code, "setgroups", LibC.SYS_setgroups, c.Groups.Count, groups.Length > 0 ? (long)scratch.Put(groups) : 0);
-                if (!allRoot)
-                {
-                    t.Check(Code, "setresgid", LibC.SYS_setresgid, c.Gid, c.Egid, c.Sgid);
-                    t.Check(Code, "setresuid", LibC.SYS_setresuid, c.Uid, c.Euid, c.Suid);
-                    t.Call(Code, LibC.SYS_setfsgid, c.Fsgid);
-                    t.Call(Code, LibC.SYS_setfsuid, c.Fsuid);
-                }
             }
-            if (c.CapEff.Count == 2 && c.CapPrm.Count == 2 && c.CapInh.Count == 2)
+            bool sameIds = now.Uid.SequenceEqual([c.Uid, c.Euid, c.Suid, c.Fsuid]) && now.Gid.SequenceEqual([c.Gid, c.Egid, c.Sgid, c.Fsgid]);
+            if (!sameIds)
             {
-                // capset(v3 header, two data words); only lowering is possible anyway.
-                var scratch = new Scratch(this, t.Pid);
+                t.Check(Code, "prctl(PR_SET_SECUREBITS, SECURE_NO_SETUID_FIXUP)", LibC.SYS_prctl, LibC.PR_SET_SECUREBITS, 1 << SECURE_NO_SETUID_FIXUP);
+                t.Check(Code, "setresgid", LibC.SYS_setresgid, c.Gid, c.Egid, c.Sgid);
+                t.Call(Code, LibC.SYS_setfsgid, c.Fsgid);
+                if (t.Call(Code, LibC.SYS_setfsgid, uint.MaxValue) != c.Fsgid)
+                    throw new CrispException($"{t}: setfsgid({c.Fsgid}) did not take");
+                t.Check(Code, "setresuid", LibC.SYS_setresuid, c.Uid, c.Euid, c.Suid);
+                t.Call(Code, LibC.SYS_setfsuid, c.Fsuid);
+                if (t.Call(Code, LibC.SYS_setfsuid, uint.MaxValue) != c.Fsuid)
+                    throw new CrispException($"{t}: setfsuid({c.Fsuid}) did not take");
+            }
+            if (t.Call(Code, LibC.SYS_prctl, LibC.PR_GET_SECUREBITS) != c.Secbits)
+                t.Check(Code, $"prctl(PR_SET_SECUREBITS, 0x{c.Secbits:x})", LibC.SYS_prctl, LibC.PR_SET_SECUREBITS, c.Secbits);
+
+            ulong bnd = Caps(c.CapBnd), prm = Caps(c.CapPrm), eff = Caps(c.CapEff), inh = Caps(c.CapInh), amb = Caps(c.CapAmb);
+            ulong have = now.CapBnd;
+            ulong valid = lastCap >= 63 ? ulong.MaxValue : (1UL << (lastCap + 1)) - 1;
+            if (c.CapBnd.Count == 0) bnd = have; // an image without a bounding set: leave it as it is
+            if ((bnd & valid & ~have) != 0)
+                throw new CrispException($"{t}: its bounding set 0x{bnd:x} has capabilities crisp's own lacks (0x{bnd & valid & ~have:x}); " +
+                                         "they cannot be given back");
+            for (int cap = 0; cap <= lastCap; cap++)
+                if ((bnd & (1UL << cap)) == 0 && (have & (1UL << cap)) != 0)
+                    t.Check(Code, $"prctl(PR_CAPBSET_DROP, {cap})", LibC.SYS_prctl, PR_CAPBSET_DROP, cap);
+            if (c.CapEff.Count > 0 || c.CapPrm.Count > 0 || c.CapInh.Count > 0)
+            {
                 var hdr = new byte[8];
-                BinaryPrimitives.WriteUInt32LittleEndian(hdr, 0x20080522u);
-                BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), 0);
+                BinaryPrimitives.WriteUInt32LittleEndian(hdr, 0x20080522u); // _LINUX_CAPABILITY_VERSION_3, pid 0
                 var data = new byte[24];
                 for (int i = 0; i < 2; i++)
                 {
-                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12), c.CapEff[i]);
-                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 4), c.CapPrm[i]);
-                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 8), c.CapInh[i]);
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12), (uint)(eff >> (32 * i)));
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 4), (uint)(prm >> (32 * i)));
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 8), (uint)(inh >> (32 * i)));
                 }
-                long r = t.Call(Code, SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
-                if (r < 0) Log.W($"{t}: capset: {Errno.Name((int)-r)}");
+                t.Check(Code, $"capset(eff 0x{eff:x}, prm 0x{prm:x}, inh 0x{inh:x})", SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
+            }
+            for (int cap = 0; cap <= lastCap; cap++)
+                if ((amb & (1UL << cap)) != 0)
+                    t.Check(Code, $"prctl(PR_CAP_AMBIENT_RAISE, {cap})", LibC.SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap);
+            if (c.HasNoNewPrivs && c.NoNewPrivs != 0)
+                t.Check(Code, "prctl(PR_SET_NO_NEW_PRIVS)", LibC.SYS_prctl, LibC.PR_SET_NO_NEW_PRIVS, 1);
+        }
+    }
+
+    private static ulong Caps(Google.Protobuf.Collections.RepeatedField<uint> words)
+    {
+        ulong v = 0;
+        for (int i = 0; i < words.Count && i < 2; i++) v |= (ulong)words[i] << (32 * i);
+        return v;
+    }
+
+    private const long SYS_setitimer = 38, SYS_setpriority = 141, SYS_sched_setscheduler = 144, SYS_membarrier = 324;
+
+    /// <summary>
+    /// The audit login uid of every thread. Only the task itself may write it (through
+    /// /proc/thread-self/loginuid), and changing a set one needs CAP_AUDIT_CONTROL: so this runs
+    /// before the credentials are lowered.
+    /// </summary>
+    private void RestoreLoginuid(ProcessImage p)
+    {
+        var tc = p.LeaderCore.Tc;
+        if (tc == null || !tc.HasLoginuid) return;
+        foreach (var (tid, _) in p.Threads)
+        {
+            var now = File.ReadAllText($"/proc/{p.Pid}/task/{tid}/loginuid").Trim();
+            if (now == tc.Loginuid.ToString()) continue;
+            var t = _tasks[tid];
+            var scratch = new Scratch(this, t.Pid);
+            int fd = (int)t.Check(Code, "openat /proc/thread-self/loginuid", LibC.SYS_openat, -100,
+                (long)scratch.PutString("/proc/thread-self/loginuid"), LibC.O_WRONLY | LibC.O_CLOEXEC, 0);
+            var text = System.Text.Encoding.ASCII.GetBytes(tc.Loginuid.ToString());
+            long w = t.Call(Code, LibC.SYS_write, fd, (long)scratch.Put(text), text.Length);
+            t.Call(Code, LibC.SYS_close, fd);
+            Errno.CheckRaw(w, $"write loginuid {tc.Loginuid}", t.ToString());
+        }
+    }
+
+    /// <summary>
+    /// State a credentials change would reset, or that should start counting only now: the
+    /// dumpable flag and the parent-death signal (both cleared by commit_creds when ids or
+    /// capabilities change), scheduling policy, priority and nice, membarrier registrations,
+    /// and the interval timers, armed last with what was left of them at dump time.
+    /// </summary>
+    private void RestoreLateState(ProcessImage p)
+    {
+        var leader = _tasks[p.Pid];
+        if (p.Mm.HasDumpable && leader.Call(Code, LibC.SYS_prctl, LibC.PR_GET_DUMPABLE) != p.Mm.Dumpable)
+            leader.Check(Code, $"prctl(PR_SET_DUMPABLE, {p.Mm.Dumpable})", LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, p.Mm.Dumpable);
+        foreach (var (tid, core) in p.Threads)
+        {
+            var tc = core.ThreadCore;
+            if (tc == null) continue;
+            var t = _tasks[tid];
+            if (tc.PdeathSig != 0)
+                t.Check(Code, $"prctl(PR_SET_PDEATHSIG, {tc.PdeathSig})", LibC.SYS_prctl, LibC.PR_SET_PDEATHSIG, tc.PdeathSig);
+            if (tc.HasSchedPolicy)
+            {
+                int prio = (int)tc.SchedPrio;
+                if (LibC.Syscall(SYS_sched_setscheduler, tid, tc.SchedPolicy, (long)&prio) < 0)
+                    throw new SyscallException("sched_setscheduler", Errno.Last, $"{t}, policy 0x{tc.SchedPolicy:x} priority {prio}");
+            }
+            if (tc.HasSchedNice && LibC.Syscall(SYS_setpriority, 0 /* PRIO_PROCESS */, tid, tc.SchedNice) < 0)
+                throw new SyscallException("setpriority", Errno.Last, $"{t}, nice {tc.SchedNice}");
+        }
+        var task = p.LeaderCore.Tc;
+        if (task == null) return;
+        for (int bit = 0; bit < 32; bit++)
+            if ((task.MembarrierRegistrationMask & (1u << bit)) != 0)
+                leader.Check(Code, $"membarrier(1 << {bit})", SYS_membarrier, 1L << bit, 0, 0);
+        if (task.Timers is { } timers)
+        {
+            var scratch = new Scratch(this, leader.Pid);
+            Span<byte> v = stackalloc byte[32];
+            foreach (var (which, e) in new[] { (0, timers.Real), (1, timers.Virt), (2, timers.Prof) })
+            {
+                if (e == null || (e.Isec | e.Iusec | e.Vsec | e.Vusec) == 0) continue;
+                BinaryPrimitives.WriteUInt64LittleEndian(v, e.Isec);
+                BinaryPrimitives.WriteUInt64LittleEndian(v[8..], e.Iusec);
+                BinaryPrimitives.WriteUInt64LittleEndian(v[16..], e.Vsec);
+                BinaryPrimitives.WriteUInt64LittleEndian(v[24..], e.Vusec);
+                leader.Check(Code, $"setitimer({which})", SYS_setitimer, which, (long)scratch.Put(v), 0);
             }
         }
     }
