@@ -8,11 +8,13 @@
 // SECBIT_KEEP_CAPS, no_new_privs, child subreaper, parent-death signal SIGWINCH (ignored by
 // default), THP disabled, SCHED_BATCH with nice 7, an audit login uid, a private expedited
 // membarrier registration, ITIMER_REAL (interval 1000 s, first expiry in 3600 s) and
-// ITIMER_VIRTUAL (interval 2000 s, first in 5000 s of CPU time).
+// ITIMER_VIRTUAL (interval 2000 s, first in 5000 s of CPU time), two POSIX timers (the first
+// deleted again, so the live one's id is not the first the kernel hands out): CLOCK_MONOTONIC,
+// SIGRTMIN+1 with sigev_value 0x5eed, interval 500 s, first expiry in 7200 s.
 //
 // Writes "ready" once set up; each SIGUSR1 appends one line
 //   state caps=EFF/PRM/INH bnd=X amb=X secbits=N nnp=N subreaper=N pdeath=N thp=N policy=N
-//         nice=N loginuid=N membarrier=X real=ISEC/VSEC virt=ISEC/VSEC
+//         nice=N loginuid=N membarrier=X real=ISEC/VSEC virt=ISEC/VSEC ptimer=ID:ISEC/VSEC
 // (VSEC: seconds left, which only goes down).
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +22,7 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PR_CAP_AMBIENT
@@ -38,6 +42,7 @@
 #define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 
 static volatile sig_atomic_t report;
+static timer_t ptimer;
 static FILE *out;
 
 static void on_usr1(int sig) { (void)sig; report = 1; }
@@ -85,14 +90,17 @@ static void write_state(void)
 	struct itimerval real, virt;
 	getitimer(ITIMER_REAL, &real);
 	getitimer(ITIMER_VIRTUAL, &virt);
+	struct itimerspec pt;
+	if (timer_gettime(ptimer, &pt)) die("timer_gettime");
 	errno = 0;
 	int nice = getpriority(PRIO_PROCESS, 0);
 	fprintf(out, "state caps=%llx/%llx/%llx bnd=%llx amb=%llx secbits=%d nnp=%d subreaper=%d pdeath=%d thp=%d policy=%d "
-		     "nice=%d loginuid=%s membarrier=%lx real=%ld/%ld virt=%ld/%ld\n",
+		     "nice=%d loginuid=%s membarrier=%lx real=%ld/%ld virt=%ld/%ld ptimer=%ld:%ld/%ld\n",
 		eff, prm, inh, bnd, amb, prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
 		subreaper, pdeath, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), sched_getscheduler(0), nice, loginuid,
 		syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0),
-		(long)real.it_interval.tv_sec, (long)real.it_value.tv_sec, (long)virt.it_interval.tv_sec, (long)virt.it_value.tv_sec);
+		(long)real.it_interval.tv_sec, (long)real.it_value.tv_sec, (long)virt.it_interval.tv_sec, (long)virt.it_value.tv_sec,
+		(long)(intptr_t)ptimer, (long)pt.it_interval.tv_sec, (long)pt.it_value.tv_sec);
 	fflush(out);
 }
 
@@ -125,6 +133,15 @@ int main(int argc, char **argv)
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0)) die("membarrier");
 	struct itimerval real = { { 1000, 0 }, { 3600, 0 } }, virt = { { 2000, 0 }, { 5000, 0 } };
 	if (setitimer(ITIMER_REAL, &real, NULL) || setitimer(ITIMER_VIRTUAL, &virt, NULL)) die("setitimer");
+	struct sigevent sev = { 0 };
+	sev.sigev_notify = SIGEV_SIGNAL;
+	sev.sigev_signo = SIGRTMIN + 1;
+	sev.sigev_value.sival_ptr = (void *)0x5eed;
+	timer_t first;
+	if (timer_create(CLOCK_MONOTONIC, &sev, &first) || timer_create(CLOCK_MONOTONIC, &sev, &ptimer) || timer_delete(first))
+		die("timer_create");
+	struct itimerspec pv = { { 500, 0 }, { 7200, 0 } };
+	if (timer_settime(ptimer, 0, &pv, NULL)) die("timer_settime");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) die("PR_SET_NO_NEW_PRIVS");
 
 	struct sigaction sa = { 0 };

@@ -49,6 +49,7 @@ internal static unsafe class TaskState
         {
             sigactions = ReadSigactions(sys, scratch);
             timers = ReadTimers(sys, scratch);
+            timers.Posix.AddRange(ReadPosixTimers(pid, sys, scratch));
             ulong at = scratch.Reserve(4);
             sys.Check("prctl(PR_GET_CHILD_SUBREAPER)", LibC.SYS_prctl, PR_GET_CHILD_SUBREAPER, (long)at);
             subreaper = scratch.ReadStruct<int>(at) != 0;
@@ -177,6 +178,75 @@ internal static unsafe class TaskState
             return new ItimerEntry { Isec = (ulong)v.isec, Iusec = (ulong)v.iusec, Vsec = (ulong)v.vsec, Vusec = (ulong)v.vusec };
         }
         return new TaskTimersEntry { Real = One(0), Virt = One(1), Prof = One(2) };
+    }
+
+    private const int SYS_timer_gettime = 224, SYS_timer_getoverrun = 225;
+    private const int SIGEV_SIGNAL = 0, SIGEV_NONE = 1, SIGEV_THREAD = 2, SIGEV_THREAD_ID = 4;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ITimerSpec { public long isec, insec, vsec, vnsec; }
+
+    /// <summary>
+    /// POSIX timers (timer_create): id, clock, signal, sigev_value and notification from
+    /// /proc/PID/timers (proc_timers_show), the time left and interval with an injected
+    /// timer_gettime, the overrun with timer_getoverrun.
+    /// </summary>
+    private static List<PosixTimerEntry> ReadPosixTimers(int pid, RemoteSyscall sys, ScratchArea scratch)
+    {
+        var list = new List<PosixTimerEntry>();
+        PosixTimerEntry? cur = null;
+        ulong at = scratch.Reserve(sizeof(ITimerSpec));
+        void Finish()
+        {
+            if (cur == null) return;
+            sys.Check($"timer_gettime({cur.ItId})", SYS_timer_gettime, cur.ItId, (long)at);
+            var v = scratch.ReadStruct<ITimerSpec>(at);
+            (cur.Isec, cur.Insec, cur.Vsec, cur.Vnsec) = ((ulong)v.isec, (ulong)v.insec, (ulong)v.vsec, (ulong)v.vnsec);
+            cur.Overrun = (uint)sys.Check($"timer_getoverrun({cur.ItId})", SYS_timer_getoverrun, cur.ItId);
+            list.Add(cur);
+            cur = null;
+        }
+        foreach (var raw in File.ReadAllLines($"/proc/{pid}/timers"))
+        {
+            int c = raw.IndexOf(':');
+            if (c <= 0) continue;
+            string key = raw[..c], val = raw[(c + 1)..].Trim();
+            switch (key)
+            {
+                case "ID":
+                    Finish();
+                    cur = new PosixTimerEntry { ItId = uint.Parse(val) };
+                    break;
+                case "signal" when cur != null:
+                    // "14/00007ffc12345678": signal number / sigev_value as a pointer
+                    var sv = val.Split('/');
+                    cur.SiSigno = uint.Parse(sv[0]);
+                    cur.SivalPtr = sv.Length > 1 && sv[1] != "(null)" ? Convert.ToUInt64(sv[1], 16) : 0;
+                    break;
+                case "notify" when cur != null:
+                    // "signal/pid.1234", "thread/tid.1235", "none/pid.1234"
+                    var kind = val.Split('/', '.');
+                    int who = int.Parse(kind[2]);
+                    if (kind[1] == "tid")
+                    {
+                        cur.ItSigevNotify = SIGEV_THREAD_ID;
+                        cur.NotifyThreadId = who;
+                    }
+                    else cur.ItSigevNotify = kind[0] switch
+                    {
+                        "signal" => SIGEV_SIGNAL,
+                        "thread" => SIGEV_THREAD,
+                        "none" => SIGEV_NONE,
+                        _ => throw new CrispException($"process {pid}: POSIX timer {cur.ItId} notifies as '{val}', which crisp does not know"),
+                    };
+                    break;
+                case "ClockID" when cur != null:
+                    cur.ClockId = (uint)int.Parse(val);
+                    break;
+            }
+        }
+        Finish();
+        return list;
     }
 
     private static SignalQueueEntry Queue(List<SigInfo> signals)

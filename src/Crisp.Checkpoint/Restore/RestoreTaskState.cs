@@ -407,6 +407,7 @@ internal sealed unsafe partial class RestoreSession
                 leader.Check(Code, $"membarrier(1 << {bit})", SYS_membarrier, 1L << bit, 0, 0);
         if (task.Timers is { } timers)
         {
+            RestorePosixTimers(p, leader, timers);
             var scratch = new Scratch(this, leader.Pid);
             Span<byte> v = stackalloc byte[32];
             foreach (var (which, e) in new[] { (0, timers.Real), (1, timers.Virt), (2, timers.Prof) })
@@ -418,6 +419,60 @@ internal sealed unsafe partial class RestoreSession
                 BinaryPrimitives.WriteUInt64LittleEndian(v[24..], e.Vusec);
                 leader.Check(Code, $"setitimer({which})", SYS_setitimer, which, (long)scratch.Put(v), 0);
             }
+        }
+    }
+
+    private const long SYS_timer_create = 222, SYS_timer_settime = 223;
+    private const int PR_TIMER_CREATE_RESTORE_IDS = 77;
+
+    /// <summary>
+    /// POSIX timers with their dumped ids: with PR_TIMER_CREATE_RESTORE_IDS on (Linux 6.15+),
+    /// timer_create takes the id from *created_timer_id. Armed with what was left at dump time;
+    /// the overrun count of a signal not yet delivered is not restorable and starts again at 0.
+    /// </summary>
+    private void RestorePosixTimers(ProcessImage p, RestoreTask leader, TaskTimersEntry timers)
+    {
+        if (timers.Posix.Count == 0) return;
+        long on = leader.Call(Code, LibC.SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1);
+        if (on == -Errno.EINVAL)
+            throw new CrispException($"process {p.Pid} has POSIX timers, and this kernel cannot create them with given ids " +
+                                     "(PR_TIMER_CREATE_RESTORE_IDS, Linux 6.15+)");
+        Errno.CheckRaw(on, "prctl(PR_TIMER_CREATE_RESTORE_IDS, ON)", leader.ToString());
+        var scratch = new Scratch(this, leader.Pid);
+        ulong sevAt = scratch.Reserve(64), idAt = scratch.Reserve(4), valAt = scratch.Reserve(32);
+        Span<byte> sev = stackalloc byte[64];
+        Span<byte> val = stackalloc byte[32];
+        Span<byte> got = stackalloc byte[4];
+        try
+        {
+            foreach (var t in timers.Posix)
+            {
+                sev.Clear();
+                BinaryPrimitives.WriteUInt64LittleEndian(sev, t.SivalPtr);
+                BinaryPrimitives.WriteUInt32LittleEndian(sev[8..], t.SiSigno);
+                BinaryPrimitives.WriteUInt32LittleEndian(sev[12..], t.ItSigevNotify);
+                BinaryPrimitives.WriteInt32LittleEndian(sev[16..], t.NotifyThreadId);
+                RemoteMemory.Write(leader.Pid, sevAt, sev);
+                RemoteMemory.Write(leader.Pid, idAt, BitConverter.GetBytes(t.ItId));
+                leader.Check(Code, $"timer_create(clock {(int)t.ClockId}, id {t.ItId})", SYS_timer_create, (int)t.ClockId, (long)sevAt, (long)idAt);
+                RemoteMemory.Read(leader.Pid, idAt, got);
+                if (BinaryPrimitives.ReadUInt32LittleEndian(got) != t.ItId)
+                    throw new CrispException($"process {p.Pid}: timer_create made timer {BinaryPrimitives.ReadUInt32LittleEndian(got)}, not the dumped {t.ItId}");
+            }
+        }
+        finally
+        {
+            leader.Call(Code, LibC.SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 0);
+        }
+        foreach (var t in timers.Posix)
+        {
+            if ((t.Isec | t.Insec | t.Vsec | t.Vnsec) == 0) continue;
+            BinaryPrimitives.WriteUInt64LittleEndian(val, t.Isec);
+            BinaryPrimitives.WriteUInt64LittleEndian(val[8..], t.Insec);
+            BinaryPrimitives.WriteUInt64LittleEndian(val[16..], t.Vsec);
+            BinaryPrimitives.WriteUInt64LittleEndian(val[24..], t.Vnsec);
+            RemoteMemory.Write(leader.Pid, valAt, val);
+            leader.Check(Code, $"timer_settime({t.ItId})", SYS_timer_settime, t.ItId, 0, (long)valAt, 0);
         }
     }
 

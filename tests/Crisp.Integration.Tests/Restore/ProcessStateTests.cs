@@ -64,7 +64,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>The state line without the seconds left of each timer, which only go down.</summary>
-    private static (string Fixed, long RealLeft, long VirtLeft) Split(string state)
+    private static (string Fixed, long RealLeft, long VirtLeft, long PosixLeft) Split(string state)
     {
         var parts = state.Split(' ').ToList();
         long Left(string name)
@@ -74,30 +74,32 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
             parts[i] = $"{name}={v[0]}/*";
             return long.Parse(v[1]);
         }
-        long real = Left("real"), virt = Left("virt");
-        return (string.Join(' ', parts), real, virt);
+        long real = Left("real"), virt = Left("virt"), posix = Left("ptimer");
+        return (string.Join(' ', parts), real, virt, posix);
     }
 
     [Fact]
-    public void Capabilities_prctl_flags_scheduling_loginuid_membarrier_and_itimers_come_back_as_they_were()
+    public void Capabilities_prctl_flags_scheduling_loginuid_membarrier_and_timers_come_back_as_they_were()
     {
         string bin = Path.Combine(_dir, "procstate"), log = Path.Combine(_dir, "log");
         Gcc(Path.Combine(RepoRoot, "tests/workloads/procstate.c"), bin);
         int pid = Track(SpawnLogged(log, bin, log));
         WaitForLine(log, l => l.StartsWith("ready") || l.StartsWith("error"));
         Assert.DoesNotContain(Lines(log), l => l.StartsWith("error"));
-        var (wasFixed, wasReal, wasVirt) = Split(StateLine(log, pid));
+        var (wasFixed, wasReal, wasVirt, wasPosix) = Split(StateLine(log, pid));
         output.WriteLine(wasFixed);
         // The set-up took: the process is far from the defaults crisp's stub starts with.
         Assert.Contains("secbits=16 nnp=1 subreaper=1 pdeath=28 thp=1 policy=3 nice=7 loginuid=4242 membarrier=10", wasFixed);
+        Assert.Contains(" ptimer=1:500/*", wasFixed);
 
         var diffs = DumpRestoreDiff(pid);
         Assert.Empty(diffs);
-        var (isFixed, isReal, isVirt) = Split(StateLine(log, pid));
+        var (isFixed, isReal, isVirt, isPosix) = Split(StateLine(log, pid));
         Assert.Equal(wasFixed, isFixed);
         // What was left of the timers, not a new full period and not disarmed.
         Assert.InRange(isReal, wasReal - 60, wasReal);
         Assert.InRange(isVirt, wasVirt - 60, wasVirt);
+        Assert.InRange(isPosix, wasPosix - 60, wasPosix);
     }
 
     [Fact]
