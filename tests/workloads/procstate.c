@@ -10,11 +10,12 @@
 // membarrier registration, ITIMER_REAL (interval 1000 s, first expiry in 3600 s) and
 // ITIMER_VIRTUAL (interval 2000 s, first in 5000 s of CPU time), two POSIX timers (the first
 // deleted again, so the live one's id is not the first the kernel hands out): CLOCK_MONOTONIC,
-// SIGRTMIN+1 with sigev_value 0x5eed, interval 500 s, first expiry in 7200 s.
+// SIGRTMIN+1 with sigev_value 0x5eed, interval 500 s, first expiry in 7200 s; a pipe whose
+// read end is O_ASYNC, owned by the process (F_SETOWN) with F_SETSIG SIGWINCH.
 //
 // Writes "ready" once set up; each SIGUSR1 appends one line
 //   state caps=EFF/PRM/INH bnd=X amb=X secbits=N nnp=N subreaper=N pdeath=N thp=N policy=N
-//         nice=N loginuid=N membarrier=X real=ISEC/VSEC virt=ISEC/VSEC ptimer=ID:ISEC/VSEC
+//         nice=N loginuid=N membarrier=X real=ISEC/VSEC virt=ISEC/VSEC ptimer=ID:ISEC/VSEC fown=PID/SIG/ASYNC
 // (VSEC: seconds left, which only goes down).
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +44,7 @@
 
 static volatile sig_atomic_t report;
 static timer_t ptimer;
+static int owned[2];
 static FILE *out;
 
 static void on_usr1(int sig) { (void)sig; report = 1; }
@@ -95,12 +97,13 @@ static void write_state(void)
 	errno = 0;
 	int nice = getpriority(PRIO_PROCESS, 0);
 	fprintf(out, "state caps=%llx/%llx/%llx bnd=%llx amb=%llx secbits=%d nnp=%d subreaper=%d pdeath=%d thp=%d policy=%d "
-		     "nice=%d loginuid=%s membarrier=%lx real=%ld/%ld virt=%ld/%ld ptimer=%ld:%ld/%ld\n",
+		     "nice=%d loginuid=%s membarrier=%lx real=%ld/%ld virt=%ld/%ld ptimer=%ld:%ld/%ld fown=%d/%d/%d\n",
 		eff, prm, inh, bnd, amb, prctl(PR_GET_SECUREBITS, 0, 0, 0, 0), prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
 		subreaper, pdeath, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), sched_getscheduler(0), nice, loginuid,
 		syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0),
 		(long)real.it_interval.tv_sec, (long)real.it_value.tv_sec, (long)virt.it_interval.tv_sec, (long)virt.it_value.tv_sec,
-		(long)(intptr_t)ptimer, (long)pt.it_interval.tv_sec, (long)pt.it_value.tv_sec);
+		(long)(intptr_t)ptimer, (long)pt.it_interval.tv_sec, (long)pt.it_value.tv_sec,
+		fcntl(owned[0], F_GETOWN) == getpid(), fcntl(owned[0], F_GETSIG), (fcntl(owned[0], F_GETFL) & O_ASYNC) != 0);
 	fflush(out);
 }
 
@@ -142,6 +145,9 @@ int main(int argc, char **argv)
 		die("timer_create");
 	struct itimerspec pv = { { 500, 0 }, { 7200, 0 } };
 	if (timer_settime(ptimer, 0, &pv, NULL)) die("timer_settime");
+	if (pipe(owned) || fcntl(owned[0], F_SETOWN, getpid()) || fcntl(owned[0], F_SETSIG, SIGWINCH) ||
+	    fcntl(owned[0], F_SETFL, fcntl(owned[0], F_GETFL) | O_ASYNC))
+		die("pipe owner");
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) die("PR_SET_NO_NEW_PRIVS");
 
 	struct sigaction sa = { 0 };

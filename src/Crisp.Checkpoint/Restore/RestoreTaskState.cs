@@ -51,6 +51,13 @@ internal sealed unsafe partial class RestoreSession
             if (PlaceShared(p, t, file, fd, cloexec))
             {
                 placed[fdi.Id] = fd;
+                // The first process to use this end of a shared pipe: it came from crisp's copy, as made.
+                if (file.Type == FdTypes.Pipe && _configuredFiles.Add(fdi.Id))
+                {
+                    int fl = (int)file.Pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT | O_ASYNC);
+                    if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
+                    RestoreOwner(t, fd, file.Pipe.Fown);
+                }
                 continue;
             }
             switch (file.Type)
@@ -69,6 +76,8 @@ internal sealed unsafe partial class RestoreSession
                                              (file.Type == FdTypes.Tty ? " (a terminal: use -j/--shell-job)" : ""));
             }
             placed[fdi.Id] = fd;
+            if (_configuredFiles.Add(fdi.Id))
+                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, _ => null });
             KeepShared(t, file, fd);
         }
         ForgetCrispPidfd(p, t);
@@ -78,6 +87,36 @@ internal sealed unsafe partial class RestoreSession
             if (w >= 0) t.Call(Code, LibC.SYS_close, w);
         }
         if (_extraCrispFds.Count > 0) t.Check(Code, "close_range", SYS_close_range, _extraBase, extraEnd - 1, 0);
+    }
+
+    private const int F_SETSIG = 10, F_SETOWN_EX = 15, O_ASYNC = 0x2000;
+    private readonly HashSet<uint> _configuredFiles = [];   // file ids whose status flags and owner are set
+
+    /// <summary>
+    /// F_SETSIG and F_SETOWN_EX as dumped. The kernel records the caller's uid and euid with the
+    /// owner (they decide whether the signal may be sent), so the owner is set with the dumped
+    /// ones: setresuid around the call, with SECURE_NO_SETUID_FIXUP so the task keeps its
+    /// capabilities for the way back (the creds step sets the dumped securebits later).
+    /// </summary>
+    private void RestoreOwner(RestoreTask t, int fd, FownEntry? fown)
+    {
+        if (fown == null) return;
+        if (fown.Signum != 0) t.Check(Code, $"fcntl(fd {fd}, F_SETSIG, {fown.Signum})", LibC.SYS_fcntl, fd, F_SETSIG, fown.Signum);
+        if (fown.Pid == 0) return;
+        var scratch = new Scratch(this, t.Pid);
+        Span<byte> owner = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt32LittleEndian(owner, fown.PidType);
+        BinaryPrimitives.WriteUInt32LittleEndian(owner[4..], fown.Pid);
+        ulong at = scratch.Put(owner);
+        bool asRoot = fown.Uid == 0 && fown.Euid == 0;
+        if (!asRoot)
+        {
+            t.Check(Code, "prctl(PR_SET_SECUREBITS, SECURE_NO_SETUID_FIXUP)", LibC.SYS_prctl, LibC.PR_SET_SECUREBITS, 1 << SECURE_NO_SETUID_FIXUP);
+            t.Check(Code, $"setresuid({fown.Uid}, {fown.Euid}, -1) for the owner of fd {fd}", LibC.SYS_setresuid, fown.Uid, fown.Euid, uint.MaxValue);
+        }
+        long r = t.Call(Code, LibC.SYS_fcntl, fd, F_SETOWN_EX, (long)at);
+        if (!asRoot) t.Check(Code, "setresuid(0, 0, -1) back", LibC.SYS_setresuid, 0, 0, uint.MaxValue);
+        Errno.CheckRaw(r, $"fcntl(fd {fd}, F_SETOWN_EX, type {fown.PidType} pid {fown.Pid})", t.ToString());
     }
 
     private void Dup(RestoreTask t, int from, int to, bool cloexec)
@@ -112,6 +151,9 @@ internal sealed unsafe partial class RestoreSession
             t.Call(Code, LibC.SYS_close, tmp);
         }
         else if (cloexec) Dup(t, fd, fd, true);
+        // open(2) ignores O_ASYNC: only F_SETFL turns on SIGIO delivery (the file's fasync).
+        if (((int)reg.Flags & O_ASYNC) != 0)
+            t.Check(Code, "fcntl(F_SETFL, O_ASYNC)", LibC.SYS_fcntl, fd, LibC.F_SETFL, (int)reg.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | LibC.O_DIRECT | LibC.O_NOATIME | O_ASYNC));
         if (reg.Pos != 0)
         {
             long r = t.Call(Code, LibC.SYS_lseek, fd, (long)reg.Pos, LibC.SEEK_SET);
@@ -159,7 +201,7 @@ internal sealed unsafe partial class RestoreSession
         bool readEnd = ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY;
         int end = readEnd ? ends.R : ends.W;
         Dup(t, end, fd, cloexec);
-        int fl = (int)pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT);
+        int fl = (int)pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT | O_ASYNC);
         if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
     }
 

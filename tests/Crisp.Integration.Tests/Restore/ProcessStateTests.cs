@@ -79,7 +79,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public void Capabilities_prctl_flags_scheduling_loginuid_membarrier_and_timers_come_back_as_they_were()
+    public void Capabilities_prctl_flags_scheduling_loginuid_membarrier_timers_and_file_owners_come_back_as_they_were()
     {
         string bin = Path.Combine(_dir, "procstate"), log = Path.Combine(_dir, "log");
         Gcc(Path.Combine(RepoRoot, "tests/workloads/procstate.c"), bin);
@@ -90,7 +90,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
         output.WriteLine(wasFixed);
         // The set-up took: the process is far from the defaults crisp's stub starts with.
         Assert.Contains("secbits=16 nnp=1 subreaper=1 pdeath=28 thp=1 policy=3 nice=7 loginuid=4242 membarrier=10", wasFixed);
-        Assert.Contains(" ptimer=1:500/*", wasFixed);
+        Assert.Contains(" ptimer=1:500/* fown=1/28/1", wasFixed);
 
         var diffs = DumpRestoreDiff(pid);
         Assert.Empty(diffs);

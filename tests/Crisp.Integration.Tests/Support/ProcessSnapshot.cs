@@ -65,16 +65,26 @@ public sealed class ProcessSnapshot
             s.Lines[file] = file is "cwd" or "root" ? new FileInfo($"/proc/{pid}/{file}").LinkTarget ?? "?" : Read($"/proc/{pid}/{file}");
         foreach (var v in Proc.Smaps(pid))
             s.Lines[$"vma {v.Start:x}-{v.End:x}"] = $"{v} dev {v.DevMajor}:{v.DevMinor} ino {v.Inode} flags {string.Join(' ', v.RawVmFlags)}";
+        // A restored pipe is a new pipe: its inode number is the kernel's choice. Pipes are named by
+        // the order they first appear in, so which fds share a pipe is still compared.
+        var pipes = new Dictionary<string, string>();
         foreach (int fd in Proc.Fds(pid))
         {
-            s.Lines[$"fd {fd}"] = Proc.FdTarget(pid, fd);
+            string target = Proc.FdTarget(pid, fd);
+            string? pipe = null;
+            if (target.StartsWith("pipe:[", StringComparison.Ordinal))
+            {
+                if (!pipes.TryGetValue(target, out pipe)) pipes[target] = pipe = $"#{pipes.Count + 1}";
+                target = $"pipe:[{pipe}]";
+            }
+            s.Lines[$"fd {fd}"] = target;
             foreach (var line in File.ReadAllLines($"/proc/{pid}/fdinfo/{fd}"))
             {
                 int c = line.IndexOf(':');
                 if (c <= 0) continue;
                 string key = line[..c];
                 // mnt_id and ino name the same file; pos/flags/owner/locks are the state.
-                s.Lines[$"fd {fd}.{key}"] = line[(c + 1)..].Trim();
+                s.Lines[$"fd {fd}.{key}"] = key == "ino" && pipe != null ? pipe : line[(c + 1)..].Trim();
             }
         }
         return s;
