@@ -80,6 +80,7 @@ internal static unsafe class TaskState
                 pdeathSig = (uint)scratch.ReadStruct<int>(sigAddr);
             }
             var (policy, prio) = Sched(task.Tid);
+            RefuseUnkept(pid, task.Tid, policy);
             // The audit login uid is per task, but CRIU's image keeps one per process.
             uint threadLoginuid = ReadUInt($"/proc/{pid}/task/{task.Tid}/loginuid", uint.MaxValue);
             if (threadLoginuid != loginuid)
@@ -258,6 +259,44 @@ internal static unsafe class TaskState
             q.Signals.Add(new SiginfoEntry { Siginfo = ByteString.CopyFrom(new ReadOnlySpan<byte>(&copy, sizeof(SigInfo))) });
         }
         return q;
+    }
+
+    private const int SYS_ioprio_get = 252, IOPRIO_WHO_PROCESS = 1;
+
+    /// <summary>
+    /// Per-thread state CRIU's image has no field for, which a restored thread would silently get
+    /// from crisp instead: refused when it differs from what crisp itself has (and so what the
+    /// restored thread would start with). See docs/PROCESS-STATE.md.
+    /// </summary>
+    private static void RefuseUnkept(int pid, int tid, uint policy)
+    {
+        var mine = Proc.Status(Environment.ProcessId).Fields;
+        var its = Proc.TaskStatus(pid, tid).Fields;
+        string who = tid == pid ? $"process {pid}" : $"thread {tid} of {pid}";
+        foreach (var (field, what) in new[]
+                 {
+                     ("Cpus_allowed_list", "its CPU affinity (sched_setaffinity)"),
+                     ("Mems_allowed_list", "its NUMA memory nodes"),
+                     ("Speculation_Store_Bypass", "its speculation control (PR_SET_SPECULATION_CTRL)"),
+                     ("SpeculationIndirectBranch", "its speculation control (PR_SET_SPECULATION_CTRL)"),
+                 })
+        {
+            mine.TryGetValue(field, out var a);
+            its.TryGetValue(field, out var b);
+            if (a != b)
+                throw new CrispException($"{who}: {what} is '{b}' where a restored one would get '{a}': crisp cannot restore it yet");
+        }
+        // timerslack_ns exists for the thread-group leader only (proc's tgid entries). A realtime
+        // task has no slack (0), and gets 0 again from sched_setscheduler at restore.
+        bool realtime = (policy & ~(uint)SCHED_RESET_ON_FORK) is 1 or 2; // SCHED_FIFO, SCHED_RR
+        string slackMine = File.ReadAllText($"/proc/{Environment.ProcessId}/timerslack_ns").Trim();
+        string slackIts = tid == pid && !realtime ? File.ReadAllText($"/proc/{pid}/timerslack_ns").Trim() : slackMine;
+        if (slackMine != slackIts)
+            throw new CrispException($"{who}: its timer slack (PR_SET_TIMERSLACK) is {slackIts} ns where a restored one would get {slackMine}: crisp cannot restore it yet");
+        long ioprio = LibC.Syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid);
+        long ioprioMine = LibC.Syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
+        if (ioprio >= 0 && ioprio != ioprioMine)
+            throw new CrispException($"{who}: its I/O priority (ioprio_set) is 0x{ioprio:x} where a restored one would get 0x{ioprioMine:x}: crisp cannot restore it yet");
     }
 
     /// <summary>Scheduling policy (with SCHED_RESET_ON_FORK) and static priority, read from outside.</summary>

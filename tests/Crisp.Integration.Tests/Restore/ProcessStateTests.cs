@@ -123,4 +123,25 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
         int ticks = Lines(log).Count(l => l.StartsWith("tick "));
         WaitForLine(log, l => l == $"tick {ticks + 10}");
     }
+
+    [Theory]
+    [InlineData("os.sched_setaffinity(0, {0})", "CPU affinity")]
+    [InlineData("ctypes.CDLL(None).prctl(29, 1000, 0, 0, 0)", "timer slack")]
+    public void State_the_image_cannot_carry_is_refused_at_dump_and_the_process_keeps_running(string setup, string named)
+    {
+        if (setup.Contains("affinity") && Environment.ProcessorCount < 2) return; // nothing to narrow
+        string log = Path.Combine(_dir, "refused.log");
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-c",
+            $"import ctypes, os, time\n{setup}\nn = 0\nwhile True:\n    n += 1\n    print('tick', n, flush=True)\n    time.sleep(0.02)\n"));
+        WaitForLine(log, l => l.StartsWith("tick 3"));
+        string images = Path.Combine(_dir, "img");
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images }));
+        output.WriteLine(e.Message);
+        Assert.Contains(named, e.Message);
+        Assert.Contains($"process {pid}", e.Message);
+        Assert.False(File.Exists(Path.Combine(images, "inventory.img")), "a refused dump must not look complete");
+        Assert.Equal(0, Crisp.Native.ProcFs.Proc.Status(pid).TracerPid);
+        int ticks = Lines(log).Count(l => l.StartsWith("tick "));
+        WaitForLine(log, l => l == $"tick {ticks + 5}");
+    }
 }
