@@ -68,6 +68,9 @@ internal static unsafe class MemoryDump
                 if (v.Path == "[heap]") status |= VmaStatus.VMA_AREA_HEAP;
                 pages = true;
                 lazy = !v.Shared && !locked && (flags & MAP_DROPPABLE) == 0; // as LocalImages.IsLazy decides at restore
+                // The kernel may drop a droppable mapping's pages at any time and the process must
+                // cope with zeros: they are not carried (CRIU does the same).
+                if ((flags & MAP_DROPPABLE) != 0) pages = false;
             }
             else if (v.Shared && v.Deleted && v.Path == "/dev/zero")
             {
