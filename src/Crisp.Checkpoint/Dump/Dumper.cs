@@ -96,6 +96,7 @@ public static class Dumper
         var inTree = tree.Processes.Select(p => p.Pid).ToHashSet();
         uint objectId = 1;
         var phase = Stopwatch.StartNew();
+        RefuseSharedTables(tree);
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++, early));
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
@@ -134,6 +135,24 @@ public static class Dumper
         dir.WriteSeccomp(new SeccompEntry());
         dir.WriteInventory(ImageDir.NewInventory(dumps[0].Ids));
         return (pages, lazyRuns);
+    }
+
+    private const int KCMP_VM = 1, KCMP_FILES = 2, KCMP_FS = 3, KCMP_SIGHAND = 4;
+
+    /// <summary>
+    /// Processes (not threads) of the tree that share an address space, fd table, fs info or
+    /// signal handlers (clone without CLONE_THREAD but with CLONE_VM/FILES/FS/SIGHAND): every
+    /// process gets objects of its own in the images, so the restore would unshare them.
+    /// Refused until the ids are written shared and restore clones with those flags.
+    /// </summary>
+    private static void RefuseSharedTables(SeizedTree tree)
+    {
+        var pids = tree.Processes.Select(p => p.Pid).ToList();
+        for (int i = 0; i < pids.Count; i++)
+            for (int j = i + 1; j < pids.Count; j++)
+                foreach (var (kind, what) in new[] { (KCMP_VM, "address space (CLONE_VM)"), (KCMP_FILES, "fd table (CLONE_FILES)"), (KCMP_FS, "cwd/root/umask (CLONE_FS)"), (KCMP_SIGHAND, "signal handlers (CLONE_SIGHAND)") })
+                    if (LibC.Syscall(LibC.SYS_kcmp, pids[i], pids[j], kind, 0, 0) == 0)
+                        throw new CrispException($"processes {pids[i]} and {pids[j]} share one {what}: crisp cannot restore that sharing yet");
     }
 
     private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId, EarlySmaps? early)
