@@ -23,6 +23,9 @@ namespace Crisp.Checkpoint.Dump;
 /// </summary>
 public static class Dumper
 {
+    private const long SYS_membarrier = 324;
+    private const int MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
+
     public static DumpResult Dump(DumpOptions options)
     {
         var total = Stopwatch.StartNew();
@@ -96,6 +99,7 @@ public static class Dumper
         // as sharing the dumper's fd table ("Image corruption on kIDs data").
         uint objectId = 2;
         var phase = Stopwatch.StartNew();
+        RefuseSharedTables(tree);
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++, early));
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
@@ -143,6 +147,24 @@ public static class Dumper
 
     private const int CriuAuxvWords = 44;
 
+    private const int KCMP_VM = 1, KCMP_FILES = 2, KCMP_FS = 3, KCMP_SIGHAND = 4;
+
+    /// <summary>
+    /// Processes (not threads) of the tree that share an address space, fd table, fs info or
+    /// signal handlers (clone without CLONE_THREAD but with CLONE_VM/FILES/FS/SIGHAND): every
+    /// process gets objects of its own in the images, so the restore would unshare them.
+    /// Refused until the ids are written shared and restore clones with those flags.
+    /// </summary>
+    private static void RefuseSharedTables(SeizedTree tree)
+    {
+        var pids = tree.Processes.Select(p => p.Pid).ToList();
+        for (int i = 0; i < pids.Count; i++)
+            for (int j = i + 1; j < pids.Count; j++)
+                foreach (var (kind, what) in new[] { (KCMP_VM, "address space (CLONE_VM)"), (KCMP_FILES, "fd table (CLONE_FILES)"), (KCMP_FS, "cwd/root/umask (CLONE_FS)"), (KCMP_SIGHAND, "signal handlers (CLONE_SIGHAND)") })
+                    if (LibC.Syscall(LibC.SYS_kcmp, pids[i], pids[j], kind, 0, 0) == 0)
+                        throw new CrispException($"processes {pids[i]} and {pids[j]} share one {what}: crisp cannot restore that sharing yet");
+    }
+
     private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId, EarlySmaps? early)
     {
         int pid = proc.Pid;
@@ -162,11 +184,17 @@ public static class Dumper
 
         ulong brk;
         int dumpable;
+        bool thpDisabled;
+        uint membarriers;
         using (var sys = proc.Inject(proc.Leader))
         {
             brk = (ulong)sys.Check("brk", LibC.SYS_brk, 0);
             dumpable = (int)sys.Check("prctl(PR_GET_DUMPABLE)", LibC.SYS_prctl, LibC.PR_GET_DUMPABLE);
+            thpDisabled = sys.Check("prctl(PR_GET_THP_DISABLE)", LibC.SYS_prctl, LibC.PR_GET_THP_DISABLE) != 0;
+            // The MEMBARRIER_CMD_REGISTER_* bits this mm has (Linux 6.3+); restore issues each again.
+            membarriers = (uint)sys.Check("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
         }
+        if (membarriers != 0) cores[pid].Tc.MembarrierRegistrationMask = membarriers;
         var mm = new MmEntry
         {
             MmStartCode = stat.StartCode, MmEndCode = stat.EndCode, MmStartData = stat.StartData, MmEndData = stat.EndData,
@@ -174,6 +202,7 @@ public static class Dumper
             MmArgStart = stat.ArgStart, MmArgEnd = stat.ArgEnd, MmEnvStart = stat.EnvStart, MmEnvEnd = stat.EnvEnd,
             ExeFileId = files.RegularForPath(Proc.Exe(pid), LibC.O_RDONLY),
             Dumpable = dumpable,
+            ThpDisabled = thpDisabled,
         };
         // At most CRIU's AT_VECTOR_SIZE (44) words, as CRIU itself stores them: CRIU refuses a
         // longer vector. What is cut is the tail /proc/PID/auxv shows (on 6.18 AT_RSEQ_ALIGN and

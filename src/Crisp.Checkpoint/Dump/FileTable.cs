@@ -78,7 +78,7 @@ internal sealed unsafe partial class FileTable
                     _files.Add(new FileEntry
                     {
                         Type = FdTypes.Pipe, Id = id,
-                        Pipe = new PipeEntry { Id = id, PipeId = (uint)st.st_ino, Flags = (uint)fileFlags, Fown = NoOwner() },
+                        Pipe = new PipeEntry { Id = id, PipeId = (uint)st.st_ino, Flags = (uint)fileFlags, Fown = Owner(pid, pidfd, fd) },
                     });
                     if ((fileFlags & LibC.O_ACCMODE) == LibC.O_RDONLY)
                         CapturePipeData(pid, pidfd, fd, (uint)st.st_ino);
@@ -98,7 +98,7 @@ internal sealed unsafe partial class FileTable
                         Type = FdTypes.Reg, Id = id,
                         Reg = new RegFileEntry
                         {
-                            Id = id, Flags = (uint)fileFlags, Pos = (ulong)info.Pos, Fown = NoOwner(), Name = link,
+                            Id = id, Flags = (uint)fileFlags, Pos = (ulong)info.Pos, Fown = Owner(pid, pidfd, fd), Name = link,
                             Size = (ulong)st.st_size, Mode = st.st_mode,
                         },
                     });
@@ -171,6 +171,34 @@ internal sealed unsafe partial class FileTable
         _ when link.StartsWith("anon_inode:", StringComparison.Ordinal) => $"an {link["anon_inode:".Length..].Trim('[', ']')} ({link})",
         _ => $"an unsupported file ({link})",
     };
+
+    private const int F_SETSIG = 10, F_GETSIG = 11, F_GETOWN_EX = 16, F_GETOWNER_UIDS = 17;
+
+    /// <summary>
+    /// The file's owner (F_SETOWN/F_SETOWN_EX: who gets SIGIO/SIGURG), its F_SETSIG signal and the
+    /// uids recorded with the owner (the signal's permission check uses them), read from crisp on
+    /// a copy of the fd: they belong to the open file description, not the fd.
+    /// </summary>
+    private static FownEntry Owner(int pid, int pidfd, int fd)
+    {
+        var fown = NoOwner();
+        int local = LibC.pidfd_getfd(pidfd, fd);
+        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, $"{pid}, fd {fd}");
+        try
+        {
+            int fl = Errno.Check(LibC.fcntl(local, LibC.F_GETFL, 0), "fcntl(F_GETFL)", $"{pid}, fd {fd}");
+            if ((fl & LibC.O_PATH) != 0) return fown;
+            fown.Signum = (uint)Errno.Check(LibC.fcntl(local, F_GETSIG, 0), "fcntl(F_GETSIG)", $"{pid}, fd {fd}");
+            int* owner = stackalloc int[2];
+            Errno.Check(LibC.fcntl(local, F_GETOWN_EX, (long)owner), "fcntl(F_GETOWN_EX)", $"{pid}, fd {fd}");
+            if (owner[1] == 0) return fown;
+            uint* uids = stackalloc uint[2];
+            Errno.Check(LibC.fcntl(local, F_GETOWNER_UIDS, (long)uids), "fcntl(F_GETOWNER_UIDS)", $"{pid}, fd {fd}");
+            (fown.PidType, fown.Pid, fown.Uid, fown.Euid) = ((uint)owner[0], (uint)owner[1], uids[0], uids[1]);
+            return fown;
+        }
+        finally { LibC.close(local); }
+    }
 
     private static FownEntry NoOwner() => new() { Uid = 0, Euid = 0, Signum = 0, PidType = 0, Pid = 0 };
 }

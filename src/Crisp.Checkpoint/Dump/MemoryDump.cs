@@ -40,6 +40,10 @@ internal static unsafe class MemoryDump
                 throw new CrispException($"process {pid}: hugetlb mapping {v} is not supported yet");
             if ((v.Flags & VmFlags.gd) != 0) flags |= LibC.MAP_GROWSDOWN;
             if ((v.Flags & VmFlags.nr) != 0) flags |= LibC.MAP_NORESERVE;
+            // mlock'ed (VM_LOCKED): mapped with MAP_LOCKED again, as CRIU does.
+            if (locked) flags |= MAP_LOCKED;
+            // MAP_DROPPABLE (Linux 6.11) is a mapping type of its own, in place of MAP_PRIVATE.
+            if (v.RawVmFlags.Contains("dp")) flags = (flags & ~(uint)LibC.MAP_PRIVATE) | MAP_DROPPABLE;
 
             if (v.IsVsyscall)
             {
@@ -63,7 +67,10 @@ internal static unsafe class MemoryDump
                 status = VmaStatus.VMA_AREA_REGULAR | (v.Shared ? VmaStatus.VMA_ANON_SHARED : VmaStatus.VMA_ANON_PRIVATE);
                 if (v.Path == "[heap]") status |= VmaStatus.VMA_AREA_HEAP;
                 pages = true;
-                lazy = !v.Shared && !locked;
+                lazy = !v.Shared && !locked && (flags & MAP_DROPPABLE) == 0; // as LocalImages.IsLazy decides at restore
+                // The kernel may drop a droppable mapping's pages at any time and the process must
+                // cope with zeros: they are not carried (CRIU does the same).
+                if ((flags & MAP_DROPPABLE) != 0) pages = false;
             }
             else if (v.Shared && v.Deleted && v.Path == "/dev/zero")
             {
@@ -129,6 +136,9 @@ internal static unsafe class MemoryDump
         return true;
     }
 
+    private const uint MAP_LOCKED = 0x2000, MAP_DROPPABLE = 0x08;
+    private const int MADV_RANDOM = 1, MADV_SEQUENTIAL = 2, MADV_MERGEABLE = 12;
+
     private static ulong Madvise(VmFlags f)
     {
         ulong m = 0;
@@ -137,6 +147,9 @@ internal static unsafe class MemoryDump
         if ((f & VmFlags.dc) != 0) m |= 1UL << LibC.MADV_DONTFORK;
         if ((f & VmFlags.dd) != 0) m |= 1UL << LibC.MADV_DONTDUMP;
         if ((f & VmFlags.wf) != 0) m |= 1UL << LibC.MADV_WIPEONFORK;
+        if ((f & VmFlags.sr) != 0) m |= 1UL << MADV_SEQUENTIAL;
+        if ((f & VmFlags.rr) != 0) m |= 1UL << MADV_RANDOM;
+        if ((f & VmFlags.mg) != 0) m |= 1UL << MADV_MERGEABLE;
         return m;
     }
 

@@ -18,6 +18,9 @@ namespace Crisp.Checkpoint.Dump;
 internal static unsafe class TaskState
 {
     private const int SYS_getitimer = 36, SYS_get_robust_list = 274;
+    private const int SYS_sched_getparam = 143, SYS_sched_getscheduler = 145;
+    private const int PR_GET_CHILD_SUBREAPER = 37;
+    private const int SCHED_DEADLINE = 6, SCHED_RESET_ON_FORK = 0x40000000;
     private const int NSIG = 64;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -40,12 +43,18 @@ internal static unsafe class TaskState
         // Things only the task can tell: ask once in the leader (process-wide state) ...
         List<SaEntry> sigactions;
         TaskTimersEntry timers;
+        bool subreaper;
         using (var sys = proc.Inject(proc.Leader))
         using (var scratch = sys.MapScratch())
         {
             sigactions = ReadSigactions(sys, scratch);
             timers = ReadTimers(sys, scratch);
+            timers.Posix.AddRange(ReadPosixTimers(pid, sys, scratch));
+            ulong at = scratch.Reserve(4);
+            sys.Check("prctl(PR_GET_CHILD_SUBREAPER)", LibC.SYS_prctl, PR_GET_CHILD_SUBREAPER, (long)at);
+            subreaper = scratch.ReadStruct<int>(at) != 0;
         }
+        uint loginuid = ReadUInt($"/proc/{pid}/loginuid", uint.MaxValue);
 
         foreach (var task in proc.Tasks)
         {
@@ -54,6 +63,7 @@ internal static unsafe class TaskState
             var xstate = task.GetXState();
             ulong clearTid;
             StackT sas;
+            uint secbits, pdeathSig;
             // ... and per thread (sigaltstack and the clear-tid address are per thread).
             using (var sys = proc.Inject(task))
             using (var scratch = sys.MapScratch())
@@ -64,7 +74,18 @@ internal static unsafe class TaskState
                 ulong tidAddr = scratch.Reserve(8);
                 sys.Check("prctl(PR_GET_TID_ADDRESS)", LibC.SYS_prctl, LibC.PR_GET_TID_ADDRESS, (long)tidAddr);
                 clearTid = scratch.ReadStruct<ulong>(tidAddr);
+                secbits = (uint)sys.Check("prctl(PR_GET_SECUREBITS)", LibC.SYS_prctl, LibC.PR_GET_SECUREBITS);
+                ulong sigAddr = scratch.Reserve(4);
+                sys.Check("prctl(PR_GET_PDEATHSIG)", LibC.SYS_prctl, LibC.PR_GET_PDEATHSIG, (long)sigAddr);
+                pdeathSig = (uint)scratch.ReadStruct<int>(sigAddr);
             }
+            var (policy, prio) = Sched(task.Tid);
+            RefuseUnkept(pid, task.Tid, policy);
+            // The audit login uid is per task, but CRIU's image keeps one per process.
+            uint threadLoginuid = ReadUInt($"/proc/{pid}/task/{task.Tid}/loginuid", uint.MaxValue);
+            if (threadLoginuid != loginuid)
+                throw new CrispException($"thread {task.Tid} of {pid} has audit loginuid {threadLoginuid}, the process {loginuid}: " +
+                                         "per-thread login uids cannot be kept in the image");
 
             core.ThreadInfo = new ThreadInfoX86
             {
@@ -84,11 +105,13 @@ internal static unsafe class TaskState
                 FutexRla = robustHead,
                 FutexRlaLen = (uint)robustLen,
                 SchedNice = (int)tstat.Nice,
-                SchedPolicy = 0,
+                SchedPolicy = policy,
+                SchedPrio = prio,
+                PdeathSig = pdeathSig,
                 BlkSigset = task.GetSigMask(),
                 Sas = new ThreadSasEntry { SsSp = sas.ss_sp, SsSize = sas.ss_size, SsFlags = (uint)sas.ss_flags },
                 SignalsP = Queue(task.PeekPendingSignals(shared: false)),
-                Creds = Creds(tstatus),
+                Creds = Creds(tstatus, secbits),
                 Comm = ReadComm(pid, task.Tid),
             };
             if (rseq.rseq_abi_pointer != 0)
@@ -116,7 +139,8 @@ internal static unsafe class TaskState
                     Timers = timers,
                     Rlimits = rl,
                     SignalsS = Queue(task.PeekPendingSignals(shared: true)),
-                    Loginuid = ReadUInt($"/proc/{pid}/loginuid", uint.MaxValue),
+                    Loginuid = loginuid,
+                    ChildSubreaper = subreaper,
                     OomScoreAdj = (int)ReadLong($"/proc/{pid}/oom_score_adj", 0),
                 };
                 task0.Sigactions.AddRange(sigactions);
@@ -154,6 +178,75 @@ internal static unsafe class TaskState
         return new TaskTimersEntry { Real = One(0), Virt = One(1), Prof = One(2) };
     }
 
+    private const int SYS_timer_gettime = 224, SYS_timer_getoverrun = 225;
+    private const int SIGEV_SIGNAL = 0, SIGEV_NONE = 1, SIGEV_THREAD = 2, SIGEV_THREAD_ID = 4;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ITimerSpec { public long isec, insec, vsec, vnsec; }
+
+    /// <summary>
+    /// POSIX timers (timer_create): id, clock, signal, sigev_value and notification from
+    /// /proc/PID/timers (proc_timers_show), the time left and interval with an injected
+    /// timer_gettime, the overrun with timer_getoverrun.
+    /// </summary>
+    private static List<PosixTimerEntry> ReadPosixTimers(int pid, RemoteSyscall sys, ScratchArea scratch)
+    {
+        var list = new List<PosixTimerEntry>();
+        PosixTimerEntry? cur = null;
+        ulong at = scratch.Reserve(sizeof(ITimerSpec));
+        void Finish()
+        {
+            if (cur == null) return;
+            sys.Check($"timer_gettime({cur.ItId})", SYS_timer_gettime, cur.ItId, (long)at);
+            var v = scratch.ReadStruct<ITimerSpec>(at);
+            (cur.Isec, cur.Insec, cur.Vsec, cur.Vnsec) = ((ulong)v.isec, (ulong)v.insec, (ulong)v.vsec, (ulong)v.vnsec);
+            cur.Overrun = (uint)sys.Check($"timer_getoverrun({cur.ItId})", SYS_timer_getoverrun, cur.ItId);
+            list.Add(cur);
+            cur = null;
+        }
+        foreach (var raw in File.ReadAllLines($"/proc/{pid}/timers"))
+        {
+            int c = raw.IndexOf(':');
+            if (c <= 0) continue;
+            string key = raw[..c], val = raw[(c + 1)..].Trim();
+            switch (key)
+            {
+                case "ID":
+                    Finish();
+                    cur = new PosixTimerEntry { ItId = uint.Parse(val) };
+                    break;
+                case "signal" when cur != null:
+                    // "14/00007ffc12345678": signal number / sigev_value as a pointer
+                    var sv = val.Split('/');
+                    cur.SiSigno = uint.Parse(sv[0]);
+                    cur.SivalPtr = sv.Length > 1 && sv[1] != "(null)" ? Convert.ToUInt64(sv[1], 16) : 0;
+                    break;
+                case "notify" when cur != null:
+                    // "signal/pid.1234", "thread/tid.1235", "none/pid.1234"
+                    var kind = val.Split('/', '.');
+                    int who = int.Parse(kind[2]);
+                    if (kind[1] == "tid")
+                    {
+                        cur.ItSigevNotify = SIGEV_THREAD_ID;
+                        cur.NotifyThreadId = who;
+                    }
+                    else cur.ItSigevNotify = kind[0] switch
+                    {
+                        "signal" => SIGEV_SIGNAL,
+                        "thread" => SIGEV_THREAD,
+                        "none" => SIGEV_NONE,
+                        _ => throw new CrispException($"process {pid}: POSIX timer {cur.ItId} notifies as '{val}', which crisp does not know"),
+                    };
+                    break;
+                case "ClockID" when cur != null:
+                    cur.ClockId = (uint)int.Parse(val);
+                    break;
+            }
+        }
+        Finish();
+        return list;
+    }
+
     private static SignalQueueEntry Queue(List<SigInfo> signals)
     {
         var q = new SignalQueueEntry();
@@ -165,13 +258,65 @@ internal static unsafe class TaskState
         return q;
     }
 
-    private static CredsEntry Creds(ProcStatus s)
+    private const int SYS_ioprio_get = 252, IOPRIO_WHO_PROCESS = 1;
+
+    /// <summary>
+    /// Per-thread state CRIU's image has no field for, which a restored thread would silently get
+    /// from crisp instead: refused when it differs from what crisp itself has (and so what the
+    /// restored thread would start with). See docs/PROCESS-STATE.md.
+    /// </summary>
+    private static void RefuseUnkept(int pid, int tid, uint policy)
+    {
+        var mine = Proc.Status(Environment.ProcessId).Fields;
+        var its = Proc.TaskStatus(pid, tid).Fields;
+        string who = tid == pid ? $"process {pid}" : $"thread {tid} of {pid}";
+        foreach (var (field, what) in new[]
+                 {
+                     ("Cpus_allowed_list", "its CPU affinity (sched_setaffinity)"),
+                     ("Mems_allowed_list", "its NUMA memory nodes"),
+                     ("Speculation_Store_Bypass", "its speculation control (PR_SET_SPECULATION_CTRL)"),
+                     ("SpeculationIndirectBranch", "its speculation control (PR_SET_SPECULATION_CTRL)"),
+                 })
+        {
+            mine.TryGetValue(field, out var a);
+            its.TryGetValue(field, out var b);
+            if (a != b)
+                throw new CrispException($"{who}: {what} is '{b}' where a restored one would get '{a}': crisp cannot restore it yet");
+        }
+        // timerslack_ns exists for the thread-group leader only (proc's tgid entries). A realtime
+        // task has no slack (0), and gets 0 again from sched_setscheduler at restore.
+        bool realtime = (policy & ~(uint)SCHED_RESET_ON_FORK) is 1 or 2; // SCHED_FIFO, SCHED_RR
+        string slackMine = File.ReadAllText($"/proc/{Environment.ProcessId}/timerslack_ns").Trim();
+        string slackIts = tid == pid && !realtime ? File.ReadAllText($"/proc/{pid}/timerslack_ns").Trim() : slackMine;
+        if (slackMine != slackIts)
+            throw new CrispException($"{who}: its timer slack (PR_SET_TIMERSLACK) is {slackIts} ns where a restored one would get {slackMine}: crisp cannot restore it yet");
+        long ioprio = LibC.Syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid);
+        long ioprioMine = LibC.Syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
+        if (ioprio >= 0 && ioprio != ioprioMine)
+            throw new CrispException($"{who}: its I/O priority (ioprio_set) is 0x{ioprio:x} where a restored one would get 0x{ioprioMine:x}: crisp cannot restore it yet");
+    }
+
+    /// <summary>Scheduling policy (with SCHED_RESET_ON_FORK) and static priority, read from outside.</summary>
+    private static (uint Policy, uint Prio) Sched(int tid)
+    {
+        long policy = LibC.Syscall(SYS_sched_getscheduler, tid);
+        if (policy < 0) throw new SyscallException("sched_getscheduler", Errno.Last, $"{tid}");
+        if ((policy & ~SCHED_RESET_ON_FORK) == SCHED_DEADLINE)
+            throw new CrispException($"thread {tid} runs under SCHED_DEADLINE: crisp cannot restore its runtime/deadline/period yet");
+        int prio = 0;
+        if (LibC.Syscall(SYS_sched_getparam, tid, (long)&prio) < 0)
+            throw new SyscallException("sched_getparam", Errno.Last, $"{tid}");
+        return ((uint)policy, (uint)prio);
+    }
+
+    private static CredsEntry Creds(ProcStatus s, uint secbits)
     {
         var c = new CredsEntry
         {
             Uid = s.Uid[0], Euid = s.Uid[1], Suid = s.Uid[2], Fsuid = s.Uid[3],
             Gid = s.Gid[0], Egid = s.Gid[1], Sgid = s.Gid[2], Fsgid = s.Gid[3],
-            Secbits = 0,
+            Secbits = secbits,
+            NoNewPrivs = (uint)s.NoNewPrivs,
         };
         Caps(c.CapInh, s.CapInh);
         Caps(c.CapPrm, s.CapPrm);

@@ -10,7 +10,7 @@ namespace Crisp.Checkpoint.Restore;
 /// <summary>The address space: stub mappings out, vDSO moved, VMAs in, pages written, mm fields set.</summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const int MADV_MERGEABLE = 12, MADV_HUGEPAGE = 14, MADV_NOHUGEPAGE = 15, MADV_DONTDUMP = 16, MADV_WIPEONFORK = 18;
+    private const int MADV_RANDOM = 1, MADV_SEQUENTIAL = 2, MADV_MERGEABLE = 12, MADV_HUGEPAGE = 14, MADV_NOHUGEPAGE = 15, MADV_DONTDUMP = 16, MADV_WIPEONFORK = 18;
 
     private static bool IsSpecial(VmaEntry v) =>
         (v.Status & (VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_AREA_VSYSCALL)) != 0;
@@ -36,8 +36,10 @@ internal sealed unsafe partial class RestoreSession
         Step($"process {p.Pid}: task state", () => RestoreTaskState(p, leader));
         foreach (var (tid, core) in p.Threads)
             Step($"thread {tid}: per-thread state", () => RestoreThreadState(p, _tasks[tid], core));
+        Step($"process {p.Pid}: audit login uid", () => RestoreLoginuid(p));
         Step($"process {p.Pid}: credentials", () => RestoreCreds(p));
         Step($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
+        Step($"process {p.Pid}: prctl state, scheduling, timers", () => RestoreLateState(p));
     }
 
     private void ClearStub(ProcessImage p, RestoreTask leader)
@@ -285,9 +287,9 @@ internal sealed unsafe partial class RestoreSession
                 throw new SyscallException("mmap", (int)-r, $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
             if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
             if (v.HasMadv && v.Madv != 0)
-                foreach (int adv in new[] { MADV_MERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_WIPEONFORK, LibC.MADV_DONTFORK })
+                foreach (int adv in new[] { MADV_RANDOM, MADV_SEQUENTIAL, MADV_MERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_WIPEONFORK, LibC.MADV_DONTFORK })
                     if ((v.Madv & (1UL << adv)) != 0)
-                        leader.Call(Code, LibC.SYS_madvise, (long)v.Start, (long)(v.End - v.Start), adv);
+                        leader.Check(Code, $"madvise(0x{v.Start:x}, {adv})", LibC.SYS_madvise, (long)v.Start, (long)(v.End - v.Start), adv);
         }
     }
 
@@ -402,6 +404,6 @@ internal sealed unsafe partial class RestoreSession
         if (mm.HasDumpable && mm.Dumpable != 1)
             leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, mm.Dumpable);
         if (mm.HasThpDisabled && mm.ThpDisabled)
-            leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_THP_DISABLE, 1);
+            leader.Check(Code, "prctl(PR_SET_THP_DISABLE)", LibC.SYS_prctl, LibC.PR_SET_THP_DISABLE, 1);
     }
 }

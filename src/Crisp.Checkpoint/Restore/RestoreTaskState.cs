@@ -52,6 +52,13 @@ internal sealed unsafe partial class RestoreSession
             if (PlaceShared(p, t, file, fd, cloexec))
             {
                 placed[fdi.Id] = fd;
+                // The first process to use this end of a shared pipe: it came from crisp's copy, as made.
+                if (file.Type == FdTypes.Pipe && _configuredFiles.Add(fdi.Id))
+                {
+                    int fl = (int)file.Pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT | O_ASYNC);
+                    if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
+                    RestoreOwner(t, fd, file.Pipe.Fown);
+                }
                 continue;
             }
             switch (file.Type)
@@ -74,6 +81,8 @@ internal sealed unsafe partial class RestoreSession
                                              (file.Type == FdTypes.Tty ? " (a terminal: use -j/--shell-job)" : ""));
             }
             placed[fdi.Id] = fd;
+            if (_configuredFiles.Add(fdi.Id))
+                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, _ => null });
             KeepShared(t, file, fd);
         }
         RegisterEpolls(t, epolls);
@@ -84,6 +93,36 @@ internal sealed unsafe partial class RestoreSession
             if (w >= 0) t.Call(Code, LibC.SYS_close, w);
         }
         if (_extraCrispFds.Count > 0) t.Check(Code, "close_range", SYS_close_range, _extraBase, extraEnd - 1, 0);
+    }
+
+    private const int F_SETSIG = 10, F_SETOWN_EX = 15, O_ASYNC = 0x2000;
+    private readonly HashSet<uint> _configuredFiles = [];   // file ids whose status flags and owner are set
+
+    /// <summary>
+    /// F_SETSIG and F_SETOWN_EX as dumped. The kernel records the caller's uid and euid with the
+    /// owner (they decide whether the signal may be sent), so the owner is set with the dumped
+    /// ones: setresuid around the call, with SECURE_NO_SETUID_FIXUP so the task keeps its
+    /// capabilities for the way back (the creds step sets the dumped securebits later).
+    /// </summary>
+    private void RestoreOwner(RestoreTask t, int fd, FownEntry? fown)
+    {
+        if (fown == null) return;
+        if (fown.Signum != 0) t.Check(Code, $"fcntl(fd {fd}, F_SETSIG, {fown.Signum})", LibC.SYS_fcntl, fd, F_SETSIG, fown.Signum);
+        if (fown.Pid == 0) return;
+        var scratch = new Scratch(this, t.Pid);
+        Span<byte> owner = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt32LittleEndian(owner, fown.PidType);
+        BinaryPrimitives.WriteUInt32LittleEndian(owner[4..], fown.Pid);
+        ulong at = scratch.Put(owner);
+        bool asRoot = fown.Uid == 0 && fown.Euid == 0;
+        if (!asRoot)
+        {
+            t.Check(Code, "prctl(PR_SET_SECUREBITS, SECURE_NO_SETUID_FIXUP)", LibC.SYS_prctl, LibC.PR_SET_SECUREBITS, 1 << SECURE_NO_SETUID_FIXUP);
+            t.Check(Code, $"setresuid({fown.Uid}, {fown.Euid}, -1) for the owner of fd {fd}", LibC.SYS_setresuid, fown.Uid, fown.Euid, uint.MaxValue);
+        }
+        long r = t.Call(Code, LibC.SYS_fcntl, fd, F_SETOWN_EX, (long)at);
+        if (!asRoot) t.Check(Code, "setresuid(0, 0, -1) back", LibC.SYS_setresuid, 0, 0, uint.MaxValue);
+        Errno.CheckRaw(r, $"fcntl(fd {fd}, F_SETOWN_EX, type {fown.PidType} pid {fown.Pid})", t.ToString());
     }
 
     private void Dup(RestoreTask t, int from, int to, bool cloexec)
@@ -118,6 +157,9 @@ internal sealed unsafe partial class RestoreSession
             t.Call(Code, LibC.SYS_close, tmp);
         }
         else if (cloexec) Dup(t, fd, fd, true);
+        // open(2) ignores O_ASYNC: only F_SETFL turns on SIGIO delivery (the file's fasync).
+        if (((int)reg.Flags & O_ASYNC) != 0)
+            t.Check(Code, "fcntl(F_SETFL, O_ASYNC)", LibC.SYS_fcntl, fd, LibC.F_SETFL, (int)reg.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | LibC.O_DIRECT | LibC.O_NOATIME | O_ASYNC));
         if (reg.Pos != 0)
         {
             long r = t.Call(Code, LibC.SYS_lseek, fd, (long)reg.Pos, LibC.SEEK_SET);
@@ -165,7 +207,7 @@ internal sealed unsafe partial class RestoreSession
         bool readEnd = ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY;
         int end = readEnd ? ends.R : ends.W;
         Dup(t, end, fd, cloexec);
-        int fl = (int)pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT);
+        int fl = (int)pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT | O_ASYNC);
         if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
     }
 
@@ -272,45 +314,213 @@ internal sealed unsafe partial class RestoreSession
             t.Check(Code, "rseq", LibC.SYS_rseq, (long)rs.RseqAbiPointer, rs.RseqAbiSize, 0, rs.Signature);
     }
 
+    private const int PR_CAPBSET_DROP = 24, PR_CAP_AMBIENT = 47, PR_CAP_AMBIENT_RAISE = 2;
+    private const int SECURE_NO_SETUID_FIXUP = 2;
+
+    /// <summary>
+    /// Credentials of every thread, in the order that keeps the rights each step needs (CRIU's
+    /// restore_creds does the same): supplementary groups; uids/gids with SECURE_NO_SETUID_FIXUP
+    /// set, so leaving uid 0 does not clear the capability sets; the dumped securebits; the
+    /// bounding set trimmed (needs CAP_SETPCAP, so before capset); capset; ambient raised (needs
+    /// the bit in permitted and inheritable, so after capset); no_new_privs. Each call is checked:
+    /// a thread that cannot get its dumped credentials makes the restore fail.
+    /// </summary>
     private void RestoreCreds(ProcessImage p)
     {
+        int lastCap = int.Parse(File.ReadAllText("/proc/sys/kernel/cap_last_cap").Trim());
         foreach (var (tid, core) in p.Threads)
         {
             var c = core.ThreadCore?.Creds;
             if (c == null) continue;
             var t = _tasks[tid];
-            bool allRoot = c.Uid == 0 && c.Euid == 0 && c.Suid == 0 && c.Fsuid == 0 && c.Gid == 0 && c.Egid == 0 && c.Sgid == 0 && c.Fsgid == 0;
-            if (!allRoot || c.Groups.Count > 0)
+            var now = Crisp.Native.ProcFs.Proc.TaskStatus(p.Pid, tid);
+            var scratch = new Scratch(this, t.Pid);
+            if (!now.Groups.SequenceEqual(c.Groups))
             {
-                var scratch = new Scratch(this, t.Pid);
                 var groups = new byte[c.Groups.Count * 4];
                 for (int i = 0; i < c.Groups.Count; i++) BinaryPrimitives.WriteUInt32LittleEndian(groups.AsSpan(i * 4), c.Groups[i]);
                 t.Check(Code, "setgroups", LibC.SYS_setgroups, c.Groups.Count, groups.Length > 0 ? (long)scratch.Put(groups) : 0);
-                if (!allRoot)
-                {
-                    t.Check(Code, "setresgid", LibC.SYS_setresgid, c.Gid, c.Egid, c.Sgid);
-                    t.Check(Code, "setresuid", LibC.SYS_setresuid, c.Uid, c.Euid, c.Suid);
-                    t.Call(Code, LibC.SYS_setfsgid, c.Fsgid);
-                    t.Call(Code, LibC.SYS_setfsuid, c.Fsuid);
-                }
             }
-            if (c.CapEff.Count == 2 && c.CapPrm.Count == 2 && c.CapInh.Count == 2)
+            bool sameIds = now.Uid.SequenceEqual([c.Uid, c.Euid, c.Suid, c.Fsuid]) && now.Gid.SequenceEqual([c.Gid, c.Egid, c.Sgid, c.Fsgid]);
+            if (!sameIds)
             {
-                // capset(v3 header, two data words); only lowering is possible anyway.
-                var scratch = new Scratch(this, t.Pid);
+                t.Check(Code, "prctl(PR_SET_SECUREBITS, SECURE_NO_SETUID_FIXUP)", LibC.SYS_prctl, LibC.PR_SET_SECUREBITS, 1 << SECURE_NO_SETUID_FIXUP);
+                t.Check(Code, "setresgid", LibC.SYS_setresgid, c.Gid, c.Egid, c.Sgid);
+                t.Call(Code, LibC.SYS_setfsgid, c.Fsgid);
+                if (t.Call(Code, LibC.SYS_setfsgid, uint.MaxValue) != c.Fsgid)
+                    throw new CrispException($"{t}: setfsgid({c.Fsgid}) did not take");
+                t.Check(Code, "setresuid", LibC.SYS_setresuid, c.Uid, c.Euid, c.Suid);
+                t.Call(Code, LibC.SYS_setfsuid, c.Fsuid);
+                if (t.Call(Code, LibC.SYS_setfsuid, uint.MaxValue) != c.Fsuid)
+                    throw new CrispException($"{t}: setfsuid({c.Fsuid}) did not take");
+            }
+            if (t.Call(Code, LibC.SYS_prctl, LibC.PR_GET_SECUREBITS) != c.Secbits)
+                t.Check(Code, $"prctl(PR_SET_SECUREBITS, 0x{c.Secbits:x})", LibC.SYS_prctl, LibC.PR_SET_SECUREBITS, c.Secbits);
+
+            ulong bnd = Caps(c.CapBnd), prm = Caps(c.CapPrm), eff = Caps(c.CapEff), inh = Caps(c.CapInh), amb = Caps(c.CapAmb);
+            ulong have = now.CapBnd;
+            ulong valid = lastCap >= 63 ? ulong.MaxValue : (1UL << (lastCap + 1)) - 1;
+            if (c.CapBnd.Count == 0) bnd = have; // an image without a bounding set: leave it as it is
+            if ((bnd & valid & ~have) != 0)
+                throw new CrispException($"{t}: its bounding set 0x{bnd:x} has capabilities crisp's own lacks (0x{bnd & valid & ~have:x}); " +
+                                         "they cannot be given back");
+            for (int cap = 0; cap <= lastCap; cap++)
+                if ((bnd & (1UL << cap)) == 0 && (have & (1UL << cap)) != 0)
+                    t.Check(Code, $"prctl(PR_CAPBSET_DROP, {cap})", LibC.SYS_prctl, PR_CAPBSET_DROP, cap);
+            if (c.CapEff.Count > 0 || c.CapPrm.Count > 0 || c.CapInh.Count > 0)
+            {
                 var hdr = new byte[8];
-                BinaryPrimitives.WriteUInt32LittleEndian(hdr, 0x20080522u);
-                BinaryPrimitives.WriteInt32LittleEndian(hdr.AsSpan(4), 0);
+                BinaryPrimitives.WriteUInt32LittleEndian(hdr, 0x20080522u); // _LINUX_CAPABILITY_VERSION_3, pid 0
                 var data = new byte[24];
                 for (int i = 0; i < 2; i++)
                 {
-                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12), c.CapEff[i]);
-                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 4), c.CapPrm[i]);
-                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 8), c.CapInh[i]);
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12), (uint)(eff >> (32 * i)));
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 4), (uint)(prm >> (32 * i)));
+                    BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 8), (uint)(inh >> (32 * i)));
                 }
-                long r = t.Call(Code, SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
-                if (r < 0) Log.W($"{t}: capset: {Errno.Name((int)-r)}");
+                t.Check(Code, $"capset(eff 0x{eff:x}, prm 0x{prm:x}, inh 0x{inh:x})", SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
             }
+            for (int cap = 0; cap <= lastCap; cap++)
+                if ((amb & (1UL << cap)) != 0)
+                    t.Check(Code, $"prctl(PR_CAP_AMBIENT_RAISE, {cap})", LibC.SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap);
+            if (c.HasNoNewPrivs && c.NoNewPrivs != 0)
+                t.Check(Code, "prctl(PR_SET_NO_NEW_PRIVS)", LibC.SYS_prctl, LibC.PR_SET_NO_NEW_PRIVS, 1);
+        }
+    }
+
+    private static ulong Caps(Google.Protobuf.Collections.RepeatedField<uint> words)
+    {
+        ulong v = 0;
+        for (int i = 0; i < words.Count && i < 2; i++) v |= (ulong)words[i] << (32 * i);
+        return v;
+    }
+
+    private const long SYS_setitimer = 38, SYS_setpriority = 141, SYS_sched_setscheduler = 144, SYS_membarrier = 324;
+
+    /// <summary>
+    /// The audit login uid of every thread. Only the task itself may write it (through
+    /// /proc/thread-self/loginuid), and changing a set one needs CAP_AUDIT_CONTROL: so this runs
+    /// before the credentials are lowered.
+    /// </summary>
+    private void RestoreLoginuid(ProcessImage p)
+    {
+        var tc = p.LeaderCore.Tc;
+        if (tc == null || !tc.HasLoginuid) return;
+        foreach (var (tid, _) in p.Threads)
+        {
+            var now = File.ReadAllText($"/proc/{p.Pid}/task/{tid}/loginuid").Trim();
+            if (now == tc.Loginuid.ToString()) continue;
+            var t = _tasks[tid];
+            var scratch = new Scratch(this, t.Pid);
+            int fd = (int)t.Check(Code, "openat /proc/thread-self/loginuid", LibC.SYS_openat, -100,
+                (long)scratch.PutString("/proc/thread-self/loginuid"), LibC.O_WRONLY | LibC.O_CLOEXEC, 0);
+            var text = System.Text.Encoding.ASCII.GetBytes(tc.Loginuid.ToString());
+            long w = t.Call(Code, LibC.SYS_write, fd, (long)scratch.Put(text), text.Length);
+            t.Call(Code, LibC.SYS_close, fd);
+            Errno.CheckRaw(w, $"write loginuid {tc.Loginuid}", t.ToString());
+        }
+    }
+
+    /// <summary>
+    /// State a credentials change would reset, or that should start counting only now: the
+    /// dumpable flag and the parent-death signal (both cleared by commit_creds when ids or
+    /// capabilities change), scheduling policy, priority and nice, membarrier registrations,
+    /// and the interval timers, armed last with what was left of them at dump time.
+    /// </summary>
+    private void RestoreLateState(ProcessImage p)
+    {
+        var leader = _tasks[p.Pid];
+        if (p.Mm.HasDumpable && leader.Call(Code, LibC.SYS_prctl, LibC.PR_GET_DUMPABLE) != p.Mm.Dumpable)
+            leader.Check(Code, $"prctl(PR_SET_DUMPABLE, {p.Mm.Dumpable})", LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, p.Mm.Dumpable);
+        foreach (var (tid, core) in p.Threads)
+        {
+            var tc = core.ThreadCore;
+            if (tc == null) continue;
+            var t = _tasks[tid];
+            if (tc.PdeathSig != 0)
+                t.Check(Code, $"prctl(PR_SET_PDEATHSIG, {tc.PdeathSig})", LibC.SYS_prctl, LibC.PR_SET_PDEATHSIG, tc.PdeathSig);
+            if (tc.HasSchedPolicy)
+            {
+                int prio = (int)tc.SchedPrio;
+                if (LibC.Syscall(SYS_sched_setscheduler, tid, tc.SchedPolicy, (long)&prio) < 0)
+                    throw new SyscallException("sched_setscheduler", Errno.Last, $"{t}, policy 0x{tc.SchedPolicy:x} priority {prio}");
+            }
+            if (tc.HasSchedNice && LibC.Syscall(SYS_setpriority, 0 /* PRIO_PROCESS */, tid, tc.SchedNice) < 0)
+                throw new SyscallException("setpriority", Errno.Last, $"{t}, nice {tc.SchedNice}");
+        }
+        var task = p.LeaderCore.Tc;
+        if (task == null) return;
+        for (int bit = 0; bit < 32; bit++)
+            if ((task.MembarrierRegistrationMask & (1u << bit)) != 0)
+                leader.Check(Code, $"membarrier(1 << {bit})", SYS_membarrier, 1L << bit, 0, 0);
+        if (task.Timers is { } timers)
+        {
+            RestorePosixTimers(p, leader, timers);
+            var scratch = new Scratch(this, leader.Pid);
+            Span<byte> v = stackalloc byte[32];
+            foreach (var (which, e) in new[] { (0, timers.Real), (1, timers.Virt), (2, timers.Prof) })
+            {
+                if (e == null || (e.Isec | e.Iusec | e.Vsec | e.Vusec) == 0) continue;
+                BinaryPrimitives.WriteUInt64LittleEndian(v, e.Isec);
+                BinaryPrimitives.WriteUInt64LittleEndian(v[8..], e.Iusec);
+                BinaryPrimitives.WriteUInt64LittleEndian(v[16..], e.Vsec);
+                BinaryPrimitives.WriteUInt64LittleEndian(v[24..], e.Vusec);
+                leader.Check(Code, $"setitimer({which})", SYS_setitimer, which, (long)scratch.Put(v), 0);
+            }
+        }
+    }
+
+    private const long SYS_timer_create = 222, SYS_timer_settime = 223;
+    private const int PR_TIMER_CREATE_RESTORE_IDS = 77;
+
+    /// <summary>
+    /// POSIX timers with their dumped ids: with PR_TIMER_CREATE_RESTORE_IDS on (Linux 6.15+),
+    /// timer_create takes the id from *created_timer_id. Armed with what was left at dump time;
+    /// the overrun count of a signal not yet delivered is not restorable and starts again at 0.
+    /// </summary>
+    private void RestorePosixTimers(ProcessImage p, RestoreTask leader, TaskTimersEntry timers)
+    {
+        if (timers.Posix.Count == 0) return;
+        long on = leader.Call(Code, LibC.SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 1);
+        if (on == -Errno.EINVAL)
+            throw new CrispException($"process {p.Pid} has POSIX timers, and this kernel cannot create them with given ids " +
+                                     "(PR_TIMER_CREATE_RESTORE_IDS, Linux 6.15+)");
+        Errno.CheckRaw(on, "prctl(PR_TIMER_CREATE_RESTORE_IDS, ON)", leader.ToString());
+        var scratch = new Scratch(this, leader.Pid);
+        ulong sevAt = scratch.Reserve(64), idAt = scratch.Reserve(4), valAt = scratch.Reserve(32);
+        Span<byte> sev = stackalloc byte[64];
+        Span<byte> val = stackalloc byte[32];
+        Span<byte> got = stackalloc byte[4];
+        try
+        {
+            foreach (var t in timers.Posix)
+            {
+                sev.Clear();
+                BinaryPrimitives.WriteUInt64LittleEndian(sev, t.SivalPtr);
+                BinaryPrimitives.WriteUInt32LittleEndian(sev[8..], t.SiSigno);
+                BinaryPrimitives.WriteUInt32LittleEndian(sev[12..], t.ItSigevNotify);
+                BinaryPrimitives.WriteInt32LittleEndian(sev[16..], t.NotifyThreadId);
+                RemoteMemory.Write(leader.Pid, sevAt, sev);
+                RemoteMemory.Write(leader.Pid, idAt, BitConverter.GetBytes(t.ItId));
+                leader.Check(Code, $"timer_create(clock {(int)t.ClockId}, id {t.ItId})", SYS_timer_create, (int)t.ClockId, (long)sevAt, (long)idAt);
+                RemoteMemory.Read(leader.Pid, idAt, got);
+                if (BinaryPrimitives.ReadUInt32LittleEndian(got) != t.ItId)
+                    throw new CrispException($"process {p.Pid}: timer_create made timer {BinaryPrimitives.ReadUInt32LittleEndian(got)}, not the dumped {t.ItId}");
+            }
+        }
+        finally
+        {
+            leader.Call(Code, LibC.SYS_prctl, PR_TIMER_CREATE_RESTORE_IDS, 0);
+        }
+        foreach (var t in timers.Posix)
+        {
+            if ((t.Isec | t.Insec | t.Vsec | t.Vnsec) == 0) continue;
+            BinaryPrimitives.WriteUInt64LittleEndian(val, t.Isec);
+            BinaryPrimitives.WriteUInt64LittleEndian(val[8..], t.Insec);
+            BinaryPrimitives.WriteUInt64LittleEndian(val[16..], t.Vsec);
+            BinaryPrimitives.WriteUInt64LittleEndian(val[24..], t.Vnsec);
+            RemoteMemory.Write(leader.Pid, valAt, val);
+            leader.Check(Code, $"timer_settime({t.ItId})", SYS_timer_settime, t.ItId, 0, (long)valAt, 0);
         }
     }
 
