@@ -25,6 +25,9 @@ public sealed class RestoreOptions
     /// reporting) every new huge page costs host faults, and the restore gets slower.
     /// </summary>
     public bool HugePages { get; init; }
+
+    /// <summary>CRIU's --ext-unix-sk: sockets whose peer was outside the dumped tree are connected to its name again.</summary>
+    public bool ExtUnixSk { get; init; }
 }
 
 /// <summary>A restored process tree, running.</summary>

@@ -75,6 +75,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             if (_o.Lazy) Step("connect to the lazy-pages daemon", ConnectLazyPages);
             Step("read images", LoadImages);
             Step("check pids", CheckPids);
+            Step("create sockets", CreateSockets);
             Step("start the stub", StartStub);
             Step("create the root process", CreateRoot);
             Step("create the process tree", CreateTree);
@@ -87,6 +88,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         catch (Exception e)
         {
             CloseSharedCopies();
+            RemoveSocketFiles();
             KillEverything();
             _lazy?.Dispose();
             _lazy = null;
