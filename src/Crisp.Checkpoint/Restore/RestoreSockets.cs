@@ -49,54 +49,54 @@ internal sealed unsafe partial class RestoreSession
         var sockets = all.Where(u => (u.Uflags & SocketDump.USK_EXTERN) == 0).ToList();
         var fds = new Dictionary<uint, int>();        // ino → crisp's fd
         var otherEnds = new Dictionary<uint, int>();  // ino → the extra end of a pair whose peer was gone
-        var deleted = new List<string>();
+        var ghosts = new Dictionary<uint, string>();  // ino → where a socket whose file was deleted is bound meanwhile
+        var madeDirs = new List<string>();
         try
         {
             foreach (var u in sockets)
             {
                 if (fds.ContainsKey(u.Ino)) continue;
-                var peer = u.Peer != 0 ? byIno.GetValueOrDefault(u.Peer) : null;
+                var peer = u.Peer != 0 && u.Peer != u.Ino ? byIno.GetValueOrDefault(u.Peer) : null;
                 if (peer != null && peer.Peer == u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0)
                 {
                     var (a, b) = SocketPair(u);
                     fds[u.Ino] = a;
                     fds[peer.Ino] = b;
-                    PrepareUnix(a, u, deleted);
-                    PrepareUnix(b, peer, deleted);
                 }
                 else if (u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM)
                 {
                     var (a, b) = SocketPair(u);
                     fds[u.Ino] = a;
                     otherEnds[u.Ino] = b;
-                    PrepareUnix(a, u, deleted);
                 }
                 else
-                {
-                    int fd = Errno.Check(LibC.socket(LibC.AF_UNIX, (int)u.Type | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
+                    fds[u.Ino] = Errno.Check(LibC.socket(LibC.AF_UNIX, (int)u.Type | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
                         $"socket(AF_UNIX, {SocketDump.TypeName((int)u.Type)})", Describe(u));
-                    fds[u.Ino] = fd;
-                    PrepareUnix(fd, u, deleted);
-                    if (u.State == LibC.TCP_LISTEN)
-                        Errno.Check(LibC.listen(fd, (int)u.Backlog), $"listen({u.Backlog})", Describe(u));
-                }
+            }
+            // Names whose file was deleted first: each is bound, then its file moved aside until every
+            // socket that connects to it has, so that a live socket of the same name can be bound after it.
+            foreach (var u in sockets.OrderBy(u => u.Deleted ? 0 : 1))
+            {
+                PrepareUnix(fds[u.Ino], u, ghosts, madeDirs);
+                if (u.State == LibC.TCP_LISTEN)
+                    Errno.Check(LibC.listen(fds[u.Ino], (int)u.Backlog), $"listen({u.Backlog})", Describe(u));
             }
             foreach (var u in sockets)
             {
                 if (u.Peer == 0) continue;
                 var peer = byIno.GetValueOrDefault(u.Peer)
                     ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"unix socket {u.Ino}: its peer {u.Peer} has no entry");
-                if (peer.Peer == u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0) continue;   // a pair, connected already
+                if (peer.Peer == u.Ino && peer.Ino != u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0) continue;   // a pair, connected already
                 if ((peer.Uflags & SocketDump.USK_EXTERN) != 0 && !_o.ExtUnixSk)
                     throw new CrispException($"{Describe(u)} was connected to {NameText(peer)} outside the dumped tree: restore it with --ext-unix-sk");
-                var addr = UnixAddress(peer);
+                var addr = UnixAddress(peer, ghosts.GetValueOrDefault(peer.Ino));
                 fixed (byte* a = addr)
                     Errno.Check(LibC.connect(fds[u.Ino], a, (uint)addr.Length), $"connect({NameText(peer)})", Describe(u));
             }
             foreach (var u in sockets)
             {
                 if (!queues.TryGetValue(u.Id, out var packets)) continue;
-                RestoreUnixQueue(u, packets, byIno, fds, otherEnds);
+                RestoreUnixQueue(u, packets, byIno, fds, otherEnds, ghosts);
             }
             foreach (var end in otherEnds.Values) LibC.close(end);
             otherEnds.Clear();
@@ -108,7 +108,10 @@ internal sealed unsafe partial class RestoreSession
                     Errno.Check(LibC.shutdown(fd, how - 1), $"shutdown({u.Shutdown})", Describe(u));
                 Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, u.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", Describe(u));
             }
-            foreach (var path in deleted) File.Delete(path);
+            foreach (var path in ghosts.Values) File.Delete(path);
+            ghosts.Clear();
+            foreach (var dir in Enumerable.Reverse(madeDirs)) Directory.Delete(dir);
+            madeDirs.Clear();
             foreach (var u in sockets) _crispCopies[u.Id] = fds[u.Ino];
             fds.Clear();
         }
@@ -116,6 +119,8 @@ internal sealed unsafe partial class RestoreSession
         {
             foreach (var fd in fds.Values) LibC.close(fd);
             foreach (var fd in otherEnds.Values) LibC.close(fd);
+            foreach (var path in ghosts.Values) try { File.Delete(path); } catch (IOException) { }
+            foreach (var dir in Enumerable.Reverse(madeDirs)) try { Directory.Delete(dir); } catch (IOException) { }
         }
     }
 
@@ -128,7 +133,7 @@ internal sealed unsafe partial class RestoreSession
     }
 
     /// <summary>Options and name of a new unix socket (before any connect or data).</summary>
-    private void PrepareUnix(int fd, UnixSkEntry u, List<string> deleted)
+    private void PrepareUnix(int fd, UnixSkEntry u, Dictionary<uint, string> ghosts, List<string> madeDirs)
     {
         string target = Describe(u);
         SocketOptions.RestoreBeforeBind(fd, u.Opts, target);
@@ -140,22 +145,33 @@ internal sealed unsafe partial class RestoreSession
             LibC.stat_t st;
             // The dumped socket's file is still there (its owner is gone): bind needs the name free.
             if (LibC.lstat(path, &st) == 0 && (st.st_mode & LibC.S_IFMT) == LibC.S_IFSOCK) File.Delete(path);
+            // A deleted socket may have lived in a directory that is gone too: make it for the time of the restore.
+            string? dir = Path.GetDirectoryName(path);
+            var missing = new List<string>();
+            for (var d = dir; d != null && u.Deleted && !Directory.Exists(d); d = Path.GetDirectoryName(d)) missing.Add(d);
+            foreach (var d in Enumerable.Reverse(missing)) { Directory.CreateDirectory(d); madeDirs.Add(d); }
         }
         var addr = UnixAddress(u);
         fixed (byte* a = addr)
             Errno.Check(LibC.bind(fd, a, (uint)addr.Length), $"bind({NameText(u)})", target);
         if (path == null) return;
+        if (u.Deleted)
+        {
+            string ghost = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-ghost-{u.Ino}");
+            File.Move(path, ghost, overwrite: true);
+            ghosts[u.Ino] = ghost;
+            return;
+        }
         _socketFiles.Add(path);
         if (u.FilePerms != null)
         {
             Errno.Check(LibC.chmod(path, u.FilePerms.Mode & 0xfff), "chmod", path);
             Errno.Check(LibC.lchown(path, u.FilePerms.Uid, u.FilePerms.Gid), "lchown", path);
         }
-        if (u.Deleted) deleted.Add(path);
     }
 
     private void RestoreUnixQueue(UnixSkEntry u, List<SkPacket> packets, Dictionary<uint, UnixSkEntry> byIno,
-        Dictionary<uint, int> fds, Dictionary<uint, int> otherEnds)
+        Dictionary<uint, int> fds, Dictionary<uint, int> otherEnds, Dictionary<uint, string> ghosts)
     {
         string target = Describe(u);
         var peer = u.Peer != 0 ? byIno.GetValueOrDefault(u.Peer) : null;
@@ -163,10 +179,10 @@ internal sealed unsafe partial class RestoreSession
         byte[]? to = null;
         int temp = -1;
         if (otherEnds.TryGetValue(u.Ino, out int end)) sender = end;
-        else if (peer != null && peer.Peer == u.Ino && fds.TryGetValue(peer.Ino, out int pfd)) sender = pfd;
+        else if (peer != null && peer.Peer == u.Ino && peer.Ino != u.Ino && fds.TryGetValue(peer.Ino, out int pfd)) sender = pfd;
         else if (u.Type == LibC.SOCK_DGRAM && !u.Name.IsEmpty)
         {
-            to = UnixAddress(u);
+            to = UnixAddress(u, ghosts.GetValueOrDefault(u.Ino));
             // Only its peer may send to a connected datagram socket; anyone may send to an unconnected one.
             if (peer != null && fds.TryGetValue(peer.Ino, out int connectedTo)) sender = connectedTo;
             else sender = temp = Errno.Check(LibC.socket(LibC.AF_UNIX, LibC.SOCK_DGRAM | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
@@ -205,9 +221,9 @@ internal sealed unsafe partial class RestoreSession
     }
 
     /// <summary>sockaddr_un for the entry's name: abstract names as they are, paths made absolute.</summary>
-    private static byte[] UnixAddress(UnixSkEntry u)
+    private static byte[] UnixAddress(UnixSkEntry u, string? boundAt = null)
     {
-        byte[] name = u.Name[0] == 0 ? u.Name.ToByteArray() : Encoding.UTF8.GetBytes(FullPath(u) + "\0");
+        byte[] name = u.Name[0] == 0 ? u.Name.ToByteArray() : Encoding.UTF8.GetBytes((boundAt ?? FullPath(u)) + "\0");
         if (name.Length > 108)
             throw new CrispException($"unix socket name {NameText(u)} does not fit in sockaddr_un once made absolute ({name.Length} bytes)");
         var addr = new byte[2 + name.Length];

@@ -241,7 +241,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
             throw new CrispException($"{target} is an {kind} socket: not supported yet");
         var e = new InetSkEntry
         {
-            Id = id, Ino = ino, Family = (uint)family, Type = (uint)type, Proto = (uint)proto, State = LibC.TCP_CLOSE,
+            Id = id, Ino = ino, Family = (uint)family, Type = (uint)type, Proto = (uint)proto, State = LibC.TCP_CLOSE, DstPort = 0,
             Flags = (uint)fileFlags, Backlog = 0, Fown = NoOwner(), Opts = SocketOptions.Dump(local, target),
             IpOpts = SocketOptions.DumpIp(local, family, target),
         };

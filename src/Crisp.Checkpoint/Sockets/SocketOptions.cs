@@ -137,8 +137,18 @@ internal static unsafe class SocketOptions
         catch (IOException) { return 64; }
     }
 
-    private static int Int(int fd, int name, string target, int level = LibC.SOL_SOCKET) =>
-        LibC.GetSockOptInt(fd, level, name, target);
+    /// <summary>An int option; 0 where the socket's family does not have it (SO_PASSCRED on inet sockets is EOPNOTSUPP).</summary>
+    private static int Int(int fd, int name, string target, int level = LibC.SOL_SOCKET)
+    {
+        int v = 0;
+        uint len = sizeof(int);
+        if (LibC.getsockopt(fd, level, name, &v, &len) == 0) return v;
+        int err = Errno.Last;
+        if (err is Errno.EOPNOTSUPP or ENOPROTOOPT) return 0;
+        throw new SyscallException($"getsockopt({LibC.OptName(level, name)})", err, target);
+    }
+
+    private const int ENOPROTOOPT = 92;
 
     private static void SetInt(int fd, int level, int name, int value, string target) =>
         LibC.SetSockOptInt(fd, level, name, value, target);
