@@ -194,7 +194,11 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
             string what = $"process {pid}: fd {fd} (unix {TypeName((int)e.Type)} socket socket:[{ino}])";
             if (e.Peer == 0 && e.State == LibC.TCP_ESTABLISHED && e.Type != LibC.SOCK_DGRAM && icons.TryGetValue(ino, out var listener))
             {
-                e.Peer = listener;      // a connection not accepted yet: restore connects it again
+                // A connection not accepted yet: restore connects it again. What it wrote sits in a
+                // socket no process has a descriptor of, so it cannot be read: refuse, as CRIU does.
+                if (_unixDiag!.TryGetValue(ino, out var cd) && cd.SendQueueOrBacklog != 0)
+                    throw new CrispException($"{what} is a connection not accepted yet by socket:[{listener}] with data the listener has not read: not supported yet");
+                e.Peer = listener;
                 continue;
             }
             if (e.Peer == 0) continue;
