@@ -83,6 +83,28 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void A_python_poll_loop_on_a_socketpair_gets_the_queued_message_and_new_ones_after_restore()
+    {
+        string log = Path.Combine(_dir, "poll.log");
+        // The message is sent before the loop starts: it is still queued in the socket at dump time.
+        string script = "import socket,select,signal,time\n" +
+                        "a,b=socket.socketpair()\np=select.poll()\np.register(a,select.POLLIN)\n" +
+                        "b.send(b'before')\nsignal.signal(signal.SIGUSR1,lambda s,f:b.send(b'ping'))\n" +
+                        "print('ready',flush=True)\ntime.sleep(3)\n" +
+                        "while True:\n  for fd,ev in p.poll(1000): print('got',a.recv(100).decode(),flush=True)\n";
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-c", script));
+        WaitForLine(log, l => l == "ready", timeoutMs: 30000);
+        string images = DumpAndWait(pid);
+        Assert.DoesNotContain("got before", Lines(log));
+
+        Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true });
+        WaitForLine(log, l => l == "got before", timeoutMs: 15000);
+        LibC.kill(pid, LibC.SIGUSR1);
+        WaitForLine(log, l => l == "got ping", timeoutMs: 15000);
+        Assert.Equal(["got before", "got ping"], Lines(log).Where(l => l.StartsWith("got ")));
+    }
+
+    [Fact]
     public void An_established_tcp_connection_is_refused_naming_the_fd_and_the_process_goes_on()
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
