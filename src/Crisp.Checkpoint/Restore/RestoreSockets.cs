@@ -107,6 +107,7 @@ internal sealed unsafe partial class RestoreSession
                 if (how != 0 && !(u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM))
                     Errno.Check(LibC.shutdown(fd, how - 1), $"shutdown({u.Shutdown})", Describe(u));
                 Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, u.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", Describe(u));
+                SocketOptions.RestoreFilter(fd, u.Opts, Describe(u));
             }
             foreach (var path in ghosts.Values) File.Delete(path);
             ghosts.Clear();
@@ -280,6 +281,7 @@ internal sealed unsafe partial class RestoreSession
                 if (rc != 0 && Errno.Last != Errno.ENOTCONN) throw new SyscallException("shutdown", Errno.Last, target);
             }
             Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, e.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
+            SocketOptions.RestoreFilter(fd, e.Opts, target);
             return fd;
         }
         catch

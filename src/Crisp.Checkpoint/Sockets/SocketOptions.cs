@@ -43,7 +43,41 @@ internal static unsafe class SocketOptions
         len = 32;
         Errno.Check(LibC.getsockopt(fd, LibC.SOL_SOCKET, LibC.SO_BINDTODEVICE, dev, &len), "getsockopt(SO_BINDTODEVICE)", target);
         if (len > 0 && dev[0] != 0) o.SoBoundDev = new string((sbyte*)dev);
+        DumpFilter(fd, o, target);
         return o;
+    }
+
+    private const int SO_GET_FILTER = 26, SO_ATTACH_FILTER = 26;
+
+    /// <summary>
+    /// The classic BPF filter attached with SO_ATTACH_FILTER, one u64 per instruction
+    /// (struct sock_filter as it lies in memory), as CRIU keeps it. SO_GET_FILTER counts in
+    /// instructions, not bytes: a first call with length 0 says how many there are.
+    /// </summary>
+    private static void DumpFilter(int fd, SkOptsEntry o, string target)
+    {
+        uint count = 0;
+        Errno.Check(LibC.getsockopt(fd, LibC.SOL_SOCKET, SO_GET_FILTER, null, &count), "getsockopt(SO_GET_FILTER)", target);
+        if (count == 0) return;
+        var insns = new ulong[count];
+        fixed (ulong* p = insns)
+            Errno.Check(LibC.getsockopt(fd, LibC.SOL_SOCKET, SO_GET_FILTER, p, &count), "getsockopt(SO_GET_FILTER)", target);
+        o.SoFilter.AddRange(insns.Take((int)count));
+    }
+
+    /// <summary>Attaches the dumped filter; last, so that it cannot drop the queued data put back before it.</summary>
+    public static void RestoreFilter(int fd, SkOptsEntry o, string target)
+    {
+        if (o.SoFilter.Count == 0) return;
+        var insns = o.SoFilter.ToArray();
+        fixed (ulong* p = insns)
+        {
+            // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+            ulong* prog = stackalloc ulong[2];
+            prog[0] = (ulong)insns.Length;
+            prog[1] = (ulong)p;
+            Errno.Check(LibC.setsockopt(fd, LibC.SOL_SOCKET, SO_ATTACH_FILTER, prog, 16), $"setsockopt(SO_ATTACH_FILTER, {insns.Length} instructions)", target);
+        }
     }
 
     /// <summary>Options that must be set before bind (address reuse, the device).</summary>
