@@ -69,6 +69,18 @@ internal sealed unsafe partial class RestoreSession
                     fds[u.Ino] = a;
                     otherEnds[u.Ino] = b;
                 }
+                else if (u.Type == LibC.SOCK_DGRAM && u.Name.IsEmpty && queues.ContainsKey(u.Id))
+                {
+                    // Queued datagrams whose sender is gone, on a socket nobody can name: they come in
+                    // through the other end of a pair whose link is then cut from this side
+                    // (connect(AF_UNSPEC)), so this socket stays unconnected but the other end can send.
+                    var (a, b) = SocketPair(u);
+                    var unspec = new byte[2];
+                    fixed (byte* p = unspec)
+                        Errno.Check(LibC.connect(a, p, 2), "connect(AF_UNSPEC)", Describe(u));
+                    fds[u.Ino] = a;
+                    otherEnds[u.Ino] = b;
+                }
                 else
                     fds[u.Ino] = Errno.Check(LibC.socket(LibC.AF_UNIX, (int)u.Type | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
                         $"socket(AF_UNIX, {SocketDump.TypeName((int)u.Type)})", Describe(u));
@@ -81,6 +93,14 @@ internal sealed unsafe partial class RestoreSession
                 if (u.State == LibC.TCP_LISTEN)
                     Errno.Check(LibC.listen(fds[u.Ino], (int)u.Backlog), $"listen({u.Backlog})", Describe(u));
             }
+            // Data that comes in through an extra end goes first: once this socket is connected
+            // elsewhere, only its peer may send to it.
+            foreach (var u in sockets)
+                if (otherEnds.ContainsKey(u.Ino) && queues.TryGetValue(u.Id, out var early))
+                {
+                    RestoreUnixQueue(u, early, byIno, fds, otherEnds, ghosts);
+                    queues.Remove(u.Id);
+                }
             foreach (var u in sockets)
             {
                 if (u.Peer == 0) continue;
@@ -263,8 +283,15 @@ internal sealed unsafe partial class RestoreSession
             bool anyAddr = e.SrcAddr.All(w => w == 0);
             if (e.SrcPort != 0 || !anyAddr)
             {
+                // The address may be gone from this host, or have been bound with freebind turned off
+                // afterwards (the kernel checks it only in bind): bind freely, then put the flag back.
+                bool freebind = e.IpOpts?.Freebind ?? false;
+                int level = family == LibC.AF_INET ? LibC.IPPROTO_IP : LibC.IPPROTO_IPV6;
+                int opt = family == LibC.AF_INET ? LibC.IP_FREEBIND : LibC.IPV6_FREEBIND;
+                LibC.SetSockOptInt(fd, level, opt, 1, target);
                 var sa = InetAddress(family, e.SrcPort, e.SrcAddr);
                 fixed (byte* a = sa) Errno.Check(LibC.bind(fd, a, (uint)sa.Length), "bind", target);
+                if (!freebind) LibC.SetSockOptInt(fd, level, opt, 0, target);
             }
             if (e.State == LibC.TCP_LISTEN)
                 Errno.Check(LibC.listen(fd, (int)e.Backlog), $"listen({e.Backlog})", target);
