@@ -128,6 +128,29 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
         Assert.True(Alive(pid));
     }
 
+    [Fact]
+    public void A_unix_socket_connected_outside_the_tree_is_refused_naming_the_fd_and_the_process_goes_on()
+    {
+        string name = $"crisp-outside-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40];
+        using var outside = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        outside.Bind(new UnixDomainSocketEndPoint("\0" + name));
+        outside.Listen();
+        string log = Path.Combine(_dir, "unix.log");
+        string script = $"import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect('\\0{name}')\nprint('connected',s.fileno(),flush=True)\nwhile True:\n  time.sleep(0.05)\n";
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-c", script));
+        using var accepted = outside.Accept();
+        string fd = WaitForLine(log, l => l.StartsWith("connected "), timeoutMs: 30000).Split(' ')[1];
+
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
+        output.WriteLine(e.Message);
+        Assert.Contains($"process {pid}: fd {fd} (unix stream socket socket:[", e.Message);
+        Assert.Contains("outside the dumped tree", e.Message);
+        Assert.Contains("--ext-unix-sk", e.Message);
+        Assert.True(Alive(pid));
+        Assert.Contains("TracerPid:\t0", File.ReadAllText($"/proc/{pid}/status"));
+        Assert.False(File.Exists(Path.Combine(_dir, "img", "inventory.img")), "a failed dump must not look complete");
+    }
+
     private static string Get(int port, string path)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
