@@ -270,7 +270,10 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
                 if (!tcpClose)
                     throw new CrispException($"{target} is an {kind} connection in state {TcpStateName(state)} (port {srcPort} → {dstPort}): " +
                                              "established TCP connections are not supported yet (--tcp-close restores it closed)");
-                // --tcp-close: it comes back as a fresh socket of the same kind, not connected.
+                // --tcp-close: it comes back as a fresh socket of the same kind, neither bound nor
+                // connected (its ephemeral port is not kept).
+                e.SrcPort = 0;
+                e.SrcAddr.Clear();
                 Log.I($"{target}: {kind} connection {srcPort} → {dstPort} will be restored closed (--tcp-close)");
             }
         }
