@@ -70,7 +70,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
             Fown = NoOwner(), Opts = SocketOptions.Dump(local, target),
             Name = Google.Protobuf.ByteString.Empty, Shutdown = (SkShutdown)(d.Shutdown & 3),
         };
-        if (d.Name.Length > 0) NameOf(pid, d, e, target);
+        if (d.Name.Length > 0) NameOf(pid, d, e);
         if (d.State == LibC.TCP_LISTEN && d.Icons.Contains(0u))
             throw new CrispException($"{target} is a listening unix socket with a connection that was closed before it was accepted: not supported yet");
         if (type == LibC.SOCK_DGRAM || d.State == LibC.TCP_ESTABLISHED)
@@ -80,7 +80,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
     }
 
     /// <summary>The socket's name as restore must bind it: absolute, or relative to a directory found now.</summary>
-    private static void NameOf(int pid, SockDiag.UnixSocket d, UnixSkEntry e, string target)
+    private static void NameOf(int pid, SockDiag.UnixSocket d, UnixSkEntry e)
     {
         byte[] name = d.Name;
         if (name[0] == 0)
@@ -107,7 +107,6 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
             return;
         }
         e.FilePerms = new FilePermsEntry { Mode = st.st_mode, Uid = st.st_uid, Gid = st.st_gid };
-        _ = target;
     }
 
     private static string ReadLink(string path) =>
@@ -138,7 +137,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
                     if (Errno.Last == Errno.EAGAIN) break;
                     throw new SyscallException("recvmsg(MSG_PEEK)", Errno.Last, target);
                 }
-                CheckControl(local, control, &msg, target);
+                CheckControl(control, &msg, target);
                 if (n > buf.Length)
                 {
                     // A datagram larger than the buffer: look at it again, whole.
@@ -149,8 +148,6 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
                 if (n == 0 && (type == LibC.SOCK_STREAM || readShutdown)) break;   // end of file, not a packet
                 _packets.Add(new SkPacket(new SkPacketEntry { IdFor = id, Length = (uint)n }, buf.AsSpan(0, (int)n).ToArray()));
                 offset += (int)n;
-                if (n == 0 && type != LibC.SOCK_STREAM && _packets.Count > 100000)
-                    throw new CrispException($"{target}: more than 100000 empty datagrams queued");
             }
         }
         finally
@@ -159,7 +156,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
         }
     }
 
-    private static void CheckControl(int local, byte* control, LibC.msghdr* msg, string target)
+    private static void CheckControl(byte* control, LibC.msghdr* msg, string target)
     {
         if ((msg->msg_flags & LibC.MSG_CTRUNC) != 0)
             throw new CrispException($"{target}: a queued message carries more ancillary data than crisp reads: not supported yet");
@@ -177,7 +174,6 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
             }
             off += (c->cmsg_len + 7) & ~(nuint)7;
         }
-        _ = local;
     }
 
     /// <summary>Checks and completes peers once every socket of the tree is known; returns extra (external) entries.</summary>
@@ -185,7 +181,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
     {
         if (_unix.Count == 0) return _externals;
         var icons = new Dictionary<uint, uint>();   // connecting socket's ino → listener's ino
-        foreach (var (ino, s) in _unix)
+        foreach (var ino in _unix.Keys)
             if (_unixDiag!.TryGetValue(ino, out var d))
                 foreach (var c in d.Icons) icons[c] = ino;
         var externalIds = new Dictionary<uint, uint>();
