@@ -15,10 +15,14 @@ public static class Commands
         var common = new CommonOptions();
         var tree = new Option<int>("--tree", "-t") { Description = "PID of the root of the process tree to dump", Required = true };
         var leave = new Option<bool>("--leave-running", "-R") { Description = "leave the tree running after the dump" };
+        var extUnix = new Option<bool>("--ext-unix-sk", "-x") { Description = "dump datagram unix sockets connected to a named socket outside the tree (restore connects them to that name again)" };
+        var tcpClose = new Option<bool>("--tcp-close") { Description = "dump established TCP connections as closed sockets instead of refusing them" };
         var cmd = new Command("dump", "Checkpoint a process tree into image files");
         cmd.Options.Add(tree);
         cmd.Options.Add(leave);
         AddIrmapOptions(cmd);
+        cmd.Options.Add(extUnix);
+        cmd.Options.Add(tcpClose);
         common.AddTo(cmd);
         var remote = new Remote.RemoteDumpOptions();
         remote.AddTo(cmd);
@@ -30,6 +34,8 @@ public static class Commands
                 Pid = r.GetValue(tree),
                 ImagesDir = common.Images(r),
                 LeaveRunning = r.GetValue(leave),
+                ExtUnixSk = r.GetValue(extUnix),
+                TcpClose = r.GetValue(tcpClose),
                 WaitForKilledTree = false, // crisp exits right after: no need to watch the teardown
             };
             if (remote.Active(r)) return Remote.RemoteDump.Run(r, remote, options);
@@ -60,8 +66,9 @@ public static class Commands
         var lazy = new Option<bool>("--lazy-pages") { Description = "restore private anonymous memory lazily through the lazy-pages daemon" };
         var huge = new Option<bool>("--huge-pages") { Description = "restore whole 2 MiB blocks of anonymous memory as transparent huge pages (slower restore on VMs with free page reporting, much faster first access afterwards)" };
         var cpuCap = new Option<string?>("--cpu-cap") { Description = "checks of the dumped CPU against this one: fpu, ins, cpu (strict), all, none, ^ inverts (default fpu,ins; without a value all)", Arity = ArgumentArity.ZeroOrOne };
+        var extUnix = new Option<bool>("--ext-unix-sk", "-x") { Description = "connect datagram unix sockets dumped with --ext-unix-sk to their outside peer's name again" };
         var cmd = new Command("restore", "Restore a process tree from image files");
-        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap, extUnix }) cmd.Options.Add(o);
         AddIrmapOptions(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("restore", () =>
@@ -85,6 +92,7 @@ public static class Commands
                 Lazy = r.GetValue(lazy),
                 HugePages = r.GetValue(huge),
                 CpuCap = r.GetResult(cpuCap) is null ? Crisp.Checkpoint.Cpu.CpuCap.Default : Crisp.Checkpoint.Cpu.CpuFeatures.Parse(r.GetValue(cpuCap)),
+                ExtUnixSk = r.GetValue(extUnix),
             });
             Log.I($"restored {restored.Pid} ({restored.Pids.Count} process(es)) in {restored.Elapsed.TotalMilliseconds:F1} ms");
             if (r.GetValue(detached)) return CrispCommand.ExitOk;

@@ -34,6 +34,7 @@ public sealed class ImageDir
     public static string PstreeName => "pstree.img";
     public static string FilesName => "files.img";
     public static string PipesDataName => "pipes-data.img";
+    public static string SkQueuesName => "sk-queues.img";
     public static string SeccompName => "seccomp.img";
     public static string CoreName(int tid) => $"core-{tid}.img";
     public static string IdsName(int pid) => $"ids-{pid}.img";
@@ -137,6 +138,30 @@ public sealed class ImageDir
 
     public PagemapReader OpenShmemPagemap(ulong shmid) => PagemapReader.Open(PathOf(ShmemPagemapName(shmid)), Path);
 
+    /// <summary>Queued socket packets; an absent sk-queues.img means no socket held data.</summary>
+    public List<SkPacket> ReadSkQueues()
+    {
+        var list = new List<SkPacket>();
+        if (!Exists(SkQueuesName))
+            return list;
+        var reader = ImageReader.Open(PathOf(SkQueuesName), ImageMagic.SkQueues);
+        while (reader.TryRead(SkPacketEntry.Parser, out var entry))
+            list.Add(new SkPacket(entry, reader.ReadPayload(entry.Length).ToArray()));
+        return list;
+    }
+
+    public void WriteSkQueues(IEnumerable<SkPacket> packets)
+    {
+        using var writer = new ImageWriter(PathOf(SkQueuesName), ImageMagic.SkQueues);
+        foreach (var p in packets)
+        {
+            if (p.Entry.Length != (uint)p.Data.Length)
+                throw new ImageException(writer.Path, $"packet for socket {p.Entry.IdFor}: entry says {p.Entry.Length} bytes, data has {p.Data.Length}");
+            writer.Write(p.Entry);
+            writer.WritePayload(p.Data);
+        }
+    }
+
     // ---- other small images -------------------------------------------------
 
     public SeccompEntry ReadSeccomp() => ReadSingle(SeccompName, ImageMagic.Seccomp, SeccompEntry.Parser);
@@ -187,3 +212,6 @@ public sealed class ImageDir
 
 /// <summary>A pipe's buffered bytes as stored in pipes-data.img.</summary>
 public sealed record PipeData(PipeDataEntry Entry, byte[] Data);
+
+/// <summary>One packet (or, for a stream socket, a run of bytes) queued on a socket, as stored in sk-queues.img.</summary>
+public sealed record SkPacket(SkPacketEntry Entry, byte[] Data);

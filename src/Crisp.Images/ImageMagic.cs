@@ -35,6 +35,8 @@ public static class ImageMagic
     public const uint TtyFiles = 0x59433025;
     public const uint TtyInfo = 0x59453036;
     public const uint UnixSk = 0x54373943;
+    public const uint InetSk = 0x56443851;
+    public const uint SkQueues = 0x56264026;
     public const uint Stats = 0x57093306;
     public const uint MemfdInode = 0x48453499;
 
@@ -71,6 +73,8 @@ public static class ImageMagic
         TtyFiles => "TTY_FILES",
         TtyInfo => "TTY_INFO",
         UnixSk => "UNIXSK",
+        InetSk => "INETSK",
+        SkQueues => "SK_QUEUES",
         Stats => "STATS",
         _ => $"0x{magic:x8}",
     };

@@ -36,6 +36,15 @@ public sealed record DumpOptions
     /// </summary>
     public Func<LazyDumpTree, LazyDumpEnd>? ServeLazy { get; init; }
 
+    /// <summary>
+    /// CRIU's --ext-unix-sk: a datagram unix socket connected to a named socket outside the tree is
+    /// dumped, and restore connects it to that name again; without it such a socket is refused.
+    /// </summary>
+    public bool ExtUnixSk { get; init; }
+
+    /// <summary>CRIU's --tcp-close: established TCP connections are dumped as closed sockets instead of refused.</summary>
+    public bool TcpClose { get; init; }
+
     /// <summary>Called once the whole tree is frozen (the start of the downtime a migration reports).</summary>
     public Action? Frozen { get; init; }
 }

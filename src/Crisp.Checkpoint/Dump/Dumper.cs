@@ -50,7 +50,7 @@ public static class Dumper
         try
         {
             var sink = options.PageSink ?? new ImageDirPageSink(dir);
-            var (pages, lazyRuns) = WriteImages(tree, dir, sink, options.LazyPages, early);
+            var (pages, lazyRuns) = WriteImages(tree, dir, sink, options.LazyPages, early, options);
             ulong lazyPages = lazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
             LazyDumpEnd? end = null;
             if (options.LazyPages)
@@ -88,9 +88,9 @@ public static class Dumper
         MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds);
 
     private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns) WriteImages(
-        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early)
+        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options)
     {
-        var files = new FileTable();
+        var files = new FileTable(options.ExtUnixSk, options.TcpClose);
         var nsIds = new NamespaceIds();
         var dumps = new List<ProcessDump>();
         var inTree = tree.Processes.Select(p => p.Pid).ToHashSet();
@@ -102,6 +102,7 @@ public static class Dumper
         RefuseSharedTables(tree);
         foreach (var proc in tree.Processes)
             dumps.Add(Collect(proc, files, nsIds, inTree, objectId++, early));
+        files.FinishSockets();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
@@ -121,6 +122,7 @@ public static class Dumper
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
         files.WriteMemfds(dir);
+        if (files.SocketQueues.Count > 0) dir.WriteSkQueues(files.SocketQueues);
         Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
         ulong pages = 0;

@@ -1,3 +1,4 @@
+using Crisp.Checkpoint.Sockets;
 using Crisp.Images;
 using Crisp.Images.Proto;
 using Crisp.Native;
@@ -11,8 +12,9 @@ namespace Crisp.Checkpoint.Dump;
 /// open file description (dup'd, or inherited over fork) share one entry, found with
 /// kcmp(KCMP_FILE); restore then shares them again, offset and all.
 /// </summary>
-internal sealed unsafe partial class FileTable
+internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpClose = false)
 {
+    private readonly SocketDump _sockets = new(extUnixSk, tcpClose);
     private readonly List<FileEntry> _files = [];
     private readonly Dictionary<(string, int), uint> _byPath = [];
     // For fds: (pid, fd, ino) of the first descriptor seen for each entry, to kcmp new ones against.
@@ -22,6 +24,13 @@ internal sealed unsafe partial class FileTable
 
     public IReadOnlyList<FileEntry> Files => _files;
     public IReadOnlyList<PipeData> PipesData => _pipeData;
+    public IReadOnlyList<SkPacket> SocketQueues => _sockets.Packets;
+
+    /// <summary>Once every process was collected: checks socket peers, adds entries for external peers.</summary>
+    public void FinishSockets()
+    {
+        foreach (var e in _sockets.Finish(() => NextId)) _files.Add(e);
+    }
 
     private uint NextId => (uint)_files.Count + 1;
 
@@ -65,6 +74,7 @@ internal sealed unsafe partial class FileTable
             else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
             else if (AnonKind(link) is FdTypes anon) kind = anon;
+            else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
             if (kind == FdTypes.Reg && link.EndsWith(" (deleted)", StringComparison.Ordinal))
                 throw new CrispException($"process {pid}: fd {fd} is a deleted file ({link}): not supported yet");
@@ -73,7 +83,13 @@ internal sealed unsafe partial class FileTable
             if (id == 0)
             {
                 id = NextId;
-                if (kind == FdTypes.Pipe)
+                if (kind == FdTypes.Unixsk)
+                {
+                    var entry = _sockets.Dump(pid, pidfd, fd, id, fileFlags, st.st_ino);
+                    _files.Add(entry);
+                    kind = entry.Type;
+                }
+                else if (kind == FdTypes.Pipe)
                 {
                     _files.Add(new FileEntry
                     {
@@ -105,6 +121,7 @@ internal sealed unsafe partial class FileTable
                 }
                 _descriptors.Add((pid, fd, st.st_ino, id));
             }
+            if (kind == FdTypes.Unixsk) kind = _files[(int)id - 1].Type;   // a shared socket: its entry says which family
             result.Add(new FdinfoEntry { Id = id, Flags = cloexec ? 1u : 0u, Type = kind, Fd = (uint)fd });
         }
         return result;

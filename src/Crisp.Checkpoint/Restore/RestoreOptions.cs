@@ -36,6 +36,9 @@ public sealed class RestoreOptions
     /// (Cpu/CpuFeatures.cs); CRIU's default, FPU state and instruction sets.
     /// </summary>
     public Crisp.Checkpoint.Cpu.CpuCap CpuCap { get; init; } = Crisp.Checkpoint.Cpu.CpuCap.Default;
+
+    /// <summary>CRIU's --ext-unix-sk: sockets whose peer was outside the dumped tree are connected to its name again.</summary>
+    public bool ExtUnixSk { get; init; }
 }
 
 /// <summary>A restored process tree, running.</summary>

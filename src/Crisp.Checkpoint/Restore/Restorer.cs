@@ -76,6 +76,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             if (_o.Lazy) Step("connect to the lazy-pages daemon", ConnectLazyPages);
             Step("read images", LoadImages);
             Step("check pids", CheckPids);
+            Step("create sockets", CreateSockets);
             Step("start the stub", StartStub);
             Step("create the root process", CreateRoot);
             Step("create the process tree", CreateTree);
@@ -88,6 +89,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         catch (Exception e)
         {
             CloseSharedCopies();
+            RemoveSocketFiles();
             KillEverything();
             _lazy?.Dispose();
             _lazy = null;

@@ -1,0 +1,346 @@
+using System.Buffers.Binary;
+using Crisp.Images;
+using Crisp.Images.Proto;
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Sockets;
+
+/// <summary>
+/// The sockets of a tree being dumped, in CRIU's image form (unix_sk_entry and inet_sk_entry in
+/// files.img, queued data in sk-queues.img).
+///
+/// Each socket is taken into crisp with pidfd_getfd: getsockopt, getsockname and peeking at the
+/// receive queue work on that copy exactly as in the owner, since it is the same socket. What
+/// getsockopt cannot tell (a unix socket's peer, its shutdown state, the connections a listener
+/// has not accepted yet, a listener's backlog) comes from sock_diag.
+///
+/// Peers are checked once every process was collected (<see cref="Finish"/>): a unix socket whose
+/// peer is not in the tree is refused, naming the fd, unless it is a datagram socket sending to a
+/// named socket and --ext-unix-sk was given (CRIU's rule), in which case the peer is written as an
+/// external entry and restore connects to its name again.
+///
+/// Queued data is read without consuming it: SO_PEEK_OFF set to 0 makes each MSG_PEEK read go on
+/// where the previous one stopped, then the socket's own peek offset is put back.
+/// </summary>
+internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
+{
+    public const uint USK_EXTERN = 1;
+
+    private Dictionary<uint, SockDiag.UnixSocket>? _unixDiag;
+    private readonly Dictionary<uint, (UnixSkEntry Entry, int Pid, int Fd)> _unix = [];
+    private readonly List<SkPacket> _packets = [];
+    private readonly List<FileEntry> _externals = [];
+
+    public IReadOnlyList<SkPacket> Packets => _packets;
+
+    /// <summary>A new file entry for socket <paramref name="fd"/> of <paramref name="pid"/>; refuses what crisp cannot restore.</summary>
+    public FileEntry Dump(int pid, int pidfd, int fd, uint id, int fileFlags, ulong ino)
+    {
+        string target = $"process {pid}: fd {fd} (socket:[{ino}])";
+        int local = LibC.pidfd_getfd(pidfd, fd);
+        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, target);
+        try
+        {
+            int family = LibC.GetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_DOMAIN, target);
+            int type = LibC.GetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_TYPE, target);
+            int proto = LibC.GetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PROTOCOL, target);
+            return family switch
+            {
+                LibC.AF_UNIX => DumpUnix(pid, fd, local, id, fileFlags, (uint)ino, type, target),
+                LibC.AF_INET or LibC.AF_INET6 => DumpInet(local, id, fileFlags, (uint)ino, family, type, proto, target),
+                _ => throw new CrispException($"{target} is {FamilyName(family)} socket: not supported yet"),
+            };
+        }
+        finally { LibC.close(local); }
+    }
+
+    // ---- unix ---------------------------------------------------------------------------------
+
+    private FileEntry DumpUnix(int pid, int fd, int local, uint id, int fileFlags, uint ino, int type, string target)
+    {
+        _unixDiag ??= SockDiag.UnixSockets();
+        if (!_unixDiag.TryGetValue(ino, out var d))
+            throw new CrispException($"{target}: sock_diag does not list this unix socket (is it in another network namespace?): not supported yet");
+        if (type is not (LibC.SOCK_STREAM or LibC.SOCK_DGRAM or LibC.SOCK_SEQPACKET))
+            throw new CrispException($"{target} is a unix socket of type {type}: not supported yet");
+        var e = new UnixSkEntry
+        {
+            Id = id, Ino = ino, Type = (uint)type, State = (uint)d.State, Flags = (uint)fileFlags, Uflags = 0,
+            Backlog = d.State == LibC.TCP_LISTEN ? d.SendQueueOrBacklog : 0, Peer = d.Peer,
+            Fown = NoOwner(), Opts = SocketOptions.Dump(local, target),
+            Name = Google.Protobuf.ByteString.Empty, Shutdown = (SkShutdown)(d.Shutdown & 3),
+        };
+        if (d.Name.Length > 0) NameOf(pid, d, e);
+        if (d.State == LibC.TCP_LISTEN && d.Icons.Contains(0u))
+            throw new CrispException($"{target} is a listening unix socket with a connection that was closed before it was accepted: not supported yet");
+        if (type == LibC.SOCK_DGRAM || d.State == LibC.TCP_ESTABLISHED)
+            PeekQueue(local, id, type, (d.Shutdown & 1) != 0, target);
+        _unix[ino] = (e, pid, fd);
+        return new FileEntry { Type = FdTypes.Unixsk, Id = id, Usk = e };
+    }
+
+    /// <summary>The socket's name as restore must bind it: absolute, or relative to a directory found now.</summary>
+    private static void NameOf(int pid, SockDiag.UnixSocket d, UnixSkEntry e)
+    {
+        byte[] name = d.Name;
+        if (name[0] == 0)
+        {
+            e.Name = Google.Protobuf.ByteString.CopyFrom(name);   // abstract: the bytes are the name
+            return;
+        }
+        int len = Array.IndexOf(name, (byte)0);
+        string path = System.Text.Encoding.UTF8.GetString(name, 0, len < 0 ? name.Length : len);
+        e.Name = Google.Protobuf.ByteString.CopyFromUtf8(path);
+        string full = path;
+        if (!path.StartsWith('/'))
+        {
+            string cwd = ReadLink($"/proc/{pid}/cwd");
+            e.NameDir = cwd;
+            full = Path.Combine(cwd, path);
+        }
+        LibC.stat_t st;
+        if (LibC.lstat(full, &st) != 0 || (st.st_mode & LibC.S_IFMT) != LibC.S_IFSOCK || (d.VfsIno != 0 && st.st_ino != d.VfsIno))
+        {
+            // Only a bound socket that was itself unlinked is "deleted"; an accepted
+            // connection reports its listener's name, which is not its own file.
+            if (d.VfsIno != 0) e.Deleted = true;
+            return;
+        }
+        e.FilePerms = new FilePermsEntry { Mode = st.st_mode, Uid = st.st_uid, Gid = st.st_gid };
+    }
+
+    private static string ReadLink(string path) =>
+        new FileInfo(path).LinkTarget ?? throw new CrispException($"{path}: not a link");
+
+    private void PeekQueue(int local, uint id, int type, bool readShutdown, string target)
+    {
+        int oldOff = LibC.GetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, target);
+        LibC.SetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, 0, target);
+        try
+        {
+            var buf = new byte[256 * 1024];
+            byte* control = stackalloc byte[512];
+            int offset = 0;
+            while (true)
+            {
+                nint n;
+                LibC.msghdr msg;
+                fixed (byte* b = buf)
+                {
+                    var iov = new LibC.iovec((nint)b, (nuint)buf.Length);
+                    msg = new LibC.msghdr { msg_iov = &iov, msg_iovlen = 1, msg_control = control, msg_controllen = 512 };
+                    int flags = LibC.MSG_PEEK | LibC.MSG_DONTWAIT | (type == LibC.SOCK_STREAM ? 0 : LibC.MSG_TRUNC);
+                    n = LibC.recvmsg(local, &msg, flags);
+                }
+                if (n < 0)
+                {
+                    if (Errno.Last == Errno.EAGAIN) break;
+                    throw new SyscallException("recvmsg(MSG_PEEK)", Errno.Last, target);
+                }
+                CheckControl(control, &msg, target);
+                if (n > buf.Length)
+                {
+                    // A datagram larger than the buffer: look at it again, whole.
+                    buf = new byte[n];
+                    LibC.SetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, offset, target);
+                    continue;
+                }
+                if (n == 0 && (type == LibC.SOCK_STREAM || readShutdown)) break;   // end of file, not a packet
+                _packets.Add(new SkPacket(new SkPacketEntry { IdFor = id, Length = (uint)n }, buf.AsSpan(0, (int)n).ToArray()));
+                offset += (int)n;
+            }
+        }
+        finally
+        {
+            LibC.SetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, oldOff, target);
+        }
+    }
+
+    private static void CheckControl(byte* control, LibC.msghdr* msg, string target)
+    {
+        if ((msg->msg_flags & LibC.MSG_CTRUNC) != 0)
+            throw new CrispException($"{target}: a queued message carries more ancillary data than crisp reads: not supported yet");
+        nuint off = 0;
+        while (off + 16 <= msg->msg_controllen)
+        {
+            var c = (LibC.cmsghdr*)(control + off);
+            if (c->cmsg_len < 16) break;
+            if (c->cmsg_level == LibC.SOL_SOCKET && c->cmsg_type == LibC.SCM_RIGHTS)
+            {
+                // Peeking installed the passed descriptors in crisp: close them, then refuse.
+                int count = (int)(c->cmsg_len - 16) / 4;
+                for (int i = 0; i < count; i++) LibC.close(((int*)((byte*)c + 16))[i]);
+                throw new CrispException($"{target}: a queued message carries file descriptors (SCM_RIGHTS in flight): not supported yet");
+            }
+            off += (c->cmsg_len + 7) & ~(nuint)7;
+        }
+    }
+
+    /// <summary>Checks and completes peers once every socket of the tree is known; returns extra (external) entries.</summary>
+    public IReadOnlyList<FileEntry> Finish(Func<uint> nextId)
+    {
+        if (_unix.Count == 0) return _externals;
+        var icons = new Dictionary<uint, uint>();   // connecting socket's ino → listener's ino
+        foreach (var ino in _unix.Keys)
+            if (_unixDiag!.TryGetValue(ino, out var d))
+                foreach (var c in d.Icons) icons[c] = ino;
+        var externalIds = new Dictionary<uint, uint>();
+        foreach (var (ino, (e, pid, fd)) in _unix)
+        {
+            string what = $"process {pid}: fd {fd} (unix {TypeName((int)e.Type)} socket socket:[{ino}])";
+            if (e.Peer == 0 && e.State == LibC.TCP_ESTABLISHED && e.Type != LibC.SOCK_DGRAM && icons.TryGetValue(ino, out var listener))
+            {
+                // A connection not accepted yet: restore connects it again. What it wrote sits in a
+                // socket no process has a descriptor of, so it cannot be read: refuse, as CRIU does.
+                if (_unixDiag!.TryGetValue(ino, out var cd) && cd.SendQueueOrBacklog != 0)
+                    throw new CrispException($"{what} is a connection not accepted yet by socket:[{listener}] with data the listener has not read: not supported yet");
+                e.Peer = listener;
+                continue;
+            }
+            if (e.Peer == 0) continue;
+            if (_unix.TryGetValue(e.Peer, out var peer))
+            {
+                if (peer.Entry.Peer != ino && peer.Entry.Name.IsEmpty)
+                    throw new CrispException($"{what} is connected to socket:[{e.Peer}], which is connected elsewhere and has no name: crisp cannot connect it again");
+                continue;
+            }
+            var pd = _unixDiag!.GetValueOrDefault(e.Peer);
+            string peerName = pd == null || pd.Name.Length == 0 ? "no name" :
+                pd.Name[0] == 0 ? "abstract name @" + System.Text.Encoding.UTF8.GetString(pd.Name, 1, pd.Name.Length - 1).TrimEnd('\0')
+                                : "name " + System.Text.Encoding.UTF8.GetString(pd.Name).TrimEnd('\0');
+            if (!extUnixSk)
+                throw new CrispException($"{what} is connected to socket:[{e.Peer}] ({peerName}) outside the dumped tree (CRIU's --ext-unix-sk allows a datagram one)");
+            if (e.Type != LibC.SOCK_DGRAM || pd == null || pd.Name.Length == 0)
+                throw new CrispException($"{what} is connected to socket:[{e.Peer}] ({peerName}) outside the dumped tree: --ext-unix-sk only covers datagram sockets sending to a named socket");
+            if (!externalIds.ContainsKey(e.Peer))
+            {
+                uint xid = nextId();
+                externalIds[e.Peer] = xid;
+                var name = pd.Name[0] == 0 ? pd.Name : pd.Name.TakeWhile(b => b != 0).ToArray();
+                _externals.Add(new FileEntry
+                {
+                    Type = FdTypes.Unixsk, Id = xid,
+                    Usk = new UnixSkEntry
+                    {
+                        Id = xid, Ino = e.Peer, Type = LibC.SOCK_DGRAM, State = LibC.TCP_LISTEN, Flags = 0, Uflags = USK_EXTERN,
+                        Backlog = 0, Peer = 0, Fown = NoOwner(), Opts = new SkOptsEntry { SoSndbuf = 0, SoRcvbuf = 0, SoSndTmoSec = 0, SoSndTmoUsec = 0, SoRcvTmoSec = 0, SoRcvTmoUsec = 0 },
+                        Name = Google.Protobuf.ByteString.CopyFrom(name),
+                    },
+                });
+            }
+        }
+        return _externals;
+    }
+
+    // ---- inet ---------------------------------------------------------------------------------
+
+    private FileEntry DumpInet(int local, uint id, int fileFlags, uint ino, int family, int type, int proto, string target)
+    {
+        string kind = $"{(family == LibC.AF_INET ? "IPv4" : "IPv6")} {ProtoName(type, proto)}";
+        if (!(type == LibC.SOCK_STREAM && proto == LibC.IPPROTO_TCP) && !(type == LibC.SOCK_DGRAM && proto == LibC.IPPROTO_UDP))
+            throw new CrispException($"{target} is an {kind} socket: not supported yet");
+        var e = new InetSkEntry
+        {
+            Id = id, Ino = ino, Family = (uint)family, Type = (uint)type, Proto = (uint)proto, State = LibC.TCP_CLOSE, DstPort = 0,
+            Flags = (uint)fileFlags, Backlog = 0, Fown = NoOwner(), Opts = SocketOptions.Dump(local, target),
+            IpOpts = SocketOptions.DumpIp(local, family, target),
+        };
+        var (srcPort, srcAddr) = Address(local, family, peer: false, target);
+        e.SrcPort = srcPort;
+        e.SrcAddr.AddRange(srcAddr);
+        if (family == LibC.AF_INET6)
+            e.V6Only = LibC.GetSockOptInt(local, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, target) != 0;
+        if (proto == LibC.IPPROTO_TCP)
+        {
+            e.TcpOpts = SocketOptions.DumpTcp(local, target);
+            int state = TcpState(local, target);
+            if (state == LibC.TCP_LISTEN)
+            {
+                e.State = LibC.TCP_LISTEN;
+                var diag = SockDiag.FindInet(family, proto, ino);
+                e.Backlog = diag?.SendQueueOrBacklog ?? 128;
+            }
+            else if (state != LibC.TCP_CLOSE)
+            {
+                var (dstPort, _) = Address(local, family, peer: true, target);
+                if (!tcpClose)
+                    throw new CrispException($"{target} is an {kind} connection in state {TcpStateName(state)} (port {srcPort} → {dstPort}): " +
+                                             "established TCP connections are not supported yet (--tcp-close restores it closed)");
+                // --tcp-close: it comes back as a fresh socket of the same kind, neither bound nor
+                // connected (its ephemeral port is not kept).
+                e.SrcPort = 0;
+                e.SrcAddr.Clear();
+                Log.I($"{target}: {kind} connection {srcPort} → {dstPort} will be restored closed (--tcp-close)");
+            }
+        }
+        else
+        {
+            var (dstPort, dstAddr) = Address(local, family, peer: true, target);
+            e.DstPort = dstPort;
+            e.DstAddr.AddRange(dstAddr);
+            var diag = SockDiag.FindInet(family, proto, ino);
+            if (diag != null && diag.Shutdown != 0) e.Shutdown = (SkShutdown)(diag.Shutdown & 3);
+            if (diag != null && diag.RecvQueue != 0)
+                Log.I($"{target}: {diag.RecvQueue} bytes queued on a UDP socket are dropped, as CRIU does");
+        }
+        return new FileEntry { Type = FdTypes.Inetsk, Id = id, Isk = e };
+    }
+
+    private static int TcpState(int fd, string target)
+    {
+        byte* info = stackalloc byte[256];
+        uint len = 256;
+        Errno.Check(LibC.getsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_INFO, info, &len), "getsockopt(TCP_INFO)", target);
+        return info[0];
+    }
+
+    /// <summary>Local or peer port (host order) and address (CRIU's u32 words, network byte order in memory); (0, []) when not connected.</summary>
+    private static (uint Port, uint[] Addr) Address(int fd, int family, bool peer, string target)
+    {
+        byte* sa = stackalloc byte[128];
+        uint len = 128;
+        int rc = peer ? LibC.getpeername(fd, sa, &len) : LibC.getsockname(fd, sa, &len);
+        if (rc != 0)
+        {
+            if (peer && Errno.Last == Errno.ENOTCONN) return (0, []);
+            throw new SyscallException(peer ? "getpeername" : "getsockname", Errno.Last, target);
+        }
+        var s = new ReadOnlySpan<byte>(sa, (int)len);
+        uint port = BinaryPrimitives.ReadUInt16BigEndian(s[2..]);
+        if (family == LibC.AF_INET) return (port, [BinaryPrimitives.ReadUInt32LittleEndian(s[4..])]);
+        var a = new uint[4];
+        for (int i = 0; i < 4; i++) a[i] = BinaryPrimitives.ReadUInt32LittleEndian(s[(8 + 4 * i)..]);
+        return (port, a);
+    }
+
+    private static FownEntry NoOwner() => new() { Uid = 0, Euid = 0, Signum = 0, PidType = 0, Pid = 0 };
+
+    private static string TcpStateName(int s) => s switch
+    {
+        1 => "ESTABLISHED", 2 => "SYN_SENT", 3 => "SYN_RECV", 4 => "FIN_WAIT1", 5 => "FIN_WAIT2", 6 => "TIME_WAIT",
+        7 => "CLOSE", 8 => "CLOSE_WAIT", 9 => "LAST_ACK", 10 => "LISTEN", 11 => "CLOSING", _ => $"state {s}",
+    };
+
+    public static string TypeName(int type) => type switch
+    {
+        LibC.SOCK_STREAM => "stream", LibC.SOCK_DGRAM => "datagram", LibC.SOCK_SEQPACKET => "seqpacket",
+        LibC.SOCK_RAW => "raw", _ => $"type {type}",
+    };
+
+    private static string ProtoName(int type, int proto) => (type, proto) switch
+    {
+        (LibC.SOCK_STREAM, LibC.IPPROTO_TCP) => "TCP",
+        (LibC.SOCK_DGRAM, LibC.IPPROTO_UDP) => "UDP",
+        (LibC.SOCK_DGRAM, 136) => "UDP-Lite",
+        (LibC.SOCK_DGRAM, 1) or (LibC.SOCK_DGRAM, 58) => "ICMP (ping)",
+        (LibC.SOCK_RAW, _) => $"raw (protocol {proto})",
+        _ => $"{TypeName(type)} (protocol {proto})",
+    };
+
+    private static string FamilyName(int family) => family switch
+    {
+        LibC.AF_NETLINK => "a netlink",
+        LibC.AF_PACKET => "a packet",
+        _ => $"an address family {family}",
+    };
+}
