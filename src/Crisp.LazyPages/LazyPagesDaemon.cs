@@ -217,7 +217,7 @@ public sealed unsafe class LazyPagesDaemon : IDisposable
                 return;
             }
         }
-        AddProcess(pid, fd, local);
+        AddProcess(local.DumpedPid > 0 ? local.DumpedPid : pid, fd, local);
     }
 
     /// <summary>
