@@ -93,6 +93,43 @@ public class PidNamespaceTests
     }
 
     [Fact]
+    public void Migrate_to_an_agent_without_unshare_moves_init_of_its_pid_namespace()
+    {
+        using var dir = new TempDir();
+        string log = dir["memtouch.log"];
+        using var tree = NsTree.Start([], $"exec /usr/bin/setsid {Workloads.Memtouch} 32 {log} 0",
+            () => Lines(log).Count(l => l.StartsWith("tick", StringComparison.Ordinal)) >= 2);
+        int source = tree.Root;
+        using var agent = new BackgroundCrisp(dir, "agent", "agent", "--listen", "127.0.0.1:0");
+        int port = agent.Port();
+        var r = CrispCli.Run(dir, "migrate", S(source), "--to", $"127.0.0.1:{port}", "--json");
+        Assert.True(r.ExitCode == 0, r.ToString() + agent.Output);
+        int moved = 0;
+        Assert.True(Poll.Until(() => (moved = InitRunning(log, source)) != 0, 30_000), "no restored copy in a new pid namespace\n" + agent.Output);
+        tree.Adopt(moved);
+        Assert.True(Poll.Until(() => Gone(source), 30_000), "the source is still alive");
+        int checks = Lines(log).Count(l => l.StartsWith("check", StringComparison.Ordinal));
+        Errno.Check(LibC.kill(moved, LibC.SIGUSR1), "kill", $"{moved}, SIGUSR1");
+        Assert.True(Poll.Until(() => Lines(log).Count(l => l.StartsWith("check", StringComparison.Ordinal)) > checks, 60_000), "no check line");
+        Assert.StartsWith("check ok", Lines(log).Last(l => l.StartsWith("check", StringComparison.Ordinal)));
+        long last = Ticks(log);
+        Assert.True(Poll.Until(() => Ticks(log) > last + 3, 10_000), "the migrated process does not tick");
+    }
+
+    /// <summary>A process here, other than <paramref name="except"/>, that is pid 1 of a child pid namespace and has <paramref name="arg"/> on its command line; 0 if none.</summary>
+    private static int InitRunning(string arg, int except)
+    {
+        foreach (var d in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(d), out int pid) || pid == except) continue;
+            var status = Read(Path.Combine(d, "status"));
+            if (status.Contains("NSpid:\t" + S(pid) + "\t1\n", StringComparison.Ordinal) && Read(Path.Combine(d, "cmdline")).Contains(arg, StringComparison.Ordinal))
+                return pid;
+        }
+        return 0;
+    }
+
+    [Fact]
     public void Python_under_unshare_pid_mount_proc_uts_prints_the_same_pid_ppid_hostname_and_proc_after_restore()
     {
         using var dir = new TempDir();
