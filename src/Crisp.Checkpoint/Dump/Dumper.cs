@@ -210,6 +210,8 @@ public static class Dumper
         };
 
         var ids = nsIds.For(pid);
+        // A mount namespace that shows crisp's mounts is recorded as crisp's: restore keeps the tree in crisp's (TreeNamespaces.cs).
+        if (!ns.OwnMnt) ids.MntNsId = nsIds.Own.MntNsId;
         ids.VmId = ids.FilesId = ids.FsId = ids.SighandId = objectId;
 
         var (pgid, sid) = ns.GroupAndSession(pid, stat);

@@ -16,9 +16,10 @@ namespace Crisp.Checkpoint.Dump;
  *    image names), from the last column of NSpid/NSpgid/NSsid. A session or group whose
  *    leader is outside the namespace shows as 0 there: refused, as CRIU does.
  *  - uts: hostname and domain name (utsns-ID.img, CRIU's format).
- *  - mnt: only in the shape `unshare --mount-proc` makes: the same mounts as crisp's own
- *    namespace except a /proc of the tree's own pid namespace. Restore makes a new mount
- *    namespace and mounts a fresh /proc there. Anything else is refused, naming the mounts.
+ *  - mnt: the same mounts as crisp's (as `ip netns exec` makes): recorded as crisp's, restored
+ *    in crisp's. Or the shape `unshare --pid --fork --mount-proc` makes: crisp's mounts but a
+ *    /proc of the tree's own pid namespace; restore makes a new mount namespace and mounts a
+ *    fresh /proc there. Anything else is refused, naming the mount points.
  *  - net, ipc, user, cgroup, time: refused by name. Restoring them in the host's would
  *    silently change what the tree sees.
  *
@@ -34,6 +35,7 @@ internal sealed class TreeNamespaces
 
     public bool OwnPid { get; private init; }
     public bool OwnUts { get; private init; }
+    /// <summary>The tree needs a mount namespace of its own (a fresh /proc). False also when it sits in another one that shows crisp's mounts.</summary>
     public bool OwnMnt { get; private init; }
 
     /// <summary>Refuses a tree whose namespaces crisp cannot dump (before anything is written).</summary>
@@ -55,11 +57,12 @@ internal sealed class TreeNamespaces
         if (refused.Count > 0)
             throw new CrispException($"the tree of {root} has its own {string.Join(", ", refused)} namespace{(refused.Count > 1 ? "s" : "")}, " +
                                      "which crisp cannot dump yet (restoring the tree in the host's would change what it sees)");
-        var ns = new TreeNamespaces { OwnPid = owned.Contains("pid"), OwnUts = owned.Contains("uts"), OwnMnt = owned.Contains("mnt") };
-        if (ns.OwnMnt && !ns.OwnPid)
-            throw new CrispException($"the tree of {root} has its own mount namespace but shares crisp's pid namespace: not supported " +
-                                     "(crisp restores a mount namespace only as `unshare --pid --fork --mount-proc` makes it)");
-        if (ns.OwnMnt) CheckOnlyProcDiffers(root);
+        bool ownPid = owned.Contains("pid");
+        var ns = new TreeNamespaces
+        {
+            OwnPid = ownPid, OwnUts = owned.Contains("uts"),
+            OwnMnt = owned.Contains("mnt") && MountsNeedOwnNamespace(root, ownPid),
+        };
 
         int selfLevels = NsIds(Proc.Status(Environment.ProcessId), "NSpid").Length;
         foreach (var p in tree.Processes)
@@ -127,10 +130,12 @@ internal sealed class TreeNamespaces
     }
 
     /// <summary>
-    /// The tree's mounts must be crisp's own but for /proc (and what is below it), and its /proc
-    /// must be its own pid namespace's: what restore rebuilds.
+    /// For a tree in another mount namespace: false if it sees the same mounts as crisp (`ip netns
+    /// exec` makes such a namespace for every command); it is then restored in crisp's. True if
+    /// only /proc differs and is the one of the tree's own pid namespace: restore mounts a fresh one
+    /// in a new mount namespace. Anything else is refused, naming the mount points.
     /// </summary>
-    private static void CheckOnlyProcDiffers(int root)
+    private static bool MountsNeedOwnNamespace(int root, bool ownPid)
     {
         static bool UnderProc(string mp) => mp == "/proc" || mp.StartsWith("/proc/", StringComparison.Ordinal);
         static HashSet<string> Mounts(string entry) =>
@@ -138,18 +143,19 @@ internal sealed class TreeNamespaces
                 .Select(f => f[4] + " " + f[^3]).ToHashSet();  // mount point, fs type
         var mine = Mounts("self");
         var theirs = Mounts(root.ToString(CultureInfo.InvariantCulture));
-        var differ = mine.Except(theirs).Concat(theirs.Except(mine)).Select(m => m.Split(' ')[0]).Where(mp => !UnderProc(mp)).Distinct().ToList();
-        if (differ.Count > 0)
-            throw new CrispException($"the tree of {root} has its own mount namespace whose mounts differ from the host's at " +
-                                     $"{string.Join(", ", differ.Take(8))}: crisp restores a mount namespace only with a fresh /proc (unshare --mount-proc)");
-        if (!theirs.Contains("/proc proc"))
-            throw new CrispException($"the tree of {root} has its own mount namespace without /proc: not supported");
         // A /proc of the tree's pid namespace does not show crisp (outside it) as "self".
         string? self = null;
         try { self = new FileInfo($"/proc/{root}/root/proc/self").LinkTarget; }
         catch (IOException) { }
-        if (self == Environment.ProcessId.ToString(CultureInfo.InvariantCulture))
-            throw new CrispException($"the tree of {root} has its own mount namespace with the host's /proc, not one of its pid namespace: not supported");
+        bool ownProc = ownPid && theirs.Contains("/proc proc") && self != Environment.ProcessId.ToString(CultureInfo.InvariantCulture);
+        var differ = mine.Except(theirs).Concat(theirs.Except(mine)).Select(m => m.Split(' ')[0])
+            .Where(mp => !(ownProc && UnderProc(mp))).Distinct().ToList();
+        if (differ.Count > 0)
+            throw new CrispException($"the tree of {root} has its own mount namespace whose mounts differ from crisp's at " +
+                                     $"{string.Join(", ", differ.Take(8))}: not supported (crisp restores a mount namespace only " +
+                                     "with a fresh /proc of the tree's pid namespace, as unshare --pid --fork --mount-proc makes it)");
+        if (!ownProc) Log.I($"the tree of {root} is in another mount namespace with the same mounts as crisp's: restored in crisp's");
+        return ownProc;
     }
 }
 
