@@ -154,6 +154,45 @@ public class PidNamespaceTests
         Assert.NotEqual("crisp-pidns", File.ReadAllText("/proc/sys/kernel/hostname").Trim());
     }
 
+    [Criu4Fact]
+    public void Crisp_dump_of_init_of_a_pid_and_uts_namespace_restores_with_criu4_and_criu4_dump_with_crisp()
+    {
+        using var dir = new TempDir();
+        string log = dir["tree.log"];
+        using var tree = NsTree.Start(["--uts"], $"/usr/bin/hostname crisp-criu && exec /usr/bin/setsid {PidtreePath.Value} {log}", () => Lines(log).Contains("ready"));
+        // No /proc of its own here: /proc/self is the host's number, which a restore changes.
+        var before = Reports(log).Select(WithoutSelf).ToHashSet();
+        var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
+        Assert.True(d.ExitCode == 0, d.ToString());
+        var (code, _) = Criu4.Run(TimeSpan.FromSeconds(60), "restore", "-D", dir["img"], "-d", "-o", "restore.log", "--pidfile", dir["pid"]);
+        Assert.True(code == 0, $"criu4 restore: exit {code}: {Criu4.Errors(Path.Combine(dir["img"], "restore.log"))}");
+        int byCriu = int.Parse(File.ReadAllText(dir["pid"]).Trim(), CultureInfo.InvariantCulture);
+        tree.Adopt(byCriu);
+        Assert.Equal(before, Report(log, byCriu).Select(WithoutSelf).ToHashSet());
+
+        // And back: CRIU dumps what it restored, crisp restores that.
+        Directory.CreateDirectory(dir["img2"]);
+        var (dumped, _) = Criu4.Run(TimeSpan.FromSeconds(60), "dump", "-t", S(byCriu), "-D", dir["img2"], "-o", "dump.log");
+        Assert.True(dumped == 0, $"criu4 dump: exit {dumped}: {Criu4.Errors(Path.Combine(dir["img2"], "dump.log"))}");
+        var r = CrispCli.Run(dir, "restore", "-D", dir["img2"], "-d", "--pidfile", dir["pid2"]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        int byCrisp = int.Parse(File.ReadAllText(dir["pid2"]), CultureInfo.InvariantCulture);
+        tree.Adopt(byCrisp);
+        Assert.Equal(before, Report(log, byCrisp).Select(WithoutSelf).ToHashSet());
+    }
+
+    private static string WithoutSelf(string report) => report[..report.IndexOf(" self=", StringComparison.Ordinal)];
+
+    /// <summary>SIGUSR1 to a restored root; the four report lines the tree writes then.</summary>
+    private static HashSet<string> Report(string log, int root)
+    {
+        int n = Lines(log).Length;
+        Errno.Check(LibC.kill(root, LibC.SIGUSR1), "kill", $"{root}, SIGUSR1");
+        Assert.True(Poll.Until(() => Lines(log).Skip(n).Count(l => l.StartsWith("report", StringComparison.Ordinal)) == 4, 10_000),
+            $"the restored tree did not report:\n{string.Join('\n', Lines(log))}");
+        return Lines(log).Skip(n).Where(l => l.StartsWith("report", StringComparison.Ordinal)).ToHashSet();
+    }
+
     [Fact]
     public void A_tree_with_its_own_network_namespace_is_refused_by_name_and_left_running()
     {
