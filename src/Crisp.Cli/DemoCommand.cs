@@ -70,23 +70,27 @@ public static class DemoCommand
         string dir = Directory.CreateTempSubdirectory("crisp-demo-").FullName;
         string log = Path.Combine(dir, "ticks.log"), script = Path.Combine(dir, "workload.py");
         File.WriteAllText(script, Workload);
-        var started = new List<int>();
+        var started = new List<int>();                   // our children
+        int workload = 0, restored = 0;
         try
         {
-            Step($"Starting the example: python3 holding {mib} MiB of memory, ticking every 100 ms into {log}");
-            int workload = StartOrphan([python, "-u", script, mib.ToString(), log], dir);
-            started.Add(workload);
+            // As in a container: the example is init (pid 1) of its own pid namespace, so its
+            // restored copy is made in a new one and needs none of the pids the frozen source holds.
+            string unshare = new[] { "/usr/bin/unshare", "/bin/unshare" }.FirstOrDefault(File.Exists)
+                ?? throw new CrispException("crisp demo needs unshare (util-linux) to start its example in its own pid namespace");
+            string setsid = new[] { "/usr/bin/setsid", "/bin/setsid" }.FirstOrDefault(File.Exists)
+                ?? throw new CrispException("crisp demo needs setsid (util-linux)");
+            Step($"Starting the example as pid 1 of its own pid namespace (unshare --pid --fork): python3 holding {mib} MiB of memory, ticking every 100 ms into {log}");
+            int outer = StartOrphan([unshare, "--pid", "--fork", setsid, python, "-u", script, mib.ToString(), log], dir);
+            started.Add(outer);
+            WaitFor(() => (workload = OnlyChild(outer)) != 0, TimeSpan.FromSeconds(30), "the example's pid namespace");
             WaitFor(() => Lines(log).Count(l => l.StartsWith("tick ", StringComparison.Ordinal)) >= 5, TimeSpan.FromSeconds(60), "the example to start");
             foreach (var l in Lines(log).TakeLast(3)) Console.WriteLine($"    {l}");
 
             int port = FreePort();
-            // On one host the frozen source still holds its pid while the copy starts: the
-            // destination gets a pid namespace of its own, as another machine would have.
-            Step($"Starting the destination in a new pid namespace: unshare --pid --fork --mount-proc crisp agent --listen 127.0.0.1:{port}");
+            Step($"Starting the destination: crisp agent --listen 127.0.0.1:{port}");
             string agentOut = Path.Combine(dir, "agent.out");
-            string unshare = new[] { "/usr/bin/unshare", "/bin/unshare" }.FirstOrDefault(File.Exists)
-                ?? throw new CrispException("crisp demo needs unshare (util-linux) to give the destination its own pid namespace");
-            int agent = Spawn([unshare, "--pid", "--fork", "--mount-proc", "--kill-child", .. Self(), "agent", "--listen", $"127.0.0.1:{port}", "-W", dir], agentOut);
+            int agent = Spawn([.. Self(), "agent", "--listen", $"127.0.0.1:{port}", "-W", dir], agentOut);
             started.Add(agent);
             WaitFor(() => CanConnect(port), TimeSpan.FromSeconds(30), "the agent to listen");
 
@@ -104,8 +108,8 @@ public static class DemoCommand
             int seam = ticks.FindIndex(l => Lines(log).Skip(before).Contains(l));
             foreach (var l in ticks.Skip(Math.Max(0, seam - 2)).Take(5)) Console.WriteLine($"    {l}");
 
-            int restored = FindInNamespace(workload, script);
-            Step($"Asking it to hash all its memory again (SIGUSR1 to pid {workload} in the new namespace, {restored} seen from here):");
+            restored = FindInNamespace(workload, script);
+            Step($"Asking it to hash all its memory again (SIGUSR1 to pid 1 of its new pid namespace, {restored} seen from here):");
             int beforeVerify = Lines(log).Length;
             Errno.Check(LibC.kill(restored, LibC.SIGUSR1), "kill", $"{restored}, SIGUSR1");
             WaitFor(() => Lines(log).Skip(beforeVerify).Any(l => l.StartsWith("verify", StringComparison.Ordinal)), TimeSpan.FromSeconds(60), "the verification");
@@ -127,7 +131,11 @@ public static class DemoCommand
         }
         finally
         {
-            // The example (not our child: init reaps it) and the agent (ours).
+            // The restored copy and the example (not our children: init reaps them; killing a
+            // namespace's init ends the namespace), unshare and the agent (ours).
+            // Each only while it is still what it was (a dead one's pid may be another's by now).
+            if (restored != 0 && IsRestoredCopy(restored, workload, script)) LibC.kill(restored, LibC.SIGKILL);
+            if (workload != 0 && started.Count > 0 && OnlyChild(started[0]) == workload) LibC.kill(workload, LibC.SIGKILL);
             foreach (int pid in started)
             {
                 LibC.kill(pid, LibC.SIGKILL);
@@ -137,22 +145,36 @@ public static class DemoCommand
         }
     }
 
-    /// <summary>The host pid of the restored copy: pid <paramref name="nsPid"/> in a child pid namespace running the script.</summary>
-    private static int FindInNamespace(int nsPid, string script)
+    /// <summary>The only child of <paramref name="pid"/> (unshare's: the init of the namespace), 0 if none yet.</summary>
+    private static int OnlyChild(int pid)
+    {
+        try
+        {
+            var c = File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            return c.Length == 1 ? int.Parse(c[0]) : 0;
+        }
+        catch (IOException) { return 0; }
+    }
+
+    /// <summary>The host pid of the restored copy: init of another pid namespace than the source's, running the script.</summary>
+    private static int FindInNamespace(int source, string script)
     {
         foreach (var d in Directory.GetDirectories("/proc"))
+            if (int.TryParse(Path.GetFileName(d), out int pid) && IsRestoredCopy(pid, source, script))
+                return pid;
+        throw new CrispException("cannot find the restored process (pid 1 of a new pid namespace)");
+    }
+
+    private static bool IsRestoredCopy(int pid, int source, string script)
+    {
+        try
         {
-            if (!int.TryParse(Path.GetFileName(d), out int pid)) continue;
-            try
-            {
-                var nspid = File.ReadAllLines(Path.Combine(d, "status")).FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal));
-                var ids = nspid?.Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries).Skip(1).ToArray();
-                if (ids is { Length: >= 2 } && ids[^1] == nsPid.ToString() && File.ReadAllText(Path.Combine(d, "cmdline")).Contains(script, StringComparison.Ordinal))
-                    return pid;
-            }
-            catch (IOException) { }
+            var nspid = File.ReadAllLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("NSpid:", StringComparison.Ordinal));
+            var ids = nspid?.Split((char[])['\t', ' '], StringSplitOptions.RemoveEmptyEntries).Skip(1).ToArray();
+            return pid != source && ids is { Length: >= 2 } && ids[^1] == "1" &&
+                   File.ReadAllText($"/proc/{pid}/cmdline").Contains(script, StringComparison.Ordinal);
         }
-        throw new CrispException($"cannot find the restored process (pid {nsPid} in the agent's namespace)");
+        catch (IOException) { return false; }
     }
 
     private static void Step(string text) => Console.WriteLine($"\n==> {text}");

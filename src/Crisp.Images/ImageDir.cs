@@ -44,6 +44,7 @@ public sealed class ImageDir
     public static string FsName(int pid) => $"fs-{pid}.img";
     public static string FdinfoName(uint filesId) => $"fdinfo-{filesId}.img";
     public static string TimensName(uint id) => $"timens-{id}.img";
+    public static string UtsnsName(uint id) => $"utsns-{id}.img";
     public const string CpuinfoName = "cpuinfo.img";
     public static string MemfdName => "memfd.img";
     public static string ShmemPagemapName(ulong shmid) => $"pagemap-shmem-{shmid}.img";
@@ -169,6 +170,9 @@ public sealed class ImageDir
 
     public TimensEntry ReadTimens(uint id = 0) => ReadSingle(TimensName(id), ImageMagic.Timens, TimensEntry.Parser);
     public void WriteTimens(TimensEntry timens, uint id = 0) => WriteSingle(TimensName(id), ImageMagic.Timens, timens);
+
+    public UtsnsEntry ReadUtsns(uint id) => ReadSingle(UtsnsName(id), ImageMagic.Utsns, UtsnsEntry.Parser);
+    public void WriteUtsns(UtsnsEntry uts, uint id) => WriteSingle(UtsnsName(id), ImageMagic.Utsns, uts);
 
     public CpuinfoEntry ReadCpuinfo() => ReadSingle(CpuinfoName, ImageMagic.Cpuinfo, CpuinfoEntry.Parser);
     public void WriteCpuinfo(CpuinfoEntry cpuinfo) => WriteSingle(CpuinfoName, ImageMagic.Cpuinfo, cpuinfo);

@@ -31,6 +31,7 @@ public static class ImageMagic
     public const uint Sigact = 0x55344201;
     public const uint Seccomp = 0x64413049;
     public const uint Timens = 0x43114433;
+    public const uint Utsns = 0x54473203;
     public const uint Cpuinfo = 0x61404013;
     public const uint TtyFiles = 0x59433025;
     public const uint TtyInfo = 0x59453036;
@@ -70,6 +71,7 @@ public static class ImageMagic
         Sigact => "SIGACT",
         Seccomp => "SECCOMP",
         Timens => "TIMENS",
+        Utsns => "UTSNS",
         TtyFiles => "TTY_FILES",
         TtyInfo => "TTY_INFO",
         UnixSk => "UNIXSK",

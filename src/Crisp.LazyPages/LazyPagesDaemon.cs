@@ -344,7 +344,8 @@ public sealed class LazyPagesDaemon : IDisposable
             if (local.PidFd >= 0) LibC.close(local.PidFd);
             return;
         }
-        AddProcess(pid, m.Uffd, local);
+        // A process in a pid namespace below the restorer's is named by its pid here; its plan by its pid there.
+        AddProcess(local.DumpedPid > 0 ? local.DumpedPid : pid, m.Uffd, local);
     }
 
     private void AddProcess(int pid, int uffd, LocalProcess local)

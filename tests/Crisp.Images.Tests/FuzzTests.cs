@@ -102,7 +102,8 @@ public sealed class FuzzTests(ITestOutputHelper output)
                     string kept = Keep(name, input);
                     Assert.Fail($"{seed}: a mutated image threw {x.GetType().Name}, not ImageException: {x.Message} (input kept as {kept})");
                 }
-                Assert.True(one.ElapsedMilliseconds < 2000, $"{seed}: one read took {one.ElapsedMilliseconds} ms (input kept as {Keep(name, input)})");
+                if (one.ElapsedMilliseconds >= 2000)
+                    Assert.Fail($"{seed}: one read took {one.ElapsedMilliseconds} ms (input kept as {Keep(name, input)})");
             }
             output.WriteLine($"{seed}: {runs} inputs ({corpusInputs.Count} from the corpus), {refused} refused as corrupt, {runs - refused} read");
             Assert.True(runs > corpusInputs.Count, "no mutation ran");

@@ -72,6 +72,15 @@ public enum LazyDumpEnd
 public sealed record LazyDumpTree(IReadOnlyList<int> Pids, IReadOnlyDictionary<int, IReadOnlyList<LazyRun>> LazyRuns)
 {
     public ulong TotalLazyPages => LazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
+
+    /// <summary>
+    /// Pids and LazyRuns are keyed by the pids the images carry (as the tree sees them, which differ
+    /// from crisp's when the tree owns its pid namespace); this maps them to the pids here. Absent: the same.
+    /// </summary>
+    public IReadOnlyDictionary<int, int>? HostPids { get; init; }
+
+    /// <summary>The pid here of the process the images call <paramref name="dumpedPid"/>.</summary>
+    public int HostPid(int dumpedPid) => HostPids is { } m && m.TryGetValue(dumpedPid, out int h) ? h : dumpedPid;
 }
 
 /// <summary>Pages at <see cref="Vaddr"/> that were dumped as PE_LAZY (their bytes are still in the frozen process).</summary>

@@ -50,13 +50,13 @@ public static class Dumper
         try
         {
             var sink = options.PageSink ?? new ImageDirPageSink(dir);
-            var (pages, lazyRuns) = WriteImages(tree, dir, sink, options.LazyPages, early, options);
+            var (pages, lazyRuns, hostPids) = WriteImages(tree, dir, sink, options.LazyPages, early, options);
             ulong lazyPages = lazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
             LazyDumpEnd? end = null;
             if (options.LazyPages)
             {
                 Log.I($"images written in {total.Elapsed.TotalMilliseconds:F1} ms; {lazyPages} lazy pages stay in the frozen tree");
-                var lazyTree = new LazyDumpTree(tree.Processes.Select(p => p.Pid).ToList(), lazyRuns);
+                var lazyTree = new LazyDumpTree(hostPids.Keys.ToList(), lazyRuns) { HostPids = hostPids };
                 end = options.ServeLazy!(lazyTree);
                 early?.Verify();
                 if (end == LazyDumpEnd.Resume)
@@ -85,15 +85,20 @@ public static class Dumper
 
     private sealed record ProcessDump(
         SeizedProcess Process, PstreeEntry Pstree, TaskKobjIdsEntry Ids, Dictionary<int, CoreEntry> Cores,
-        MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds);
+        MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds)
+    {
+        /// <summary>The UTS namespace the tree owns, read in its root.</summary>
+        public UtsnsEntry? Uts { get; init; }
+    }
 
-    private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns) WriteImages(
+    private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns, Dictionary<int, int> HostPids) WriteImages(
         SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options)
     {
+        // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
+        var ns = TreeNamespaces.Check(tree);
         var files = new FileTable(options.ExtUnixSk, options.TcpClose);
         var nsIds = new NamespaceIds();
         var dumps = new List<ProcessDump>();
-        var inTree = tree.Processes.Select(p => p.Pid).ToHashSet();
         // CRIU's numbering: 1 is the dumper's own fd table, mm, fs and sighand (the inventory's
         // root_ids); dumped tasks' objects start at 2. A task with files_id 1 would read to CRIU
         // as sharing the dumper's fd table ("Image corruption on kIDs data").
@@ -101,24 +106,27 @@ public static class Dumper
         var phase = Stopwatch.StartNew();
         RefuseSharedTables(tree);
         foreach (var proc in tree.Processes)
-            dumps.Add(Collect(proc, files, nsIds, inTree, objectId++, early));
+            dumps.Add(Collect(proc, files, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root));
         files.FinishSockets();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
-        var zombies = tree.Zombies.Select(Zombie).ToList();
+        var zombies = tree.Zombies.Select(z => Zombie(z, ns)).ToList();
 
         // Everything is known and supported: now write.
         dir.WritePstree(dumps.Select(d => d.Pstree).Concat(zombies.Select(z => z.Pstree)));
         foreach (var z in zombies) dir.WriteCore((int)z.Pstree.Pid, z.Core);
+        // Image names carry the pids as the tree sees them (CRIU's vpids).
         foreach (var d in dumps)
         {
-            foreach (var (tid, core) in d.Cores) dir.WriteCore(tid, core);
-            dir.WriteIds(d.Process.Pid, d.Ids);
-            dir.WriteMm(d.Process.Pid, d.Mm);
-            dir.WriteFs(d.Process.Pid, d.Fs);
+            int vpid = (int)d.Pstree.Pid;
+            foreach (var (tid, core) in d.Cores) dir.WriteCore(ns.Dumped(tid), core);
+            dir.WriteIds(vpid, d.Ids);
+            dir.WriteMm(vpid, d.Mm);
+            dir.WriteFs(vpid, d.Fs);
             dir.WriteFdinfo(d.Ids.FilesId, d.Fds);
         }
+        if (dumps[0].Uts is { } uts) dir.WriteUtsns(uts, dumps[0].Ids.UtsNsId);
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
         files.WriteMemfds(dir);
@@ -127,24 +135,28 @@ public static class Dumper
         phase.Restart();
         ulong pages = 0;
         var lazyRuns = new Dictionary<int, IReadOnlyList<LazyRun>>();
+        var hostPids = new Dictionary<int, int>();
         foreach (var d in dumps)
         {
-            using var writer = sink.Open(d.Process.Pid);
+            int vpid = (int)d.Pstree.Pid;
+            hostPids[vpid] = d.Process.Pid;
+            using var writer = sink.Open(vpid);
             pages += MemoryDump.WritePages(d.Process.Pid, d.Runs, writer, lazy);
             writer.Complete();
             if (lazy)
-                lazyRuns[d.Process.Pid] = d.Runs.Where(r => (r.Flags & PagemapFlags.Lazy) != 0)
+                lazyRuns[vpid] = d.Runs.Where(r => (r.Flags & PagemapFlags.Lazy) != 0)
                     .Select(r => new LazyRun(r.Vaddr, (ulong)r.Pages)).ToList();
         }
         sink.Finish();
         Log.D($"dump: {pages} pages written in {phase.Elapsed.TotalMilliseconds:F1} ms");
         dir.WriteSeccomp(new SeccompEntry());
-        var rootIds = dumps[0].Ids.Clone();
+        // root_ids are crisp's own namespaces (CRIU's are its own): a tree whose pid_ns_id differs owns its namespace.
+        var rootIds = nsIds.Own.Clone();
         rootIds.VmId = rootIds.FilesId = rootIds.FsId = rootIds.SighandId = 1;
         dir.WriteInventory(ImageDir.NewInventory(rootIds));
         // What the tree may have picked code paths by: restore compares it with its own CPU.
         dir.WriteCpuinfo(new CpuinfoEntry { X86Entry = { Cpu.CpuFeatures.Host() } });
-        return (pages, lazyRuns);
+        return (pages, lazyRuns, hostPids);
     }
 
     private const int CriuAuxvWords = 44;
@@ -167,7 +179,8 @@ public static class Dumper
                         throw new CrispException($"processes {pids[i]} and {pids[j]} share one {what}: crisp cannot restore that sharing yet");
     }
 
-    private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, HashSet<int> inTree, uint objectId, EarlySmaps? early)
+    private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, TreeNamespaces ns, uint objectId, EarlySmaps? early,
+        bool readUts)
     {
         int pid = proc.Pid;
         var sw = Stopwatch.StartNew();
@@ -188,6 +201,7 @@ public static class Dumper
         int dumpable;
         bool thpDisabled;
         uint membarriers;
+        UtsnsEntry? uts = null;
         using (var sys = proc.Inject(proc.Leader))
         {
             brk = (ulong)sys.Check("brk", LibC.SYS_brk, 0);
@@ -195,6 +209,7 @@ public static class Dumper
             thpDisabled = sys.Check("prctl(PR_GET_THP_DISABLE)", LibC.SYS_prctl, LibC.PR_GET_THP_DISABLE) != 0;
             // The MEMBARRIER_CMD_REGISTER_* bits this mm has (Linux 6.3+); restore issues each again.
             membarriers = (uint)sys.Check("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
+            if (readUts) uts = ReadUts(sys);
         }
         if (membarriers != 0) cores[pid].Tc.MembarrierRegistrationMask = membarriers;
         var mm = new MmEntry
@@ -227,29 +242,57 @@ public static class Dumper
         };
 
         var ids = nsIds.For(pid);
+        // A mount namespace that shows crisp's mounts is recorded as crisp's: restore keeps the tree in crisp's (TreeNamespaces.cs).
+        if (!ns.OwnMnt) ids.MntNsId = nsIds.Own.MntNsId;
         ids.VmId = ids.FilesId = ids.FsId = ids.SighandId = objectId;
 
+        var (pgid, sid) = ns.GroupAndSession(pid, stat);
         var pstree = new PstreeEntry
         {
-            Pid = (uint)pid,
-            Ppid = inTree.Contains(stat.PPid) ? (uint)stat.PPid : 0,
-            Pgid = (uint)stat.Pgrp,
-            Sid = (uint)stat.Session,
+            Pid = (uint)ns.Dumped(pid),
+            Ppid = ns.Contains(stat.PPid) ? (uint)ns.Dumped(stat.PPid) : 0,
+            Pgid = (uint)pgid,
+            Sid = (uint)sid,
         };
-        pstree.Threads.AddRange(proc.Tasks.Select(t => (uint)t.Tid));
+        pstree.Threads.AddRange(proc.Tasks.Select(t => (uint)ns.Dumped(t.Tid)));
         Log.D($"process {pid}: threads' state {tCores:F1} ms, VMAs {tVmas - tCores:F1} ms, pagemap {tRuns - tVmas:F1} ms, the rest {sw.Elapsed.TotalMilliseconds - tRuns:F1} ms");
-        return new ProcessDump(proc, pstree, ids, cores, mm, vmas, runs, fs, fds);
+        return new ProcessDump(proc, pstree, ids, cores, mm, vmas, runs, fs, fds) { Uts = uts };
     }
+
+    /// <summary>uname(2) run in the process: its UTS namespace's hostname and domain name.</summary>
+    private static UtsnsEntry ReadUts(RemoteSyscall sys)
+    {
+        const int field = 65; // struct utsname: six char[65]
+        using var scratch = sys.MapScratch();
+        ulong at = scratch.Reserve(6 * field);
+        sys.Check("uname", SYS_uname, (long)at);
+        var buf = new byte[6 * field];
+        RemoteMemory.Read(sys.Task.Pid, at, buf);
+        string Field(int i)
+        {
+            var f = buf.AsSpan(i * field, field);
+            int nul = f.IndexOf((byte)0);
+            return System.Text.Encoding.UTF8.GetString(nul < 0 ? f : f[..nul]);
+        }
+        return new UtsnsEntry { Nodename = Field(1), Domainname = Field(5) };
+    }
+
+    private const long SYS_uname = 63;
 
     /// <summary>
     /// An exited, unreaped child: restore recreates it as a child that exits with the same
     /// status, so its parent can still reap it (CRIU's convention: task_state TASK_DEAD, exit_code the wait status, no mm).
     /// </summary>
-    private static (PstreeEntry Pstree, CoreEntry Core) Zombie(int pid)
+    private static (PstreeEntry Pstree, CoreEntry Core) Zombie(int pid, TreeNamespaces ns)
     {
         var stat = Proc.Stat(pid);
-        var pstree = new PstreeEntry { Pid = (uint)pid, Ppid = (uint)stat.PPid, Pgid = (uint)stat.Pgrp, Sid = (uint)stat.Session };
-        pstree.Threads.Add((uint)pid);
+        var (pgid, sid) = ns.GroupAndSession(pid, stat);
+        var pstree = new PstreeEntry
+        {
+            Pid = (uint)ns.Dumped(pid), Ppid = ns.Contains(stat.PPid) ? (uint)ns.Dumped(stat.PPid) : (uint)stat.PPid,
+            Pgid = (uint)pgid, Sid = (uint)sid,
+        };
+        pstree.Threads.Add(pstree.Pid);
         var core = new CoreEntry
         {
             Mtype = CoreEntry.Types.March.X8664,
@@ -261,34 +304,6 @@ public static class Dumper
         };
         Log.I($"process {pid} is a zombie (exit status 0x{stat.ExitCode:x}): recorded as such");
         return (pstree, core);
-    }
-
-    /// <summary>Namespace ids as CRIU numbers them: small integers, one per distinct namespace inode.</summary>
-    private sealed class NamespaceIds
-    {
-        private readonly Dictionary<(string, ulong), uint> _ids = [];
-        private static readonly string[] Kinds = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
-
-        public TaskKobjIdsEntry For(int pid)
-        {
-            uint Id(string kind)
-            {
-                ulong ino;
-                try { ino = LibC.Stat($"/proc/{pid}/ns/{kind}").st_ino; }
-                catch (SyscallException) { return 0; }
-                if (!_ids.TryGetValue((kind, ino), out var id))
-                {
-                    id = (uint)(Array.IndexOf(Kinds, kind) + 1 + 8 * _ids.Count(k => k.Key.Item1 == kind));
-                    _ids[(kind, ino)] = id;
-                }
-                return id;
-            }
-            return new TaskKobjIdsEntry
-            {
-                PidNsId = Id("pid"), NetNsId = Id("net"), IpcNsId = Id("ipc"), UtsNsId = Id("uts"),
-                TimeNsId = Id("time"), MntNsId = Id("mnt"), UserNsId = Id("user"), CgroupNsId = Id("cgroup"),
-            };
-        }
     }
 }
 

@@ -11,10 +11,18 @@ internal sealed class ProcessImage
     public required MmEntry Mm { get; init; }
     public required FsEntry? Fs { get; init; }
     public required List<FdinfoEntry> Fds { get; init; }
-    /// <summary>core-TID per thread, the leader first.</summary>
+    /// <summary>
+    /// core-TID per thread, the leader first. The tids are the dumped ones until the restore has
+    /// created the threads, then the ones they have here (they differ when the tree owns its pid
+    /// namespace); <see cref="DumpedTids"/> keeps the dumped ones.
+    /// </summary>
     public required List<(int Tid, CoreEntry Core)> Threads { get; init; }
 
-    public int Pid => (int)Entry.Pid;
+    /// <summary>The dumped pid until the process is created, then its pid here (in crisp's pid namespace).</summary>
+    public int Pid { get; set; }
+    /// <summary>The pid the images carry: as the tree sees it, inside its own pid namespace if it has one.</summary>
+    public int DumpedPid => (int)Entry.Pid;
+    public required IReadOnlyList<int> DumpedTids { get; init; }
     public int Ppid => (int)Entry.Ppid;
     public int Pgid => (int)Entry.Pgid;
     public int Sid => (int)Entry.Sid;
@@ -43,7 +51,7 @@ internal sealed class ProcessImage
             var mm = dir.ReadMm(pid);
             FsEntry? fs = dir.Exists(ImageDir.FsName(pid)) ? dir.ReadFs(pid) : null;
             var fds = dir.Exists(ImageDir.FdinfoName(ids.FilesId)) ? dir.ReadFdinfo(ids.FilesId) : [];
-            list.Add(new ProcessImage { Entry = e, Ids = ids, Mm = mm, Fs = fs, Fds = fds, Threads = threads });
+            list.Add(new ProcessImage { Entry = e, Ids = ids, Mm = mm, Fs = fs, Fds = fds, Threads = threads, Pid = pid, DumpedTids = tids });
         }
         if (list.Count == 0) throw new ImageException(dir.PathOf(ImageDir.PstreeName), "no processes");
         return list;

@@ -157,8 +157,8 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private byte[]? ReadDumpedVdso(ProcessImage p, VmaEntry vd)
     {
-        if (!_dir.Exists(ImageDir.PagemapName(p.Pid))) return null;
-        using var pm = _dir.OpenPagemap(p.Pid);
+        if (!_dir.Exists(ImageDir.PagemapName(p.DumpedPid))) return null;
+        using var pm = _dir.OpenPagemap(p.DumpedPid);
         if (!pm.IsPresent(vd.Start)) return null;
         var dumped = new byte[vd.End - vd.Start];
         for (ulong a = vd.Start; a < vd.End; a += PagemapRun.PageSize)
@@ -241,7 +241,7 @@ internal sealed unsafe partial class RestoreSession
 
     private void MapVmas(ProcessImage p, RestoreTask leader, Dictionary<uint, int> fileFds)
     {
-        using var pm = _dir.Exists(ImageDir.PagemapName(p.Pid)) ? _dir.OpenPagemap(p.Pid) : null;
+        using var pm = _dir.Exists(ImageDir.PagemapName(p.DumpedPid)) ? _dir.OpenPagemap(p.DumpedPid) : null;
         var scratch = new Scratch(this, p.Pid);
         foreach (var v in p.Mm.Vmas)
         {
@@ -302,8 +302,8 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void WritePages(ProcessImage p)
     {
-        if (!_dir.Exists(ImageDir.PagemapName(p.Pid))) return;
-        using var pm = _dir.OpenPagemap(p.Pid);
+        if (!_dir.Exists(ImageDir.PagemapName(p.DumpedPid))) return;
+        using var pm = _dir.OpenPagemap(p.DumpedPid);
         if (pm.PagesFileLength == 0) return;
         // Lazy VMAs are left out: their pages come from the lazy-pages daemon, and runs inside them are skipped below.
         var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v) && !IsLazyVma(v)).OrderBy(v => v.Start).ToList();

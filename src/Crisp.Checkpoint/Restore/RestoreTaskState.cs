@@ -529,12 +529,14 @@ internal sealed unsafe partial class RestoreSession
         var leader = _tasks[p.Pid];
         var shared = p.LeaderCore.Tc?.SignalsS?.Signals;
         if (shared != null)
-            foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, p.Pid, 0);
-        foreach (var (tid, core) in p.Threads)
+            foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, p.DumpedPid, 0);
+        // The calls run in the task: pids as it sees them (the dumped ones).
+        for (int i = 0; i < p.Threads.Count; i++)
         {
+            var (tid, core) = p.Threads[i];
             var priv = core.ThreadCore?.SignalsP?.Signals;
             if (priv == null) continue;
-            foreach (var s in priv) Queue(_tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, p.Pid, tid);
+            foreach (var s in priv) Queue(_tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, p.DumpedPid, p.DumpedTids[i]);
         }
     }
 

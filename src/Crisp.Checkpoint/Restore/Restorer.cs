@@ -46,7 +46,10 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     // x86-64 syscall numbers not in LibC.
     private const long SYS_dup3 = 292, SYS_mremap = 25;
     private const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800,
-        CLONE_PARENT = 0x8000, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000;
+        CLONE_PARENT = 0x8000, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000,
+        CLONE_NEWNS = 0x20000, CLONE_NEWUTS = 0x4000000, CLONE_NEWPID = 0x20000000;
+    private const long SYS_mount = 165, SYS_sethostname = 170, SYS_setdomainname = 171;
+    private const long MS_NOSUID = 2, MS_NODEV = 4, MS_NOEXEC = 8, MS_REC = 0x4000, MS_PRIVATE = 1 << 18;
     private const int CtlSize = 64 * 1024;
     private const ulong CtlBlockSize = 8 << 20;                          // control page + temporary place for vdso moves
     private const int ScratchOffset = 4096;
@@ -64,6 +67,10 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private int _extraBase;                                              // first fd number of inherited fds
     private readonly List<int> _extraCrispFds = [];                      // crisp fds passed to the stub
     private string _step = "start";
+    // Namespaces the tree owned (its ids differ from the inventory's root_ids): made anew at the root.
+    private bool _ownPidNs, _ownMntNs;
+    private UtsnsEntry? _uts;
+    private readonly Dictionary<int, int> _hostOf = [];                  // dumped pid/tid → pid/tid here
     private readonly List<(string Step, TimeSpan Took)> _stepTimes = [];
 
     private ulong Code => _ctl;
@@ -90,12 +97,17 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         {
             CloseSharedCopies();
             RemoveSocketFiles();
+            if (_selfPidfd >= 0) LibC.close(_selfPidfd);
+            _selfPidfd = -1;
             KillEverything();
             _lazy?.Dispose();
             _lazy = null;
             if (e is CrispException ce && ce.Message.StartsWith("restore failed", StringComparison.Ordinal)) throw;
             throw new CrispException($"restore failed at step '{_step}': {e.Message}", e);
         }
+        if (_selfPidfd >= 0) LibC.close(_selfPidfd);
+        _selfPidfd = -1;
+        // Pids here (crisp's namespace), as CRIU's --pidfile has them.
         if (_o.PidFile != null)
             File.WriteAllText(_o.PidFile, _procs[0].Pid.ToString());
         return new RestoredProcess(_procs[0].Pid, _procs.Select(p => p.Pid).ToList(), clock.Elapsed) { Steps = _stepTimes };
@@ -117,9 +129,10 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     {
         if (!Directory.Exists(_o.ImagesDir)) throw new CrispException($"images directory {_o.ImagesDir} does not exist");
         _dir = new ImageDir(_o.ImagesDir);
-        _dir.ReadInventory();
+        var inventory = _dir.ReadInventory();
         CheckCpu();
         _procs = ProcessImage.Load(_dir, _zombies);
+        ReadNamespaces(inventory.RootIds, _procs[0].Ids);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
         FindSharedFiles();
         foreach (var p in _procs)
@@ -140,8 +153,45 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
                                      "--cpu-cap=none restores anyway, at the risk of SIGILL");
     }
 
+    /// <summary>
+    /// Which namespaces the tree owned: its root's ids differ from root_ids (the dumper's own).
+    /// pid: the tree is restored in a new pid namespace (its pids are free there whatever
+    /// runs here). mnt: a new mount namespace with a fresh /proc (the dump checked that nothing
+    /// else differed). uts: its hostname and domain name. Any other owned namespace is refused.
+    /// </summary>
+    private void ReadNamespaces(TaskKobjIdsEntry? rootIds, TaskKobjIdsEntry ids)
+    {
+        if (rootIds is null) return;
+        static bool Owns(uint mine, uint root) => mine != 0 && root != 0 && mine != root;
+        _ownPidNs = Owns(ids.PidNsId, rootIds.PidNsId);
+        _ownMntNs = Owns(ids.MntNsId, rootIds.MntNsId);
+        if (Owns(ids.UtsNsId, rootIds.UtsNsId))
+            _uts = _dir.Exists(ImageDir.UtsnsName(ids.UtsNsId)) ? _dir.ReadUtsns(ids.UtsNsId)
+                : throw new ImageException(_dir.PathOf(ImageDir.UtsnsName(ids.UtsNsId)), "the tree owned a UTS namespace but its image is missing");
+        var refused = new List<string>();
+        if (Owns(ids.NetNsId, rootIds.NetNsId)) refused.Add("net");
+        if (Owns(ids.IpcNsId, rootIds.IpcNsId)) refused.Add("ipc");
+        if (Owns(ids.UserNsId, rootIds.UserNsId)) refused.Add("user");
+        if (Owns(ids.CgroupNsId, rootIds.CgroupNsId)) refused.Add("cgroup");
+        if (Owns(ids.TimeNsId, rootIds.TimeNsId)) refused.Add("time");
+        if (_ownMntNs && !_ownPidNs) refused.Add("mnt (without its own pid namespace)");
+        if (refused.Count > 0)
+            throw new CrispException($"the tree owned its own {string.Join(", ", refused)} namespace(s), which crisp cannot restore yet");
+        if (_ownPidNs && _procs[0].Pid != 1)
+            throw new ImageException(_dir.PathOf(ImageDir.PstreeName), $"the tree owned its pid namespace but its root is pid {_procs[0].Pid}, not 1");
+        foreach (var p in _procs.Skip(1))
+            if (p.Ids.PidNsId != ids.PidNsId)
+                throw new CrispException($"process {p.Pid} is in a nested pid namespace: not supported");
+        if (_ownPidNs) Log.I($"the tree owned its pid namespace: restored in a new one{(_ownMntNs ? " with its own /proc" : "")}{(_uts != null ? $", hostname {_uts.Nodename}" : "")}");
+    }
+
+    /// <summary>The pid here of the task the images call <paramref name="dumped"/>.</summary>
+    private int HostPid(int dumped) => _hostOf.TryGetValue(dumped, out int h) ? h : dumped;
+
     private void CheckPids()
     {
+        // A new pid namespace has every pid free, whatever holds the same numbers here (the frozen source).
+        if (_ownPidNs) return;
         foreach (var p in _procs)
             foreach (var (tid, _) in p.Threads)
                 if (Directory.Exists($"/proc/{tid}") && !WaitForZombieRelease(tid))
@@ -189,6 +239,12 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         // Fds crisp passes into the tree: --inherit-fd targets, and with -j crisp's stdio.
         int maxFd = _procs.SelectMany(p => p.Fds).Select(f => (int)f.Fd).DefaultIfEmpty(2).Max();
         _extraBase = Math.Max(maxFd + 1, 3);
+        if (_ownPidNs)
+        {
+            // First of the passed fds (-j's stdio must stay the last three): see PlaceShared.
+            _selfPidfd = Errno.Check(LibC.pidfd_open(Environment.ProcessId), "pidfd_open", "crisp itself");
+            _extraCrispFds.Add(_selfPidfd);
+        }
         foreach (var fd in _o.InheritFds.Values.Distinct()) _extraCrispFds.Add(fd);
         if (_o.ShellJob) _extraCrispFds.AddRange([0, 1, 2]);
         var extra = _extraCrispFds.Select((fd, i) => (fd, _extraBase + i)).ToList();
@@ -219,6 +275,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     }
 
     private ulong _pendingCtl;
+    private int _selfPidfd = -1;                                         // crisp's pidfd, passed into a new pid namespace
 
     /// <summary>
     /// Starts the stub from a memfd. The memfd is passed to the child as an ordinary fd (just above
@@ -257,26 +314,40 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private static bool Overlaps(List<(ulong Start, ulong End)> ranges, ulong s, ulong e) =>
         ranges.Any(r => r.Start < e && s < r.End);
 
-    /// <summary>clone3 from <paramref name="parent"/>; returns the new task, waited into its first stop.</summary>
-    private RestoreTask Clone(RestoreTask parent, int pid, int tid, ulong flags, int exitSignal)
+    /// <summary>
+    /// clone3 from <paramref name="parent"/> with set_tid = the dumped <paramref name="tid"/>; returns
+    /// the new task, waited into its first stop. The caller sees the new task by its pid in the
+    /// caller's namespace (the dumped one); crisp traces it by its pid here, which the clone
+    /// event gives (PTRACE_GETEVENTMSG reports it in the tracer's namespace). With CLONE_NEWPID
+    /// there is no set_tid: the kernel makes the task pid 1 of the new namespace.
+    /// </summary>
+    private RestoreTask Clone(RestoreTask parent, int hostPid, int tid, ulong flags, int exitSignal)
     {
         Span<byte> args = stackalloc byte[88];
         args.Clear();
         BinaryPrimitives.WriteUInt64LittleEndian(args, flags);
         BinaryPrimitives.WriteUInt64LittleEndian(args[32..], (ulong)exitSignal);
         var scratch = new Scratch(this, parent.Pid);
-        ulong setTid = scratch.Put(BitConverter.GetBytes((int)tid));
-        BinaryPrimitives.WriteUInt64LittleEndian(args[64..], setTid);
-        BinaryPrimitives.WriteUInt64LittleEndian(args[72..], 1);
+        bool newPidNs = (flags & CLONE_NEWPID) != 0;
+        if (!newPidNs)
+        {
+            ulong setTid = scratch.Put(BitConverter.GetBytes((int)tid));
+            BinaryPrimitives.WriteUInt64LittleEndian(args[64..], setTid);
+            BinaryPrimitives.WriteUInt64LittleEndian(args[72..], 1);
+        }
         ulong a = scratch.Put(args);
         long r = parent.Call(Code, LibC.SYS_clone3, (long)a, 88);
         if (r == -Errno.EEXIST)
-            throw new CrispException($"pid {tid} is in use by another process ({Comm(tid)})");
-        Errno.CheckRaw(r, "clone3", $"set_tid {tid} in {parent}");
-        if (r != tid) throw new CrispException($"clone3 made {r}, not the dumped pid {tid}");
-        var t = new RestoreTask(pid, tid);
-        _created.Add(tid);
-        _tasks[tid] = t;
+            throw new CrispException(_ownPidNs ? $"pid {tid} is in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
+        Errno.CheckRaw(r, "clone3", newPidNs ? $"CLONE_NEWPID in {parent}" : $"set_tid {tid} in {parent}");
+        int here = _ownPidNs ? parent.LastNewTask : (int)r;
+        if (newPidNs ? here != r : r != tid)
+            throw new CrispException($"clone3 made {r}, not the dumped pid {tid}");
+        if (here <= 0) throw new CrispException($"clone3 of {tid} in {parent}: no clone event gave its pid here");
+        var t = new RestoreTask(hostPid < 0 ? here : hostPid, here);
+        _created.Add(here);
+        _tasks[here] = t;
+        _hostOf[tid] = here;
         t.WaitFirstStop();
         return t;
     }
@@ -286,7 +357,11 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var stub = _tasks[_stubPid];
         var rootImg = _procs[0];
         // clone3 wants exit_signal 0 with CLONE_PARENT; the child takes the stub's (SIGCHLD).
-        var root = Clone(stub, rootImg.Pid, rootImg.Pid, CLONE_PARENT, 0);
+        // A tree that owned its pid namespace gets a new one, its root pid 1 there; with it a
+        // mount namespace (for its /proc) and a UTS namespace when it owned those.
+        ulong ns = (_ownPidNs ? CLONE_NEWPID : 0) | (_ownMntNs ? CLONE_NEWNS : 0) | (_uts != null ? CLONE_NEWUTS : 0);
+        var root = Clone(stub, -1, rootImg.Pid, CLONE_PARENT | ns, 0);
+        SetHostIds(rootImg, root.Pid);
         // The stub's job is done.
         LibC.kill(_stubPid, LibC.SIGKILL);
         while (true)
@@ -303,7 +378,37 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             LibC.PROT_READ | LibC.PROT_WRITE | LibC.PROT_EXEC, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_FIXED, -1, 0);
         RemoteMemory.Write(root.Pid, ctl, [0x0f, 0x05, 0xcc]);
         _ctl = ctl;
-        if (rootImg.Sid == rootImg.Pid) root.Check(Code, "setsid", LibC.SYS_setsid);
+        if (_ownMntNs) MountOwnProc(root);
+        if (_uts != null) SetUts(root, _uts);
+        if (rootImg.Sid == rootImg.DumpedPid) root.Check(Code, "setsid", LibC.SYS_setsid);
+    }
+
+    /// <summary>
+    /// In the new mount namespace: mounts stop propagating to the host's (as unshare makes them),
+    /// and /proc is mounted afresh, for the root's pid namespace.
+    /// </summary>
+    private void MountOwnProc(RestoreTask root)
+    {
+        var scratch = new Scratch(this, root.Pid);
+        ulong slash = scratch.PutString("/"), proc = scratch.PutString("proc"), at = scratch.PutString("/proc");
+        root.Check(Code, "mount(/, MS_REC|MS_PRIVATE)", SYS_mount, 0, (long)slash, 0, MS_REC | MS_PRIVATE, 0);
+        root.Check(Code, "mount(proc, /proc)", SYS_mount, (long)proc, (long)at, (long)proc, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    }
+
+    private void SetUts(RestoreTask root, UtsnsEntry uts)
+    {
+        var scratch = new Scratch(this, root.Pid);
+        var host = System.Text.Encoding.UTF8.GetBytes(uts.Nodename);
+        var domain = System.Text.Encoding.UTF8.GetBytes(uts.Domainname);
+        root.Check(Code, $"sethostname({uts.Nodename})", SYS_sethostname, (long)scratch.Put(host), host.Length);
+        root.Check(Code, $"setdomainname({uts.Domainname})", SYS_setdomainname, (long)scratch.Put(domain), domain.Length);
+    }
+
+    /// <summary>From here on the process image names the process by its pid here.</summary>
+    private void SetHostIds(ProcessImage p, int hostPid)
+    {
+        p.Pid = hostPid;
+        p.Threads[0] = (hostPid, p.Threads[0].Core);
     }
 
     /// <summary>
@@ -312,28 +417,31 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     /// </summary>
     private void CreateTree()
     {
-        var all = _procs.Select(p => (p.Pid, p.Ppid, p.Pgid, p.Sid))
+        var all = _procs.Select(p => (Pid: p.DumpedPid, p.Ppid, p.Pgid, p.Sid))
             .Concat(_zombies.Select(z => (z.Pid, z.Ppid, z.Pgid, z.Sid))).ToList();
+        // Pids below are the dumped ones (the tree's view); _tasks is keyed by the pids here.
         foreach (var p in all.Skip(1))
         {
-            if (!_tasks.TryGetValue(p.Ppid, out var parent) || parent.Pid != p.Ppid)
+            if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
-            var t = Clone(parent, p.Pid, p.Pid, 0, LibC.SIGCHLD);
+            var t = Clone(parent, -1, p.Pid, 0, LibC.SIGCHLD);
+            if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
         }
-        // Group leaders first, then members join them.
+        // Group leaders first, then members join them. getpgid/getsid run in the task: its own view.
         foreach (var p in all.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
-            _tasks[p.Pid].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
+            _tasks[HostPid(p.Pid)].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
         foreach (var p in all.Where(p => p.Pgid != p.Pid))
         {
-            int cur = (int)LibC.Syscall(LibC.SYS_getpgid, p.Pid);
+            var t = _tasks[HostPid(p.Pid)];
+            int cur = (int)t.Call(Code, LibC.SYS_getpgid, 0);
             if (cur == p.Pgid) continue;
-            long r = _tasks[p.Pid].Call(Code, LibC.SYS_setpgid, 0, p.Pgid);
+            long r = t.Call(Code, LibC.SYS_setpgid, 0, p.Pgid);
             if (r < 0) Log.W($"process {p.Pid}: cannot join process group {p.Pgid} ({Errno.Name((int)-r)}); stays in {cur}");
         }
         foreach (var p in all)
         {
-            int sid = (int)LibC.Syscall(LibC.SYS_getsid, p.Pid);
+            int sid = (int)_tasks[HostPid(p.Pid)].Call(Code, LibC.SYS_getsid, 0);
             if (sid != p.Sid) Log.W($"process {p.Pid}: session {sid}, dumped in session {p.Sid} (not a session of the tree)");
         }
         foreach (var z in _zombies) ExitAsZombie(z);
@@ -343,8 +451,11 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     {
         const ulong flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
         foreach (var p in _procs)
-            foreach (var (tid, _) in p.Threads.Skip(1))
-                Clone(_tasks[p.Pid], p.Pid, tid, flags, 0);
+            for (int i = 1; i < p.Threads.Count; i++)
+            {
+                var t = Clone(_tasks[p.Pid], p.Pid, p.DumpedTids[i], flags, 0);
+                p.Threads[i] = (t.Tid, p.Threads[i].Core);
+            }
     }
 
     // ---- failure ---------------------------------------------------------------------

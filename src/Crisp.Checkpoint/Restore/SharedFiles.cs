@@ -61,6 +61,8 @@ internal sealed unsafe partial class RestoreSession
             local = ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY ? ends.R : ends.W;
         else if (!_crispCopies.TryGetValue(file.Id, out local))
             return false;
+        // A task in a new pid namespace cannot pidfd_open crisp (outside it): it has crisp's pidfd from the stub.
+        if (_selfPidfd >= 0 && !_crispPidfdIn.ContainsKey(p.Pid)) _crispPidfdIn[p.Pid] = _extraBase + _extraCrispFds.IndexOf(_selfPidfd);
         if (!_crispPidfdIn.TryGetValue(p.Pid, out int pidfd))
         {
             int first = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);

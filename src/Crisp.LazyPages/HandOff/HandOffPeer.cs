@@ -28,6 +28,10 @@ namespace Crisp.LazyPages;
  * entry) is looked up in /proc, and the pidfd's own fdinfo is checked after opening it, so a pid
  * recycled in between is not taken. Not found, or the restorer not visible: no pidfd (the exit
  * shows as ESRCH on the next fill) and no signal by number.
+ *
+ * The other way round: a restorer in our namespace that restored a tree into a new pid namespace
+ * (crisp restore of a tree that owned one) names each process by its pid here, but the images and
+ * the plan carry the pid the tree sees (its innermost NSpid). The plan is then looked up by that.
  */
 
 /// <summary>The process at the other end of a hand-off connection: its pid here (0 if not visible) and its pid namespace (null if unknown).</summary>
@@ -37,7 +41,8 @@ internal readonly record struct Restorer(int Pid, string? PidNamespace);
 /// <param name="Pid">its pid here, 0 if unknown (never signal it by number then)</param>
 /// <param name="PidFd">a pidfd for it (CLOEXEC), or -1</param>
 /// <param name="Note">why it differs from the hand-off pid or could not be found; null when they are the same process</param>
-internal readonly record struct LocalProcess(int Pid, int PidFd, string? Note);
+/// <param name="DumpedPid">when the process lives in a pid namespace below the restorer's: its pid there, which names its plan; 0 otherwise</param>
+internal readonly record struct LocalProcess(int Pid, int PidFd, string? Note, int DumpedPid = 0);
 
 internal static class HandOffPeer
 {
@@ -67,6 +72,13 @@ internal static class HandOffPeer
             return new(0, -1, $"the restorer's pid namespace is unknown (its pid here: {restorer.Pid}): pid {handOffPid} is not looked up here");
         if (theirs == ours)
         {
+            string? own = PidNamespaceOf(handOffPid.ToString(CultureInfo.InvariantCulture));
+            if (own is not null && own != ours)
+            {
+                int inner = InnermostPid(ReadOrNull($"/proc/{handOffPid}/status"));
+                int pfd = OpenPidFd(handOffPid, inner);
+                return new(handOffPid, pfd, $"pid {handOffPid} is pid {inner} of its own pid namespace (its images' pid)", inner);
+            }
             int fd = OpenPidFd(handOffPid, handOffPid);
             return new(handOffPid, fd, null);
         }

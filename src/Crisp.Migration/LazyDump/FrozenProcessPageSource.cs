@@ -19,12 +19,14 @@ namespace Crisp.Migration;
 public sealed class FrozenProcessPageSource : IPageSource
 {
     private readonly HashSet<int> _pids;
+    private readonly LazyDumpTree _tree;
     private readonly object _gate = new();
     private bool _anyRead, _refused;
 
     public FrozenProcessPageSource(LazyDumpTree tree)
     {
         _pids = tree.Pids.ToHashSet();
+        _tree = tree;
         Delivered = new DeliveryTracker(tree);
     }
 
@@ -75,7 +77,8 @@ public sealed class FrozenProcessPageSource : IPageSource
             owner.BeginRead(pid);
             try
             {
-                RemoteMemory.Read(pid, vaddr, destination);
+                // Requests name the pid of the images; the frozen process has its own here.
+                RemoteMemory.Read(owner._tree.HostPid(pid), vaddr, destination);
             }
             catch (SyscallException e)
             {

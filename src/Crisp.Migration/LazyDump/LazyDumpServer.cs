@@ -194,7 +194,7 @@ public sealed class LazyDumpServer : IAsyncDisposable
         {
             try
             {
-                if (Proc.Stat(pid).State is 'Z' or 'X') return pid;
+                if (Proc.Stat(tree.HostPid(pid)).State is 'Z' or 'X') return pid;
             }
             catch (IOException) { return pid; }
         }
