@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-cmd"]
+SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-pidns", "migrate-cmd"]
 
 
 class BenchError(Exception):
@@ -48,14 +48,24 @@ def now():
 
 
 class Workload:
-    """One memtouch process, started in its own session like a service would be."""
+    """One memtouch process, started in its own session like a service would be; with pidns,
+    as init (pid 1) of its own pid namespace, like a container's first process."""
 
-    def __init__(self, binary, mib, workdir):
+    def __init__(self, binary, mib, workdir, pidns=False):
         self.log = os.path.join(workdir, "workload.log")
-        self.proc = subprocess.Popen([binary, str(mib), self.log], stdin=subprocess.DEVNULL,
+        prefix = ["unshare", "--pid", "--fork", "setsid"] if pidns else []
+        self.proc = subprocess.Popen(prefix + [binary, str(mib), self.log], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, cwd=workdir)
         self.pid = self.proc.pid
+        if pidns:
+            # unshare's child, pid 1 inside, has exec'ed memtouch: that is the tree to move.
+            end = time.time() + 10
+            while not children(self.proc.pid) and time.time() < end:
+                time.sleep(0.005)
+            if not children(self.proc.pid):
+                raise BenchError("the pid-namespace workload did not start")
+            self.pid = children(self.proc.pid)[0]
         self.wait_for(lambda lines: any(l.startswith("ready") for l in lines), 60, "workload ready")
         self.wait_for(lambda lines: sum(l.startswith("tick") for l in lines) >= 3, 10, "first ticks")
 
@@ -358,6 +368,55 @@ def scenario_migrate(tool, memtouch, mib, tmp, is_crisp):
         out.close()
 
 
+def scenario_migrate_pidns(tool, memtouch, mib, tmp, is_crisp):
+    """CRIU's lazy-migration shape for a container's init: the workload is pid 1 of its own pid
+    namespace, so the destination needs no namespace of its own: the restore makes one while
+    the frozen source still holds the same outer pids."""
+    src = os.path.join(tmp, "src")
+    dst = os.path.join(tmp, "dst")
+    os.makedirs(src)
+    w = Workload(memtouch, mib, tmp, pidns=True)
+    port = free_port()
+    out = open(os.path.join(tmp, "migrate.out"), "w")
+    procs = []
+    restored = None
+    try:
+        t0 = now()
+        t_freeze_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        dumper = start_with_status_fd([tool, "dump", "-t", str(w.pid), "-D", src, "--lazy-pages", "--port", str(port),
+                                       "--address", "127.0.0.1", "-o", "dump.log", "-v2"], tmp, "dump", out)
+        procs.append(dumper)
+        shutil.copytree(src, dst)
+        cmd = [tool, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(port), "-D", dst,
+               "-o", "lazy-pages.log", "-v2"]
+        daemon = start_with_status_fd(cmd, tmp, "lazy", out)
+        procs.append(daemon)
+        pidfile = os.path.join(tmp, "restored.pid")
+        sh([tool, "restore", "-D", dst, "--lazy-pages", "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile],
+           stdout=out, stderr=subprocess.STDOUT)
+        restored = read_pidfile(pidfile, timeout=60)
+        daemon.wait(timeout=300)
+        all_moved = now() - t0
+        dumper.wait(timeout=60)
+        if daemon.returncode != 0:
+            raise BenchError(f"lazy-pages exited with {daemon.returncode}")
+        gap = resumed_gap(w, t_freeze_ns)
+        w.check(restored)
+        return {"migrate_pidns_all_pages_s": all_moved, "migrate_pidns_gap_s": gap}
+    finally:
+        kill_pid(w.pid)
+        if restored:
+            kill_pid(restored)
+        if w.proc.poll() is None:
+            w.proc.kill()
+        w.proc.wait()
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out.close()
+
+
 def scenario_migrate_cmd(tool, memtouch, mib, tmp):
     """crisp's one-command migration: `crisp migrate PID --to 127.0.0.1:PORT` to a
     `crisp agent` running in its own pid namespace (same host, so the pid stays free)."""
@@ -415,6 +474,8 @@ FIGURES = [
     ("lazy", "prefetch_pages", "pages pushed by prefetch (count)", ""),
     ("migrate", "migrate_gap_s", "application-visible gap, lazy migration in CRIU's shape (s)", "≤ 0.5× CRIU"),
     ("migrate", "migrate_all_pages_s", "lazy migration over loopback, all pages moved (s)", "≤ 0.5× CRIU"),
+    ("migrate-pidns", "migrate_pidns_gap_s", "application-visible gap, lazy migration of a pid-namespace init, CRIU's shape (s)", "≤ 0.5× CRIU"),
+    ("migrate-pidns", "migrate_pidns_all_pages_s", "lazy migration of a pid-namespace init, all pages moved (s)", "≤ 0.5× CRIU"),
     ("migrate-cmd", "migrate_cmd_gap_s", "`crisp migrate`: application-visible gap (s)", "≤ 0.05 s"),
     ("migrate-cmd", "migrate_cmd_downtime_s", "`crisp migrate`: downtime it reports, frozen → running (s)", ""),
     ("migrate-cmd", "migrate_cmd_total_s", "`crisp migrate`: all pages moved, as it reports (s)", "≤ 1.0 s at 1 GiB"),
@@ -485,6 +546,8 @@ def main():
                                 r = scenario_lazy(binary, memtouch, mib, tmp, is_crisp)
                             elif sc == "migrate":
                                 r = scenario_migrate(binary, memtouch, mib, tmp, is_crisp)
+                            elif sc == "migrate-pidns":
+                                r = scenario_migrate_pidns(binary, memtouch, mib, tmp, is_crisp)
                             else:
                                 r = scenario_migrate_cmd(binary, memtouch, mib, tmp)
                             for k, v in r.items():
