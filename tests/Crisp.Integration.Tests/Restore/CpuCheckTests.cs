@@ -15,11 +15,22 @@ public sealed class CpuCheckTests
     private static (TempDir Dir, Memtouch W, ImageDir Img) Dumped()
     {
         var dir = new TempDir();
-        var w = new Memtouch(dir, mib: 8);
-        Directory.CreateDirectory(dir["img"]);
-        Dumper.Dump(new DumpOptions { Pid = w.Pid, ImagesDir = dir["img"] });
-        w.Reap();
-        return (dir, w, new ImageDir(dir["img"]));
+        Memtouch? w = null;
+        try
+        {
+            w = new Memtouch(dir, mib: 8);
+            Directory.CreateDirectory(dir["img"]);
+            Dumper.Dump(new DumpOptions { Pid = w.Pid, ImagesDir = dir["img"] });
+            w.Reap();
+            return (dir, w, new ImageDir(dir["img"]));
+        }
+        catch
+        {
+            // The caller's using never gets them: nothing is left behind.
+            w?.Dispose();
+            dir.Dispose();
+            throw;
+        }
     }
 
     [Fact]
