@@ -319,63 +319,16 @@ def scenario_lazy(tool, memtouch, mib, tmp, is_crisp):
         log.close()
 
 
-def scenario_migrate(tool, memtouch, mib, tmp, is_crisp):
+def scenario_migrate(tool, memtouch, mib, tmp, pidns=False):
     """CRIU's post-copy shape over loopback: lazy dump serving pages, lazy-pages fetching them.
-    On one host the frozen source keeps its pid, so the destination (lazy-pages and restore)
-    runs in a new pid namespace, as it would have one on another machine."""
+    On one host the frozen source keeps its pids. A plain workload's destination restore runs
+    in a new pid namespace, as it would have one on another machine; with pidns the workload is
+    init (pid 1) of its own pid namespace, like a container's first process, and the restore
+    makes that namespace itself, with nothing around the destination."""
     src = os.path.join(tmp, "src")
     dst = os.path.join(tmp, "dst")
     os.makedirs(src)
-    w = Workload(memtouch, mib, tmp)
-    port = free_port()
-    out = open(os.path.join(tmp, "migrate.out"), "w")
-    procs = []
-    ns = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
-    try:
-        t0 = now()
-        t_freeze_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        dumper = start_with_status_fd([tool, "dump", "-t", str(w.pid), "-D", src, "--lazy-pages", "--port", str(port),
-                                       "--address", "127.0.0.1", "-o", "dump.log", "-v2"], tmp, "dump", out)
-        procs.append(dumper)
-        shutil.copytree(src, dst)
-        stats_path = os.path.join(tmp, "lazy-stats.json")
-        cmd = [tool, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(port), "-D", dst,
-               "-o", "lazy-pages.log", "-v2"]
-        if is_crisp:
-            cmd += ["--json", stats_path]
-        daemon = start_with_status_fd(cmd, tmp, "lazy", out)
-        procs.append(daemon)
-        pidfile = os.path.join(tmp, "restored.pid")
-        # Without -d: in its own pid namespace the restore command is the namespace's init.
-        restore = subprocess.Popen(ns + [tool, "restore", "-D", dst, "--lazy-pages", "-o", "restore.log", "-v2",
-                                         "--pidfile", pidfile], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        procs.append(restore)
-        inner = read_pidfile(pidfile, timeout=60)
-        daemon.wait(timeout=300)
-        all_moved = now() - t0
-        dumper.wait(timeout=60)
-        if daemon.returncode != 0:
-            raise BenchError(f"lazy-pages exited with {daemon.returncode}")
-        gap = resumed_gap(w, t_freeze_ns)
-        w.check(outer_pid(restore.pid, inner))
-        return {"migrate_all_pages_s": all_moved, "migrate_gap_s": gap}
-    finally:
-        kill_pid(w.pid)
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        out.close()
-
-
-def scenario_migrate_pidns(tool, memtouch, mib, tmp, is_crisp):
-    """CRIU's lazy-migration shape for a container's init: the workload is pid 1 of its own pid
-    namespace, so the destination needs no namespace of its own: the restore makes one while
-    the frozen source still holds the same outer pids."""
-    src = os.path.join(tmp, "src")
-    dst = os.path.join(tmp, "dst")
-    os.makedirs(src)
-    w = Workload(memtouch, mib, tmp, pidns=True)
+    w = Workload(memtouch, mib, tmp, pidns=pidns)
     port = free_port()
     out = open(os.path.join(tmp, "migrate.out"), "w")
     procs = []
@@ -387,22 +340,32 @@ def scenario_migrate_pidns(tool, memtouch, mib, tmp, is_crisp):
                                        "--address", "127.0.0.1", "-o", "dump.log", "-v2"], tmp, "dump", out)
         procs.append(dumper)
         shutil.copytree(src, dst)
-        cmd = [tool, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(port), "-D", dst,
-               "-o", "lazy-pages.log", "-v2"]
-        daemon = start_with_status_fd(cmd, tmp, "lazy", out)
+        daemon = start_with_status_fd([tool, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(port),
+                                       "-D", dst, "-o", "lazy-pages.log", "-v2"], tmp, "lazy", out)
         procs.append(daemon)
         pidfile = os.path.join(tmp, "restored.pid")
-        sh([tool, "restore", "-D", dst, "--lazy-pages", "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile],
-           stdout=out, stderr=subprocess.STDOUT)
-        restored = read_pidfile(pidfile, timeout=60)
+        if pidns:
+            sh([tool, "restore", "-D", dst, "--lazy-pages", "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile],
+               stdout=out, stderr=subprocess.STDOUT)
+            restored = read_pidfile(pidfile, timeout=60)
+        else:
+            # Without -d: in its own pid namespace the restore command is the namespace's init.
+            restore = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", tool, "restore",
+                                        "-D", dst, "--lazy-pages", "-o", "restore.log", "-v2", "--pidfile", pidfile],
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            procs.append(restore)
+            inner = read_pidfile(pidfile, timeout=60)
         daemon.wait(timeout=300)
         all_moved = now() - t0
         dumper.wait(timeout=60)
         if daemon.returncode != 0:
             raise BenchError(f"lazy-pages exited with {daemon.returncode}")
         gap = resumed_gap(w, t_freeze_ns)
+        if not pidns:
+            restored = outer_pid(restore.pid, inner)
         w.check(restored)
-        return {"migrate_pidns_all_pages_s": all_moved, "migrate_pidns_gap_s": gap}
+        key = "migrate_pidns" if pidns else "migrate"
+        return {f"{key}_all_pages_s": all_moved, f"{key}_gap_s": gap}
     finally:
         kill_pid(w.pid)
         if restored:
@@ -545,9 +508,9 @@ def main():
                             elif sc == "lazy":
                                 r = scenario_lazy(binary, memtouch, mib, tmp, is_crisp)
                             elif sc == "migrate":
-                                r = scenario_migrate(binary, memtouch, mib, tmp, is_crisp)
+                                r = scenario_migrate(binary, memtouch, mib, tmp)
                             elif sc == "migrate-pidns":
-                                r = scenario_migrate_pidns(binary, memtouch, mib, tmp, is_crisp)
+                                r = scenario_migrate(binary, memtouch, mib, tmp, pidns=True)
                             else:
                                 r = scenario_migrate_cmd(binary, memtouch, mib, tmp)
                             for k, v in r.items():

@@ -5,6 +5,7 @@ using Crisp.Native;
 using Crisp.Native.Tests.Support;
 using Xunit;
 using Xunit.Abstractions;
+using static Crisp.Integration.Tests.Remote.RemoteUtil;
 
 namespace Crisp.Integration.Tests.Interop;
 
@@ -14,8 +15,6 @@ namespace Crisp.Integration.Tests.Interop;
 /// </summary>
 public sealed class Criu4InteropTests(ITestOutputHelper output)
 {
-    private static string S(int v) => v.ToString(CultureInfo.InvariantCulture);
-
     /// <summary>A memtouch restored by CRIU: its parent is gone (criu4 restore -d), so it is killed but not reaped here.</summary>
     private static void Kill(int pid) => LibC.kill(pid, LibC.SIGKILL);
 
@@ -61,7 +60,7 @@ public sealed class Criu4InteropTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         using var w = new Memtouch(dir, mib: 64);
-        int port = FreePort();
+        int port = Crisp.Integration.Tests.Lazy.LoopbackPort.Unused();
         Directory.CreateDirectory(dir["img"]);
         using var server = Criu4.Start("page-server", "-D", dir["img"], "--address", "127.0.0.1", "--port", S(port), "-o", "ps.log", "-v2");
         try
@@ -168,12 +167,5 @@ public sealed class Criu4InteropTests(ITestOutputHelper output)
             if (!daemon.HasExited) daemon.Kill();
             daemon.WaitForExit();
         }
-    }
-
-    private static int FreePort()
-    {
-        using var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
-        s.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
-        return ((System.Net.IPEndPoint)s.LocalEndPoint!).Port;
     }
 }
