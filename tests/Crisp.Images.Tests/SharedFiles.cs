@@ -13,7 +13,8 @@ internal static class SharedFiles
         }
     }
 
-    public static string Root => Path.GetFullPath(Path.Combine(Repo, "..", "shared"));
+    public static string Root => Environment.GetEnvironmentVariable("CRISP_SHARED") is { Length: > 0 } d ? d
+        : Path.GetFullPath(Path.Combine(Repo, "..", "shared"));
 
     public static string ReferenceImages => Path.Combine(Root, "reference-images");
 }

@@ -13,6 +13,8 @@ public sealed class ImagesTests
     /// <summary>The CRIU reference image, at ../shared from the repository root.</summary>
     private static string FindReference()
     {
+        if (Environment.GetEnvironmentVariable("CRISP_SHARED") is { Length: > 0 } shared)
+            return Path.Combine(shared, "reference-images", "memtouch-1mib", "img");
         var d = new DirectoryInfo(AppContext.BaseDirectory);
         while (d != null && !File.Exists(Path.Combine(d.FullName, "crisp.slnx"))) d = d.Parent;
         if (d == null) throw new InvalidOperationException("repository root not found");

@@ -17,7 +17,8 @@ internal static class RestoreTestUtil
     }
 
     /// <summary>The shared files beside the repository (../shared from its root): reference images, CRIU.</summary>
-    public static string SharedDir => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
+    public static string SharedDir => Environment.GetEnvironmentVariable("CRISP_SHARED") is { Length: > 0 } d ? d
+        : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
 
     public static void Gcc(string source, string output, string extra = "")
     {
