@@ -30,8 +30,10 @@ public static class LazyPagesCommand
             Description = "seconds to wait for the page server to answer and for a restore to hand over its first process, then give up (exit 1); 0: forever",
             DefaultValueFactory = _ => 300,
         };
+        var tls = new Remote.TlsOptions();
         var cmd = new Command("lazy-pages", "Serve the page faults of lazily restored processes");
         foreach (var o in new Option[] { statusFd, json, pageServer, address, port, peerTimeout }) cmd.Options.Add(o);
+        tls.AddTo(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("lazy-pages", () =>
         {
@@ -45,6 +47,7 @@ public static class LazyPagesCommand
             if (r.GetValue(pageServer))
             {
                 var addr = r.GetValue(address) ?? throw new UsageException("--page-server needs --address");
+                var creds = tls.Load(r);
                 local.PageSource.Dispose();
                 options = new LazyPagesOptions
                 {
@@ -54,7 +57,11 @@ public static class LazyPagesCommand
                     Log = local.Log,
                     Policy = local.Policy,
                     PeerTimeout = local.PeerTimeout,
-                    PageSource = new RemotePageSource(PageServerAddress.Resolve(addr, r.GetValue(port))),
+                    PageSource = new RemotePageSource(PageServerAddress.Resolve(addr, r.GetValue(port)), new RemotePageSourceOptions
+                    {
+                        Transport = creds is null ? Crisp.PageServer.Transport.PageServerTransport.Plain
+                            : new Crisp.PageServer.Transport.PageServerTransport { Tls = creds, ServerName = addr.Trim('[', ']') },
+                    }),
                 };
             }
             using var source = options.PageSource;

@@ -21,8 +21,11 @@ public static class AgentCommand
         var logFile = new Option<string?>("--log-file", "-o") { Description = "log file, relative to the work directory unless absolute" };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 3, Arity = ArgumentArity.ZeroOrOne };
         var insecure = NetworkExposure.Option();
+        var token = AuthToken.Option();
+        var tls = new TlsOptions();
         var cmd = new Command("agent", "Receive live migrations (crisp migrate PID --to HOST:PORT)");
-        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure, token }) cmd.Options.Add(o);
+        tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("agent", () =>
         {
             Log.Level = r.GetValue(verbosity);
@@ -37,18 +40,21 @@ public static class AgentCommand
             int concurrent = r.GetValue(maxConcurrent);
             if (concurrent < 1) throw new UsageException($"--max-concurrent {concurrent}: expected at least 1");
             var listenAt = ParseEndPoint(r.GetValue(listen)!, MigrationAgentOptions.DefaultPort);
-            NetworkExposure.Check(listenAt.Address, r.GetValue(insecure), "agent");
+            NetworkExposure.Check(listenAt.Address, r.GetValue(insecure), "agent",
+                authenticated: tls.Enabled(r) || r.GetValue(token) is not null);
+            var transport = new Crisp.PageServer.Transport.PageServerTransport { Tls = tls.Load(r), AccessKey = AuthToken.Read(r.GetValue(token)) };
             using var agent = new MigrationAgent(new MigrationAgentOptions
             {
                 Listen = listenAt,
                 BaseDir = r.GetValue(workDir),
                 PeerTimeout = TimeSpan.FromSeconds(seconds),
                 MaxConcurrent = concurrent,
+                Transport = transport,
             });
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
             using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
-            Console.Out.WriteLine($"agent: listening on {agent.LocalEndPoint}");
+            Console.Out.WriteLine($"agent: listening on {agent.LocalEndPoint} ({transport})");
             Console.Out.Flush();
             agent.Run(stop.Token);
             return CrispCommand.ExitOk;

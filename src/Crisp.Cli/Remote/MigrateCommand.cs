@@ -19,23 +19,43 @@ public static class MigrateCommand
         var timeout = new Option<double>("--timeout") { Description = "seconds to wait for the agent at each step", DefaultValueFactory = _ => 30 };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 2, Arity = ArgumentArity.ZeroOrOne };
         var insecure = NetworkExposure.Option();
+        var token = AuthToken.Option();
+        var tls = new TlsOptions();
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token }) cmd.Options.Add(o);
+        tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
             Log.Level = r.GetValue(verbosity);
             double seconds = r.GetValue(timeout);
             if (!(seconds > 0)) throw new UsageException($"--timeout {seconds}: expected a number of seconds above 0");
             var agent = AgentCommand.ParseEndPoint(r.GetValue(to)!, MigrationAgentOptions.DefaultPort);
-            // The source serves the frozen tree's pages on the interface that reaches the agent.
-            NetworkExposure.Check(agent.Address, r.GetValue(insecure), "migrate's page server (on the interface that reaches the agent)");
-            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds));
+            // The source serves the frozen tree's pages on the interface that reaches the agent; its
+            // per-migration access key travels on the control connection, so that connection must be
+            // authenticated (or --insecure accepted) for the key to mean anything.
+            NetworkExposure.Check(agent.Address, r.GetValue(insecure), "migrate's page server (on the interface that reaches the agent)",
+                authenticated: tls.Enabled(r) || r.GetValue(token) is not null);
+            var transport = new Crisp.PageServer.Transport.PageServerTransport
+            {
+                Tls = tls.Load(r),
+                AccessKey = AuthToken.Read(r.GetValue(token)),
+                ServerName = AgentHost(r.GetValue(to)!),
+            };
+            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), transport);
         }));
         return cmd;
     }
 
-    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout)
+    /// <summary>The host as typed in --to (what the agent's certificate must name, as CRIU checks its --address).</summary>
+    private static string AgentHost(string to)
+    {
+        if (System.Net.IPEndPoint.TryParse(to, out var ep)) return ep.Address.ToString();
+        int colon = to.LastIndexOf(':');
+        return (colon > 0 && !to.EndsWith(']') ? to[..colon] : to).Trim('[', ']');
+    }
+
+    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, Crisp.PageServer.Transport.PageServerTransport transport)
     {
         var progress = new ProgressLine();
         MigrationResult result;
@@ -46,6 +66,7 @@ public static class MigrateCommand
                 Pid = pid,
                 Agent = agent,
                 Timeout = timeout,
+                Transport = transport,
                 Progress = progress.Show,
             });
         }

@@ -4,6 +4,7 @@ using Crisp.Images;
 using Crisp.Native;
 using Crisp.PageServer;
 using Crisp.PageServer.Server;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.Cli.Remote;
 
@@ -32,14 +33,17 @@ public static class PageServerCommand
             Description = "seconds without any client (from the start and after each session) before the server stops; exit 1 if none ever came; 0: forever",
             DefaultValueFactory = _ => 300,
         };
+        var tls = new TlsOptions();
         var cmd = new Command("page-server", "Receive dumped pages over the network, or serve them to lazy restores");
         foreach (var o in new Option[] { address, port, lazy, statusFd, daemon, peerTimeout, insecure }) cmd.Options.Add(o);
+        tls.AddTo(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("page-server", () =>
         {
             common.ConfigureLog(r);
             var endpoint = PageServerAddress.ParseListen(r.GetValue(address), r.GetValue(port));
-            NetworkExposure.Check(endpoint.Address, r.GetValue(insecure), "page-server");
+            NetworkExposure.Check(endpoint.Address, r.GetValue(insecure), "page-server", authenticated: tls.Enabled(r));
+            var creds = tls.Load(r); // before -d: a bad certificate fails in the foreground
             if (r.GetValue(daemon))
                 return Daemonize.Run(r.GetValue(statusFd));
             double seconds = r.GetValue(peerTimeout);
@@ -52,6 +56,8 @@ public static class PageServerCommand
                 Sink = r.GetValue(lazy) ? null : new ImageDirPagemapSink(dir),
                 Source = source,
                 StatusFd = r.GetValue(statusFd),
+                // CRIU checks the client certificate's name against an explicit --address.
+                Transport = creds is null ? PageServerTransport.Plain : new PageServerTransport { Tls = creds, ClientName = r.GetValue(address) },
                 Log = new LogWriter(),
                 PeerTimeout = seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds),
             });

@@ -3,6 +3,7 @@ using Crisp.Checkpoint.Dump;
 using Crisp.Migration;
 using Crisp.Native;
 using Crisp.PageServer;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.Cli.Remote;
 
@@ -18,11 +19,13 @@ public sealed class RemoteDumpOptions
     public readonly Option<int> Port = new("--port") { Description = "page server port", DefaultValueFactory = _ => 27 };
     public readonly Option<int> StatusFd = new("--status-fd") { Description = "--lazy-pages: write one zero byte to this fd once listening", DefaultValueFactory = _ => -1 };
     public readonly Option<bool> Insecure = NetworkExposure.Option();
+    public readonly TlsOptions Tls = new();
     public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination's first page request before resuming the tree", DefaultValueFactory = _ => 120 };
 
     public void AddTo(Command cmd)
     {
         foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout, Insecure }) cmd.Options.Add(o);
+        Tls.AddTo(cmd);
     }
 
     public bool Active(ParseResult r) => r.GetValue(PageServer) || r.GetValue(LazyPages);
@@ -42,7 +45,9 @@ public static class RemoteDump
         {
             var address = r.GetValue(o.Address) ?? throw new UsageException("--page-server needs --address");
             var endpoint = PageServerAddress.Resolve(address, port);
-            var result = PageServerDump.Run(baseOptions, endpoint);
+            var creds = o.Tls.Load(r);
+            var transport = creds is null ? null : new PageServerTransport { Tls = creds, ServerName = address.Trim('[', ']') };
+            var result = PageServerDump.Run(baseOptions, endpoint, transport);
             Log.I($"dumped {result.Processes} process(es), {result.Threads} thread(s), {result.PagesWritten} pages to {endpoint} in {result.Total.TotalMilliseconds:F1} ms");
             return CrispCommand.ExitOk;
         }
@@ -50,11 +55,13 @@ public static class RemoteDump
         double timeout = r.GetValue(o.LazyTimeout);
         if (!(timeout > 0)) throw new UsageException($"--lazy-timeout {timeout}: expected a number of seconds above 0");
         var listen = PageServerAddress.ParseListen(r.GetValue(o.Address), port);
-        NetworkExposure.Check(listen.Address, r.GetValue(o.Insecure), "dump --lazy-pages");
+        NetworkExposure.Check(listen.Address, r.GetValue(o.Insecure), "dump --lazy-pages", authenticated: o.Tls.Enabled(r));
+        var lazyCreds = o.Tls.Load(r);
         var server = new LazyDumpServer(new LazyDumpServerOptions
         {
             EndPoint = listen,
             StatusFd = r.GetValue(o.StatusFd),
+            Transport = lazyCreds is null ? PageServerTransport.Plain : new PageServerTransport { Tls = lazyCreds, ClientName = r.GetValue(o.Address) },
             FirstPageTimeout = TimeSpan.FromSeconds(timeout),
             Listening = ep => { Console.Out.WriteLine($"dump: lazy page server listening on {ep}"); Console.Out.Flush(); },
         });

@@ -6,6 +6,7 @@ using Crisp.Images;
 using Crisp.LazyPages;
 using Crisp.Native;
 using Crisp.PageServer.Client;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.Migration;
 
@@ -16,19 +17,22 @@ namespace Crisp.Migration;
 /// Until "start" every read from the source is bounded by the peer timeout, and what it sends by
 /// <see cref="MigrationLimits"/>; nothing runs here before the images are complete.
 /// </summary>
-internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan peerTimeout, MigrationLimits limits)
+internal sealed class AgentMigration(PageServerConnection connection, string baseDir, TimeSpan peerTimeout, MigrationLimits limits, TlsCredentials? tls)
 {
+    private readonly Socket client = connection.Socket;
+
     public void Serve(CancellationToken stop)
     {
-        using var wire = new MigrationWire(client);
+        using var wire = new MigrationWire(connection);
         var remote = (IPEndPoint)client.RemoteEndPoint!;
         string dir = Path.Combine(baseDir, $"crisp-agent-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
         Directory.CreateDirectory(dir);
         Log.I($"agent: migration from {remote} into {dir}");
         try
         {
-            var pageServer = Receive(wire, remote, dir, stop);
-            Run(wire, dir, pageServer);
+            var (pageServer, key) = Receive(wire, remote, dir, stop);
+            // Pages come back over the same trust: our certificate, the source's checked against its address.
+            Run(wire, dir, pageServer, new PageServerTransport { Tls = tls, AccessKey = key });
         }
         finally
         {
@@ -37,7 +41,7 @@ internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan pee
     }
 
     /// <summary>Image files until "start"; returns the source's page server.</summary>
-    private IPEndPoint Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
+    private (IPEndPoint PageServer, byte[] AccessKey) Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
     {
         client.ReceiveTimeout = (int)Math.Clamp(peerTimeout.TotalMilliseconds, 1, int.MaxValue);
         // A stop while receiving drops the migration: nothing runs here yet, the source resumes.
@@ -64,10 +68,12 @@ internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan pee
                     case MigrationWire.Start:
                         int port = wire.ReadU16();
                         string address = wire.ReadString(limits.MaxNameLength);
+                        string key = wire.ReadString(128);
                         var pageServer = new IPEndPoint(address.Length == 0 ? remote.Address : IPAddress.Parse(address), port);
                         Log.I($"agent: {files} image files received; pages from {pageServer}");
                         client.ReceiveTimeout = 0;
-                        return pageServer;
+                        try { return (pageServer, Convert.FromHexString(key)); }
+                        catch (FormatException) { throw new IOException("the access key of the start message is not hex"); }
                     case -1:
                         throw new IOException(stop.IsCancellationRequested
                             ? "the agent is stopping; the migration was dropped before it started"
@@ -82,10 +88,10 @@ internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan pee
         }
     }
 
-    private static unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer)
+    private static unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport)
     {
         var images = new ImageDir(dir);
-        using var source = new RemotePageSource(pageServer);
+        using var source = new RemotePageSource(pageServer, new RemotePageSourceOptions { Transport = transport });
         int* p = stackalloc int[2];
         Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "lazy-pages status");
         int statusRead = p[0];

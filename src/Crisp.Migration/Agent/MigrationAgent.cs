@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Crisp.Native;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.Migration;
 
@@ -43,6 +44,9 @@ public sealed class MigrationAgent : IDisposable
     /// <summary>Migrations that ended (successfully or not), and of those, the ones that failed.</summary>
     public int Served => Volatile.Read(ref _served);
     public int Failed => Volatile.Read(ref _failed);
+    /// <summary>Connections refused because they failed authentication (not counted in <see cref="Served"/>).</summary>
+    public int Refused => Volatile.Read(ref _refused);
+    private int _refused;
     /// <summary>Migrations being served right now.</summary>
     public int Active => Volatile.Read(ref _active);
 
@@ -81,7 +85,22 @@ public sealed class MigrationAgent : IDisposable
     {
         string from = SafeRemote(client);
         string? error = null;
-        try { new AgentMigration(client, _baseDir, _options.PeerTimeout, _options.Limits).Serve(stop); }
+        Stream stream;
+        try
+        {
+            stream = _options.Transport.AcceptAsync(client, stop).GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is PeerRefusedException or OperationCanceledException)
+        {
+            client.Dispose();
+            error = e is PeerRefusedException ? $"refused: {e.Message}" : "the agent is stopping";
+            Log.E($"agent: {from} refused before any image was read: {e.Message}");
+            Interlocked.Increment(ref _refused);
+            Interlocked.Decrement(ref _active);
+            MigrationEnded?.Invoke(from, error);
+            return;
+        }
+        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls).Serve(stop); }
         catch (Exception e)
         {
             error = e.Message;

@@ -17,6 +17,12 @@ public sealed class MigrationAgentOptions
     public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Migrations served at once; more wait in the listen backlog.</summary>
     public int MaxConcurrent { get; init; } = 4;
+    /// <summary>
+    /// How a source must authenticate before its first message: TLS with a client certificate that
+    /// chains to our CA, and/or a pre-shared token (<see cref="PageServerTransport.AccessKey"/>).
+    /// Its TLS credentials are also used to fetch pages from the source.
+    /// </summary>
+    public Crisp.PageServer.Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
     /// <summary>What one source may make the agent store.</summary>
     public MigrationLimits Limits { get; init; } = new();
 }

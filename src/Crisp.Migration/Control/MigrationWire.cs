@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.Migration;
 
@@ -9,21 +10,24 @@ namespace Crisp.Migration;
 /// Every message is one type byte, then its fields (little-endian integers, strings as u16 length + UTF-8):
 /// <code>
 ///   source → agent   'F' name:str  length:u64  bytes      one image file
-///                    'S' port:u16  address:str             start: restore lazily, pages from this page server
-///                                                          (empty address: the source's address on this connection)
+///                    'S' port:u16  address:str  key:str    start: restore lazily, pages from this page server
+///                                                          (empty address: the source's address on this connection;
+///                                                          key: hex access key the page connections must send first)
 ///   agent → source   'R' pid:i32   restore_us:i64          the process runs on the destination
 ///                    'E' message:str                       the destination failed (before 'R': nothing ran)
 ///                    'C' rc:i32    stats:str               the lazy-pages daemon finished (rc 0: every page went in)
 /// </code>
+/// The connection was authenticated before the first message (<see cref="PageServerTransport"/>:
+/// TLS with client certificates, and/or the agent's pre-shared token).
 /// </summary>
-public sealed class MigrationWire(Socket socket) : IDisposable
+public sealed class MigrationWire(PageServerConnection connection) : IDisposable
 {
     public const byte File = (byte)'F', Start = (byte)'S', Running = (byte)'R', Error = (byte)'E', Complete = (byte)'C';
 
-    private readonly NetworkStream _stream = new(socket, ownsSocket: true);
+    private readonly Stream _stream = connection.Stream;
     private readonly object _sendLock = new();
 
-    public Socket Socket => socket;
+    public Socket Socket => connection.Socket;
     public long BytesSent { get; private set; }
 
     public void SendFile(string name, string path)
@@ -40,9 +44,10 @@ public sealed class MigrationWire(Socket socket) : IDisposable
         }
     }
 
-    public void SendStart(int port, string address)
+    public void SendStart(int port, string address, ReadOnlySpan<byte> accessKey)
     {
-        lock (_sendLock) { WriteByte(Start); WriteU16((ushort)port); WriteString(address); _stream.Flush(); }
+        string key = Convert.ToHexString(accessKey);
+        lock (_sendLock) { WriteByte(Start); WriteU16((ushort)port); WriteString(address); WriteString(key); _stream.Flush(); }
     }
 
     public void SendRunning(int pid, TimeSpan restore)
@@ -127,5 +132,9 @@ public sealed class MigrationWire(Socket socket) : IDisposable
         BytesSent += bytes.Length;
     }
 
-    public void Dispose() => _stream.Dispose();
+    public void Dispose()
+    {
+        connection.ShutdownTls();
+        connection.Dispose();
+    }
 }

@@ -76,10 +76,17 @@ public sealed class LazyDumpServer : IAsyncDisposable
             EndPoint = _options.EndPoint,
             Source = _source,
             StatusFd = _options.StatusFd,
+            Transport = _options.Transport,
             Log = Log.Level >= 3 ? new LogWriter() : null,
         });
         _server.SessionEnded += r =>
         {
+            // A refused client got nothing: it is neither the destination nor its end.
+            if (r.Outcome == SessionOutcome.Refused)
+            {
+                Log.W($"lazy page server: {r.Remote} refused before any page was served: {r.Error?.Message}");
+                return;
+            }
             Interlocked.Add(ref _bytesSent, r.BytesSent);
             if (r.Outcome == SessionOutcome.Completed) Interlocked.Increment(ref _cleanEnds);
             Interlocked.Increment(ref _sessionsEnded);
@@ -115,7 +122,7 @@ public sealed class LazyDumpServer : IAsyncDisposable
                 return LazyDumpEnd.Kill;
             }
             if (delivered.Total == 0) Thread.Sleep(20);
-            int active = _server!.ActiveSessions;
+            int active = _server!.ActiveSessions; // authenticated clients only
             if (active > 0) _connections = 1;
             if (_options.Progress is not null && lastProgress.ElapsedMilliseconds >= 200)
             {

@@ -5,6 +5,8 @@ namespace Crisp.Migration;
 public sealed class LazyDumpServerOptions
 {
     public required IPEndPoint EndPoint { get; init; }
+    /// <summary>How destinations authenticate (TLS, access key) before they get a page; plain TCP by default.</summary>
+    public Crisp.PageServer.Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
     /// <summary>CRIU's --status-fd: one zero byte once the page server listens.</summary>
     public int StatusFd { get; init; } = -1;
     /// <summary>

@@ -13,10 +13,10 @@ namespace Crisp.Migration;
 /// </summary>
 public static class PageServerDump
 {
-    public static DumpResult Run(DumpOptions options, IPEndPoint endpoint)
+    public static DumpResult Run(DumpOptions options, IPEndPoint endpoint, Crisp.PageServer.Transport.PageServerTransport? transport = null)
     {
         PageServerClient client;
-        try { client = PageServerClient.Connect(endpoint); }
+        try { client = PageServerClient.Connect(endpoint, transport: transport); }
         catch (Exception e) when (e is SocketException or IOException)
         {
             throw new CrispException($"cannot connect to the page server at {endpoint}: {e.Message}", e);

@@ -18,6 +18,12 @@ public sealed class MigrationRequest
     public Action<ulong, ulong, long, TimeSpan>? Progress { get; init; }
     /// <summary>Where the images are made before they are sent (default: the temp directory).</summary>
     public string? TempDir { get; init; }
+    /// <summary>
+    /// How to authenticate to the agent (TLS client certificate, its pre-shared token). Its TLS
+    /// credentials also protect the page server the agent fetches from, whose every connection
+    /// must in addition carry a fresh per-migration access key sent in "start".
+    /// </summary>
+    public Crisp.PageServer.Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
     /// <summary>See <see cref="LazyDumpServerOptions.HandleSignals"/>.</summary>
     public bool HandleSignals { get; init; } = true;
 }
@@ -45,19 +51,24 @@ public static class MigrationSource
         // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
         var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
-        Socket control = new(agent.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Crisp.PageServer.Transport.PageServerConnection control;
         try
         {
-            using var cts = new CancellationTokenSource(timeout);
-            control.ConnectAsync(agent, cts.Token).AsTask().GetAwaiter().GetResult();
+            control = request.Transport.Connect(agent, timeout, timeout);
+            control.Socket.ReceiveTimeout = 0; // the handshake was bounded; the replies come when they come
+            control.Socket.SendTimeout = 0;
         }
-        catch (Exception e) when (e is SocketException or OperationCanceledException)
+        catch (Crisp.PageServer.Transport.PeerRefusedException e)
         {
-            control.Dispose();
-            throw new CrispException($"cannot reach the agent at {agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : "timed out")}");
+            throw new CrispException($"the agent at {agent} failed authentication: {e.Message}");
+        }
+        catch (Exception e) when (e is SocketException or IOException)
+        {
+            throw new CrispException($"cannot reach the agent at {agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : e.Message)}");
         }
         using var wire = new MigrationWire(control);
-        var local = ((IPEndPoint)control.LocalEndPoint!).Address;
+        var local = ((IPEndPoint)control.Socket.LocalEndPoint!).Address;
+        byte[] pageKey = Crisp.PageServer.Transport.PageServerTransport.NewAccessKey();
         string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
 
         var replies = new AgentReplies(wire);
@@ -65,6 +76,7 @@ public static class MigrationSource
         var server = new LazyDumpServer(new LazyDumpServerOptions
         {
             EndPoint = new IPEndPoint(local, 0),
+            Transport = new Crisp.PageServer.Transport.PageServerTransport { Tls = request.Transport.Tls, AccessKey = pageKey },
             FirstPageTimeout = timeout,
             HandleSignals = request.HandleSignals,
             Listening = ep =>
@@ -74,7 +86,7 @@ public static class MigrationSource
                 foreach (var f in Directory.GetFiles(dir).Order(StringComparer.Ordinal))
                     wire.SendFile(Path.GetFileName(f), f);
                 stats.ImageBytes = wire.BytesSent;
-                wire.SendStart(ep.Port, "");
+                wire.SendStart(ep.Port, "", pageKey);
                 Log.I($"migrate: {stats.ImageBytes} bytes of images sent in {sent.Elapsed.TotalMilliseconds:F1} ms; pages served on {ep}");
                 replies.Start();
             },

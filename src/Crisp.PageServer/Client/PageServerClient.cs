@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using Crisp.PageServer.Protocol;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.PageServer.Client;
 
@@ -18,26 +19,31 @@ namespace Crisp.PageServer.Client;
 /// </remarks>
 public sealed class PageServerClient : IDisposable
 {
+    private readonly PageServerConnection _connection;
     private readonly Socket _socket;
+    private readonly Stream _stream;
     private readonly byte[] _header = new byte[PageServerIov.Size];
     private ulong _dstId = ulong.MaxValue;
     private ulong _pendingBytes;
     private bool _closed;
 
-    private PageServerClient(Socket socket, TimeSpan timeout)
+    private PageServerClient(PageServerConnection connection)
     {
-        _socket = socket;
-        int ms = timeout == Timeout.InfiniteTimeSpan ? 0 : (int)Math.Max(1, timeout.TotalMilliseconds);
-        _socket.ReceiveTimeout = ms;
-        _socket.SendTimeout = ms;
+        _connection = connection;
+        _socket = connection.Socket;
+        _stream = connection.Stream;
         TcpTuning.Cork(_socket, true);
     }
 
-    /// <summary>Connects to a page server. <paramref name="timeout"/> bounds the connect and every later wait (default 30 s).</summary>
-    public static PageServerClient Connect(EndPoint server, TimeSpan? timeout = null)
+    /// <summary>
+    /// Connects to a page server (and authenticates, per <paramref name="transport"/>: CRIU's
+    /// TLS handshake comes right after the TCP connect). <paramref name="timeout"/> bounds the
+    /// connect and every later wait (default 30 s).
+    /// </summary>
+    public static PageServerClient Connect(EndPoint server, TimeSpan? timeout = null, PageServerTransport? transport = null)
     {
         var t = timeout ?? TimeSpan.FromSeconds(30);
-        return new PageServerClient(TcpTuning.Connect(server, t), t);
+        return new PageServerClient((transport ?? PageServerTransport.Plain).Connect(server, t, t));
     }
 
     public EndPoint? RemoteEndPoint => _socket.RemoteEndPoint;
@@ -111,12 +117,13 @@ public sealed class PageServerClient : IDisposable
         WaitReply(status, "the CLOSE acknowledgement");
         int value = BinaryPrimitives.ReadInt32LittleEndian(status);
         _closed = true;
+        _connection.ShutdownTls();
         try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { }
         if (value != 0)
             throw new PageServerProtocolException($"the page server answered CLOSE with status {value}");
     }
 
-    public void Dispose() => _socket.Dispose();
+    public void Dispose() => _connection.Dispose();
 
     private ulong RequireOpen() =>
         _dstId != ulong.MaxValue ? _dstId : throw new InvalidOperationException("OpenPagemap first");
@@ -142,10 +149,10 @@ public sealed class PageServerClient : IDisposable
         try
         {
             TcpTuning.Cork(_socket, false); // push the request now
-            TcpTuning.ReceiveExactly(_socket, reply, what);
+            TcpTuning.ReceiveExactly(_stream, reply, what);
             TcpTuning.Cork(_socket, true);
         }
-        catch (SocketException e)
+        catch (Exception e) when (e is SocketException or IOException)
         {
             throw Gone(e, what);
         }
@@ -155,16 +162,16 @@ public sealed class PageServerClient : IDisposable
     {
         try
         {
-            TcpTuning.SendAll(_socket, data);
+            _stream.Write(data);
         }
-        catch (SocketException e)
+        catch (Exception e) when (e is SocketException or IOException)
         {
             throw Gone(e, "sending");
         }
     }
 
-    private PeerGoneException Gone(SocketException e, string what) =>
-        new($"page server {SafeRemote()}: {what}: {e.SocketErrorCode}", e);
+    private PeerGoneException Gone(Exception e, string what) =>
+        new($"page server {SafeRemote()}: {what}: {(e is SocketException se ? se.SocketErrorCode.ToString() : e.InnerException is SocketException ie ? ie.SocketErrorCode.ToString() : e.Message)}", e);
 
     private string SafeRemote()
     {

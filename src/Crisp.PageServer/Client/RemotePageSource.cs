@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Crisp.Images;
 using Crisp.PageServer.Protocol;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.PageServer.Client;
 
@@ -15,6 +16,9 @@ public sealed class RemotePageSourceOptions
     /// read fails with <see cref="PageSourceException"/> and the channel reconnects on next use.
     /// </summary>
     public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How each channel's connection is opened and authenticated (TLS, access key); plain TCP by default.</summary>
+    public PageServerTransport Transport { get; init; } = PageServerTransport.Plain;
 }
 
 /// <summary>
@@ -88,7 +92,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
     private readonly RemotePageSourceOptions _options;
     private readonly byte[] _header = new byte[PageServerIov.Size];
     private readonly Queue<(int Pid, ulong Vaddr, int NrPages)> _outstanding = new();
-    private Socket? _socket;
+    private PageServerConnection? _connection;
     private volatile bool _disposed;
 
     internal RemotePageChannel(RemotePageSource owner, EndPoint server, RemotePageSourceOptions options)
@@ -115,12 +119,12 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
             throw new PageSourceException($"page server {_server}: channel closed");
         try
         {
-            var socket = _socket ?? Connect();
+            var stream = _connection?.Stream ?? Connect();
             PageServerIov.Get(pid, vaddr, (ulong)nrPages).WriteTo(_header);
-            TcpTuning.SendAll(socket, _header);
+            stream.Write(_header);
             _outstanding.Enqueue((pid, vaddr, nrPages));
         }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or IOException or ObjectDisposedException)
         {
             Drop();
             throw new PageSourceException($"page server {_server}: GET pid {pid} 0x{vaddr:x} ({nrPages} pages) failed: {Describe(e)}", e);
@@ -141,13 +145,13 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
                 $"answers come in request order: the oldest is pid {oldest.Pid} 0x{oldest.Vaddr:x} ({oldest.NrPages} pages)");
         try
         {
-            var socket = _socket ?? throw new ObjectDisposedException(nameof(RemotePageChannel));
-            ulong got = ReceiveReply(socket, pid, vaddr, (ulong)oldest.NrPages, destination);
+            var stream = _connection?.Stream ?? throw new ObjectDisposedException(nameof(RemotePageChannel));
+            ulong got = ReceiveReply(stream, pid, vaddr, (ulong)oldest.NrPages, destination);
             if (got != (ulong)oldest.NrPages)
                 throw new PageServerProtocolException($"the server sent {got} of {oldest.NrPages} pages for a pipelined GET");
             _outstanding.Dequeue();
         }
-        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or IOException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
         {
             Drop();
             throw new PageSourceException(
@@ -169,21 +173,21 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
         ulong nr = (ulong)destination.Length / PageServerIov.PageSize;
         try
         {
-            var socket = _socket ?? Connect();
+            var stream = _connection?.Stream ?? Connect();
             // The server may answer with fewer pages than asked (CRIU's does when a request
             // crosses the end of what it holds); ask again for the rest.
             while (!destination.IsEmpty)
             {
                 ulong want = (ulong)destination.Length / PageServerIov.PageSize;
                 PageServerIov.Get(pid, vaddr, want).WriteTo(_header);
-                TcpTuning.SendAll(socket, _header);
-                ulong got = ReceiveReply(socket, pid, vaddr, want, destination);
+                stream.Write(_header);
+                ulong got = ReceiveReply(stream, pid, vaddr, want, destination);
                 int bytes = (int)(got * PageServerIov.PageSize);
                 destination = destination[bytes..];
                 vaddr += (ulong)bytes;
             }
         }
-        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or IOException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
         {
             // The stream position is unknown now: drop the connection; the next Read reconnects.
             Drop();
@@ -193,30 +197,29 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
     }
 
     /// <summary>Reads one ADD_F answer to GET(want, vaddr, pid) and its pages into <paramref name="destination"/>; returns the page count.</summary>
-    private ulong ReceiveReply(Socket socket, int pid, ulong vaddr, ulong want, Span<byte> destination)
+    private ulong ReceiveReply(Stream stream, int pid, ulong vaddr, ulong want, Span<byte> destination)
     {
-        TcpTuning.ReceiveExactly(socket, _header, "a GET reply header");
+        TcpTuning.ReceiveExactly(stream, _header, "a GET reply header");
         var reply = PageServerIov.Read(_header);
         if (reply.Op != PageServerOp.AddF || reply.Vaddr != vaddr || reply.DstId != (ulong)pid
             || reply.NrPages == 0 || reply.NrPages > want)
             throw new PageServerProtocolException($"GET(pid {pid}, 0x{vaddr:x}, {want} pages) answered with {reply}");
         int bytes = (int)(reply.NrPages * PageServerIov.PageSize);
-        TcpTuning.ReceiveExactly(socket, destination[..bytes], "page data");
+        TcpTuning.ReceiveExactly(stream, destination[..bytes], "page data");
         return reply.NrPages;
     }
 
-    internal Socket Connect()
+    /// <summary>The one place a channel's connection is opened (and authenticated, per the options' transport).</summary>
+    internal Stream Connect()
     {
         try
         {
-            var socket = TcpTuning.Connect(_server, _options.ConnectTimeout);
-            socket.ReceiveTimeout = (int)Math.Max(1, _options.ReceiveTimeout.TotalMilliseconds);
-            socket.SendTimeout = socket.ReceiveTimeout;
-            _socket = socket;
+            var connection = _options.Transport.Connect(_server, _options.ConnectTimeout, _options.ReceiveTimeout);
+            _connection = connection;
             if (_disposed) Drop(); // lost a race with Dispose
-            return socket;
+            return connection.Stream;
         }
-        catch (SocketException e)
+        catch (Exception e) when (e is SocketException or IOException)
         {
             throw new PageSourceException($"page server {_server}: cannot connect: {Describe(e)}", e);
         }
@@ -232,8 +235,8 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
     private void Drop()
     {
         _outstanding.Clear();
-        var s = Interlocked.Exchange(ref _socket, null);
-        s?.Dispose();
+        var c = Interlocked.Exchange(ref _connection, null);
+        c?.Dispose();
     }
 
     private string Describe(Exception e) => e switch
@@ -241,6 +244,9 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
         SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock } =>
             $"no answer within {_options.ReceiveTimeout.TotalSeconds:0.###} s",
         SocketException se => se.SocketErrorCode.ToString(),
+        IOException { InnerException: SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock } } =>
+            $"no answer within {_options.ReceiveTimeout.TotalSeconds:0.###} s",
+        IOException { InnerException: SocketException ise } => ise.SocketErrorCode.ToString(),
         ObjectDisposedException => "channel closed",
         _ => e.Message,
     };

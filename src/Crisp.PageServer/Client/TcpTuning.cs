@@ -39,6 +39,19 @@ internal static class TcpTuning
         }
     }
 
+    /// <summary>Fills <paramref name="buffer"/> from a connection's stream; throws <see cref="Protocol.PeerGoneException"/> on EOF.</summary>
+    public static void ReceiveExactly(Stream stream, Span<byte> buffer, string what)
+    {
+        int got = 0;
+        while (got < buffer.Length)
+        {
+            int n = stream.Read(buffer[got..]);
+            if (n == 0)
+                throw new Protocol.PeerGoneException($"the page server closed the connection while we waited for {what} ({got} of {buffer.Length} bytes)");
+            got += n;
+        }
+    }
+
     public static void SendAll(Socket socket, ReadOnlySpan<byte> data)
     {
         while (!data.IsEmpty)

@@ -33,6 +33,9 @@ public sealed class PageServerOptions
     /// </summary>
     public TimeSpan PeerTimeout { get; init; } = Timeout.InfiniteTimeSpan;
 
+    /// <summary>How a client connection is authenticated (TLS, access key) before the first message; plain TCP by default.</summary>
+    public Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
+
     /// <summary>Session and error log (one line per event); null is silent.</summary>
     public TextWriter? Log { get; init; }
 }

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Crisp.Images;
 using Crisp.PageServer.Protocol;
+using Crisp.PageServer.Transport;
 
 namespace Crisp.PageServer.Server;
 
@@ -23,6 +24,9 @@ namespace Crisp.PageServer.Server;
 //   GET(nr, vaddr, pid)           -> ADD_F(PE_PRESENT, nr, vaddr, pid) + nr * 4096 bytes
 // If the pages cannot be delivered the connection is closed, as CRIU does; the client notices EOF.
 // A lazy session ends when the client closes the connection or sends CLOSE.
+//
+// Before the first header the transport authenticates the client (TLS handshake, access key);
+// a client that fails is refused without a byte of the protocol read or written.
 internal sealed class PageServerSession
 {
     // A sanity bound, not a protocol limit: 2^36 pages is 256 TiB, more than any address space
@@ -31,6 +35,7 @@ internal sealed class PageServerSession
 
     private readonly int _id;
     private readonly Socket _socket;
+    private Stream _stream = Stream.Null;
     private readonly PageServerOptions _options;
     private readonly Dictionary<ulong, IPagemapWriter> _writers = new();
     private IPagemapWriter? _current;
@@ -39,8 +44,12 @@ internal sealed class PageServerSession
     private long _received, _sent, _gets;
     private bool _forceClose;
 
-    public PageServerSession(int id, Socket socket, PageServerOptions options)
+    private readonly Action? _authenticated;
+
+    /// <param name="authenticated">called once the client passed the transport's authentication</param>
+    public PageServerSession(int id, Socket socket, PageServerOptions options, Action? authenticated = null)
     {
+        _authenticated = authenticated;
         _id = id;
         _socket = socket;
         _options = options;
@@ -57,8 +66,11 @@ internal sealed class PageServerSession
         try
         {
             remote = _socket.RemoteEndPoint;
+            _stream = await _options.Transport.AcceptAsync(_socket, token).ConfigureAwait(false);
+            _authenticated?.Invoke();
             outcome = await ServeAsync(header, token).ConfigureAwait(false);
         }
+        catch (PeerRefusedException e) { outcome = SessionOutcome.Refused; error = e; }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {
             outcome = SessionOutcome.Cancelled;
@@ -85,6 +97,7 @@ internal sealed class PageServerSession
             ArrayPool<byte>.Shared.Return(header);
             foreach (var w in _writers.Values) DisposeQuietly(w);
             _channel?.Dispose();
+            await _stream.DisposeAsync().ConfigureAwait(false);
         }
         return new PageServerSessionResult(_id, remote, outcome, error, _received, _sent, _gets, _forceClose);
     }
@@ -134,6 +147,8 @@ internal sealed class PageServerSession
                     // so the dump fails too instead of believing its pages are safe.
                     foreach (var w in _writers.Values) w.Commit();
                     await SendSmallAsync(header, 4, 0, token).ConfigureAwait(false);
+                    if (_stream is System.Net.Security.SslStream ssl)
+                        await ssl.ShutdownAsync().ConfigureAwait(false); // close_notify: CRIU's gnutls_bye waits for it
                     await AwaitClientCloseAsync(header, token).ConfigureAwait(false);
                     return SessionOutcome.Completed;
                 default:
@@ -184,7 +199,7 @@ internal sealed class PageServerSession
                 int got = 0;
                 while (got < want)
                 {
-                    int n = await _socket.ReceiveAsync(buffer.AsMemory(got, want - got), SocketFlags.None, token).ConfigureAwait(false);
+                    int n = await ReadSomeAsync(buffer.AsMemory(got, want - got), token).ConfigureAwait(false);
                     if (n == 0)
                         throw new PeerGoneException($"connection closed with {remaining - (ulong)got} bytes of {iov} still to come");
                     got += n;
@@ -247,11 +262,27 @@ internal sealed class PageServerSession
 
     private async Task SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken token)
     {
-        while (!data.IsEmpty)
+        try
         {
-            int n = await _socket.SendAsync(data, SocketFlags.None, token).ConfigureAwait(false);
-            _sent += n;
-            data = data[n..];
+            await _stream.WriteAsync(data, token).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw new PeerGoneException($"sending: {e.Message}", e);
+        }
+        _sent += data.Length;
+    }
+
+    /// <summary>One read from the connection; a broken connection (socket or TLS record) is the peer gone, not a storage error.</summary>
+    private async ValueTask<int> ReadSomeAsync(Memory<byte> buffer, CancellationToken token)
+    {
+        try
+        {
+            return await _stream.ReadAsync(buffer, token).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            throw new PeerGoneException($"receiving: {e.Message}", e);
         }
     }
 
@@ -268,7 +299,7 @@ internal sealed class PageServerSession
         int got = 0;
         while (got < header.Length)
         {
-            int n = await _socket.ReceiveAsync(header[got..], SocketFlags.None, token).ConfigureAwait(false);
+            int n = await ReadSomeAsync(header[got..], token).ConfigureAwait(false);
             if (n == 0)
             {
                 if (got == 0) return false;
@@ -286,7 +317,7 @@ internal sealed class PageServerSession
         linger.CancelAfter(_options.CloseLingerTimeout);
         try
         {
-            int n = await _socket.ReceiveAsync(scratch.AsMemory(0, 1), SocketFlags.None, linger.Token).ConfigureAwait(false);
+            int n = await ReadSomeAsync(scratch.AsMemory(0, 1), linger.Token).ConfigureAwait(false);
             if (n != 0)
                 throw new PageServerProtocolException("data after CLOSE");
         }

@@ -16,6 +16,8 @@ public enum SessionOutcome
     StorageError,
     /// <summary>The server was stopped while the session ran.</summary>
     Cancelled,
+    /// <summary>The client failed authentication (TLS handshake, certificate, access key): nothing was read or served.</summary>
+    Refused,
     /// <summary>A bug on our side: an exception nobody expected.</summary>
     Fault,
 }

@@ -42,7 +42,12 @@ public sealed class TcpPageServer : IAsyncDisposable
     /// <summary>Called once per finished session (any outcome), from the session's task.</summary>
     public event Action<PageServerSessionResult>? SessionEnded;
 
-    public int ActiveSessions { get { lock (_lock) return _sessions.Count; } }
+    /// <summary>Sessions whose client authenticated and that still run (a client still in its TLS handshake, or refused, is not one).</summary>
+    public int ActiveSessions => Volatile.Read(ref _active);
+
+    private int _active;
+
+    private int RunningSessions { get { lock (_lock) return _sessions.Count; } }
 
     /// <summary>Sessions started so far.</summary>
     public int SessionsStarted => Volatile.Read(ref _nextSessionId);
@@ -73,7 +78,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             throw;
         }
         _listener = listener;
-        Log($"listening on {LocalEndPoint} ({Mode})");
+        Log($"listening on {LocalEndPoint} ({Mode}, {_options.Transport})");
         if (_options.StatusFd >= 0) ReportReady(_options.StatusFd);
         Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
         _acceptLoop = AcceptLoopAsync();
@@ -155,7 +160,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             foreach (var s in open) s.Dispose();
             var all = Task.WhenAll(running);
             if (await Task.WhenAny(all, Task.Delay(_options.StopGrace)).ConfigureAwait(false) != all)
-                Log($"stopped with {ActiveSessions} sessions still busy in their page source");
+                Log($"stopped with {RunningSessions} sessions still busy in their page source");
             else
                 Log("stopped");
         }
@@ -170,7 +175,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             while (!token.IsCancellationRequested)
             {
                 await Task.Delay(tick, token).ConfigureAwait(false);
-                if (ActiveSessions > 0 || Stopwatch.GetElapsedTime(Volatile.Read(ref _lastActivity)) < timeout) continue;
+                if (RunningSessions > 0 || Stopwatch.GetElapsedTime(Volatile.Read(ref _lastActivity)) < timeout) continue;
                 TimedOut = true;
                 Log(SessionsStarted == 0
                     ? $"no client came within {timeout.TotalSeconds:0.###} s; stopping"
@@ -187,7 +192,8 @@ public sealed class TcpPageServer : IAsyncDisposable
     {
         int id = Interlocked.Increment(ref _nextSessionId);
         Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
-        var session = new PageServerSession(id, client, _options);
+        bool authenticated = false;
+        var session = new PageServerSession(id, client, _options, () => { authenticated = true; Interlocked.Increment(ref _active); });
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_lock)
         {
@@ -203,6 +209,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             }
             finally
             {
+                if (authenticated) Interlocked.Decrement(ref _active);
                 lock (_lock) _sockets.Remove(client);
                 client.Dispose();
             }
@@ -232,6 +239,7 @@ public sealed class TcpPageServer : IAsyncDisposable
         {
             SessionOutcome.Completed or SessionOutcome.Cancelled => what,
             SessionOutcome.Fault => $"{what}: BUG: {r.Error}",
+            SessionOutcome.Refused => $"session {r.SessionId} from {r.Remote}: refused before any page was read or served: {r.Error?.Message}",
             _ => $"{what}: {r.Error?.Message}",
         };
     }
