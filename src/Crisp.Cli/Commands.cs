@@ -17,12 +17,14 @@ public static class Commands
         var leave = new Option<bool>("--leave-running", "-R") { Description = "leave the tree running after the dump" };
         var extUnix = new Option<bool>("--ext-unix-sk", "-x") { Description = "dump datagram unix sockets connected to a named socket outside the tree (restore connects them to that name again)" };
         var tcpClose = new Option<bool>("--tcp-close") { Description = "dump established TCP connections as closed sockets instead of refusing them" };
+        var tcp = new TcpOptions(dump: true);
         var cmd = new Command("dump", "Checkpoint a process tree into image files");
         cmd.Options.Add(tree);
         cmd.Options.Add(leave);
         AddIrmapOptions(cmd);
         cmd.Options.Add(extUnix);
         cmd.Options.Add(tcpClose);
+        tcp.AddTo(cmd);
         common.AddTo(cmd);
         var remote = new Remote.RemoteDumpOptions();
         remote.AddTo(cmd);
@@ -36,6 +38,9 @@ public static class Commands
                 LeaveRunning = r.GetValue(leave),
                 ExtUnixSk = r.GetValue(extUnix),
                 TcpClose = r.GetValue(tcpClose),
+                TcpEstablished = r.GetValue(tcp.Established),
+                SkipInFlight = r.GetValue(tcp.SkipInFlight!),
+                NetworkLock = tcp.Lock(r),
                 WaitForKilledTree = false, // crisp exits right after: no need to watch the teardown
             };
             if (remote.Active(r)) return Remote.RemoteDump.Run(r, remote, options);
@@ -67,8 +72,11 @@ public static class Commands
         var huge = new Option<bool>("--huge-pages") { Description = "restore whole 2 MiB blocks of anonymous memory as transparent huge pages (slower restore on VMs with free page reporting, much faster first access afterwards)" };
         var cpuCap = new Option<string?>("--cpu-cap") { Description = "checks of the dumped CPU against this one: fpu, ins, cpu (strict), all, none, ^ inverts (default fpu,ins; without a value all)", Arity = ArgumentArity.ZeroOrOne };
         var extUnix = new Option<bool>("--ext-unix-sk", "-x") { Description = "connect datagram unix sockets dumped with --ext-unix-sk to their outside peer's name again" };
+        var tcpClose = new Option<bool>("--tcp-close") { Description = "restore established TCP connections as closed sockets" };
+        var tcp = new TcpOptions(dump: false);
         var cmd = new Command("restore", "Restore a process tree from image files");
-        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap, extUnix }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap, extUnix, tcpClose }) cmd.Options.Add(o);
+        tcp.AddTo(cmd);
         AddIrmapOptions(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("restore", () =>
@@ -93,6 +101,8 @@ public static class Commands
                 HugePages = r.GetValue(huge),
                 CpuCap = r.GetResult(cpuCap) is null ? Crisp.Checkpoint.Cpu.CpuCap.Default : Crisp.Checkpoint.Cpu.CpuFeatures.Parse(r.GetValue(cpuCap)),
                 ExtUnixSk = r.GetValue(extUnix),
+                TcpEstablished = r.GetValue(tcp.Established),
+                TcpClose = r.GetValue(tcpClose),
             });
             Log.I($"restored {restored.Pid} ({restored.Pids.Count} process(es)) in {restored.Elapsed.TotalMilliseconds:F1} ms");
             if (r.GetValue(detached)) return CrispCommand.ExitOk;
@@ -100,6 +110,38 @@ public static class Commands
             return restored.WaitForExit();
         }));
         return cmd;
+    }
+
+    /// <summary>CRIU's options for established TCP connections (dump and restore take them alike).</summary>
+    internal sealed class TcpOptions
+    {
+        public readonly Option<bool> Established = new("--tcp-established") { Description = "checkpoint/restore established TCP connections (TCP repair)" };
+        public readonly Option<bool>? SkipInFlight;
+        public readonly Option<string> NetworkLock = new("--network-lock")
+        {
+            Description = "how connections are kept quiet from the freeze until restore: nftables (default), iptables, skip",
+            DefaultValueFactory = _ => "nftables",
+        };
+
+        public TcpOptions(bool dump)
+        {
+            if (dump) SkipInFlight = new("--skip-in-flight") { Description = "leave out connections a listener has not accepted yet instead of refusing" };
+            NetworkLock.AcceptOnlyFromAmong("nftables", "iptables", "skip");
+        }
+
+        public void AddTo(Command cmd)
+        {
+            cmd.Options.Add(Established);
+            if (SkipInFlight != null) cmd.Options.Add(SkipInFlight);
+            cmd.Options.Add(NetworkLock);
+        }
+
+        public Crisp.Checkpoint.Sockets.NetworkLockMethod Lock(ParseResult r) => r.GetValue(NetworkLock) switch
+        {
+            "iptables" => Crisp.Checkpoint.Sockets.NetworkLockMethod.Iptables,
+            "skip" => Crisp.Checkpoint.Sockets.NetworkLockMethod.Skip,
+            _ => Crisp.Checkpoint.Sockets.NetworkLockMethod.Nftables,
+        };
     }
 
     /// <summary>CRIU's --inherit-fd syntax: fd[N]:KEY.</summary>

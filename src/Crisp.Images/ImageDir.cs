@@ -47,6 +47,7 @@ public sealed class ImageDir
     public static string UtsnsName(uint id) => $"utsns-{id}.img";
     public const string CpuinfoName = "cpuinfo.img";
     public static string MemfdName => "memfd.img";
+    public static string TcpStreamName(uint ino) => $"tcp-stream-{ino:x}.img";
     public static string ShmemPagemapName(ulong shmid) => $"pagemap-shmem-{shmid}.img";
 
     public bool Exists(string fileName) => File.Exists(PathOf(fileName));
@@ -165,6 +166,27 @@ public sealed class ImageDir
 
     // ---- other small images -------------------------------------------------
 
+    /// <summary>An established connection's state and its two queues (CRIU's tcp-stream-INO.img).</summary>
+    public TcpStream ReadTcpStream(uint ino)
+    {
+        var reader = ImageReader.Open(PathOf(TcpStreamName(ino)), ImageMagic.TcpStream);
+        if (!reader.TryRead(TcpStreamEntry.Parser, out var e))
+            throw new ImageException(PathOf(TcpStreamName(ino)), "no tcp_stream_entry");
+        var inq = reader.ReadPayload(e.InqLen).ToArray();
+        var outq = reader.ReadPayload(e.OutqLen).ToArray();
+        return new TcpStream(e, inq, outq);
+    }
+
+    public void WriteTcpStream(uint ino, TcpStream s)
+    {
+        using var writer = new ImageWriter(PathOf(TcpStreamName(ino)), ImageMagic.TcpStream);
+        if (s.Entry.InqLen != (uint)s.RecvQueue.Length || s.Entry.OutqLen != (uint)s.SendQueue.Length)
+            throw new ImageException(writer.Path, $"tcp stream {ino:x}: queue lengths differ from the entry's");
+        writer.Write(s.Entry);
+        writer.WritePayload(s.RecvQueue);
+        writer.WritePayload(s.SendQueue);
+    }
+
     public SeccompEntry ReadSeccomp() => ReadSingle(SeccompName, ImageMagic.Seccomp, SeccompEntry.Parser);
     public void WriteSeccomp(SeccompEntry seccomp) => WriteSingle(SeccompName, ImageMagic.Seccomp, seccomp);
 
@@ -219,3 +241,6 @@ public sealed record PipeData(PipeDataEntry Entry, byte[] Data);
 
 /// <summary>One packet (or, for a stream socket, a run of bytes) queued on a socket, as stored in sk-queues.img.</summary>
 public sealed record SkPacket(SkPacketEntry Entry, byte[] Data);
+
+/// <summary>One established TCP connection: its tcp_stream_entry and the bytes of its queues.</summary>
+public sealed record TcpStream(TcpStreamEntry Entry, byte[] RecvQueue, byte[] SendQueue);

@@ -38,6 +38,7 @@ public static class ImageMagic
     public const uint UnixSk = 0x54373943;
     public const uint InetSk = 0x56443851;
     public const uint SkQueues = 0x56264026;
+    public const uint TcpStream = 0x51465506;
     public const uint Stats = 0x57093306;
     public const uint MemfdInode = 0x48453499;
 
@@ -77,6 +78,7 @@ public static class ImageMagic
         UnixSk => "UNIXSK",
         InetSk => "INETSK",
         SkQueues => "SK_QUEUES",
+        TcpStream => "TCP_STREAM",
         Stats => "STATS",
         _ => $"0x{magic:x8}",
     };

@@ -45,6 +45,15 @@ public sealed record DumpOptions
     /// <summary>CRIU's --tcp-close: established TCP connections are dumped as closed sockets instead of refused.</summary>
     public bool TcpClose { get; init; }
 
+    /// <summary>CRIU's --tcp-established: established TCP connections are dumped through TCP repair (Sockets/TcpRepair.cs).</summary>
+    public bool TcpEstablished { get; init; }
+
+    /// <summary>CRIU's --skip-in-flight: connections a listener has not accepted yet are left out instead of refused.</summary>
+    public bool SkipInFlight { get; init; }
+
+    /// <summary>CRIU's --network-lock: how established connections are kept quiet from the freeze until restore (Sockets/NetworkLock.cs).</summary>
+    public Crisp.Checkpoint.Sockets.NetworkLockMethod NetworkLock { get; init; } = Crisp.Checkpoint.Sockets.NetworkLockMethod.Nftables;
+
     /// <summary>Called once the whole tree is frozen (the start of the downtime a migration reports).</summary>
     public Action? Frozen { get; init; }
 }

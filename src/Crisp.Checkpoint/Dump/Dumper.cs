@@ -46,11 +46,13 @@ public static class Dumper
         catch (SyscallException e) { throw new CrispException($"cannot freeze process {options.Pid}: {e.Message}", e); }
         var frozen = Stopwatch.StartNew();
         options.Frozen?.Invoke();
+        // Established connections: locked and put in repair mode as they are found (TcpRepair.cs).
+        var tcp = options.TcpEstablished ? new Sockets.TcpRepairDump(Sockets.NetworkLock.ForDump(options.NetworkLock)) : null;
         Log.I($"seized {tree.Processes.Count} process(es), {tree.Processes.Sum(p => p.Tasks.Count)} thread(s)");
         try
         {
             var sink = options.PageSink ?? new ImageDirPageSink(dir);
-            var (pages, lazyRuns, hostPids) = WriteImages(tree, dir, sink, options.LazyPages, early, options);
+            var (pages, lazyRuns, hostPids) = WriteImages(tree, dir, sink, options.LazyPages, early, options, tcp);
             ulong lazyPages = lazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
             LazyDumpEnd? end = null;
             if (options.LazyPages)
@@ -61,14 +63,28 @@ public static class Dumper
                 early?.Verify();
                 if (end == LazyDumpEnd.Resume)
                 {
+                    tcp?.Resume();
                     tree.Resume();
                     Log.I($"lazy dump of {options.Pid}: nothing was delivered, the tree was resumed");
                 }
-                else tree.Kill();
+                else
+                {
+                    tree.Kill();
+                    tcp?.KeepLocked();
+                }
             }
-            else if (options.LeaveRunning) tree.Resume();
-            else if (options.WaitForKilledTree) tree.Kill();
-            else tree.KillWithoutWaiting();
+            else if (options.LeaveRunning)
+            {
+                tcp?.Resume();
+                tree.Resume();
+            }
+            else
+            {
+                if (options.WaitForKilledTree) tree.Kill();
+                else tree.KillWithoutWaiting();
+                // Killed in repair mode, its connections closed without a word; the lock stays until restore.
+                tcp?.KeepLocked();
+            }
             Log.I($"dump of {options.Pid} done: {pages} pages, frozen {frozen.Elapsed.TotalMilliseconds:F1} ms");
             return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed)
             {
@@ -77,6 +93,8 @@ public static class Dumper
         }
         catch
         {
+            try { tcp?.Resume(); }
+            catch (Exception e) { Log.E($"could not take established connections of {options.Pid} out of repair mode: {e.Message}"); }
             try { tree.Resume(); }
             catch (Exception e) { Log.E($"could not resume {options.Pid} after a failed dump: {e.Message}"); }
             throw;
@@ -92,11 +110,11 @@ public static class Dumper
     }
 
     private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns, Dictionary<int, int> HostPids) WriteImages(
-        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options)
+        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options, Sockets.TcpRepairDump? tcp)
     {
         // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
         var ns = TreeNamespaces.Check(tree);
-        var files = new FileTable(options.ExtUnixSk, options.TcpClose);
+        var files = new FileTable(options.ExtUnixSk, options.TcpClose, tcp, options.SkipInFlight);
         var nsIds = new NamespaceIds();
         var dumps = new List<ProcessDump>();
         // CRIU's numbering: 1 is the dumper's own fd table, mm, fs and sighand (the inventory's
@@ -131,6 +149,8 @@ public static class Dumper
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
         files.WriteMemfds(dir);
         if (files.SocketQueues.Count > 0) dir.WriteSkQueues(files.SocketQueues);
+        if (tcp != null)
+            foreach (var (ino, stream) in tcp.Streams) dir.WriteTcpStream(ino, stream);
         Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
         ulong pages = 0;
@@ -153,7 +173,15 @@ public static class Dumper
         // root_ids are crisp's own namespaces (CRIU's are its own): a tree whose pid_ns_id differs owns its namespace.
         var rootIds = nsIds.Own.Clone();
         rootIds.VmId = rootIds.FilesId = rootIds.FsId = rootIds.SighandId = 1;
-        dir.WriteInventory(ImageDir.NewInventory(rootIds));
+        var inventory = ImageDir.NewInventory(rootIds);
+        if (options.TcpClose) inventory.TcpClose = true;
+        if (tcp != null)
+        {
+            // Restore finds the lock this dump leaves by these (CRIU's fields, CRIU's table name).
+            inventory.NetworkLockMethod = (uint)tcp.Lock.Method;
+            inventory.DumpCriuRunId = tcp.Lock.RunId;
+        }
+        dir.WriteInventory(inventory);
         // What the tree may have picked code paths by: restore compares it with its own CPU.
         dir.WriteCpuinfo(new CpuinfoEntry { X86Entry = { Cpu.CpuFeatures.Host() } });
         return (pages, lazyRuns, hostPids);

@@ -12,9 +12,9 @@ namespace Crisp.Checkpoint.Dump;
 /// open file description (dup'd, or inherited over fork) share one entry, found with
 /// kcmp(KCMP_FILE); restore then shares them again, offset and all.
 /// </summary>
-internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpClose = false)
+internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpClose = false, TcpRepairDump? tcp = null, bool skipInFlight = false)
 {
-    private readonly SocketDump _sockets = new(extUnixSk, tcpClose);
+    private readonly SocketDump _sockets = new(extUnixSk, tcpClose, tcp, skipInFlight);
     private readonly List<FileEntry> _files = [];
     private readonly Dictionary<(string, int), uint> _byPath = [];
     // For fds: (pid, fd, ino) of the first descriptor seen for each entry, to kcmp new ones against.

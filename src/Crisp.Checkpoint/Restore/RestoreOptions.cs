@@ -39,6 +39,12 @@ public sealed class RestoreOptions
 
     /// <summary>CRIU's --ext-unix-sk: sockets whose peer was outside the dumped tree are connected to its name again.</summary>
     public bool ExtUnixSk { get; init; }
+
+    /// <summary>CRIU's --tcp-established: established TCP connections in the images are rebuilt (Sockets/TcpRepair.cs).</summary>
+    public bool TcpEstablished { get; init; }
+
+    /// <summary>CRIU's --tcp-close: established TCP connections in the images come back as closed sockets.</summary>
+    public bool TcpClose { get; init; }
 }
 
 /// <summary>A restored process tree, running.</summary>

@@ -31,11 +31,27 @@ internal sealed unsafe partial class RestoreSession
     private const int FASYNC = 0x2000;                 // O_ASYNC
     private readonly List<string> _socketFiles = [];   // paths bound by this restore, removed if it fails
 
+    private InventoryEntry _inventory = null!;
+    private readonly List<(int Fd, bool ReuseAddr, string Target)> _repairedTcp = [];   // connections in repair mode until the end
+    private NetworkLock? _netLock;
+
+    private static bool IsConnection(InetSkEntry e) => e.Proto == LibC.IPPROTO_TCP && e.DstPort != 0;
+
+    private bool TcpClosed => _o.TcpClose || (_inventory.HasTcpClose && _inventory.TcpClose);
+
     private void CreateSockets()
     {
         var unix = _files.Values.Where(f => f.Type == FdTypes.Unixsk && f.Usk != null).Select(f => f.Usk).ToList();
         var inet = _files.Values.Where(f => f.Type == FdTypes.Inetsk && f.Isk != null).Select(f => f.Isk).ToList();
         if (unix.Count == 0 && inet.Count == 0) return;
+        var connections = inet.Where(IsConnection).ToList();
+        if (connections.Count > 0 && !TcpClosed)
+        {
+            if (!_o.TcpEstablished)
+                throw new CrispException($"the images hold {connections.Count} established TCP connection(s) ({Describe(connections[0])} first): " +
+                                         "restore them with --tcp-established, or closed with --tcp-close");
+            LockConnections(connections);
+        }
         var queues = _dir.ReadSkQueues().GroupBy(p => p.Entry.IdFor).ToDictionary(g => g.Key, g => g.ToList());
         foreach (var i in inet) _crispCopies[i.Id] = CreateInet(i);
         if (unix.Count > 0) CreateUnix(unix, queues);
@@ -269,10 +285,57 @@ internal sealed unsafe partial class RestoreSession
 
     // ---- inet ---------------------------------------------------------------------------------
 
+    private static string Describe(InetSkEntry e)
+    {
+        int family = (int)e.Family;
+        string s = $"{(family == LibC.AF_INET ? "IPv4" : "IPv6")} {(e.Proto == LibC.IPPROTO_TCP ? "TCP" : "UDP")} socket {e.Ino}";
+        return IsConnection(e)
+            ? s + $" ({NetworkLock.Format(family, e.SrcAddr.ToArray())}:{e.SrcPort} → {NetworkLock.Format(family, e.DstAddr.ToArray())}:{e.DstPort})"
+            : s + $" (port {e.SrcPort})";
+    }
+
+    /// <summary>
+    /// The lock the dump left (same host: its nftables table is there, or its iptables rules), or
+    /// a new one under the dump's run id (another host or namespace): from before the sockets exist
+    /// until the restored tree runs, nothing of these connections gets through (NetworkLock.cs).
+    /// </summary>
+    private void LockConnections(List<InetSkEntry> connections)
+    {
+        var method = _inventory.HasNetworkLockMethod ? (NetworkLockMethod)_inventory.NetworkLockMethod : NetworkLockMethod.Nftables;
+        if (method == NetworkLockMethod.Skip) return;
+        var conns = connections.Select(c => new TcpConnection((int)c.Family, c.SrcAddr.ToArray(), c.SrcPort, c.DstAddr.ToArray(), c.DstPort)).ToList();
+        string runId = _inventory.HasDumpCriuRunId ? _inventory.DumpCriuRunId : $"{Environment.ProcessId}-restore";
+        if (method == NetworkLockMethod.Iptables)
+        {
+            _netLock = NetworkLock.Existing(method, runId, conns);
+            return;
+        }
+        if (NetworkLock.TableExists(runId))
+        {
+            _netLock = NetworkLock.Existing(method, runId, conns);
+            return;
+        }
+        _netLock = NetworkLock.ForRun(method, runId);
+        foreach (var c in conns) _netLock.Add(c);
+    }
+
+    private void FinishConnections()
+    {
+        foreach (var (fd, reuse, target) in _repairedTcp) TcpRepairRestore.Finish(fd, reuse, target);
+        _repairedTcp.Clear();
+    }
+
+    private void UnlockNetwork()
+    {
+        var l = _netLock!;
+        _netLock = null;
+        if (!l.Release()) throw new CrispException("the restored tree runs, but the network lock could not be removed (see the error above)");
+    }
+
     private int CreateInet(InetSkEntry e)
     {
         int family = (int)e.Family;
-        string target = $"{(family == LibC.AF_INET ? "IPv4" : "IPv6")} {(e.Proto == LibC.IPPROTO_TCP ? "TCP" : "UDP")} socket {e.Ino} (port {e.SrcPort})";
+        string target = Describe(e);
         int fd = Errno.Check(LibC.socket(family, (int)e.Type | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, (int)e.Proto), "socket", target);
         try
         {
@@ -281,7 +344,16 @@ internal sealed unsafe partial class RestoreSession
                 LibC.SetSockOptInt(fd, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, e.V6Only ? 1 : 0, target);
             if (e.IpOpts != null) SocketOptions.RestoreIp(fd, family, e.IpOpts, target);
             bool anyAddr = e.SrcAddr.All(w => w == 0);
-            if (e.SrcPort != 0 || !anyAddr)
+            bool connection = IsConnection(e);
+            if (connection && !TcpClosed)
+            {
+                LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, target);
+                var stream = _dir.ReadTcpStream(e.Ino);
+                TcpRepairRestore.Restore(fd, e, stream, (port, addr) => InetAddress(family, port, addr), target);
+                _repairedTcp.Add((fd, e.Opts.Reuseaddr, target));
+            }
+            else if (connection) { /* --tcp-close: a fresh socket, neither bound nor connected (CRIU's) */ }
+            else if (e.SrcPort != 0 || !anyAddr)
             {
                 // The address may be gone from this host, or have been bound with freebind turned off
                 // afterwards (the kernel checks it only in bind): bind freely, then put the flag back.
@@ -313,6 +385,7 @@ internal sealed unsafe partial class RestoreSession
         }
         catch
         {
+            _repairedTcp.RemoveAll(r => r.Fd == fd);
             LibC.close(fd);
             throw;
         }

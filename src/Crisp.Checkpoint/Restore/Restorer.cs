@@ -90,12 +90,15 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("create threads", CreateThreads);
             foreach (var p in _procs)
                 RestoreProcess(p);
+            if (_repairedTcp.Count > 0) Step("take connections out of repair mode", FinishConnections);
             CloseSharedCopies();
             Step("resume", ResumeAll);
+            if (_netLock != null) Step("unlock the network", UnlockNetwork);
         }
         catch (Exception e)
         {
             CloseSharedCopies();
+            _netLock?.Release();
             RemoveSocketFiles();
             if (_selfPidfd >= 0) LibC.close(_selfPidfd);
             _selfPidfd = -1;
@@ -129,7 +132,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     {
         if (!Directory.Exists(_o.ImagesDir)) throw new CrispException($"images directory {_o.ImagesDir} does not exist");
         _dir = new ImageDir(_o.ImagesDir);
-        var inventory = _dir.ReadInventory();
+        var inventory = _inventory = _dir.ReadInventory();
         CheckCpu();
         _procs = ProcessImage.Load(_dir, _zombies);
         ReadNamespaces(inventory.RootIds, _procs[0].Ids);

@@ -22,7 +22,7 @@ namespace Crisp.Checkpoint.Sockets;
 /// Queued data is read without consuming it: SO_PEEK_OFF set to 0 makes each MSG_PEEK read go on
 /// where the previous one stopped, then the socket's own peek offset is put back.
 /// </summary>
-internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
+internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepairDump? tcp = null, bool skipInFlight = false)
 {
     public const uint USK_EXTERN = 1;
 
@@ -259,18 +259,39 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
                 e.State = LibC.TCP_LISTEN;
                 var diag = SockDiag.FindInet(family, proto, ino);
                 e.Backlog = diag?.SendQueueOrBacklog ?? 128;
+                if (diag != null && diag.RecvQueue != 0)
+                {
+                    // Connections the kernel completed that nobody accepted yet: no process holds them.
+                    if (!skipInFlight)
+                        throw new CrispException($"{target} is a listening {kind} socket (port {srcPort}) with {diag.RecvQueue} connection(s) not accepted yet " +
+                                                 "(CRIU's --skip-in-flight leaves them out)");
+                    Log.I($"{target}: {diag.RecvQueue} connection(s) not accepted yet are left out (--skip-in-flight)");
+                }
             }
             else if (state != LibC.TCP_CLOSE)
             {
-                var (dstPort, _) = Address(local, family, peer: true, target);
-                if (!tcpClose)
-                    throw new CrispException($"{target} is an {kind} connection in state {TcpStateName(state)} (port {srcPort} → {dstPort}): " +
-                                             "established TCP connections are not supported yet (--tcp-close restores it closed)");
-                // --tcp-close: it comes back as a fresh socket of the same kind, neither bound nor
-                // connected (its ephemeral port is not kept).
-                e.SrcPort = 0;
-                e.SrcAddr.Clear();
-                Log.I($"{target}: {kind} connection {srcPort} → {dstPort} will be restored closed (--tcp-close)");
+                var (dstPort, dstAddr) = Address(local, family, peer: true, target);
+                string conn = $"{kind} connection in state {TcpStates.Name(state)} ({NetworkLock.Format(family, srcAddr)}:{srcPort} → " +
+                              $"{(dstAddr.Length == 0 ? "?" : NetworkLock.Format(family, dstAddr))}:{dstPort})";
+                if (tcpClose)
+                {
+                    // --tcp-close: it comes back as a fresh socket of the same kind, neither bound nor
+                    // connected (its ephemeral port is not kept).
+                    e.SrcPort = 0;
+                    e.SrcAddr.Clear();
+                    Log.I($"{target}: {conn} will be restored closed (--tcp-close)");
+                }
+                else if (tcp == null)
+                    throw new CrispException($"{target} is an {conn}: dump it with --tcp-established (or --tcp-close to restore it closed)");
+                else
+                {
+                    e.State = (uint)state;
+                    e.DstPort = dstPort;
+                    e.DstAddr.AddRange(dstAddr);
+                    var diag = SockDiag.FindInet(family, proto, ino);
+                    if (diag != null && diag.Shutdown != 0) e.Shutdown = (SkShutdown)(diag.Shutdown & 3);
+                    tcp.Dump(local, e, state, $"{target} ({conn})");
+                }
             }
         }
         else
@@ -314,12 +335,6 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose)
     }
 
     private static FownEntry NoOwner() => new() { Uid = 0, Euid = 0, Signum = 0, PidType = 0, Pid = 0 };
-
-    private static string TcpStateName(int s) => s switch
-    {
-        1 => "ESTABLISHED", 2 => "SYN_SENT", 3 => "SYN_RECV", 4 => "FIN_WAIT1", 5 => "FIN_WAIT2", 6 => "TIME_WAIT",
-        7 => "CLOSE", 8 => "CLOSE_WAIT", 9 => "LAST_ACK", 10 => "LISTEN", 11 => "CLOSING", _ => $"state {s}",
-    };
 
     public static string TypeName(int type) => type switch
     {

@@ -22,11 +22,36 @@ public static unsafe partial class LibC
 
     // IPPROTO_TCP, IPPROTO_IP, IPPROTO_IPV6 options
     public const int TCP_NODELAY = 1, TCP_CORK = 3, TCP_KEEPIDLE = 4, TCP_KEEPINTVL = 5, TCP_KEEPCNT = 6, TCP_INFO = 11;
-    public const int IP_TOS = 1, IP_TTL = 2, IP_PKTINFO = 8, IP_FREEBIND = 15;
+    public const int IP_TOS = 1, IP_TTL = 2, IP_HDRINCL = 3, IP_PKTINFO = 8, IP_FREEBIND = 15;
+    public const int IPPROTO_RAW = 255;
+
+    // TCP repair (linux/tcp.h): read and rebuild a connection without talking to its peer.
+    public const int TCP_MAXSEG = 2, TCP_REPAIR = 19, TCP_REPAIR_QUEUE = 20, TCP_QUEUE_SEQ = 21, TCP_REPAIR_OPTIONS = 22,
+        TCP_TIMESTAMP = 24, TCP_REPAIR_WINDOW = 29;
+    public const int TCP_NO_QUEUE = 0, TCP_RECV_QUEUE = 1, TCP_SEND_QUEUE = 2;
+    public const int TCPI_OPT_TIMESTAMPS = 1, TCPI_OPT_SACK = 2, TCPI_OPT_WSCALE = 4;
+    public const int TCPOPT_MAXSEG = 2, TCPOPT_WINDOW = 3, TCPOPT_SACK_PERM = 4, TCPOPT_TIMESTAMP = 8;
+    // Queue sizes (linux/sockios.h): bytes to read, bytes not yet acknowledged, bytes not yet sent.
+    public const ulong SIOCINQ = 0x541B, SIOCOUTQ = 0x5411, SIOCOUTQNSD = 0x894B;
+
+    /// <summary>struct tcp_repair_window.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct tcp_repair_window
+    {
+        public uint snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup;
+    }
+
+    /// <summary>struct tcp_repair_opt.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct tcp_repair_opt
+    {
+        public uint opt_code, opt_val;
+    }
     public const int IPV6_V6ONLY = 26, IPV6_FREEBIND = 78;
 
     // TCP states (include/net/tcp_states.h), also used by AF_UNIX sockets
-    public const int TCP_ESTABLISHED = 1, TCP_CLOSE = 7, TCP_LISTEN = 10;
+    public const int TCP_ESTABLISHED = 1, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3, TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5,
+        TCP_TIME_WAIT = 6, TCP_CLOSE = 7, TCP_CLOSE_WAIT = 8, TCP_LAST_ACK = 9, TCP_LISTEN = 10, TCP_CLOSING = 11;
 
     [LibraryImport(Lib, SetLastError = true)] public static partial int socket(int domain, int type, int protocol);
     [LibraryImport(Lib, SetLastError = true)] public static partial int socketpair(int domain, int type, int protocol, int* sv);
@@ -81,6 +106,10 @@ public static unsafe partial class LibC
         (IPPROTO_IP, IP_TOS) => "IP_TOS", (IPPROTO_IP, IP_TTL) => "IP_TTL", (IPPROTO_IP, IP_PKTINFO) => "IP_PKTINFO",
         (IPPROTO_IP, IP_FREEBIND) => "IP_FREEBIND", (IPPROTO_IPV6, IPV6_V6ONLY) => "IPV6_V6ONLY",
         (IPPROTO_IPV6, IPV6_FREEBIND) => "IPV6_FREEBIND",
+        (IPPROTO_TCP, TCP_MAXSEG) => "TCP_MAXSEG", (IPPROTO_TCP, TCP_REPAIR) => "TCP_REPAIR",
+        (IPPROTO_TCP, TCP_REPAIR_QUEUE) => "TCP_REPAIR_QUEUE", (IPPROTO_TCP, TCP_QUEUE_SEQ) => "TCP_QUEUE_SEQ",
+        (IPPROTO_TCP, TCP_REPAIR_OPTIONS) => "TCP_REPAIR_OPTIONS", (IPPROTO_TCP, TCP_TIMESTAMP) => "TCP_TIMESTAMP",
+        (IPPROTO_TCP, TCP_REPAIR_WINDOW) => "TCP_REPAIR_WINDOW",
         _ => $"level {level} option {name}",
     };
 }

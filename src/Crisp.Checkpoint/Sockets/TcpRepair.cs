@@ -1,0 +1,258 @@
+using Crisp.Images;
+using Crisp.Images.Proto;
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Sockets;
+
+/// <summary>
+/// Established TCP connections through the kernel's TCP repair mode (CRIU's --tcp-established,
+/// the facts as CRIU's soccr has them). In repair mode a socket neither sends nor answers: its
+/// sequence numbers, queues, negotiated options and window can be read, and set on a new socket
+/// that is then "connected" without a handshake.
+///
+/// Sequence numbers (SIOCINQ/SIOCOUTQ/SIOCOUTQNSD tell the lengths):
+///   receive: inq_seq = rcv_nxt (TCP_QUEUE_SEQ of TCP_RECV_QUEUE), inq_len = rcv_nxt - copied_seq;
+///   send:    outq_seq = write_seq, outq_len = write_seq - snd_una, of which unsq_len were never sent.
+/// Restore sets each queue's sequence to seq - len, then writes the bytes in: the receive queue
+/// and the sent-but-unacknowledged part of the send queue in repair mode (the kernel just queues
+/// them), the unsent part with repair off, as the program would have.
+///
+/// Dump: the connection is locked (NetworkLock) before repair goes on; the socket stays in repair
+/// mode so that when the dumped tree is killed it closes without a FIN or RST. If the tree goes
+/// on instead (--leave-running, a failed dump) repair goes off, SO_REUSEADDR is put back (leaving
+/// repair resets it) and the lock is released.
+///
+/// Half-closed connections (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING) need a FIN put in one queue or
+/// the other; those are refused for now, naming the connection.
+/// </summary>
+internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
+{
+    private readonly List<(int Fd, bool ReuseAddr, string Target)> _repaired = [];
+    private readonly Dictionary<uint, TcpStream> _streams = [];
+
+    public NetworkLock Lock => networkLock;
+    public IReadOnlyDictionary<uint, TcpStream> Streams => _streams;
+    public bool Any => _repaired.Count > 0;
+
+    /// <summary>Locks the connection, puts it in repair mode and reads it; the socket stays in repair.</summary>
+    public void Dump(int local, InetSkEntry e, int state, string target)
+    {
+        if (state != LibC.TCP_ESTABLISHED)
+            throw new CrispException($"{target} is a TCP connection in state {TcpStates.Name(state)}: half-closed connections are not supported yet");
+        networkLock.Add(new TcpConnection((int)e.Family, e.SrcAddr.ToArray(), e.SrcPort, e.DstAddr.ToArray(), e.DstPort));
+        int rfd = Errno.Check(LibC.dup(local), "dup", target);
+        LibC.SetSockOptInt(rfd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
+        _repaired.Add((rfd, e.Opts.Reuseaddr, target));
+        _streams[e.Ino] = Read(rfd, target);
+    }
+
+    private static TcpStream Read(int fd, string target)
+    {
+        byte* info = stackalloc byte[256];
+        uint ilen = 256;
+        Errno.Check(LibC.getsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_INFO, info, &ilen), "getsockopt(TCP_INFO)", target);
+        int state = info[0];
+        if (state != LibC.TCP_ESTABLISHED)
+            throw new CrispException($"{target} went to state {TcpStates.Name(state)} while being dumped");
+        uint options = info[5];
+        uint sndWscale = (uint)(info[6] & 0xf), rcvWscale = (uint)(info[6] >> 4);
+        var e = new TcpStreamEntry
+        {
+            OutqLen = (uint)Ioctl(fd, LibC.SIOCOUTQ, "SIOCOUTQ", target),
+            UnsqLen = (uint)Ioctl(fd, LibC.SIOCOUTQNSD, "SIOCOUTQNSD", target),
+            InqLen = (uint)Ioctl(fd, LibC.SIOCINQ, "SIOCINQ", target),
+            MssClamp = (uint)LibC.GetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_MAXSEG, target),
+            OptMask = options, SndWscale = 0,
+        };
+        if ((options & LibC.TCPI_OPT_WSCALE) != 0)
+        {
+            e.SndWscale = sndWscale;
+            e.RcvWscale = rcvWscale;
+        }
+        if ((options & LibC.TCPI_OPT_TIMESTAMPS) != 0)
+            e.Timestamp = (uint)LibC.GetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_TIMESTAMP, target);
+        LibC.tcp_repair_window w;
+        uint wlen = (uint)sizeof(LibC.tcp_repair_window);
+        Errno.Check(LibC.getsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_WINDOW, &w, &wlen), "getsockopt(TCP_REPAIR_WINDOW)", target);
+        e.SndWl1 = w.snd_wl1;
+        e.SndWnd = w.snd_wnd;
+        e.MaxWindow = w.max_window;
+        e.RcvWnd = w.rcv_wnd;
+        e.RcvWup = w.rcv_wup;
+        // MSG_PEEK starts at the peek offset when one is set: read from the start, put it back after.
+        int peekOff = LibC.GetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, target);
+        if (peekOff >= 0) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, -1, target);
+        try
+        {
+            var (inSeq, inq) = Queue(fd, LibC.TCP_RECV_QUEUE, e.InqLen, target);
+            var (outSeq, outq) = Queue(fd, LibC.TCP_SEND_QUEUE, e.OutqLen, target);
+            e.InqSeq = inSeq;
+            e.OutqSeq = outSeq;
+            return new TcpStream(e, inq, outq);
+        }
+        finally
+        {
+            if (peekOff >= 0) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, peekOff, target);
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_NO_QUEUE, target);
+        }
+    }
+
+    /// <summary>The queue's sequence number and its bytes, peeked (one byte more is asked, to be sure there are no more).</summary>
+    private static (uint Seq, byte[] Bytes) Queue(int fd, int queue, uint len, string target)
+    {
+        LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, queue, target);
+        uint seq = (uint)LibC.GetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_QUEUE_SEQ, target);
+        string name = queue == LibC.TCP_RECV_QUEUE ? "receive" : "send";
+        if (len == 0) return (seq, []);
+        var buf = new byte[len + 1];
+        nint n;
+        fixed (byte* b = buf) n = LibC.recvfrom(fd, b, (nuint)buf.Length, LibC.MSG_PEEK | LibC.MSG_DONTWAIT, null, null);
+        if (n < 0) throw new SyscallException($"recv(MSG_PEEK, {name} queue)", Errno.Last, target);
+        if (n != len) throw new CrispException($"{target}: the {name} queue holds {n} bytes, the kernel said {len}");
+        return (seq, buf.AsSpan(0, (int)len).ToArray());
+    }
+
+    private static int Ioctl(int fd, ulong request, string name, string target)
+    {
+        int v = 0;
+        Errno.Check(LibC.ioctl(fd, request, &v), $"ioctl({name})", target);
+        return v;
+    }
+
+    /// <summary>The tree was killed: its sockets closed in repair mode, silently. The lock stays for the restore.</summary>
+    public void KeepLocked()
+    {
+        foreach (var (fd, _, _) in _repaired) LibC.close(fd);
+        _repaired.Clear();
+    }
+
+    /// <summary>The tree goes on: every connection leaves repair mode and the lock goes.</summary>
+    public void Resume()
+    {
+        foreach (var (fd, reuse, target) in _repaired)
+        {
+            int off = 0, r = reuse ? 1 : 0;
+            if (LibC.setsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, &off, sizeof(int)) != 0)
+                Log.E($"{target}: TCP_REPAIR off failed: {Errno.Name(Errno.Last)}");
+            LibC.setsockopt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, &r, sizeof(int));
+            LibC.close(fd);
+        }
+        _repaired.Clear();
+        networkLock.Release();
+    }
+}
+
+/// <summary>Restore of one connection into a new socket (see <see cref="TcpRepairDump"/> for the order).</summary>
+internal static unsafe class TcpRepairRestore
+{
+    /// <summary>
+    /// Rebuilds the connection on <paramref name="fd"/> (a new TCP socket with its pre-bind options
+    /// set); returns with the socket still in repair mode: the caller turns it off once the processes
+    /// hold it, just before they run.
+    /// </summary>
+    public static void Restore(int fd, InetSkEntry e, TcpStream s, Func<uint, IList<uint>, byte[]> address, string target)
+    {
+        var t = s.Entry;
+        if (e.State != LibC.TCP_ESTABLISHED)
+            throw new CrispException($"{target} was dumped in state {TcpStates.Name((int)e.State)}: half-closed connections are not supported yet");
+        if (!t.HasUnsqLen) throw new ImageException(TcpStreamFile(e), "no unsq_len");
+        LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
+        // Room for the queues while they are written; the dumped sizes are set afterwards.
+        LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_SNDBUFFORCE, (int)Math.Min(int.MaxValue / 2, 2L * t.OutqLen + (256 << 10)), target);
+        LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_RCVBUFFORCE, (int)Math.Min(int.MaxValue / 2, 2L * t.InqLen + (256 << 10)), target);
+        var src = address(e.SrcPort, e.SrcAddr);
+        fixed (byte* a = src) Errno.Check(LibC.bind(fd, a, (uint)src.Length), "bind", target);
+        SetSeq(fd, LibC.TCP_RECV_QUEUE, t.InqSeq - t.InqLen, target);
+        SetSeq(fd, LibC.TCP_SEND_QUEUE, t.OutqSeq - t.OutqLen, target);
+        var dst = address(e.DstPort, e.DstAddr);
+        fixed (byte* a = dst)
+            if (LibC.connect(fd, a, (uint)dst.Length) != 0 && Errno.Last != Errno.EINPROGRESS)
+                throw new SyscallException("connect (repair)", Errno.Last, target);
+        var opts = new List<LibC.tcp_repair_opt>();
+        if ((t.OptMask & LibC.TCPI_OPT_SACK) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_SACK_PERM });
+        if ((t.OptMask & LibC.TCPI_OPT_WSCALE) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_WINDOW, opt_val = t.SndWscale + (t.RcvWscale << 16) });
+        if ((t.OptMask & LibC.TCPI_OPT_TIMESTAMPS) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_TIMESTAMP });
+        opts.Add(new() { opt_code = LibC.TCPOPT_MAXSEG, opt_val = t.MssClamp });
+        var arr = opts.ToArray();
+        fixed (LibC.tcp_repair_opt* o = arr)
+            Errno.Check(LibC.setsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_OPTIONS, o, (uint)(arr.Length * sizeof(LibC.tcp_repair_opt))),
+                "setsockopt(TCP_REPAIR_OPTIONS)", target);
+        if ((t.OptMask & LibC.TCPI_OPT_TIMESTAMPS) != 0)
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_TIMESTAMP, (int)t.Timestamp, target);
+        if (s.RecvQueue.Length > 0)
+        {
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_RECV_QUEUE, target);
+            Send(fd, s.RecvQueue, "receive", target);
+        }
+        uint unsent = Math.Min(t.UnsqLen, t.OutqLen);
+        int sent = (int)(t.OutqLen - unsent);
+        if (sent > 0)
+        {
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_SEND_QUEUE, target);
+            Send(fd, s.SendQueue.AsSpan(0, sent).ToArray(), "send", target);
+        }
+        if (t.HasSndWnd)
+        {
+            var w = new LibC.tcp_repair_window
+            {
+                snd_wl1 = t.SndWl1, snd_wnd = t.SndWnd, max_window = t.MaxWindow, rcv_wnd = t.RcvWnd, rcv_wup = t.RcvWup,
+            };
+            Errno.Check(LibC.setsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_WINDOW, &w, (uint)sizeof(LibC.tcp_repair_window)),
+                "setsockopt(TCP_REPAIR_WINDOW)", target);
+        }
+        LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_NO_QUEUE, target);
+        if (unsent > 0)
+        {
+            // Never sent: written as the program would have, out of repair mode (soccr's order).
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 0, target);
+            Send(fd, s.SendQueue.AsSpan(sent).ToArray(), "unsent send", target);
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
+        }
+    }
+
+    /// <summary>Out of repair mode, with the dumped SO_REUSEADDR back (leaving repair resets it).</summary>
+    public static void Finish(int fd, bool reuseAddr, string target)
+    {
+        LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 0, target);
+        LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, reuseAddr ? 1 : 0, target);
+    }
+
+    private static string TcpStreamFile(InetSkEntry e) => ImageDir.TcpStreamName(e.Ino);
+
+    private static void SetSeq(int fd, int queue, uint seq, string target)
+    {
+        LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, queue, target);
+        LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_QUEUE_SEQ, (int)seq, target);
+    }
+
+    /// <summary>
+    /// Writes a queue's bytes. In repair mode the kernel makes one linear buffer of what it is given,
+    /// which a large write may fail to get (ENOMEM): smaller pieces then (soccr's rule).
+    /// </summary>
+    private static void Send(int fd, byte[] data, string queue, string target)
+    {
+        int off = 0, chunk = data.Length;
+        while (off < data.Length)
+        {
+            int n0 = Math.Min(chunk, data.Length - off);
+            nint n;
+            fixed (byte* d = data) n = LibC.sendto(fd, d + off, (nuint)n0, LibC.MSG_NOSIGNAL, null, 0);
+            if (n <= 0)
+            {
+                int err = Errno.Last;
+                if (chunk > 1024 && err != Errno.EAGAIN) { chunk >>= 1; continue; }
+                throw new SyscallException($"send({queue} queue, {data.Length - off} of {data.Length} bytes left)", err, target);
+            }
+            off += (int)n;
+        }
+    }
+}
+
+internal static class TcpStates
+{
+    public static string Name(int s) => s switch
+    {
+        1 => "ESTABLISHED", 2 => "SYN_SENT", 3 => "SYN_RECV", 4 => "FIN_WAIT1", 5 => "FIN_WAIT2", 6 => "TIME_WAIT",
+        7 => "CLOSE", 8 => "CLOSE_WAIT", 9 => "LAST_ACK", 10 => "LISTEN", 11 => "CLOSING", _ => $"state {s}",
+    };
+}
