@@ -40,6 +40,10 @@ public static class ImageMagic
     public const uint SkQueues = 0x56264026;
     public const uint Stats = 0x57093306;
     public const uint MemfdInode = 0x48453499;
+    public const uint IpcVar = 0x53115007;
+    public const uint IpcnsShm = 0x46283044;
+    public const uint IpcnsMsg = 0x55453737;
+    public const uint IpcnsSem = 0x59573019;
 
     /// <summary>Whether the file starts with a second, "common" magic before its own.</summary>
     public static bool HasCommonPrefix(uint magic) => magic != Inventory;
@@ -78,6 +82,10 @@ public static class ImageMagic
         InetSk => "INETSK",
         SkQueues => "SK_QUEUES",
         Stats => "STATS",
+        IpcVar => "IPCNS_VAR",
+        IpcnsShm => "IPCNS_SHM",
+        IpcnsMsg => "IPCNS_MSG",
+        IpcnsSem => "IPCNS_SEM",
         _ => $"0x{magic:x8}",
     };
 }
