@@ -41,6 +41,10 @@ public static class ImageMagic
     public const uint TcpStream = 0x51465506;
     public const uint Stats = 0x57093306;
     public const uint MemfdInode = 0x48453499;
+    public const uint IpcVar = 0x53115007;
+    public const uint IpcnsShm = 0x46283044;
+    public const uint IpcnsMsg = 0x55453737;
+    public const uint IpcnsSem = 0x59573019;
 
     /// <summary>Whether the file starts with a second, "common" magic before its own.</summary>
     public static bool HasCommonPrefix(uint magic) => magic != Inventory;
@@ -80,6 +84,10 @@ public static class ImageMagic
         SkQueues => "SK_QUEUES",
         TcpStream => "TCP_STREAM",
         Stats => "STATS",
+        IpcVar => "IPCNS_VAR",
+        IpcnsShm => "IPCNS_SHM",
+        IpcnsMsg => "IPCNS_MSG",
+        IpcnsSem => "IPCNS_SEM",
         _ => $"0x{magic:x8}",
     };
 }

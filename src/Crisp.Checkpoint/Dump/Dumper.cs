@@ -145,6 +145,7 @@ public static class Dumper
             dir.WriteFdinfo(d.Ids.FilesId, d.Fds);
         }
         if (dumps[0].Uts is { } uts) dir.WriteUtsns(uts, dumps[0].Ids.UtsNsId);
+        OwnedNamespaces.Write(tree.Root.Pid, ns, dumps[0].Ids, dumps.SelectMany(d => d.Vmas.Select(v => (d.Process.Pid, v.Entry))), dir);
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
         files.WriteMemfds(dir);

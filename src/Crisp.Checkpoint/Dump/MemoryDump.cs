@@ -89,6 +89,14 @@ internal static unsafe class MemoryDump
                 pages = !v.Shared;
                 anonOnly = true;
             }
+            else if (v.Shared && v.Path.StartsWith("/SYSV", StringComparison.Ordinal))
+            {
+                // An attachment of a System V segment (maps: /SYSV<key>, inode = shmid), as CRIU
+                // records it; its bytes are the segment's, dumped with the IPC namespace (OwnedNamespaces.cs).
+                flags |= LibC.MAP_ANONYMOUS;
+                status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_ANON_SHARED | VmaStatus.VMA_AREA_SYSVIPC;
+                shmid = v.Inode;
+            }
             else if (v.Inode != 0 && v.Path.StartsWith('/'))
             {
                 if (v.Deleted)

@@ -20,8 +20,12 @@ namespace Crisp.Checkpoint.Dump;
  *    in crisp's. Or the shape `unshare --pid --fork --mount-proc` makes: crisp's mounts but a
  *    /proc of the tree's own pid namespace; restore makes a new mount namespace and mounts a
  *    fresh /proc there. Anything else is refused, naming the mount points.
- *  - net, ipc, user, cgroup, time: refused by name. Restoring them in the host's would
- *    silently change what the tree sees.
+ *  - ipc: its sysctls, SysV shared memory (with contents), semaphores and message queues
+ *    (ipcns-*-ID.img, Namespaces/IpcNamespace.cs). Not owned: the tree shares the host's, and
+ *    an attachment of a host segment is refused (MemoryDump).
+ *  - time: CLOCK_MONOTONIC and CLOCK_BOOTTIME as seen inside (timens-ID.img, Namespaces/TimeNamespace.cs).
+ *  - net, user, cgroup: refused by name. Restoring them in the host's would silently change
+ *    what the tree sees.
  *
  * Namespace ids follow CRIU's numbering: one counter over all kinds, crisp's own namespaces
  * first (they are the inventory's root_ids: pid 1, net 2, ipc 3, uts 4, time 5, mnt 6,
@@ -35,6 +39,8 @@ internal sealed class TreeNamespaces
 
     public bool OwnPid { get; private init; }
     public bool OwnUts { get; private init; }
+    public bool OwnIpc { get; private init; }
+    public bool OwnTime { get; private init; }
     /// <summary>The tree needs a mount namespace of its own (a fresh /proc). False also when it sits in another one that shows crisp's mounts.</summary>
     public bool OwnMnt { get; private init; }
 
@@ -53,14 +59,14 @@ internal sealed class TreeNamespaces
                 throw new CrispException($"process {p.Pid} is in another {string.Join(", ", other)} namespace than the tree's root {root}: " +
                                          "nested namespaces are not supported");
         }
-        var refused = owned.Where(k => k is not ("pid" or "uts" or "mnt")).ToList();
+        var refused = owned.Where(k => k is not ("pid" or "uts" or "mnt" or "ipc" or "time")).ToList();
         if (refused.Count > 0)
             throw new CrispException($"the tree of {root} has its own {string.Join(", ", refused)} namespace{(refused.Count > 1 ? "s" : "")}, " +
                                      "which crisp cannot dump yet (restoring the tree in the host's would change what it sees)");
         bool ownPid = owned.Contains("pid");
         var ns = new TreeNamespaces
         {
-            OwnPid = ownPid, OwnUts = owned.Contains("uts"),
+            OwnPid = ownPid, OwnUts = owned.Contains("uts"), OwnIpc = owned.Contains("ipc"), OwnTime = owned.Contains("time"),
             OwnMnt = owned.Contains("mnt") && MountsNeedOwnNamespace(root, ownPid),
         };
 

@@ -248,6 +248,7 @@ internal sealed unsafe partial class RestoreSession
             if (IsSpecial(v)) continue;
             if (v.Start < _ctl + CtlSize && _ctl < v.End)
                 throw new CrispException($"VMA 0x{v.Start:x}-0x{v.End:x} overlaps the control page (internal error)");
+            if ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0) { AttachSysvShm(p, leader, v); continue; }
             int flags = (int)v.Flags | LibC.MAP_FIXED;
             int prot = (int)v.Prot;
             // A private VMA without PROT_WRITE that holds dumped (COW'd) pages was writable once: map it

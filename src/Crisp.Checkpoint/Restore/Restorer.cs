@@ -140,7 +140,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         FindSharedFiles();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
-                if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING)) != 0)
+                if ((v.Status & (VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING)) != 0 || ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _ipc == null))
                     throw new CrispException($"process {p.Pid}: VMA 0x{v.Start:x}-0x{v.End:x} (status 0x{v.Status:x}) is of a kind crisp cannot restore yet");
     }
 
@@ -173,10 +173,10 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
                 : throw new ImageException(_dir.PathOf(ImageDir.UtsnsName(ids.UtsNsId)), "the tree owned a UTS namespace but its image is missing");
         var refused = new List<string>();
         if (Owns(ids.NetNsId, rootIds.NetNsId)) refused.Add("net");
-        if (Owns(ids.IpcNsId, rootIds.IpcNsId)) refused.Add("ipc");
+        if (Owns(ids.IpcNsId, rootIds.IpcNsId)) ReadIpcNamespace(ids.IpcNsId);
+        if (Owns(ids.TimeNsId, rootIds.TimeNsId)) ReadTimeNamespace(ids.TimeNsId);
         if (Owns(ids.UserNsId, rootIds.UserNsId)) refused.Add("user");
         if (Owns(ids.CgroupNsId, rootIds.CgroupNsId)) refused.Add("cgroup");
-        if (Owns(ids.TimeNsId, rootIds.TimeNsId)) refused.Add("time");
         if (_ownMntNs && !_ownPidNs) refused.Add("mnt (without its own pid namespace)");
         if (refused.Count > 0)
             throw new CrispException($"the tree owned its own {string.Join(", ", refused)} namespace(s), which crisp cannot restore yet");
@@ -362,7 +362,8 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         // clone3 wants exit_signal 0 with CLONE_PARENT; the child takes the stub's (SIGCHLD).
         // A tree that owned its pid namespace gets a new one, its root pid 1 there; with it a
         // mount namespace (for its /proc) and a UTS namespace when it owned those.
-        ulong ns = (_ownPidNs ? CLONE_NEWPID : 0) | (_ownMntNs ? CLONE_NEWNS : 0) | (_uts != null ? CLONE_NEWUTS : 0);
+        ulong ns = (_ownPidNs ? CLONE_NEWPID : 0) | (_ownMntNs ? CLONE_NEWNS : 0) | (_uts != null ? CLONE_NEWUTS : 0) | (_ipc != null ? CLONE_NEWIPC : 0);
+        if (_timens != null) MakeTimeNamespace(stub);
         var root = Clone(stub, -1, rootImg.Pid, CLONE_PARENT | ns, 0);
         SetHostIds(rootImg, root.Pid);
         // The stub's job is done.
@@ -383,6 +384,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         _ctl = ctl;
         if (_ownMntNs) MountOwnProc(root);
         if (_uts != null) SetUts(root, _uts);
+        if (_ipc != null) FillIpcNamespace(root);
         if (rootImg.Sid == rootImg.DumpedPid) root.Check(Code, "setsid", LibC.SYS_setsid);
     }
 

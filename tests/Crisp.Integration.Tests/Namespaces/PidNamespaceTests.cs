@@ -193,15 +193,17 @@ public class PidNamespaceTests
         return Lines(log).Skip(n).Where(l => l.StartsWith("report", StringComparison.Ordinal)).ToHashSet();
     }
 
-    [Fact]
-    public void A_tree_with_its_own_network_namespace_is_refused_by_name_and_left_running()
+    [Theory]
+    [InlineData("--net", "net")]
+    [InlineData("--cgroup", "cgroup")]
+    public void A_tree_with_its_own_network_or_cgroup_namespace_is_refused_by_name_and_left_running(string option, string kind)
     {
         using var dir = new TempDir();
         string log = dir["tree.log"];
-        using var tree = NsTree.Start(["--net"], $"exec /usr/bin/setsid {PidtreePath.Value} {log}", () => Lines(log).Contains("ready"));
+        using var tree = NsTree.Start([option], $"exec /usr/bin/setsid {PidtreePath.Value} {log}", () => Lines(log).Contains("ready"));
         var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
         Assert.Equal(1, d.ExitCode);
-        Assert.Contains("own net namespace", d.Stderr);
+        Assert.Contains($"own {kind} namespace", d.Stderr);
         Assert.False(File.Exists(Path.Combine(dir["img"], "inventory.img")));
         int n = Lines(log).Length;
         Errno.Check(LibC.kill(tree.Root, LibC.SIGUSR1), "kill", $"{tree.Root}, SIGUSR1");
@@ -229,7 +231,7 @@ public class PidNamespaceTests
     /// Dispose kills exactly unshare, the root, and the restored roots it was given (killing a
     /// namespace's init ends the namespace).
     /// </summary>
-    private sealed class NsTree : IDisposable
+    internal sealed class NsTree : IDisposable
     {
         private readonly ChildProcess _unshare;
         private readonly List<int> _adopted = [];
