@@ -8,7 +8,7 @@ namespace Crisp.Cli;
 /// <summary>The checkpoint/restore commands; each is wired here as its mechanism lands.</summary>
 public static class Commands
 {
-    public static IEnumerable<Command> Create() => [DumpCmd(), RestoreCmd(), LazyPagesCommand.Create(), .. RemoteCommands.Create()];
+    public static IEnumerable<Command> Create() => [DumpCmd(), PreDumpCmd(), RestoreCmd(), LazyPagesCommand.Create(), .. RemoteCommands.Create()];
 
     private static Command DumpCmd()
     {
@@ -18,8 +18,11 @@ public static class Commands
         var extUnix = new Option<bool>("--ext-unix-sk", "-x") { Description = "dump datagram unix sockets connected to a named socket outside the tree (restore connects them to that name again)" };
         var tcpClose = new Option<bool>("--tcp-close") { Description = "dump established TCP connections as closed sockets instead of refusing them" };
         var tcp = new TcpOptions(dump: true);
+        var (prev, track) = IncrementalOptions();
         var cmd = new Command("dump", "Checkpoint a process tree into image files");
         cmd.Options.Add(tree);
+        cmd.Options.Add(prev);
+        cmd.Options.Add(track);
         cmd.Options.Add(leave);
         AddIrmapOptions(cmd);
         cmd.Options.Add(extUnix);
@@ -42,10 +45,48 @@ public static class Commands
                 SkipInFlight = r.GetValue(tcp.SkipInFlight!),
                 NetworkLock = tcp.Lock(r),
                 WaitForKilledTree = false, // crisp exits right after: no need to watch the teardown
+                PrevImagesDir = r.GetValue(prev),
+                TrackMem = r.GetValue(track),
             };
-            if (remote.Active(r)) return Remote.RemoteDump.Run(r, remote, options);
+            if (remote.Active(r))
+            {
+                if (options.PrevImagesDir != null) throw new UsageException("--prev-images-dir cannot be combined with --page-server or --lazy-pages");
+                return Remote.RemoteDump.Run(r, remote, options);
+            }
             var result = Dumper.Dump(options);
-            Crisp.Native.Log.I($"dumped {result.Processes} process(es), {result.Threads} thread(s), {result.PagesWritten} pages in {result.Total.TotalMilliseconds:F1} ms");
+            Crisp.Native.Log.I($"dumped {result.Processes} process(es), {result.Threads} thread(s), {result.PagesWritten} pages" +
+                (options.PrevImagesDir != null ? $" ({result.ParentPages} more in the parent images)" : "") + $" in {result.Total.TotalMilliseconds:F1} ms");
+            return CrispCommand.ExitOk;
+        }));
+        return cmd;
+    }
+
+    /// <summary>CRIU's options of incremental dumps, for dump and pre-dump alike.</summary>
+    private static (Option<string?> Prev, Option<bool> Track) IncrementalOptions() => (
+        new Option<string?>("--prev-images-dir") { Description = "images of an earlier pre-dump or dump of this tree, relative to the images dir: linked as its parent; with --track-mem pages not written since are left there" },
+        new Option<bool>("--track-mem") { Description = "track the tree's memory writes (userfaultfd write-protection, async) so the next dump writes only what changed" });
+
+    /// <summary>CRIU's pre-dump: the tree's memory now, while it goes on running; a later dump --prev-images-dir writes only what changed.</summary>
+    private static Command PreDumpCmd()
+    {
+        var common = new CommonOptions();
+        var tree = new Option<int>("--tree", "-t") { Description = "PID of the root of the process tree", Required = true };
+        var (prev, track) = IncrementalOptions();
+        var cmd = new Command("pre-dump", "Write a process tree's memory while it goes on running (memory tracking is always on, as in CRIU)");
+        cmd.Options.Add(tree);
+        cmd.Options.Add(prev);
+        cmd.Options.Add(track);
+        common.AddTo(cmd);
+        cmd.SetAction(r => CrispCommand.Guard("pre-dump", () =>
+        {
+            common.ConfigureLog(r);
+            var result = Dumper.PreDump(new DumpOptions
+            {
+                Pid = r.GetValue(tree), ImagesDir = common.Images(r), LeaveRunning = true,
+                PrevImagesDir = r.GetValue(prev), TrackMem = true,
+            });
+            Log.I($"pre-dumped {result.Processes} process(es): {result.PagesWritten} pages" +
+                (r.GetValue(prev) != null ? $" ({result.ParentPages} more in the parent images)" : "") + $", frozen {result.Frozen.TotalMilliseconds:F1} ms");
             return CrispCommand.ExitOk;
         }));
         return cmd;

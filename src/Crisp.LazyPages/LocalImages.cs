@@ -12,7 +12,8 @@ public static class LocalImages
     /// The plan from an mm entry and pagemap runs: every present run inside a lazy VMA is data to
     /// deliver, whether or not it carries PE_LAZY (if restore already filled it, the copy meets
     /// EEXIST and is counted, which is harmless; leaving it out could mean zeros).
-    /// Runs whose pages live in a parent image (pre-dump) are refused: that is not supported yet.
+    /// Runs whose pages live in a parent image (pre-dump) come resolved by PagemapReader; an
+    /// unresolved one (a plan made from raw entries) is refused.
     /// </summary>
     public static LazyPlan Plan(int pid, MmEntry mm, IEnumerable<PagemapRun> runs)
     {

@@ -54,6 +54,16 @@ public sealed record DumpOptions
     /// <summary>CRIU's --network-lock: how established connections are kept quiet from the freeze until restore (Sockets/NetworkLock.cs).</summary>
     public Crisp.Checkpoint.Sockets.NetworkLockMethod NetworkLock { get; init; } = Crisp.Checkpoint.Sockets.NetworkLockMethod.Nftables;
 
+    /// <summary>
+    /// CRIU's --prev-images-dir: the images of an earlier pre-dump or dump of this tree, as a path
+    /// relative to <see cref="ImagesDir"/> (or absolute). The images dir gets a <c>parent</c> symlink
+    /// to it, and with <see cref="TrackMem"/> pages not written since are PE_PARENT entries.
+    /// </summary>
+    public string? PrevImagesDir { get; init; }
+
+    /// <summary>CRIU's --track-mem: use (and, if the tree goes on running, reset) the write tracking of WriteTracking.cs.</summary>
+    public bool TrackMem { get; init; }
+
     /// <summary>Called once the whole tree is frozen (the start of the downtime a migration reports).</summary>
     public Action? Frozen { get; init; }
 }
@@ -61,6 +71,9 @@ public sealed record DumpOptions
 /// <summary>What a dump did, for the log and the command's summary.</summary>
 public sealed record DumpResult(int Processes, int Threads, ulong PagesWritten, TimeSpan Frozen, TimeSpan Total)
 {
+    /// <summary>Incremental dumps: pages written as PE_PARENT (their bytes are in the parent images).</summary>
+    public ulong ParentPages { get; init; }
+
     /// <summary>Lazy dumps: pages left in the frozen processes for the page server (PE_LAZY entries).</summary>
     public ulong LazyPages { get; init; }
 

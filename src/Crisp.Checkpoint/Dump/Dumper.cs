@@ -33,7 +33,10 @@ public static class Dumper
             throw new CrispException($"no process {options.Pid}");
         if (options.LazyPages && options.ServeLazy is null)
             throw new ArgumentException("a lazy dump needs ServeLazy", nameof(options));
+        if (options.PrevImagesDir != null && options.PageSink != null)
+            throw new CrispException("--prev-images-dir: a dump to a page server cannot refer to parent images");
         var dir = ImageDir.Create(options.ImagesDir);
+        var parentDir = LinkParent(dir, options.PrevImagesDir);
         // Before the freeze: protobuf's reflection set-up (and the GC its allocations bring) stays out of the frozen window.
         ImageWriter.WarmUp();
         // A lazy dump's frozen window is a migration's downtime. Reading smaps walks every page
@@ -52,7 +55,7 @@ public static class Dumper
         try
         {
             var sink = options.PageSink ?? new ImageDirPageSink(dir);
-            var (pages, lazyRuns, hostPids) = WriteImages(tree, dir, sink, options.LazyPages, early, options, tcp);
+            var (pages, lazyRuns, hostPids) = WriteImages(tree, dir, sink, options.LazyPages, early, options, tcp, parentDir);
             ulong lazyPages = lazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
             LazyDumpEnd? end = null;
             if (options.LazyPages)
@@ -75,6 +78,8 @@ public static class Dumper
             }
             else if (options.LeaveRunning)
             {
+                // A later dump can take this one as its parent: its written state is relative to these images.
+                if (options.TrackMem) foreach (var p in tree.Processes) WriteTracking.Reset(p, MemoryDump.Vmas(p.Pid, new FileTable(false, true)), dir.Path);
                 tcp?.Resume();
                 tree.Resume();
             }
@@ -88,7 +93,7 @@ public static class Dumper
             Log.I($"dump of {options.Pid} done: {pages} pages, frozen {frozen.Elapsed.TotalMilliseconds:F1} ms");
             return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed)
             {
-                LazyPages = lazyPages, LazyEnd = end,
+                LazyPages = lazyPages, LazyEnd = end, ParentPages = _parentPages,
             };
         }
         catch
@@ -101,6 +106,102 @@ public static class Dumper
         }
     }
 
+    [ThreadStatic] private static ulong _parentPages;
+
+    /// <summary>
+    /// CRIU's parent link: <c>parent</c> in the images dir, naming <paramref name="prev"/> as given
+    /// (relative to the images dir, as CRIU resolves it). Returns the parent directory, or null.
+    /// </summary>
+    private static string? LinkParent(ImageDir dir, string? prev)
+    {
+        if (prev is null) return null;
+        string full = Path.IsPathRooted(prev) ? prev : Path.GetFullPath(Path.Combine(dir.Path, prev));
+        if (!Directory.Exists(full))
+            throw new CrispException($"--prev-images-dir {prev}: {full} is no directory");
+        if (!File.Exists(Path.Combine(full, ImageDir.InventoryName)))
+            throw new CrispException($"--prev-images-dir {prev}: {full} holds no dump (no {ImageDir.InventoryName})");
+        string link = dir.PathOf(Crisp.Images.Pages.PagemapReader.ParentLink);
+        if (File.Exists(link) || Directory.Exists(link) || new FileInfo(link).LinkTarget != null) File.Delete(link);
+        File.CreateSymbolicLink(link, prev);
+        return full;
+    }
+
+    /// <summary>
+    /// `crisp pre-dump` (CRIU's): freezes the tree, writes the pages of every process (against the
+    /// parent images if <see cref="DumpOptions.PrevImagesDir"/> is set), starts or resets the write
+    /// tracking, and lets the tree run on. Only inventory, pagemap and pages images are written:
+    /// the images are the parent of a later dump, not a dump of their own.
+    /// </summary>
+    public static DumpResult PreDump(DumpOptions options)
+    {
+        var total = Stopwatch.StartNew();
+        if (!Directory.Exists($"/proc/{options.Pid}"))
+            throw new CrispException($"no process {options.Pid}");
+        var dir = ImageDir.Create(options.ImagesDir);
+        var parentDir = LinkParent(dir, options.PrevImagesDir);
+        using var ptrace = new PtraceThread();
+        SeizedTree tree;
+        try { tree = SeizedTree.Seize(ptrace, options.Pid); }
+        catch (SyscallException e) { throw new CrispException($"cannot freeze process {options.Pid}: {e.Message}", e); }
+        var frozen = Stopwatch.StartNew();
+        try
+        {
+            var ns = TreeNamespaces.Check(tree);
+            RefuseSharedTables(tree);
+            var sink = new ImageDirPageSink(dir);
+            ulong pages = 0, inParent = 0;
+            var all = new List<(SeizedProcess Proc, List<DumpedVma> Vmas)>();
+            foreach (var proc in tree.Processes)
+            {
+                var vmas = MemoryDump.Vmas(proc.Pid, new FileTable(false, true));
+                var runs = Runs(proc.Pid, ns.Dumped(proc.Pid), vmas, parentDir, true, out ulong p);
+                inParent += p;
+                using var writer = sink.Open(ns.Dumped(proc.Pid));
+                pages += MemoryDump.WritePages(proc.Pid, runs, writer);
+                writer.Complete();
+                all.Add((proc, vmas));
+            }
+            foreach (var (proc, vmas) in all) WriteTracking.Reset(proc, vmas, dir.Path);
+            var rootIds = new NamespaceIds().Own.Clone();
+            rootIds.VmId = rootIds.FilesId = rootIds.FsId = rootIds.SighandId = 1;
+            var inventory = ImageDir.NewInventory(rootIds);
+            dir.WriteInventory(inventory);
+            tree.Resume();
+            Log.I($"pre-dump of {options.Pid}: {pages} pages written, {inParent} in the parent images, frozen {frozen.Elapsed.TotalMilliseconds:F1} ms");
+            return new DumpResult(tree.Processes.Count, tree.Processes.Sum(p => p.Tasks.Count), pages, frozen.Elapsed, total.Elapsed) { ParentPages = inParent };
+        }
+        catch
+        {
+            try { tree.Resume(); }
+            catch (Exception e) { Log.E($"could not resume {options.Pid} after a failed pre-dump: {e.Message}"); }
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The runs to dump for one process: with a parent and --track-mem, clean pages the parent
+    /// has become PE_PARENT holes. The tracking must be relative to that very parent (see
+    /// WriteTracking.RelativeTo); when it is not, every page is dumped, and the log says why.
+    /// </summary>
+    private static List<MemoryDump.PageRun> Runs(int pid, int vpid, List<DumpedVma> vmas, string? parentDir, bool trackMem, out ulong inParent)
+    {
+        inParent = 0;
+        if (parentDir is null || !trackMem) return MemoryDump.PresentRuns(pid, vmas);
+        string name = ImageDir.PagemapName(vpid);
+        if (!File.Exists(Path.Combine(parentDir, name)))
+        {
+            Log.I($"process {pid}: no {name} in the parent images: every page is dumped");
+            return MemoryDump.PresentRuns(pid, vmas);
+        }
+        if (!WriteTracking.RelativeTo(pid, parentDir))
+        {
+            Log.W($"process {pid}: its memory is not tracked since the parent images {parentDir} were written: every page is dumped");
+            return MemoryDump.PresentRuns(pid, vmas);
+        }
+        using var parent = new ImageDir(parentDir).OpenPagemap(vpid);
+        return MemoryDump.AgainstParent(MemoryDump.PresentRuns(pid, vmas, written: true), parent, out inParent);
+    }
+
     private sealed record ProcessDump(
         SeizedProcess Process, PstreeEntry Pstree, TaskKobjIdsEntry Ids, Dictionary<int, CoreEntry> Cores,
         MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds)
@@ -110,8 +211,9 @@ public static class Dumper
     }
 
     private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns, Dictionary<int, int> HostPids) WriteImages(
-        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options, Sockets.TcpRepairDump? tcp)
+        SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options, Sockets.TcpRepairDump? tcp, string? parentDir)
     {
+        _parentPages = 0;
         // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
         var ns = TreeNamespaces.Check(tree);
         var files = new FileTable(options.ExtUnixSk, options.TcpClose, tcp, options.SkipInFlight);
@@ -124,7 +226,7 @@ public static class Dumper
         var phase = Stopwatch.StartNew();
         RefuseSharedTables(tree);
         foreach (var proc in tree.Processes)
-            dumps.Add(Collect(proc, files, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root));
+            dumps.Add(Collect(proc, files, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem));
         files.FinishSockets();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
@@ -209,7 +311,7 @@ public static class Dumper
     }
 
     private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, TreeNamespaces ns, uint objectId, EarlySmaps? early,
-        bool readUts)
+        bool readUts, string? parentDir, bool trackMem)
     {
         int pid = proc.Pid;
         var sw = Stopwatch.StartNew();
@@ -223,7 +325,8 @@ public static class Dumper
         // Layout after the injections above: their scratch pages are gone again.
         var vmas = MemoryDump.Vmas(pid, files, early?.Take(pid));
         double tVmas = sw.Elapsed.TotalMilliseconds;
-        var runs = MemoryDump.PresentRuns(pid, vmas);
+        var runs = Runs(pid, ns.Dumped(pid), vmas, parentDir, trackMem, out ulong inParent);
+        _parentPages += inParent;
         double tRuns = sw.Elapsed.TotalMilliseconds;
 
         ulong brk;

@@ -61,6 +61,8 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
         foreach (int fd in Proc.Fds(pid))
         {
             string link = Proc.FdTarget(pid, fd);
+            // crisp's own write tracker (pre-dump, --track-mem), not the process's: never restored.
+            if (WriteTracking.IsTracker(pid, fd, link)) continue;
             var info = Proc.FdInfo(pid, fd);
             LibC.stat_t st;
             if (LibC.stat($"/proc/{pid}/fd/{fd}", &st) != 0)

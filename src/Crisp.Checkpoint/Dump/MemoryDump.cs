@@ -161,12 +161,68 @@ internal static unsafe class MemoryDump
         return m;
     }
 
-    /// <summary>A run of pages with data, as found in /proc/PID/pagemap.</summary>
-    internal readonly record struct PageRun(ulong Vaddr, int Pages, PagemapFlags Flags);
+    /// <summary>
+    /// A run of pages with data, as found in /proc/PID/pagemap. Clean: in a write-tracked VMA and
+    /// not written since the tracking was last reset (WriteTracking.cs). Flags Parent (without
+    /// Present): the pages are in the parent images and only their pagemap entry is written.
+    /// </summary>
+    internal readonly record struct PageRun(ulong Vaddr, int Pages, PagemapFlags Flags, bool Clean = false)
+    {
+        public ulong End => Vaddr + (ulong)Pages * PageSize;
+    }
 
-    /// <summary>The runs of pages with data in the dumped VMAs, in address order.</summary>
-    public static List<PageRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas) =>
-        ScanRuns(pid, vmas) ?? PagemapRuns(pid, vmas);
+    /// <summary>The runs of pages with data in the dumped VMAs, in address order; with <paramref name="written"/>, tracked VMAs' runs say whether they were written.</summary>
+    public static List<PageRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas, bool written = false) =>
+        ScanRuns(pid, vmas, written) ?? (written ? throw new CrispException($"process {pid}: --track-mem needs PAGEMAP_SCAN (Linux 6.7+)") : PagemapRuns(pid, vmas));
+
+    /// <summary>
+    /// <paramref name="runs"/> with every clean page that <paramref name="parent"/> has data for
+    /// turned into a Parent run (CRIU's PE_PARENT hole): the dump writes no bytes for it and a
+    /// restore reads it from the parent images.
+    /// </summary>
+    public static List<PageRun> AgainstParent(List<PageRun> runs, Crisp.Images.Pages.PagemapReader parent, out ulong inParent)
+    {
+        var result = new List<PageRun>(runs.Count);
+        inParent = 0;
+        foreach (var r in runs)
+        {
+            if (!r.Clean) { result.Add(r); continue; }
+            ulong at = r.Vaddr;
+            while (at < r.End)
+            {
+                int i = parent.IndexOf(at);
+                ulong end;
+                bool there = i >= 0 && parent.Runs[i].IsPresent;
+                if (there) end = Math.Min(parent.Runs[i].End, r.End);
+                else
+                {
+                    // Up to the next parent run with data.
+                    end = r.End;
+                    for (int j = NextRun(parent, at); j < parent.Runs.Count && parent.Runs[j].Vaddr < r.End; j++)
+                        if (parent.Runs[j].IsPresent && parent.Runs[j].Vaddr > at) { end = parent.Runs[j].Vaddr; break; }
+                }
+                int pages = (int)((end - at) / PageSize);
+                var flags = there ? PagemapFlags.Parent : r.Flags;
+                if (there) inParent += (ulong)pages;
+                if (result.Count > 0 && result[^1].End == at && result[^1].Flags == flags)
+                    result[^1] = result[^1] with { Pages = result[^1].Pages + pages };
+                else result.Add(new PageRun(at, pages, flags, r.Clean));
+                at = end;
+            }
+        }
+        return result;
+    }
+
+    private static int NextRun(Crisp.Images.Pages.PagemapReader parent, ulong at)
+    {
+        int lo = 0, hi = parent.Runs.Count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) / 2;
+            if (parent.Runs[mid].End <= at) lo = mid + 1; else hi = mid;
+        }
+        return lo;
+    }
 
     private static bool _noScan;
 
@@ -176,7 +232,7 @@ internal static unsafe class MemoryDump
     /// the categories asked for. 1 GiB: 13 ms with pagemap reads, about 3 ms with this. Null
     /// if the kernel lacks the ioctl.
     /// </summary>
-    internal static List<PageRun>? ScanRuns(int pid, IReadOnlyList<DumpedVma> vmas)
+    internal static List<PageRun>? ScanRuns(int pid, IReadOnlyList<DumpedVma> vmas, bool written = false)
     {
         if (_noScan) return null;
         string path = $"/proc/{pid}/pagemap";
@@ -194,6 +250,8 @@ internal static unsafe class MemoryDump
                 int first = runs.Count; // runs never span two VMAs, as with pagemap
                 var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
                 ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0);
+                bool tracked = written && WriteTracking.Tracked(v);
+                if (tracked) ret |= LibC.PAGE_IS_WRITTEN | LibC.PAGE_IS_WPALLOWED;
                 for (ulong at = v.Entry.Start; at < v.Entry.End;)
                 {
                     long n;
@@ -227,9 +285,11 @@ internal static unsafe class MemoryDump
                         if ((r.categories & LibC.PAGE_IS_PFNZERO) != 0) continue;
                         if (v.AnonPagesOnly && (r.categories & LibC.PAGE_IS_FILE) != 0) continue;
                         int pages = (int)((r.end - r.start) / PageSize);
-                        if (runs.Count > first && runs[^1].Vaddr + (ulong)runs[^1].Pages * PageSize == r.start)
+                        // Async write-protected and not written since: the copy in the parent images is current.
+                        bool clean = tracked && (r.categories & (LibC.PAGE_IS_WPALLOWED | LibC.PAGE_IS_WRITTEN)) == LibC.PAGE_IS_WPALLOWED;
+                        if (runs.Count > first && runs[^1].End == r.start && runs[^1].Clean == clean)
                             runs[^1] = runs[^1] with { Pages = runs[^1].Pages + pages };
-                        else runs.Add(new PageRun(r.start, pages, flags));
+                        else runs.Add(new PageRun(r.start, pages, flags, clean));
                     }
                     at = arg.walk_end > at ? arg.walk_end : v.Entry.End;
                 }
@@ -325,6 +385,11 @@ internal static unsafe class MemoryDump
                     long off = 0;
                     foreach (var p in batch)
                     {
+                        if ((p.Flags & PagemapFlags.Parent) != 0)
+                        {
+                            writer.WriteParent(p.Vaddr, (ulong)p.Pages); // in the parent images: no bytes read
+                            continue;
+                        }
                         if ((p.Flags & PagemapFlags.Present) == 0)
                         {
                             writer.WriteLazy(p.Vaddr, (ulong)p.Pages); // a lazy run: no bytes read
@@ -342,6 +407,11 @@ internal static unsafe class MemoryDump
             }
             foreach (var run in runs)
             {
+                if ((run.Flags & PagemapFlags.Parent) != 0)
+                {
+                    pieces.Add(run);
+                    continue;
+                }
                 if (lazy && (run.Flags & PagemapFlags.Lazy) != 0)
                 {
                     // Kept in order with the data pieces around it; the page server reads it later.

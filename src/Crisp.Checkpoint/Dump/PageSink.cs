@@ -27,6 +27,10 @@ public interface IDumpPagemap : IDisposable
     /// <summary>An entry without data: pages that a lazy dump's page server delivers later (PE_LAZY only).</summary>
     void WriteLazy(ulong vaddr, ulong nrPages);
 
+    /// <summary>An entry without data whose pages are in the parent images (PE_PARENT, an incremental dump).</summary>
+    void WriteParent(ulong vaddr, ulong nrPages) =>
+        throw new NotSupportedException("this page sink cannot write pages that are in the parent images");
+
     /// <summary>This pagemap is complete; disposing without completing means the dump failed.</summary>
     void Complete();
 }
@@ -42,6 +46,7 @@ public sealed class ImageDirPageSink(ImageDir dir) : IDumpPageSink
     {
         public void Write(ulong vaddr, ReadOnlySpan<byte> pages, PagemapFlags flags) => writer.Write(vaddr, pages, flags);
         public void WriteLazy(ulong vaddr, ulong nrPages) => writer.WriteHole(vaddr, nrPages, PagemapFlags.Lazy);
+        public void WriteParent(ulong vaddr, ulong nrPages) => writer.WriteHole(vaddr, nrPages, PagemapFlags.Parent);
         public void Complete() => writer.Complete();
         public void Dispose() => writer.Dispose();
     }

@@ -8,39 +8,63 @@ namespace Crisp.Images.Pages;
 /// loaded and checked once (rising, not overlapping, all present data inside
 /// the pages file); after that every lookup and <see cref="Read"/> is
 /// lock-free and may be called from many threads at once (reads use pread).
+///
+/// Incremental dumps (CRIU's <c>dump --prev-images-dir</c>): entries flagged PE_PARENT have
+/// their bytes in the same pagemap of the directory the images dir's <c>parent</c> symlink
+/// names, which may have a parent of its own. The reader resolves them when it opens: every
+/// run it shows is present (or lazy), and a run's <see cref="PagemapRun.FileOffset"/> is an
+/// offset in one address space over the whole chain (this pages file first, then the parent's
+/// chain after it), which <see cref="ReadPagesAt"/> takes apart again. A page in no image of
+/// the chain is an image error at open.
 /// </summary>
 public sealed class PagemapReader : IDisposable
 {
+    /// <summary>CRIU's name of the link from an images directory to its parent images (CR_PARENT_LINK).</summary>
+    public const string ParentLink = "parent";
+    private const int MaxChain = 64;
+
     private readonly PagemapRun[] _runs;
     private readonly ulong[] _starts;
-    private readonly SafeFileHandle _pages;
+    private readonly Segment[] _segments;
 
-    private PagemapReader(string pagemapPath, string pagesPath, uint pagesId, PagemapRun[] runs,
-        SafeFileHandle pages, long pagesLength)
+    /// <summary>One pages file of the chain: bytes [Base, Base + Length) of the offset space.</summary>
+    private readonly record struct Segment(long Base, long Length, SafeFileHandle Handle, string Path);
+
+    private PagemapReader(string pagemapPath, string pagesPath, uint pagesId, PagemapRun[] runs, Segment[] segments)
     {
         PagemapPath = pagemapPath;
         PagesPath = pagesPath;
         PagesId = pagesId;
         _runs = runs;
         _starts = Array.ConvertAll(runs, r => r.Vaddr);
-        _pages = pages;
-        PagesFileLength = pagesLength;
+        _segments = segments;
+        PagesFileLength = segments.Length == 0 ? 0 : segments[^1].Base + segments[^1].Length;
     }
 
     public string PagemapPath { get; }
     public string PagesPath { get; }
     public uint PagesId { get; }
+
+    /// <summary>Bytes in the offset space: this pages file's and those of every parent image it reads from.</summary>
     public long PagesFileLength { get; }
+
+    /// <summary>Parent images this pagemap reads pages from (0: none).</summary>
+    public int ParentDepth => _segments.Length - 1;
+
+    /// <summary>Pages that the pagemap file itself flagged PE_PARENT (resolved from the parent images).</summary>
+    public ulong ParentPages { get; private init; }
 
     public IReadOnlyList<PagemapRun> Runs => _runs;
 
-    /// <summary>The pages file, for callers that move data without copying (splice, UFFDIO_COPY from a mapping).</summary>
-    public SafeFileHandle PagesHandle => _pages;
+    /// <summary>This image's own pages file (offsets below its length; parents' pages follow in the offset space).</summary>
+    public SafeFileHandle PagesHandle => _segments[0].Handle;
 
     public ulong PresentPages { get; private init; }
 
     /// <summary>Opens <paramref name="pagemapPath"/>; the pages file is looked up in <paramref name="directory"/>.</summary>
-    public static PagemapReader Open(string pagemapPath, string directory)
+    public static PagemapReader Open(string pagemapPath, string directory) => Open(pagemapPath, directory, 0);
+
+    private static PagemapReader Open(string pagemapPath, string directory, int depth)
     {
         var reader = ImageReader.Open(pagemapPath, ImageMagic.Pagemap);
         var head = reader.Read(PagemapHead.Parser);
@@ -94,10 +118,78 @@ public sealed class PagemapReader : IDisposable
             throw new ImageException(pagesPath,
                 $"truncated: holds {length} bytes but {Path.GetFileName(pagemapPath)} needs {offset}");
         }
-        return new PagemapReader(pagemapPath, pagesPath, head.PagesId, runs.ToArray(), pages, length)
+        var own = new Segment(0, length, pages, pagesPath);
+        ulong inParent = 0;
+        foreach (var r in runs) if (!r.IsPresent && (r.Flags & PagemapFlags.Parent) != 0) inParent += r.NrPages;
+        if (inParent == 0)
+            return new PagemapReader(pagemapPath, pagesPath, head.PagesId, runs.ToArray(), [own]) { PresentPages = present };
+        try
         {
-            PresentPages = present,
-        };
+            var parent = OpenParent(pagemapPath, directory, depth);
+            try
+            {
+                var flat = ResolveParent(pagemapPath, runs, parent, length);
+                var segments = new Segment[1 + parent._segments.Length];
+                segments[0] = own;
+                for (int i = 0; i < parent._segments.Length; i++)
+                    segments[i + 1] = parent._segments[i] with { Base = parent._segments[i].Base + length };
+                return new PagemapReader(pagemapPath, pagesPath, head.PagesId, flat, segments)
+                {
+                    PresentPages = present + inParent, ParentPages = inParent,
+                };
+            }
+            catch
+            {
+                parent.Dispose();
+                throw;
+            }
+        }
+        catch
+        {
+            pages.Dispose();
+            throw;
+        }
+    }
+
+    private static PagemapReader OpenParent(string pagemapPath, string directory, int depth)
+    {
+        string link = Path.Combine(directory, ParentLink);
+        if (depth >= MaxChain)
+            throw new ImageException(pagemapPath, $"more than {MaxChain} parent images (a loop of parent links?)");
+        if (!Directory.Exists(link))
+            throw new ImageException(pagemapPath, $"has pages in the parent images (PE_PARENT) but {link} is no directory");
+        string parentPagemap = Path.Combine(link, Path.GetFileName(pagemapPath));
+        if (!File.Exists(parentPagemap))
+            throw new ImageException(pagemapPath, $"has pages in the parent images (PE_PARENT) but {parentPagemap} is missing");
+        return Open(parentPagemap, link, depth + 1);
+    }
+
+    /// <summary>This pagemap's runs with every PE_PARENT run replaced by the parent's (flattened) runs covering it.</summary>
+    private static PagemapRun[] ResolveParent(string pagemapPath, List<PagemapRun> runs, PagemapReader parent, long shift)
+    {
+        var flat = new List<PagemapRun>(runs.Count * 2);
+        foreach (var r in runs)
+        {
+            if (r.IsPresent || (r.Flags & PagemapFlags.Parent) == 0)
+            {
+                flat.Add(r);
+                continue;
+            }
+            ulong at = r.Vaddr;
+            int i = parent.IndexOf(at);
+            while (at < r.End)
+            {
+                if (i < 0 || i >= parent._runs.Length || !parent._runs[i].Contains(at) || !parent._runs[i].IsPresent)
+                    throw new ImageException(pagemapPath, $"page 0x{at:x} is flagged PE_PARENT but {parent.PagemapPath} has no data for it");
+                var p = parent._runs[i];
+                ulong end = Math.Min(p.End, r.End);
+                var flags = (p.Flags & ~PagemapFlags.Parent) | PagemapFlags.Present;
+                flat.Add(new PagemapRun(at, (end - at) / PagemapRun.PageSize, flags, shift + p.FileOffset + (long)(at - p.Vaddr)));
+                at = end;
+                i++;
+            }
+        }
+        return flat.ToArray();
     }
 
     /// <summary>Index of the run containing <paramref name="address"/>, or -1.</summary>
@@ -158,26 +250,38 @@ public sealed class PagemapReader : IDisposable
         }
     }
 
-    /// <summary>Fills <paramref name="destination"/> from the pages file at <paramref name="offset"/> (thread safe); a short file is an image error.</summary>
+    /// <summary>
+    /// Fills <paramref name="destination"/> from the offset space at <paramref name="offset"/>
+    /// (this pages file, then the parents'; thread safe); a short file is an image error.
+    /// </summary>
     public void ReadPagesAt(long offset, Span<byte> destination)
     {
+        int s = _segments.Length - 1;
+        while (s > 0 && _segments[s].Base > offset) s--;
         while (!destination.IsEmpty)
         {
+            var seg = _segments[s];
+            long inSeg = seg.Base + seg.Length - offset;
+            if (inSeg <= 0 && s + 1 < _segments.Length) { s++; continue; }
+            int want = inSeg > 0 && inSeg < destination.Length ? (int)inSeg : destination.Length;
             int got;
             try
             {
-                got = RandomAccess.Read(_pages, destination, offset);
+                got = RandomAccess.Read(seg.Handle, destination[..want], offset - seg.Base);
             }
             catch (IOException e)
             {
-                throw new ImageException(PagesPath, $"read at offset {offset} failed: {e.Message}", e);
+                throw new ImageException(seg.Path, $"read at offset {offset - seg.Base} failed: {e.Message}", e);
             }
             if (got == 0)
-                throw new ImageException(PagesPath, $"truncated: end of file at offset {offset}");
+                throw new ImageException(seg.Path, $"truncated: end of file at offset {offset - seg.Base}");
             destination = destination[got..];
             offset += got;
         }
     }
 
-    public void Dispose() => _pages.Dispose();
+    public void Dispose()
+    {
+        foreach (var s in _segments) s.Handle.Dispose();
+    }
 }

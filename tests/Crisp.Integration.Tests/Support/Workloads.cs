@@ -20,6 +20,83 @@ public static class Workloads
         Gcc.Compile(BinDir, "memtouch", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "memtouch.c")), "-O2", "-pthread"));
 
     public static string Memtouch => MemtouchPath.Value;
+
+    private static readonly Lazy<string> DirtierPath = new(() =>
+        Gcc.Compile(BinDir, "dirtier", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "dirtier.c")), "-O2"));
+
+    public static string Dirtier => DirtierPath.Value;
+}
+
+/// <summary>
+/// A running dirtier (tests/workloads/dirtier.c): MIB MiB it keeps rewriting at PERCENT% a
+/// second, a tick line every 10 ms with the page writes so far, SIGUSR1 → "check ok|BAD" after
+/// checking every page against its generation. Dispose kills the original and adopted pids.
+/// </summary>
+public sealed class Dirtier : IDisposable
+{
+    private readonly ChildProcess _child;
+    private readonly List<int> _adopted = [];
+
+    public string LogPath { get; }
+    public int Pid => _child.Pid;
+
+    public Dirtier(TempDir dir, int mib, double percentPerSecond, string name = "dirtier")
+    {
+        LogPath = dir[name + ".log"];
+        _child = ChildProcess.Start(Workloads.Dirtier, [mib.ToString(CultureInfo.InvariantCulture), LogPath, percentPerSecond.ToString(CultureInfo.InvariantCulture)], newSession: true);
+        if (!Poll.Until(() => Written() >= 0, 60_000))
+            throw new InvalidOperationException($"dirtier {mib} MiB never ticked");
+    }
+
+    public void Adopt(int pid) => _adopted.Add(pid);
+
+    /// <summary>Reaps the original once a dump killed it (an in-process dump may have reaped it already).</summary>
+    public void Reap()
+    {
+        try { _child.WaitExit(); }
+        catch (SyscallException e) when (e.Errno == Errno.ECHILD)
+        {
+            if (!Poll.Until(() => !Directory.Exists($"/proc/{Pid}"), 10_000))
+                throw new InvalidOperationException($"process {Pid} is still there after its dump");
+        }
+    }
+
+    public string[] Lines() => Poll.ReadFile(LogPath).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
+    /// <summary>Page writes so far, from the last tick line; -1 before the first.</summary>
+    public long Written()
+    {
+        var last = Lines().LastOrDefault(l => l.StartsWith("tick ", StringComparison.Ordinal) && l.Contains(" written=", StringComparison.Ordinal));
+        return last is null ? -1 : long.Parse(last[(last.IndexOf(" written=", StringComparison.Ordinal) + 9)..], CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Waits until the process made <paramref name="pages"/> more page writes than now.</summary>
+    public void WaitForWrites(long pages, int timeoutMs = 60_000)
+    {
+        long from = Written();
+        if (!Poll.Until(() => Written() >= from + pages, timeoutMs))
+            throw new TimeoutException($"dirtier {Pid} did not write {pages} pages (at {Written()} from {from})");
+    }
+
+    /// <summary>SIGUSR1 to <paramref name="pid"/>; returns the "check ..." line it writes.</summary>
+    public string Check(int pid, int timeoutMs = 60_000)
+    {
+        int before = Lines().Count(l => l.StartsWith("check", StringComparison.Ordinal));
+        Errno.Check(LibC.kill(pid, LibC.SIGUSR1), "kill", $"{pid}, SIGUSR1");
+        if (!Poll.Until(() => Lines().Count(l => l.StartsWith("check", StringComparison.Ordinal)) > before, timeoutMs))
+            throw new TimeoutException($"process {pid} wrote no check line");
+        return Lines().Last(l => l.StartsWith("check", StringComparison.Ordinal));
+    }
+
+    public void Dispose()
+    {
+        foreach (var pid in _adopted)
+        {
+            LibC.kill(pid, LibC.SIGKILL);
+            try { ProcessSpawner.Wait(pid, LibC.__WALL | LibC.WNOHANG); } catch (SyscallException) { }
+        }
+        _child.Dispose();
+    }
 }
 
 /// <summary>
