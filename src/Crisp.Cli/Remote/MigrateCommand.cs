@@ -19,9 +19,10 @@ public static class MigrateCommand
         var timeout = new Option<double>("--timeout") { Description = "seconds to wait for the agent at each step", DefaultValueFactory = _ => 30 };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 2, Arity = ArgumentArity.ZeroOrOne };
         var insecure = NetworkExposure.Option();
+        var reconnect = RemoteDumpOptions.ReconnectOption();
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, reconnect }) cmd.Options.Add(o);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
             Log.Level = r.GetValue(verbosity);
@@ -30,12 +31,12 @@ public static class MigrateCommand
             var agent = AgentCommand.ParseEndPoint(r.GetValue(to)!, MigrationAgentOptions.DefaultPort);
             // The source serves the frozen tree's pages on the interface that reaches the agent.
             NetworkExposure.Check(agent.Address, r.GetValue(insecure), "migrate's page server (on the interface that reaches the agent)");
-            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds));
+            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), RemoteDumpOptions.ReconnectSeconds(r.GetValue(reconnect)));
         }));
         return cmd;
     }
 
-    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout)
+    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, TimeSpan reconnect)
     {
         var progress = new ProgressLine();
         MigrationResult result;
@@ -46,6 +47,7 @@ public static class MigrateCommand
                 Pid = pid,
                 Agent = agent,
                 Timeout = timeout,
+                ReconnectTimeout = reconnect,
                 Progress = progress.Show,
             });
         }

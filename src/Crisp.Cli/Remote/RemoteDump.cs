@@ -20,9 +20,21 @@ public sealed class RemoteDumpOptions
     public readonly Option<bool> Insecure = NetworkExposure.Option();
     public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination's first page request before resuming the tree", DefaultValueFactory = _ => 120 };
 
+    public readonly Option<double> ReconnectTimeout = ReconnectOption();
+
+    /// <summary>The source side's --ps-reconnect-timeout (dump --lazy-pages, migrate).</summary>
+    public static Option<double> ReconnectOption() => new("--ps-reconnect-timeout")
+    {
+        Description = "--lazy-pages: once pages were served, seconds the frozen tree waits for a destination whose connection broke to come back (it asks again for what was in flight) before the transfer is declared lost",
+        DefaultValueFactory = _ => LazyDumpServerOptions.DefaultReconnectTimeout.TotalSeconds,
+    };
+
+    public static TimeSpan ReconnectSeconds(double seconds) =>
+        seconds > 0 ? TimeSpan.FromSeconds(seconds) : throw new UsageException($"--ps-reconnect-timeout {seconds}: expected a number of seconds above 0");
+
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout, Insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout, ReconnectTimeout, Insecure }) cmd.Options.Add(o);
     }
 
     public bool Active(ParseResult r) => r.GetValue(PageServer) || r.GetValue(LazyPages);
@@ -56,6 +68,7 @@ public static class RemoteDump
             EndPoint = listen,
             StatusFd = r.GetValue(o.StatusFd),
             FirstPageTimeout = TimeSpan.FromSeconds(timeout),
+            ReconnectTimeout = RemoteDumpOptions.ReconnectSeconds(r.GetValue(o.ReconnectTimeout)),
             Listening = ep => { Console.Out.WriteLine($"dump: lazy page server listening on {ep}"); Console.Out.Flush(); },
         });
         var lazyResult = LazyDump.Run(baseOptions, server);

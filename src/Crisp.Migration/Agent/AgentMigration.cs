@@ -16,7 +16,7 @@ namespace Crisp.Migration;
 /// Until "start" every read from the source is bounded by the peer timeout, and what it sends by
 /// <see cref="MigrationLimits"/>; nothing runs here before the images are complete.
 /// </summary>
-internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan peerTimeout, MigrationLimits limits)
+internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan peerTimeout, MigrationLimits limits, TimeSpan reconnectTimeout)
 {
     public void Serve(CancellationToken stop)
     {
@@ -82,14 +82,15 @@ internal sealed class AgentMigration(Socket client, string baseDir, TimeSpan pee
         }
     }
 
-    private static unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer)
+    private unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer)
     {
         var images = new ImageDir(dir);
-        using var source = new RemotePageSource(pageServer);
+        using var cancel = new CancellationTokenSource();
+        // Pages from the source's lazy dump; a broken connection is re-established (the source keeps its tree frozen).
+        using var source = RemotePages.Open(pageServer, dir, reconnectTimeout, s => Log.W($"agent: {s}"), cancel.Token);
         int* p = stackalloc int[2];
         Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "lazy-pages status");
         int statusRead = p[0];
-        using var cancel = new CancellationTokenSource();
         LazyPagesDaemon? daemon = null;
         int rc = -1;
         Exception? daemonError = null;

@@ -81,7 +81,7 @@ public sealed class MigrationAgent : IDisposable
     {
         string from = SafeRemote(client);
         string? error = null;
-        try { new AgentMigration(client, _baseDir, _options.PeerTimeout, _options.Limits).Serve(stop); }
+        try { new AgentMigration(client, _baseDir, _options.PeerTimeout, _options.Limits, _options.ReconnectTimeout).Serve(stop); }
         catch (Exception e)
         {
             error = e.Message;

@@ -17,6 +17,8 @@ public sealed class MigrationAgentOptions
     public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Migrations served at once; more wait in the listen backlog.</summary>
     public int MaxConcurrent { get; init; } = 4;
+    /// <summary>How long the lazy-pages daemon of a migration tries to re-establish a broken page connection (<c>--ps-reconnect-timeout</c>); zero: it does not.</summary>
+    public TimeSpan ReconnectTimeout { get; init; } = Crisp.PageServer.Client.RemotePages.DefaultReconnectTimeout;
     /// <summary>What one source may make the agent store.</summary>
     public MigrationLimits Limits { get; init; } = new();
 }

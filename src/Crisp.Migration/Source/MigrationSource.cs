@@ -18,6 +18,13 @@ public sealed class MigrationRequest
     public Action<ulong, ulong, long, TimeSpan>? Progress { get; init; }
     /// <summary>Where the images are made before they are sent (default: the temp directory).</summary>
     public string? TempDir { get; init; }
+    /// <summary>How long the source waits for a destination whose page connection broke (<see cref="LazyDumpServerOptions.ReconnectTimeout"/>).</summary>
+    public TimeSpan ReconnectTimeout { get; init; } = LazyDumpServerOptions.DefaultReconnectTimeout;
+    /// <summary>
+    /// The page server's address as the agent is told it (default: the port bound, the address the
+    /// agent sees on the control connection); a NAT or a relay in between maps it.
+    /// </summary>
+    public Func<IPEndPoint, IPEndPoint>? Advertise { get; init; }
     /// <summary>See <see cref="LazyDumpServerOptions.HandleSignals"/>.</summary>
     public bool HandleSignals { get; init; } = true;
 }
@@ -42,6 +49,7 @@ public static class MigrationSource
         var timeout = request.Timeout;
         var agent = request.Agent;
         var total = Stopwatch.StartNew();
+        long startTicks = Stopwatch.GetTimestamp();
         // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
         var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
@@ -66,6 +74,7 @@ public static class MigrationSource
         {
             EndPoint = new IPEndPoint(local, 0),
             FirstPageTimeout = timeout,
+            ReconnectTimeout = request.ReconnectTimeout,
             HandleSignals = request.HandleSignals,
             Listening = ep =>
             {
@@ -74,7 +83,8 @@ public static class MigrationSource
                 foreach (var f in Directory.GetFiles(dir).Order(StringComparer.Ordinal))
                     wire.SendFile(Path.GetFileName(f), f);
                 stats.ImageBytes = wire.BytesSent;
-                wire.SendStart(ep.Port, "");
+                if (request.Advertise?.Invoke(ep) is { } told) wire.SendStart(told.Port, told.Address.ToString());
+                else wire.SendStart(ep.Port, "");
                 Log.I($"migrate: {stats.ImageBytes} bytes of images sent in {sent.Elapsed.TotalMilliseconds:F1} ms; pages served on {ep}");
                 replies.Start();
             },
@@ -95,9 +105,11 @@ public static class MigrationSource
                 ServeLazy = tree =>
                 {
                     stats.DumpMs = dumpTimer.Elapsed.TotalMilliseconds;
-                    var end = server.Serve(tree);
-                    // Every page is at the destination (or the transfer ended): what "total" measures.
-                    stats.TotalMs = total.Elapsed.TotalMilliseconds;
+                    var end = server.Serve(tree, dir);
+                    // Every page read for the destination (or the transfer ended): what "total" measures.
+                    stats.TotalMs = server.CompletedTicks != 0
+                        ? Stopwatch.GetElapsedTime(startTicks, server.CompletedTicks).TotalMilliseconds
+                        : total.Elapsed.TotalMilliseconds;
                     return end;
                 },
             });

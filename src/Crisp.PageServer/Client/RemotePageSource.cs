@@ -15,6 +15,9 @@ public sealed class RemotePageSourceOptions
     /// read fails with <see cref="PageSourceException"/> and the channel reconnects on next use.
     /// </summary>
     public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Said on every connection before the first GET when the server is a crisp lazy dump (CrispHello.cs); null: CRIU's plain protocol.</summary>
+    public CrispHello? Hello { get; init; }
 }
 
 /// <summary>
@@ -147,7 +150,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
                 throw new PageServerProtocolException($"the server sent {got} of {oldest.NrPages} pages for a pipelined GET");
             _outstanding.Dequeue();
         }
-        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or PageServerRefusedException or ObjectDisposedException)
         {
             Drop();
             throw new PageSourceException(
@@ -183,7 +186,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
                 vaddr += (ulong)bytes;
             }
         }
-        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or PeerGoneException or PageServerProtocolException or PageServerRefusedException or ObjectDisposedException)
         {
             // The stream position is unknown now: drop the connection; the next Read reconnects.
             Drop();
@@ -197,6 +200,8 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
     {
         TcpTuning.ReceiveExactly(socket, _header, "a GET reply header");
         var reply = PageServerIov.Read(_header);
+        if (reply.Op is PageServerOp.AddF or PageServerOp.Add && reply.NrPages == 0)
+            throw new PageServerRefusedException($"the page server has no pages for pid {pid} at 0x{vaddr:x}");
         if (reply.Op != PageServerOp.AddF || reply.Vaddr != vaddr || reply.DstId != (ulong)pid
             || reply.NrPages == 0 || reply.NrPages > want)
             throw new PageServerProtocolException($"GET(pid {pid}, 0x{vaddr:x}, {want} pages) answered with {reply}");
@@ -212,6 +217,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
             var socket = TcpTuning.Connect(_server, _options.ConnectTimeout);
             socket.ReceiveTimeout = (int)Math.Max(1, _options.ReceiveTimeout.TotalMilliseconds);
             socket.SendTimeout = socket.ReceiveTimeout;
+            if (_options.Hello is { } hello) SayHello(socket, hello);
             _socket = socket;
             if (_disposed) Drop(); // lost a race with Dispose
             return socket;
@@ -219,6 +225,30 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
         catch (SocketException e)
         {
             throw new PageSourceException($"page server {_server}: cannot connect: {Describe(e)}", e);
+        }
+        catch (Exception e) when (e is PeerGoneException or PageServerRefusedException)
+        {
+            throw new PageSourceException($"page server {_server}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>crisp's hello (CrispHello.cs); the socket is disposed if it is refused or breaks.</summary>
+    private void SayHello(Socket socket, CrispHello hello)
+    {
+        try
+        {
+            hello.ToIov().WriteTo(_header);
+            TcpTuning.SendAll(socket, _header);
+            Span<byte> status = stackalloc byte[4];
+            TcpTuning.ReceiveExactly(socket, status, "the hello's answer");
+            int value = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(status);
+            if (value != CrispHello.Accepted)
+                throw new PageServerRefusedException($"refused this destination: {CrispHello.Describe(value)}");
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
         }
     }
 

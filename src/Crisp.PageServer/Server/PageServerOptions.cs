@@ -33,6 +33,9 @@ public sealed class PageServerOptions
     /// </summary>
     public TimeSpan PeerTimeout { get; init; } = Timeout.InfiniteTimeSpan;
 
+    /// <summary>Who may fetch (a lazy dump's one destination, CrispHello.cs); null: anyone, and every hello is accepted.</summary>
+    public Protocol.IClientGate? Gate { get; init; }
+
     /// <summary>Session and error log (one line per event); null is silent.</summary>
     public TextWriter? Log { get; init; }
 }

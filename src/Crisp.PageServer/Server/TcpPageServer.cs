@@ -187,6 +187,7 @@ public sealed class TcpPageServer : IAsyncDisposable
     {
         int id = Interlocked.Increment(ref _nextSessionId);
         Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
+        DeadPeerDetection.Apply(client);
         var session = new PageServerSession(id, client, _options);
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_lock)
