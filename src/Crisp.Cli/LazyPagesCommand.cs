@@ -31,8 +31,13 @@ public static class LazyPagesCommand
             DefaultValueFactory = _ => 300,
         };
         var tls = new Remote.TlsOptions();
+        var reconnect = new Option<double>("--ps-reconnect-timeout")
+        {
+            Description = "with --page-server: seconds to keep trying to re-establish a broken connection (asking again for what was in flight) before the pages not yet delivered are poisoned; 0: do not reconnect",
+            DefaultValueFactory = _ => RemotePages.DefaultReconnectTimeout.TotalSeconds,
+        };
         var cmd = new Command("lazy-pages", "Serve the page faults of lazily restored processes");
-        foreach (var o in new Option[] { statusFd, json, pageServer, address, port, peerTimeout }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { statusFd, json, pageServer, address, port, peerTimeout, reconnect }) cmd.Options.Add(o);
         tls.AddTo(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("lazy-pages", () =>
@@ -44,6 +49,13 @@ public static class LazyPagesCommand
             var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), s => Log.I(s),
                 peerTimeout: seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds));
             var options = local;
+            double reconnectSeconds = r.GetValue(reconnect);
+            if (reconnectSeconds < 0 || double.IsNaN(reconnectSeconds)) throw new UsageException($"--ps-reconnect-timeout {reconnectSeconds}: not a number of seconds");
+            // SIGTERM/SIGINT: the daemon poisons what it has not delivered and removes its socket
+            // (the processes must not read zeros, nor hang on a uffd nobody reads); a reconnect in progress stops.
+            using var stop = new CancellationTokenSource();
+            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
+            using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
             if (r.GetValue(pageServer))
             {
                 var addr = r.GetValue(address) ?? throw new UsageException("--page-server needs --address");
@@ -57,20 +69,16 @@ public static class LazyPagesCommand
                     Log = local.Log,
                     Policy = local.Policy,
                     PeerTimeout = local.PeerTimeout,
-                    PageSource = new RemotePageSource(PageServerAddress.Resolve(addr, r.GetValue(port)), new RemotePageSourceOptions
-                    {
-                        Transport = creds is null ? Crisp.PageServer.Transport.PageServerTransport.Plain
-                            : new Crisp.PageServer.Transport.PageServerTransport { Tls = creds, ServerName = addr.Trim('[', ']') },
-                    }),
+                    PageSource = RemotePages.Open(PageServerAddress.Resolve(addr, r.GetValue(port)), images,
+                        TimeSpan.FromSeconds(reconnectSeconds), s => Log.W($"lazy-pages: {s}"), stop.Token, new RemotePageSourceOptions
+                        {
+                            Transport = creds is null ? Crisp.PageServer.Transport.PageServerTransport.Plain
+                                : new Crisp.PageServer.Transport.PageServerTransport { Tls = creds, ServerName = addr.Trim('[', ']') },
+                        }),
                 };
             }
             using var source = options.PageSource;
             using var daemon = new LazyPagesDaemon(options);
-            // SIGTERM/SIGINT: the daemon poisons what it has not delivered and removes its socket
-            // (the processes must not read zeros, nor hang on a uffd nobody reads).
-            using var stop = new CancellationTokenSource();
-            using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });
-            using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.Cancel(); });
             int rc = daemon.Run(stop.Token);
             foreach (var f in daemon.Failures) Log.E(f);
             Console.Error.WriteLine(daemon.Stats.ToString());

@@ -23,8 +23,13 @@ public static class AgentCommand
         var insecure = NetworkExposure.Option();
         var token = AuthToken.Option();
         var tls = new TlsOptions();
+        var reconnect = new Option<double>("--ps-reconnect-timeout")
+        {
+            Description = "seconds a migration's lazy-pages daemon keeps trying to re-establish a broken page connection before the pages not yet delivered are lost (the process is killed); 0: do not reconnect",
+            DefaultValueFactory = _ => Crisp.PageServer.Client.RemotePages.DefaultReconnectTimeout.TotalSeconds,
+        };
         var cmd = new Command("agent", "Receive live migrations (crisp migrate PID --to HOST:PORT)");
-        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure, token }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure, token, reconnect }) cmd.Options.Add(o);
         tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("agent", () =>
         {
@@ -37,6 +42,8 @@ public static class AgentCommand
             }
             double seconds = r.GetValue(timeout);
             if (!(seconds > 0)) throw new UsageException($"--timeout {seconds}: expected a number of seconds above 0");
+            double reconnectSeconds = r.GetValue(reconnect);
+            if (reconnectSeconds < 0 || double.IsNaN(reconnectSeconds)) throw new UsageException($"--ps-reconnect-timeout {reconnectSeconds}: not a number of seconds");
             int concurrent = r.GetValue(maxConcurrent);
             if (concurrent < 1) throw new UsageException($"--max-concurrent {concurrent}: expected at least 1");
             var listenAt = ParseEndPoint(r.GetValue(listen)!, MigrationAgentOptions.DefaultPort);
@@ -50,6 +57,7 @@ public static class AgentCommand
                 PeerTimeout = TimeSpan.FromSeconds(seconds),
                 MaxConcurrent = concurrent,
                 Transport = transport,
+                ReconnectTimeout = TimeSpan.FromSeconds(reconnectSeconds),
             });
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });

@@ -21,9 +21,10 @@ public static class MigrateCommand
         var insecure = NetworkExposure.Option();
         var token = AuthToken.Option();
         var tls = new TlsOptions();
+        var reconnect = RemoteDumpOptions.ReconnectOption();
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token, reconnect }) cmd.Options.Add(o);
         tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
@@ -42,7 +43,8 @@ public static class MigrateCommand
                 AccessKey = AuthToken.Read(r.GetValue(token)),
                 ServerName = AgentHost(r.GetValue(to)!),
             };
-            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), transport);
+            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), transport,
+                RemoteDumpOptions.ReconnectSeconds(r.GetValue(reconnect)));
         }));
         return cmd;
     }
@@ -55,7 +57,8 @@ public static class MigrateCommand
         return (colon > 0 && !to.EndsWith(']') ? to[..colon] : to).Trim('[', ']');
     }
 
-    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, Crisp.PageServer.Transport.PageServerTransport transport)
+    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, Crisp.PageServer.Transport.PageServerTransport transport,
+        TimeSpan reconnect)
     {
         var progress = new ProgressLine();
         MigrationResult result;
@@ -67,6 +70,7 @@ public static class MigrateCommand
                 Agent = agent,
                 Timeout = timeout,
                 Transport = transport,
+                ReconnectTimeout = reconnect,
                 Progress = progress.Show,
             });
         }

@@ -22,9 +22,21 @@ public sealed class RemoteDumpOptions
     public readonly TlsOptions Tls = new();
     public readonly Option<double> LazyTimeout = new("--lazy-timeout") { Description = "--lazy-pages: seconds to wait for the destination's first page request before resuming the tree", DefaultValueFactory = _ => 120 };
 
+    public readonly Option<double> ReconnectTimeout = ReconnectOption();
+
+    /// <summary>The source side's --ps-reconnect-timeout (dump --lazy-pages, migrate).</summary>
+    public static Option<double> ReconnectOption() => new("--ps-reconnect-timeout")
+    {
+        Description = "--lazy-pages: once pages were served, seconds the frozen tree waits for a destination whose connection broke to come back (it asks again for what was in flight) before the transfer is declared lost",
+        DefaultValueFactory = _ => LazyDumpServerOptions.DefaultReconnectTimeout.TotalSeconds,
+    };
+
+    public static TimeSpan ReconnectSeconds(double seconds) =>
+        seconds > 0 ? TimeSpan.FromSeconds(seconds) : throw new UsageException($"--ps-reconnect-timeout {seconds}: expected a number of seconds above 0");
+
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout, Insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { PageServer, LazyPages, Address, Port, StatusFd, LazyTimeout, ReconnectTimeout, Insecure }) cmd.Options.Add(o);
         Tls.AddTo(cmd);
     }
 
@@ -63,6 +75,7 @@ public static class RemoteDump
             StatusFd = r.GetValue(o.StatusFd),
             Transport = lazyCreds is null ? PageServerTransport.Plain : new PageServerTransport { Tls = lazyCreds, ClientName = r.GetValue(o.Address) },
             FirstPageTimeout = TimeSpan.FromSeconds(timeout),
+            ReconnectTimeout = RemoteDumpOptions.ReconnectSeconds(r.GetValue(o.ReconnectTimeout)),
             Listening = ep => { Console.Out.WriteLine($"dump: lazy page server listening on {ep}"); Console.Out.Flush(); },
         });
         var lazyResult = LazyDump.Run(baseOptions, server);

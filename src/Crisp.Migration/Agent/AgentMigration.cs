@@ -17,7 +17,8 @@ namespace Crisp.Migration;
 /// Until "start" every read from the source is bounded by the peer timeout, and what it sends by
 /// <see cref="MigrationLimits"/>; nothing runs here before the images are complete.
 /// </summary>
-internal sealed class AgentMigration(PageServerConnection connection, string baseDir, TimeSpan peerTimeout, MigrationLimits limits, TlsCredentials? tls)
+internal sealed class AgentMigration(PageServerConnection connection, string baseDir, TimeSpan peerTimeout, MigrationLimits limits, TlsCredentials? tls,
+    TimeSpan reconnectTimeout)
 {
     private readonly Socket client = connection.Socket;
 
@@ -88,14 +89,16 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         }
     }
 
-    private static unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport)
+    private unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport)
     {
         var images = new ImageDir(dir);
-        using var source = new RemotePageSource(pageServer, new RemotePageSourceOptions { Transport = transport });
+        using var cancel = new CancellationTokenSource();
+        // Pages from the source's lazy dump; a broken connection is re-established (the source keeps its tree frozen).
+        using var source = RemotePages.Open(pageServer, dir, reconnectTimeout, s => Log.W($"agent: {s}"), cancel.Token,
+            new RemotePageSourceOptions { Transport = transport });
         int* p = stackalloc int[2];
         Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "lazy-pages status");
         int statusRead = p[0];
-        using var cancel = new CancellationTokenSource();
         LazyPagesDaemon? daemon = null;
         int rc = -1;
         Exception? daemonError = null;

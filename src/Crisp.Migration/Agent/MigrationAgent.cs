@@ -100,7 +100,7 @@ public sealed class MigrationAgent : IDisposable
             MigrationEnded?.Invoke(from, error);
             return;
         }
-        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls).Serve(stop); }
+        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls, _options.ReconnectTimeout).Serve(stop); }
         catch (Exception e)
         {
             error = e.Message;

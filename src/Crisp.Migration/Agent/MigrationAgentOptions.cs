@@ -23,6 +23,8 @@ public sealed class MigrationAgentOptions
     /// Its TLS credentials are also used to fetch pages from the source.
     /// </summary>
     public Crisp.PageServer.Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
+    /// <summary>How long the lazy-pages daemon of a migration tries to re-establish a broken page connection (<c>--ps-reconnect-timeout</c>); zero: it does not.</summary>
+    public TimeSpan ReconnectTimeout { get; init; } = Crisp.PageServer.Client.RemotePages.DefaultReconnectTimeout;
     /// <summary>What one source may make the agent store.</summary>
     public MigrationLimits Limits { get; init; } = new();
 }

@@ -20,7 +20,7 @@ public static class LazyDump
     {
         try
         {
-            var result = Dumper.Dump(options with { LazyPages = true, ServeLazy = server.Serve });
+            var result = Dumper.Dump(options with { LazyPages = true, ServeLazy = tree => server.Serve(tree, options.ImagesDir) });
             bool resumed = result.LazyEnd == LazyDumpEnd.Resume;
             // Killed: let the destination take what is in flight. Resumed: the source refuses every
             // read already, so there is nothing to wait for.

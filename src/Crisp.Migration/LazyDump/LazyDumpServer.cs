@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Crisp.Checkpoint.Dump;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
+using Crisp.PageServer.Protocol;
 using Crisp.PageServer.Server;
 
 namespace Crisp.Migration;
@@ -17,8 +18,12 @@ namespace Crisp.Migration;
 /// and the first read are one atomic step (<see cref="FrozenProcessPageSource.TryRefuseReads"/>).
 ///
 /// When it ends (the rule, which decides the source's fate):
-///  - every PE_LAZY page was read for the destination: Kill (the destination has all it needs;
-///    the source is killed at once, the server keeps answering until the client closes);
+///  - every PE_LAZY page was read for the destination, and then every connection closed cleanly
+///    (or stayed open, unbroken, for <see cref="LazyDump.InFlightGrace"/>): Kill (the destination
+///    has all it needs). Read is not received: if a connection broke after the last pages were
+///    read, the tree stays frozen for the destination to reconnect and ask again; if it does not
+///    come back within <see cref="LazyDumpServerOptions.ReconnectTimeout"/>: Kill, reported as a
+///    failure (it may lack what was in flight);
 ///  - no page was asked for within <see cref="LazyDumpServerOptions.FirstPageTimeout"/> (whether
 ///    or not a client connected), or every client went away before its first GET, or the
 ///    destination reported failure (<see cref="Abort"/>), or SIGTERM/SIGINT came: Resume, and the
@@ -29,6 +34,10 @@ namespace Crisp.Migration;
 ///  - some pages were read, then every client went away for <see cref="LazyDumpServerOptions.ReconnectTimeout"/>,
 ///    or SIGTERM/SIGINT came: Kill, reported as a failure (the destination already ran). A client
 ///    that closed cleanly counts as done (its process exited or unmapped the rest);
+///  - until then a destination whose connection broke may come back (ReconnectingPageSource on
+///    its side) and is served as before: the tree stays frozen. Only that destination: the session
+///    id written into the images (<see cref="CrispHello"/>) and the first client to fetch bind the
+///    tree (<see cref="OneDestination"/>); any other client is refused;
 ///  - a tree without lazy pages: Kill once a client came and went (nothing to serve), Resume on timeout.
 /// </summary>
 public sealed class LazyDumpServer : IAsyncDisposable
@@ -38,7 +47,9 @@ public sealed class LazyDumpServer : IAsyncDisposable
     private readonly LazyDumpServerOptions _options;
     private TcpPageServer? _server;
     private FrozenProcessPageSource? _source;
-    private long _bytesSent, _sessionsEnded, _cleanEnds;
+    private long _bytesSent, _sessionsEnded, _cleanEnds, _brokenEnds;
+    /// <summary>Whether the session that ended last (of those that fetched) ended cleanly.</summary>
+    private volatile bool _lastEndBroken;
     private int _connections, _interrupted;
     private string? _abort;
 
@@ -66,8 +77,21 @@ public sealed class LazyDumpServer : IAsyncDisposable
     public TimeSpan TransferTime { get; private set; }
     public IPEndPoint? LocalEndPoint => _server?.LocalEndPoint;
 
-    public LazyDumpEnd Serve(LazyDumpTree tree)
+    /// <summary>When the last lazy page was read (Stopwatch ticks), 0 if never.</summary>
+    public long CompletedTicks { get; private set; }
+
+    /// <summary>The session id given to this dump's destination (written into the images by <see cref="Serve(LazyDumpTree, string?)"/>).</summary>
+    public ulong SessionId { get; } = CrispHello.NewId();
+
+    public LazyDumpEnd Serve(LazyDumpTree tree) => Serve(tree, null);
+
+    /// <summary>
+    /// Serves <paramref name="tree"/>; with <paramref name="imagesDir"/>, first writes the session
+    /// id there (the destination, finding it with the images, says hello and can reconnect).
+    /// </summary>
+    public LazyDumpEnd Serve(LazyDumpTree tree, string? imagesDir)
     {
+        if (imagesDir is not null) CrispHello.WriteSession(imagesDir, SessionId);
         _source = new FrozenProcessPageSource(tree);
         var transfer = new Stopwatch();
         _source.FirstRead += transfer.Start;
@@ -78,6 +102,7 @@ public sealed class LazyDumpServer : IAsyncDisposable
             StatusFd = _options.StatusFd,
             Transport = _options.Transport,
             Log = Log.Level >= 3 ? new LogWriter() : null,
+            Gate = new OneDestination(SessionId),
         });
         _server.SessionEnded += r =>
         {
@@ -89,6 +114,16 @@ public sealed class LazyDumpServer : IAsyncDisposable
             }
             Interlocked.Add(ref _bytesSent, r.BytesSent);
             if (r.Outcome == SessionOutcome.Completed) Interlocked.Increment(ref _cleanEnds);
+            // A connection that fetched and broke: what it had in flight may not have arrived.
+            // (One refused, or that never asked for a page, had nothing in flight.)
+            bool broken = r.Outcome is not (SessionOutcome.Completed or SessionOutcome.Cancelled);
+            if (r.GetRequests > 0)
+            {
+                if (broken) Interlocked.Increment(ref _brokenEnds);
+                _lastEndBroken = broken;
+            }
+            if (broken && r.GetRequests > 0)
+                Log.I($"lazy page server: the connection from {r.Remote} broke ({r.Error?.Message}); waiting for the destination to come back");
             Interlocked.Increment(ref _sessionsEnded);
         };
         // SIGTERM/SIGINT must not just end the process: the kernel would detach (resume) the tree
@@ -112,14 +147,22 @@ public sealed class LazyDumpServer : IAsyncDisposable
         var lastProgress = Stopwatch.StartNew();
         var lastTreeCheck = Stopwatch.StartNew();
         var delivered = source.Delivered;
+        Stopwatch? sinceComplete = null;
+        long brokenAtComplete = 0;
         while (true)
         {
             if (delivered.Total > 0 && delivered.Complete.Wait(20))
             {
-                Succeeded = true;
-                Outcome = $"all {delivered.Total} lazy pages delivered in {transfer.Elapsed.TotalMilliseconds:F0} ms";
-                Report(delivered);
-                return LazyDumpEnd.Kill;
+                if (sinceComplete is null)
+                {
+                    sinceComplete = Stopwatch.StartNew();
+                    CompletedTicks = Stopwatch.GetTimestamp();
+                    TransferTime = transfer.Elapsed;
+                    brokenAtComplete = Interlocked.Read(ref _brokenEnds);
+                    Report(delivered);
+                }
+                if (Completed(sinceComplete, brokenAtComplete, idle) is { } end) return end;
+                Thread.Sleep(20); // Complete stays set: Wait no longer paces the loop
             }
             if (delivered.Total == 0) Thread.Sleep(20);
             int active = _server!.ActiveSessions; // authenticated clients only
@@ -157,6 +200,7 @@ public sealed class LazyDumpServer : IAsyncDisposable
             }
             if (active > 0) { idle.Reset(); continue; }
             if (!idle.IsRunning) idle.Start();
+            if (sinceComplete is not null) continue; // Completed decides
 
             if (delivered.Total == 0 && everConnected)
             {
@@ -182,6 +226,63 @@ public sealed class LazyDumpServer : IAsyncDisposable
             {
                 Outcome = $"the destination went away after {delivered.Count} of {delivered.Total} lazy pages; the source was killed because the destination had already run";
                 return LazyDumpEnd.Kill;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Every lazy page was read: Kill once the destination confirms by closing cleanly (or stays
+    /// connected, unbroken, for the in-flight grace); wait while a connection that broke after the
+    /// last pages may come back; null to go on waiting.
+    /// </summary>
+    private LazyDumpEnd? Completed(Stopwatch sinceComplete, long brokenAtComplete, Stopwatch idle)
+    {
+        int active = _server!.ActiveSessions;
+        bool brokeSince = Interlocked.Read(ref _brokenEnds) > brokenAtComplete;
+        string all = $"all {LazyPages} lazy pages delivered in {TransferTime.TotalMilliseconds:F0} ms";
+        if (active == 0 && !_lastEndBroken)
+        {
+            Succeeded = true;
+            Outcome = all;
+            return LazyDumpEnd.Kill;
+        }
+        if (active > 0 && !brokeSince && sinceComplete.Elapsed >= LazyDump.InFlightGrace)
+        {
+            Succeeded = true;
+            Outcome = $"{all} (the destination kept its connection open)";
+            return LazyDumpEnd.Kill;
+        }
+        if (active > 0) { idle.Reset(); return null; }
+        if (!idle.IsRunning) idle.Start();
+        if (idle.Elapsed > _options.ReconnectTimeout)
+        {
+            Outcome = $"all {LazyPages} lazy pages were read, but the connection broke after the last ones and the destination did not come back " +
+                      $"within {_options.ReconnectTimeout.TotalSeconds:0.#} s: it may lack what was in flight; the source was killed because the destination had already run";
+            return LazyDumpEnd.Kill;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// The one destination of this dump (CrispHello.cs): a hello must carry this dump's session;
+    /// the first client to fetch binds the tree and from then on only it (its reconnections, its
+    /// other channel) is served. A client without a hello (CRIU's) counts as one client, id 0.
+    /// </summary>
+    private sealed class OneDestination(ulong session) : IClientGate
+    {
+        private readonly object _lock = new();
+        private bool _bound;
+        private ulong _client;
+
+        public int Admit(CrispHello? hello, bool fetching)
+        {
+            if (hello is { } h && h.Session != session) return CrispHello.OtherSession;
+            ulong id = hello?.Client ?? 0;
+            lock (_lock)
+            {
+                if (_bound) return _client == id ? CrispHello.Accepted : CrispHello.OtherClient;
+                if (fetching) { _bound = true; _client = id; }
+                return CrispHello.Accepted;
             }
         }
     }

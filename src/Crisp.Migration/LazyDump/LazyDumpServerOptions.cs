@@ -14,8 +14,15 @@ public sealed class LazyDumpServerOptions
     /// No page asked for by then: the destination cannot have run, and the source is resumed.
     /// </summary>
     public TimeSpan FirstPageTimeout { get; init; } = TimeSpan.FromSeconds(120);
-    /// <summary>After pages were delivered: how long the destination may stay disconnected before the transfer is declared lost.</summary>
-    public TimeSpan ReconnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// After pages were delivered: how long the destination may stay disconnected (its connection
+    /// broke; it reconnects) before the transfer is declared lost and the tree killed
+    /// (<c>--ps-reconnect-timeout</c>). Longer than the destination's own reconnect timeout, so the
+    /// source is still there for as long as the destination tries.
+    /// </summary>
+    public TimeSpan ReconnectTimeout { get; init; } = DefaultReconnectTimeout;
+
+    public static readonly TimeSpan DefaultReconnectTimeout = TimeSpan.FromSeconds(60);
     /// <summary>Called once the server listens, with the bound endpoint (e.g. to start a migration's restore).</summary>
     public Action<IPEndPoint>? Listening { get; init; }
     /// <summary>Progress: (delivered lazy pages, total lazy pages, bytes sent), a few times a second.</summary>

@@ -24,6 +24,13 @@ public sealed class MigrationRequest
     /// must in addition carry a fresh per-migration access key sent in "start".
     /// </summary>
     public Crisp.PageServer.Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
+    /// <summary>How long the source waits for a destination whose page connection broke (<see cref="LazyDumpServerOptions.ReconnectTimeout"/>).</summary>
+    public TimeSpan ReconnectTimeout { get; init; } = LazyDumpServerOptions.DefaultReconnectTimeout;
+    /// <summary>
+    /// The page server's address as the agent is told it (default: the port bound, the address the
+    /// agent sees on the control connection); a NAT or a relay in between maps it.
+    /// </summary>
+    public Func<IPEndPoint, IPEndPoint>? Advertise { get; init; }
     /// <summary>See <see cref="LazyDumpServerOptions.HandleSignals"/>.</summary>
     public bool HandleSignals { get; init; } = true;
 }
@@ -48,6 +55,7 @@ public static class MigrationSource
         var timeout = request.Timeout;
         var agent = request.Agent;
         var total = Stopwatch.StartNew();
+        long startTicks = Stopwatch.GetTimestamp();
         // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
         var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
@@ -78,6 +86,7 @@ public static class MigrationSource
             EndPoint = new IPEndPoint(local, 0),
             Transport = new Crisp.PageServer.Transport.PageServerTransport { Tls = request.Transport.Tls, AccessKey = pageKey },
             FirstPageTimeout = timeout,
+            ReconnectTimeout = request.ReconnectTimeout,
             HandleSignals = request.HandleSignals,
             Listening = ep =>
             {
@@ -86,7 +95,8 @@ public static class MigrationSource
                 foreach (var f in Directory.GetFiles(dir).Order(StringComparer.Ordinal))
                     wire.SendFile(Path.GetFileName(f), f);
                 stats.ImageBytes = wire.BytesSent;
-                wire.SendStart(ep.Port, "", pageKey);
+                if (request.Advertise?.Invoke(ep) is { } told) wire.SendStart(told.Port, told.Address.ToString(), pageKey);
+                else wire.SendStart(ep.Port, "", pageKey);
                 Log.I($"migrate: {stats.ImageBytes} bytes of images sent in {sent.Elapsed.TotalMilliseconds:F1} ms; pages served on {ep}");
                 replies.Start();
             },
@@ -107,9 +117,11 @@ public static class MigrationSource
                 ServeLazy = tree =>
                 {
                     stats.DumpMs = dumpTimer.Elapsed.TotalMilliseconds;
-                    var end = server.Serve(tree);
-                    // Every page is at the destination (or the transfer ended): what "total" measures.
-                    stats.TotalMs = total.Elapsed.TotalMilliseconds;
+                    var end = server.Serve(tree, dir);
+                    // Every page read for the destination (or the transfer ended): what "total" measures.
+                    stats.TotalMs = server.CompletedTicks != 0
+                        ? Stopwatch.GetElapsedTime(startTicks, server.CompletedTicks).TotalMilliseconds
+                        : total.Elapsed.TotalMilliseconds;
                     return end;
                 },
             });

@@ -19,6 +19,9 @@ public sealed class RemotePageSourceOptions
 
     /// <summary>How each channel's connection is opened and authenticated (TLS, access key); plain TCP by default.</summary>
     public PageServerTransport Transport { get; init; } = PageServerTransport.Plain;
+
+    /// <summary>Said on every connection (after the transport's handshake) before the first GET when the server is a crisp lazy dump (CrispHello.cs); null: CRIU's plain protocol.</summary>
+    public CrispHello? Hello { get; init; }
 }
 
 /// <summary>
@@ -151,7 +154,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
                 throw new PageServerProtocolException($"the server sent {got} of {oldest.NrPages} pages for a pipelined GET");
             _outstanding.Dequeue();
         }
-        catch (Exception e) when (e is SocketException or IOException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or IOException or PeerGoneException or PageServerProtocolException or PageServerRefusedException or ObjectDisposedException)
         {
             Drop();
             throw new PageSourceException(
@@ -187,7 +190,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
                 vaddr += (ulong)bytes;
             }
         }
-        catch (Exception e) when (e is SocketException or IOException or PeerGoneException or PageServerProtocolException or ObjectDisposedException)
+        catch (Exception e) when (e is SocketException or IOException or PeerGoneException or PageServerProtocolException or PageServerRefusedException or ObjectDisposedException)
         {
             // The stream position is unknown now: drop the connection; the next Read reconnects.
             Drop();
@@ -201,6 +204,8 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
     {
         TcpTuning.ReceiveExactly(stream, _header, "a GET reply header");
         var reply = PageServerIov.Read(_header);
+        if (reply.Op is PageServerOp.AddF or PageServerOp.Add && reply.NrPages == 0)
+            throw new PageServerRefusedException($"the page server has no pages for pid {pid} at 0x{vaddr:x}");
         if (reply.Op != PageServerOp.AddF || reply.Vaddr != vaddr || reply.DstId != (ulong)pid
             || reply.NrPages == 0 || reply.NrPages > want)
             throw new PageServerProtocolException($"GET(pid {pid}, 0x{vaddr:x}, {want} pages) answered with {reply}");
@@ -215,6 +220,7 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
         try
         {
             var connection = _options.Transport.Connect(_server, _options.ConnectTimeout, _options.ReceiveTimeout);
+            if (_options.Hello is { } hello) SayHello(connection, hello);
             _connection = connection;
             if (_disposed) Drop(); // lost a race with Dispose
             return connection.Stream;
@@ -222,6 +228,31 @@ public sealed class RemotePageChannel : IPipelinedPageChannel
         catch (Exception e) when (e is SocketException or IOException)
         {
             throw new PageSourceException($"page server {_server}: cannot connect: {Describe(e)}", e);
+        }
+        catch (Exception e) when (e is PeerGoneException or PageServerRefusedException)
+        {
+            throw new PageSourceException($"page server {_server}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>crisp's hello (CrispHello.cs); the connection is disposed if it is refused or breaks.</summary>
+    private void SayHello(PageServerConnection connection, CrispHello hello)
+    {
+        try
+        {
+            hello.ToIov().WriteTo(_header);
+            connection.Stream.Write(_header);
+            connection.Stream.Flush();
+            Span<byte> status = stackalloc byte[4];
+            TcpTuning.ReceiveExactly(connection.Stream, status, "the hello's answer");
+            int value = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(status);
+            if (value != CrispHello.Accepted)
+                throw new PageServerRefusedException($"refused this destination: {CrispHello.Describe(value)}");
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
         }
     }
 

@@ -36,6 +36,9 @@ public sealed class PageServerOptions
     /// <summary>How a client connection is authenticated (TLS, access key) before the first message; plain TCP by default.</summary>
     public Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
 
+    /// <summary>Who may fetch (a lazy dump's one destination, CrispHello.cs); null: anyone, and every hello is accepted.</summary>
+    public Protocol.IClientGate? Gate { get; init; }
+
     /// <summary>Session and error log (one line per event); null is silent.</summary>
     public TextWriter? Log { get; init; }
 }

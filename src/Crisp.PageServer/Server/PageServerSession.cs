@@ -43,6 +43,9 @@ internal sealed class PageServerSession
     private IPageChannel? _channel;
     private long _received, _sent, _gets;
     private bool _forceClose;
+    /// <summary>The connection's crisp hello, if it said one; whether its first GET was admitted.</summary>
+    private CrispHello? _hello;
+    private bool _admitted;
 
     private readonly Action? _authenticated;
 
@@ -137,8 +140,28 @@ internal sealed class PageServerSession
                     await AddAsync(iov, PagemapFlags.Parent, token).ConfigureAwait(false);
                     break;
                 case PageServerOp.Get:
+                    if (!_admitted)
+                    {
+                        int status = _options.Gate?.Admit(_hello, fetching: true) ?? CrispHello.Accepted;
+                        if (status != CrispHello.Accepted)
+                        {
+                            if (_hello is not null) await RefuseGetAsync(header, iov, token).ConfigureAwait(false);
+                            throw new PageServerProtocolException($"GET refused: {CrispHello.Describe(status)}");
+                        }
+                        _admitted = true;
+                    }
                     await ServeGetAsync(iov, token).ConfigureAwait(false);
                     break;
+                case CrispHello.Op:
+                    {
+                        var hello = CrispHello.FromIov(iov);
+                        int status = _options.Gate?.Admit(hello, fetching: false) ?? CrispHello.Accepted;
+                        await SendSmallAsync(header, 4, status, token).ConfigureAwait(false);
+                        if (status != CrispHello.Accepted)
+                            throw new PageServerProtocolException($"hello refused: {CrispHello.Describe(status)}");
+                        _hello = hello;
+                        break;
+                    }
                 case PageServerOp.Close:
                 case PageServerOp.ForceClose:
                     _forceClose = iov.Op == PageServerOp.ForceClose;
@@ -235,7 +258,17 @@ internal sealed class PageServerSession
             PageServerIov.AddF(PagemapFlags.Present, iov.Vaddr, iov.NrPages, iov.DstId).WriteTo(a);
             ulong vaddr = iov.Vaddr, remaining = total;
             int first = chunk;
-            _channel.Read(pid, vaddr, a.AsSpan(PageServerIov.Size, first));
+            try
+            {
+                _channel.Read(pid, vaddr, a.AsSpan(PageServerIov.Size, first));
+            }
+            catch (PageSourceException) when (_hello is not null)
+            {
+                // Nothing of the answer left yet: a crisp client is told, so it does not ask
+                // again; CRIU's just sees the end. (A failure after the first chunk can only close.)
+                await RefuseGetAsync(a, iov, token).ConfigureAwait(false);
+                throw;
+            }
             vaddr += (ulong)first;
             remaining -= (ulong)first;
             var pending = SendAllAsync(a.AsMemory(0, PageServerIov.Size + first), token);
@@ -258,6 +291,13 @@ internal sealed class PageServerSession
             ArrayPool<byte>.Shared.Return(a);
             if (b is not null) ArrayPool<byte>.Shared.Return(b);
         }
+    }
+
+    /// <summary>ADD_F with nr_pages 0: "no such pages" (what CRIU's server answers for pages it cannot find).</summary>
+    private Task RefuseGetAsync(byte[] header, PageServerIov get, CancellationToken token)
+    {
+        PageServerIov.AddF(PagemapFlags.Present, get.Vaddr, 0, get.DstId).WriteTo(header);
+        return SendAllAsync(header.AsMemory(0, PageServerIov.Size), token);
     }
 
     private async Task SendAllAsync(ReadOnlyMemory<byte> data, CancellationToken token)

@@ -192,6 +192,7 @@ public sealed class TcpPageServer : IAsyncDisposable
     {
         int id = Interlocked.Increment(ref _nextSessionId);
         Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
+        DeadPeerDetection.Apply(client);
         bool authenticated = false;
         var session = new PageServerSession(id, client, _options, () => { authenticated = true; Interlocked.Increment(ref _active); });
         var tcs = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -134,6 +134,9 @@ internal static class RemoteUtil
         Directory.CreateDirectory(to);
         foreach (var f in Directory.GetFiles(from, "*.img"))
             File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+        // a lazy dump's session id: the destination's daemon says hello with it (and may reconnect)
+        string session = Path.Combine(from, Crisp.PageServer.Protocol.CrispHello.FileName);
+        if (File.Exists(session)) File.Copy(session, Path.Combine(to, Path.GetFileName(session)));
     }
 
     public static bool Gone(int pid) =>
