@@ -104,6 +104,50 @@ public class IpcAndTimeNamespaceTests
         Assert.All(lines.Zip(lines.Skip(1)), p => Assert.True(p.Second.Mono >= p.First.Mono, "CLOCK_MONOTONIC went back"));
     }
 
+    [Criu4Fact]
+    public void Crisp_dump_of_ipc_and_time_namespaces_restores_with_criu4_and_criu4_dump_with_crisp()
+    {
+        using var dir = new TempDir();
+        string log = dir["ipc.log"];
+        // No mount namespace: crisp writes no mount images, which CRIU would need for one.
+        using var tree = NsTree.Start(["--ipc", "--time", "--monotonic", "100000"], $"exec /usr/bin/setsid {IpcnsPath.Value} {log}", () => Lines(log).Contains("ready"));
+        string before = Lines(log).Single(l => l.StartsWith("report", StringComparison.Ordinal));
+        var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
+        Assert.True(d.ExitCode == 0, d.ToString());
+        var (code, _) = Criu4.Run(TimeSpan.FromSeconds(60), "restore", "-D", dir["img"], "-d", "-o", "restore.log", "--pidfile", dir["pid"]);
+        Assert.True(code == 0, $"criu4 restore: exit {code}: {Criu4.Errors(Path.Combine(dir["img"], "restore.log"))}");
+        int byCriu = int.Parse(File.ReadAllText(dir["pid"]).Trim(), CultureInfo.InvariantCulture);
+        tree.Adopt(byCriu);
+        Assert.Equal(before, Report(log, byCriu));
+        Assert.True(MonotonicOffset(byCriu) > 99_000);
+
+        Directory.CreateDirectory(dir["img2"]);
+        var (dumped, _) = Criu4.Run(TimeSpan.FromSeconds(60), "dump", "-t", S(byCriu), "-D", dir["img2"], "-o", "dump.log");
+        Assert.True(dumped == 0, $"criu4 dump: exit {dumped}: {Criu4.Errors(Path.Combine(dir["img2"], "dump.log"))}");
+        var r = CrispCli.Run(dir, "restore", "-D", dir["img2"], "-d", "--pidfile", dir["pid2"]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        int byCrisp = int.Parse(File.ReadAllText(dir["pid2"]), CultureInfo.InvariantCulture);
+        tree.Adopt(byCrisp);
+        Assert.Equal(before, Report(log, byCrisp));
+        Assert.True(MonotonicOffset(byCrisp) > 99_000);
+        Assert.False(HostHasShmKey(), "a restored segment is in the host's IPC namespace");
+    }
+
+    /// <summary>SIGUSR1 to a restored ipcns; the report line it writes then.</summary>
+    private static string Report(string log, int pid)
+    {
+        int n = Lines(log).Length;
+        Errno.Check(LibC.kill(pid, LibC.SIGUSR1), "kill", $"{pid}, SIGUSR1");
+        Assert.True(Poll.Until(() => Lines(log).Skip(n).Any(l => l.StartsWith("report", StringComparison.Ordinal)), 10_000),
+            $"the restored process did not report:\n{string.Join('\n', Lines(log))}");
+        return Lines(log).Skip(n).First(l => l.StartsWith("report", StringComparison.Ordinal));
+    }
+
+    /// <summary>Seconds of the CLOCK_MONOTONIC offset of <paramref name="pid"/>'s time namespace.</summary>
+    private static long MonotonicOffset(int pid) =>
+        long.Parse(File.ReadAllLines($"/proc/{pid}/timens_offsets").First(l => l.StartsWith("monotonic", StringComparison.Ordinal))
+            .Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+
     private static (double Mono, double Boot) Clocks(string line)
     {
         var f = line.Split(' ');

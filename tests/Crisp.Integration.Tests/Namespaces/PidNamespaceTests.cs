@@ -210,6 +210,28 @@ public class PidNamespaceTests
         Assert.True(Poll.Until(() => Lines(log).Length >= n + 4, 10_000), "the tree stopped running after the refused dump");
     }
 
+    [Fact]
+    public void A_tree_with_a_nested_pid_namespace_is_refused_as_criu_refuses_it_and_left_running()
+    {
+        using var dir = new TempDir();
+        string log = dir["tree.log"];
+        // sh (pid 1) -> unshare -> pidtree, init of a pid namespace inside the tree's.
+        using var tree = NsTree.Start(["--mount-proc"], $"/usr/bin/unshare --pid --fork {PidtreePath.Value} {log}; :", () => Lines(log).Contains("ready"));
+        int inner = Children(Children(tree.Root).Single()).Single();
+        Assert.EndsWith("\t1", NsPid(inner));
+        Assert.Equal(4, NsPid(inner).Split('\t').Length);  // here, in the tree's namespace, in its own
+        var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
+        Assert.Equal(1, d.ExitCode);
+        Assert.Contains($"process {inner} is in another pid namespace than the tree's root", d.Stderr);
+        Assert.False(File.Exists(Path.Combine(dir["img"], "inventory.img")));
+        int n = Lines(log).Length;
+        Errno.Check(LibC.kill(inner, LibC.SIGUSR1), "kill", $"{inner}, SIGUSR1");
+        Assert.True(Poll.Until(() => Lines(log).Length >= n + 4, 10_000), "the tree stopped running after the refused dump");
+    }
+
+    private static int[] Children(int pid) =>
+        Read($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
+
     private static string[] Lines(string path) => Poll.ReadFile(path).Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
     private static List<string> Reports(string path) => Lines(path).Where(l => l.StartsWith("report", StringComparison.Ordinal)).ToList();
