@@ -67,13 +67,17 @@ public sealed class SeizedProcess
                     if (tid == Pid) LeaderIsZombie = true;
                     continue;
                 }
-                if (LibC.ptrace(LibC.PTRACE_SEIZE, tid, 0, options) == -1)
+                // A thread under seccomp would have crisp's injected syscalls judged by its filter
+                // (strict mode kills it at the first mmap): CRIU's compel suspends seccomp for the
+                // tracee, which needs CAP_SYS_ADMIN, so only where a thread has a mode set.
+                bool seccomp = RunsUnderSeccomp(tid);
+                if (LibC.ptrace(LibC.PTRACE_SEIZE, tid, 0, seccomp ? options | LibC.PTRACE_O_SUSPEND_SECCOMP : options) == -1)
                 {
                     int e = Errno.Last;
                     if (e == Errno.ESRCH) continue; // thread exited between listing and seizing
                     throw new SyscallException("ptrace", e, $"PTRACE_SEIZE, {tid}");
                 }
-                var t = new SeizedTask(Thread, Pid, tid);
+                var t = new SeizedTask(Thread, Pid, tid) { SeccompSuspended = seccomp };
                 fresh.Add(t);
                 // ESRCH here means the thread died after the seize: the wait below reports its exit.
                 if (LibC.ptrace(LibC.PTRACE_INTERRUPT, tid, 0, 0) == -1 && Errno.Last != Errno.ESRCH)
@@ -88,6 +92,12 @@ public sealed class SeizedProcess
         if (_tasks.Count == 0)
             throw new SyscallException("seize", Errno.ESRCH, $"{Pid}: no live thread to seize");
         _tasks.Sort((a, b) => a.Tid == Pid ? -1 : b.Tid == Pid ? 1 : a.Tid.CompareTo(b.Tid));
+    }
+
+    private bool RunsUnderSeccomp(int tid)
+    {
+        try { return Proc.TaskStatus(Pid, tid).Seccomp != 0; }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException) { return false; } // seize will say ESRCH
     }
 
     private bool IsZombie(int tid)

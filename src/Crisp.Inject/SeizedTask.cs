@@ -32,6 +32,8 @@ public sealed unsafe class SeizedTask
     public UserRegs SeizeRegs { get; internal set; }
     /// <summary>Signals that were being delivered while we seized; re-delivered on <see cref="Detach"/>.</summary>
     public IReadOnlyList<HeldSignal> HeldSignals => _held;
+    /// <summary>Seized with PTRACE_O_SUSPEND_SECCOMP: its seccomp filter does not see injected syscalls.</summary>
+    public bool SeccompSuspended { get; internal set; }
     /// <summary>The task is gone (exited while seized, or detached).</summary>
     public bool Released { get; internal set; }
 

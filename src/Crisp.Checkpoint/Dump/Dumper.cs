@@ -217,7 +217,9 @@ public static class Dumper
         // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
         var ns = TreeNamespaces.Check(tree);
         var files = new FileTable(options.ExtUnixSk, options.TcpClose, tcp, options.SkipInFlight);
+        files.TreePid = host => ns.Contains(host) ? ns.Dumped(host) : null;
         var nsIds = new NamespaceIds();
+        var seccomp = new SeccompDump();
         var dumps = new List<ProcessDump>();
         // CRIU's numbering: 1 is the dumper's own fd table, mm, fs and sighand (the inventory's
         // root_ids); dumped tasks' objects start at 2. A task with files_id 1 would read to CRIU
@@ -226,7 +228,7 @@ public static class Dumper
         var phase = Stopwatch.StartNew();
         RefuseSharedTables(tree);
         foreach (var proc in tree.Processes)
-            dumps.Add(Collect(proc, files, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem));
+            dumps.Add(Collect(proc, files, seccomp, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem));
         files.FinishSockets();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
@@ -272,7 +274,7 @@ public static class Dumper
         }
         sink.Finish();
         Log.D($"dump: {pages} pages written in {phase.Elapsed.TotalMilliseconds:F1} ms");
-        dir.WriteSeccomp(new SeccompEntry());
+        dir.WriteSeccomp(seccomp.Entry);
         // root_ids are crisp's own namespaces (CRIU's are its own): a tree whose pid_ns_id differs owns its namespace.
         var rootIds = nsIds.Own.Clone();
         rootIds.VmId = rootIds.FilesId = rootIds.FsId = rootIds.SighandId = 1;
@@ -310,17 +312,16 @@ public static class Dumper
                         throw new CrispException($"processes {pids[i]} and {pids[j]} share one {what}: crisp cannot restore that sharing yet");
     }
 
-    private static ProcessDump Collect(SeizedProcess proc, FileTable files, NamespaceIds nsIds, TreeNamespaces ns, uint objectId, EarlySmaps? early,
+    private static ProcessDump Collect(SeizedProcess proc, FileTable files, SeccompDump seccomp, NamespaceIds nsIds, TreeNamespaces ns, uint objectId, EarlySmaps? early,
         bool readUts, string? parentDir, bool trackMem)
     {
         int pid = proc.Pid;
         var sw = Stopwatch.StartNew();
         var stat = Proc.Stat(pid);
         var status = Proc.Status(pid);
-        if (status.Seccomp != 0)
-            throw new CrispException($"process {pid} runs under seccomp: not supported yet");
 
         var cores = TaskState.Collect(proc);
+        seccomp.Collect(proc, cores);
         double tCores = sw.Elapsed.TotalMilliseconds;
         // Layout after the injections above: their scratch pages are gone again.
         var vmas = MemoryDump.Vmas(pid, files, early?.Take(pid));

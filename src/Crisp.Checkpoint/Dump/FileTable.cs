@@ -75,6 +75,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
             else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
+            else if (IsPidfdLink(link)) kind = FdTypes.Pidfd;
             else if (AnonKind(link) is FdTypes anon) kind = anon;
             else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
@@ -104,6 +105,10 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 else if (kind == FdTypes.Memfd)
                 {
                     _files.Add(CollectMemfd(id, pid, pidfd, fd, fileFlags, info.Pos, link, st));
+                }
+                else if (kind == FdTypes.Pidfd)
+                {
+                    _files.Add(CollectPidfd(id, pid, pidfd, fd, fileFlags, info, st.st_ino));
                 }
                 else if (kind != FdTypes.Reg)
                 {

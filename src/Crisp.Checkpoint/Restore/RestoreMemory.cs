@@ -37,6 +37,7 @@ internal sealed unsafe partial class RestoreSession
         foreach (var (tid, core) in p.Threads)
             Step($"thread {tid}: per-thread state", () => RestoreThreadState(p, _tasks[tid], core));
         Step($"process {p.Pid}: audit login uid", () => RestoreLoginuid(p));
+        Step($"process {p.Pid}: seccomp", () => RestoreSeccomp(p));
         Step($"process {p.Pid}: credentials", () => RestoreCreds(p));
         Step($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
         Step($"process {p.Pid}: prctl state, scheduling, timers", () => RestoreLateState(p));

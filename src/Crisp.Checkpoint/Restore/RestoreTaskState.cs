@@ -73,6 +73,9 @@ internal sealed unsafe partial class RestoreSession
                     PlaceEventFile(p, t, file, fd, cloexec);
                     if (kind == FdTypes.Eventpoll) epolls.Add((file.Epfd, fd));
                     break;
+                case FdTypes.Pidfd:
+                    PlacePidfd(p, t, file, fd, cloexec);
+                    break;
                 case FdTypes.Tty when _o.ShellJob:
                     Dup(t, _extraBase + _extraCrispFds.Count - 3 + 1, fd, cloexec);
                     break;
@@ -82,7 +85,7 @@ internal sealed unsafe partial class RestoreSession
             }
             placed[fdi.Id] = fd;
             if (_configuredFiles.Add(fdi.Id))
-                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, _ => null });
+                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, FdTypes.Pidfd => file.Pidfd?.Fown, _ => null });
             KeepShared(t, file, fd);
         }
         RegisterEpolls(t, epolls);

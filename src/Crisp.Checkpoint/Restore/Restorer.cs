@@ -21,7 +21,8 @@ namespace Crisp.Checkpoint.Restore;
 ///  5. morph each process: unmap what the stub had, move [vvar]/[vvar_vclock]/[vdso] to the
 ///     dumped addresses (through a temporary place so moves never overlap), map every VMA,
 ///     write the pages, madvise, PR_SET_MM_MAP; files; cwd/root/umask; sigactions; rlimits;
-///     personality; per thread rseq, sigaltstack, clear_tid, robust list, comm; creds;
+///     personality; per thread rseq, sigaltstack, clear_tid, robust list, comm; seccomp
+///     (suspended for crisp until the detach, RestoreSeccomp.cs); creds;
 ///     pending signals (queued while everything is blocked);
 ///  6. last: munmap(C) through a <c>syscall</c> in the restored vDSO (PTRACE_SYSCALL stops),
 ///     set registers, XSAVE and the blocked mask, detach.
@@ -51,6 +52,8 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private const long SYS_mount = 165, SYS_sethostname = 170, SYS_setdomainname = 171;
     private const long MS_NOSUID = 2, MS_NODEV = 4, MS_NOEXEC = 8, MS_REC = 0x4000, MS_PRIVATE = 1 << 18;
     private const int CtlSize = 64 * 1024;
+    private const int StubPtraceOptions = LibC.PTRACE_O_TRACESYSGOOD | LibC.PTRACE_O_TRACEFORK | LibC.PTRACE_O_TRACECLONE |
+                                          LibC.PTRACE_O_TRACEVFORK | LibC.PTRACE_O_EXITKILL;
     private const ulong CtlBlockSize = 8 << 20;                          // control page + temporary place for vdso moves
     private const int ScratchOffset = 4096;
 
@@ -253,9 +256,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var extra = _extraCrispFds.Select((fd, i) => (fd, _extraBase + i)).ToList();
 
         _stubPid = StartStubProcess(load, extra);
-        const int opts = LibC.PTRACE_O_TRACESYSGOOD | LibC.PTRACE_O_TRACEFORK | LibC.PTRACE_O_TRACECLONE |
-                         LibC.PTRACE_O_TRACEVFORK | LibC.PTRACE_O_EXITKILL;
-        RestoreTask.Req(LibC.PTRACE_SEIZE, _stubPid, 0, opts, "PTRACE_SEIZE");
+        RestoreTask.Req(LibC.PTRACE_SEIZE, _stubPid, 0, StubPtraceOptions, "PTRACE_SEIZE");
         RestoreTask.Req(LibC.PTRACE_INTERRUPT, _stubPid, 0, 0, "PTRACE_INTERRUPT");
         var stub = new RestoreTask(_stubPid, _stubPid);
         stub.WaitFirstStop();

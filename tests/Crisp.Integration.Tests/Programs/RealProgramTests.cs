@@ -1,0 +1,341 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Crisp.Checkpoint.Dump;
+using Crisp.Checkpoint.Restore;
+using Crisp.Integration.Tests.Lazy;
+using Crisp.Native;
+using Xunit;
+using Xunit.Abstractions;
+using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+
+namespace Crisp.Integration.Tests.Programs;
+
+/// <summary>
+/// Programs people run, dumped and restored eagerly and lazily, judged by their own behaviour
+/// afterwards: redis keeps its keys and serves new clients, python's http.server answers, an
+/// asyncio loop on a socketpair with timers keeps its sequence, a .NET console app with the
+/// runtime's defaults (W^X through /memfd:doublemapper, the diagnostics IPC socket) keeps its
+/// state and its diagnostics socket answers the ProcessInfo command.
+/// </summary>
+public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = TempDir("programs");
+    private readonly List<int> _pids = [];
+    private readonly List<LazyDaemon> _daemons = [];
+
+    public void Dispose()
+    {
+        foreach (var pid in Enumerable.Reverse(_pids))
+            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
+        foreach (var d in _daemons) d.Dispose();
+        try { Directory.Delete(_dir, true); } catch (IOException) { }
+    }
+
+    private int Track(int pid) { _pids.Add(pid); return pid; }
+
+    /// <summary>Dumps (the tree is killed), then restores eagerly or through a lazy-pages daemon.</summary>
+    private unsafe Action DumpAndRestore(int pid, bool lazy)
+    {
+        string images = Path.Combine(_dir, "img");
+        Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
+        int st;
+        LibC.waitpid(pid, &st, 0);
+        Assert.False(Alive(pid));
+        LazyDaemon? daemon = null;
+        if (lazy) { daemon = new LazyDaemon(images, _dir); _daemons.Add(daemon); }
+        var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = lazy });
+        Assert.Equal(pid, r.Pid);
+        // Called once the program was judged: every page delivered, nothing poisoned.
+        return () =>
+        {
+            if (daemon == null) return;
+            int rc = daemon.WaitExit();
+            output.WriteLine(daemon.Stderr);
+            Assert.True(rc == 0, $"lazy-pages exit {rc}: {daemon.Stderr}");
+            Assert.True(daemon.Stat("fault_pages") > 0, "no page arrived by fault: the restore was not lazy");
+            Assert.Equal(0, daemon.Stat("poisoned_pages"));
+        };
+    }
+
+    private static int SpawnIn(string log, string[] env, params string[] argv) => ProcessSpawner.Spawn(new SpawnOptions
+    {
+        Path = argv[0], Argv = argv, Envp = env,
+        Stdin = StdioSource.DevNull(false),
+        Stdout = StdioSource.FromFile(log, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
+        Stderr = StdioSource.FromFile(log, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
+        NewSession = true,
+    });
+
+    // ---- redis-server ----
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Redis_keeps_its_keys_and_serves_new_clients(bool lazy)
+    {
+        string log = Path.Combine(_dir, "redis.log");
+        int pid = -1, port = 0;
+        // The port is the kernel's pick released at once: another program may take it first; then try another.
+        for (int attempt = 0; attempt < 3 && pid < 0; attempt++)
+        {
+            port = LoopbackPort.Unused();
+            int p = Track(SpawnLogged(log, "/usr/bin/redis-server", "--port", port.ToString(), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", _dir));
+            if (WaitForRedis(port, p)) pid = p;
+            else if (Alive(p)) KillAndReap(p);
+        }
+        Assert.True(pid > 0, $"redis-server did not start: {string.Join(" | ", Lines(log).TakeLast(5))}");
+        using (var c = new Resp(port))
+        {
+            Assert.Equal("+OK", c.Call("SET", "before", "kept across the dump"));
+            for (int i = 0; i < 1000; i++) c.Call("RPUSH", "list", $"item{i}");
+        }
+        var finish = DumpAndRestore(pid, lazy);
+
+        using (var c = new Resp(port))
+        {
+            Assert.Equal("$20", c.Call("GET", "before"));
+            Assert.Equal("kept across the dump", c.ReadLine());
+            Assert.Equal(":1000", c.Call("LLEN", "list"));
+            Assert.Equal("+OK", c.Call("SET", "after", "new"));
+        }
+        using (var c = new Resp(port))
+        {
+            Assert.Equal("$3", c.Call("GET", "after"));
+            Assert.Equal("new", c.ReadLine());
+        }
+        finish();
+        Assert.True(Alive(pid));
+    }
+
+    private static bool WaitForRedis(int port, int pid)
+    {
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(20) && Alive(pid))
+        {
+            try
+            {
+                using var c = new Resp(port);
+                if (c.Call("PING") == "+PONG") return true;
+            }
+            catch (SocketException) { }
+            Thread.Sleep(20);
+        }
+        return false;
+    }
+
+    /// <summary>A minimal RESP client: commands as arrays of bulk strings, replies line by line.</summary>
+    private sealed class Resp : IDisposable
+    {
+        private readonly Socket _s = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        private readonly StreamReader _in;
+        private readonly NetworkStream _stream;
+
+        public Resp(int port)
+        {
+            _s.ReceiveTimeout = 10_000;
+            _s.Connect(IPAddress.Loopback, port);
+            _stream = new NetworkStream(_s);
+            _in = new StreamReader(_stream, Encoding.ASCII);
+        }
+
+        public string Call(params string[] args)
+        {
+            var sb = new StringBuilder($"*{args.Length}\r\n");
+            foreach (var a in args) sb.Append($"${Encoding.UTF8.GetByteCount(a)}\r\n{a}\r\n");
+            _stream.Write(Encoding.UTF8.GetBytes(sb.ToString()));
+            return ReadLine();
+        }
+
+        public string ReadLine() => _in.ReadLine() ?? throw new IOException("redis closed the connection");
+
+        public void Dispose() { _in.Dispose(); _s.Dispose(); }
+    }
+
+    // ---- python3 -m http.server ----
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Python_http_server_answers(bool lazy)
+    {
+        string log = Path.Combine(_dir, "http.log");
+        string root = Path.Combine(_dir, "www");
+        Directory.CreateDirectory(root);
+        File.WriteAllText(Path.Combine(root, "hello.txt"), "served");
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", root));
+        string line = WaitForLine(log, l => l.StartsWith("Serving HTTP on 127.0.0.1 port "), timeoutMs: 30000);
+        int port = int.Parse(line.Split(' ')[5]);
+        Assert.Equal("served", Get(port, "/hello.txt"));
+        var finish = DumpAndRestore(pid, lazy);
+
+        Assert.Equal("served", Get(port, "/hello.txt"));
+        File.WriteAllText(Path.Combine(root, "new.txt"), "written after the restore");
+        Assert.Equal("written after the restore", Get(port, "/new.txt"));
+        finish();
+        Assert.True(Alive(pid));
+    }
+
+    private static string Get(int port, string path)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        return http.GetStringAsync($"http://127.0.0.1:{port}{path}").GetAwaiter().GetResult();
+    }
+
+    // ---- python3 asyncio ----
+
+    // A message goes round a socketpair through the loop's sock_sendall/sock_recv every 20 ms
+    // (asyncio.sleep), and a call_later timer chain counts on its own; each tick prints both counters
+    // and the message received, which must be the one sent in that round.
+    private const string AsyncioScript = """
+        import asyncio, socket
+        async def main():
+            a, b = socket.socketpair()
+            a.setblocking(False); b.setblocking(False)
+            loop = asyncio.get_running_loop()
+            timer = [0]
+            def tick():
+                timer[0] += 1
+                loop.call_later(0.01, tick)
+            loop.call_later(0.01, tick)
+            n = 0
+            while True:
+                n += 1
+                await loop.sock_sendall(a, b'msg%d;' % n)
+                got = (await loop.sock_recv(b, 100)).decode()
+                print('tick', n, got, timer[0], flush=True)
+                await asyncio.sleep(0.02)
+        asyncio.run(main())
+        """;
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Python_asyncio_loop_with_a_socketpair_and_timers_keeps_running(bool lazy)
+    {
+        string log = Path.Combine(_dir, "asyncio.log");
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-c", AsyncioScript));
+        WaitForLine(log, l => l.StartsWith("tick 20 "), timeoutMs: 30000);
+        var finish = DumpAndRestore(pid, lazy);
+        int before = Lines(log).Length;
+        var (lastN, lastTimer) = Parse(Lines(log)[before - 1]);
+
+        // Twenty more rounds after the restore, numbered on from where the dump left it.
+        WaitForLine(log, l => l.StartsWith("tick "), skip: before + 20, timeoutMs: 30000);
+        var after = Lines(log).Skip(before).Where(l => l.StartsWith("tick ")).Select(Parse).ToList();
+        Assert.Equal(Enumerable.Range(lastN + 1, after.Count), after.Select(a => a.N));
+        Assert.True(after[^1].Timer > lastTimer, "the call_later timer chain stopped");
+        Assert.All(Lines(log).Where(l => l.StartsWith("tick ")), l => Assert.Equal($"msg{l.Split(' ')[1]};", l.Split(' ')[2]));
+        finish();
+    }
+
+    private static (int N, int Timer) Parse(string line)
+    {
+        var f = line.Split(' ');
+        return (int.Parse(f[1]), int.Parse(f[3]));
+    }
+
+    // ---- a .NET 10 console app ----
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Dotnet_console_app_keeps_its_state_and_its_diagnostics_socket_answers(bool lazy)
+    {
+        string dll = DotnetApp.Dll;
+        string log = Path.Combine(_dir, "app.log");
+        string tmp = Path.Combine(_dir, "tmp");
+        Directory.CreateDirectory(tmp);
+        // The runtime's defaults: W^X and diagnostics on. TMPDIR keeps its IPC socket in the test's directory.
+        int pid = Track(SpawnIn(log, ["PATH=/usr/bin:/bin", $"HOME={_dir}", $"TMPDIR={tmp}/", "DOTNET_CLI_TELEMETRY_OPTOUT=1"],
+            "/usr/bin/dotnet", dll));
+        string ready = WaitForLine(log, l => l.StartsWith("ready "), timeoutMs: 60000);
+        string hash = ready.Split(' ')[2];
+        WaitForLine(log, l => l.StartsWith("tick 8 "), timeoutMs: 30000);
+        Assert.Contains(File.ReadLines($"/proc/{pid}/maps"), l => l.EndsWith("/memfd:doublemapper (deleted)"));
+        string diag = Directory.GetFiles(tmp, $"dotnet-diagnostic-{pid}-*-socket").Single();
+        Assert.Equal(pid, DiagnosticsProcessInfo(diag));
+
+        var finish = DumpAndRestore(pid, lazy);
+        int before = Lines(log).Length;
+        long lastN = long.Parse(Lines(log).Last(l => l.StartsWith("tick ")).Split(' ')[1]);
+
+        WaitForLine(log, l => l.StartsWith("tick "), skip: before + 5, timeoutMs: 30000);
+        var after = Lines(log).Skip(before).Where(l => l.StartsWith("tick ")).Select(l => l.Split(' ')).ToList();
+        Assert.Equal(lastN + 4, long.Parse(after[0][1]));
+        Assert.All(after, f =>
+        {
+            long n = long.Parse(f[1]);
+            Assert.Equal(n, long.Parse(f[2]));             // the list has one entry per tick
+            Assert.Equal(n * (n + 1) / 2, long.Parse(f[3])); // holding 1..n
+            Assert.Equal(hash, f[4]);                      // the 32 MiB array unchanged
+        });
+        Assert.Equal(pid, DiagnosticsProcessInfo(diag));
+        Assert.Equal(pid, DiagnosticsProcessInfo(diag));
+        finish();
+        Assert.True(Alive(pid));
+    }
+
+    /// <summary>
+    /// The diagnostics IPC protocol (what dotnet-counters and dotnet-trace speak): a 20-byte header
+    /// "DOTNET_IPC_V1\0", u16 size, u8 command set, u8 command id, u16 reserved; ProcessInfo is set 4,
+    /// id 0, answered by set 0xFF id 0 (OK) with the process id as the first u64 of the payload.
+    /// </summary>
+    private static int DiagnosticsProcessInfo(string path)
+    {
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { ReceiveTimeout = 10_000 };
+        s.Connect(new UnixDomainSocketEndPoint(path));
+        var req = new byte[20];
+        "DOTNET_IPC_V1\0"u8.CopyTo(req);
+        BinaryPrimitives.WriteUInt16LittleEndian(req.AsSpan(14), 20);
+        req[16] = 4;
+        s.Send(req);
+        var buf = new List<byte>();
+        var chunk = new byte[4096];
+        int size = int.MaxValue;
+        while (buf.Count < size)
+        {
+            int n = s.Receive(chunk);
+            if (n == 0) throw new IOException($"the diagnostics socket closed after {buf.Count} bytes");
+            buf.AddRange(chunk.AsSpan(0, n));
+            if (buf.Count >= 20) size = BinaryPrimitives.ReadUInt16LittleEndian(buf.ToArray().AsSpan(14));
+        }
+        var r = buf.ToArray();
+        Assert.Equal("DOTNET_IPC_V1\0"u8.ToArray(), r[..14]);
+        Assert.Equal(0xFF, r[16]);
+        Assert.Equal(0, r[17]);
+        return checked((int)BinaryPrimitives.ReadUInt64LittleEndian(r.AsSpan(20)));
+    }
+
+    /// <summary>tests/workloads/dotnetapp built once per test run, outside the repository (its Directory.Build.props would apply inside).</summary>
+    private static class DotnetApp
+    {
+        private static readonly Lazy<string> Out = new(BuildOnce);
+
+        public static string Dll => Out.Value;
+
+        private static string BuildOnce()
+        {
+            string dir = TempDir("dotnetapp");
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
+            string src = Path.Combine(RepoRoot, "tests/workloads/dotnetapp");
+            foreach (var f in new[] { "Program.cs", "dotnetapp.csproj" })
+                File.Copy(Path.Combine(src, f), Path.Combine(dir, f));
+            var psi = new ProcessStartInfo("dotnet", ["build", "-c", "Release", "-o", Path.Combine(dir, "out"), Path.Combine(dir, "dotnetapp.csproj")])
+            {
+                RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = dir,
+            };
+            psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+            psi.Environment["DOTNET_NOLOGO"] = "1";
+            using var p = Process.Start(psi)!;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            string err = p.StandardError.ReadToEnd();
+            if (!p.WaitForExit(300_000)) { p.Kill(); throw new TimeoutException("dotnet build of tests/workloads/dotnetapp took over 5 minutes"); }
+            if (p.ExitCode != 0) throw new InvalidOperationException($"dotnet build of the .NET workload failed: {stdout.Result}{err}");
+            return Path.Combine(dir, "out", "dotnetapp.dll");
+        }
+    }
+}
