@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-pidns", "migrate-cmd"]
+SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd"]
 
 
 class BenchError(Exception):
@@ -319,12 +319,29 @@ def scenario_lazy(tool, memtouch, mib, tmp, is_crisp):
         log.close()
 
 
-def scenario_migrate(tool, memtouch, mib, tmp, pidns=False):
+def make_pki(where):
+    """A CA and one leaf for 127.0.0.1 (openssl CLI), used by both ends of migrate-tls, as
+    CRIU's docs set TLS up: --tls --tls-cacert CA --tls-cert CERT --tls-key KEY."""
+    ca_key, ca, key, csr, cert = (os.path.join(where, n) for n in ("ca-key.pem", "ca.pem", "key.pem", "leaf.csr", "cert.pem"))
+    q = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sh(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+        "-subj", "/CN=crisp bench CA"], **q)
+    sh(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"], **q)
+    ext = os.path.join(where, "leaf.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    sh(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+        "-extfile", ext], **q)
+    return ["--tls", "--tls-cacert", ca, "--tls-cert", cert, "--tls-key", key]
+
+
+def scenario_migrate(tool, memtouch, mib, tmp, pidns=False, tls=None):
     """CRIU's post-copy shape over loopback: lazy dump serving pages, lazy-pages fetching them.
     On one host the frozen source keeps its pids. A plain workload's destination restore runs
     in a new pid namespace, as it would have one on another machine; with pidns the workload is
     init (pid 1) of its own pid namespace, like a container's first process, and the restore
-    makes that namespace itself, with nothing around the destination."""
+    makes that namespace itself, with nothing around the destination. With tls (the options of
+    make_pki) both connections' ends authenticate and every page is encrypted."""
     src = os.path.join(tmp, "src")
     dst = os.path.join(tmp, "dst")
     os.makedirs(src)
@@ -337,11 +354,11 @@ def scenario_migrate(tool, memtouch, mib, tmp, pidns=False):
         t0 = now()
         t_freeze_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
         dumper = start_with_status_fd([tool, "dump", "-t", str(w.pid), "-D", src, "--lazy-pages", "--port", str(port),
-                                       "--address", "127.0.0.1", "-o", "dump.log", "-v2"], tmp, "dump", out)
+                                       "--address", "127.0.0.1", "-o", "dump.log", "-v2"] + (tls or []), tmp, "dump", out)
         procs.append(dumper)
         shutil.copytree(src, dst)
         daemon = start_with_status_fd([tool, "lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", str(port),
-                                       "-D", dst, "-o", "lazy-pages.log", "-v2"], tmp, "lazy", out)
+                                       "-D", dst, "-o", "lazy-pages.log", "-v2"] + (tls or []), tmp, "lazy", out)
         procs.append(daemon)
         pidfile = os.path.join(tmp, "restored.pid")
         if pidns:
@@ -364,7 +381,7 @@ def scenario_migrate(tool, memtouch, mib, tmp, pidns=False):
         if not pidns:
             restored = outer_pid(restore.pid, inner)
         w.check(restored)
-        key = "migrate_pidns" if pidns else "migrate"
+        key = "migrate_pidns" if pidns else "migrate_tls" if tls else "migrate"
         return {f"{key}_all_pages_s": all_moved, f"{key}_gap_s": gap}
     finally:
         kill_pid(w.pid)
@@ -437,6 +454,8 @@ FIGURES = [
     ("lazy", "prefetch_pages", "pages pushed by prefetch (count)", ""),
     ("migrate", "migrate_gap_s", "application-visible gap, lazy migration in CRIU's shape (s)", "≤ 0.5× CRIU"),
     ("migrate", "migrate_all_pages_s", "lazy migration over loopback, all pages moved (s)", "≤ 0.5× CRIU"),
+    ("migrate-tls", "migrate_tls_gap_s", "application-visible gap, lazy migration in CRIU's shape, --tls (s)", ""),
+    ("migrate-tls", "migrate_tls_all_pages_s", "lazy migration over loopback, --tls, all pages moved (s)", ""),
     ("migrate-pidns", "migrate_pidns_gap_s", "application-visible gap, lazy migration of a pid-namespace init, CRIU's shape (s)", "≤ 0.5× CRIU"),
     ("migrate-pidns", "migrate_pidns_all_pages_s", "lazy migration of a pid-namespace init, all pages moved (s)", "≤ 0.5× CRIU"),
     ("migrate-cmd", "migrate_cmd_gap_s", "`crisp migrate`: application-visible gap (s)", "≤ 0.05 s"),
@@ -471,6 +490,7 @@ def main():
         sh(["dotnet", "publish", os.path.join(ROOT, "src", "Crisp.Cli"), "-c", "Release", "-r", "linux-x64",
             "-o", os.path.join(ROOT, "out"), "--nologo", "-v", "q"])
     bindir = tempfile.mkdtemp(prefix="crisp-bench-bin-")
+    tls = make_pki(bindir) if "migrate-tls" in args.scenarios.split(",") else None
     memtouch = os.path.join(bindir, "memtouch")
     sh(["gcc", "-O2", "-pthread", "-o", memtouch, os.path.join(ROOT, "tests", "workloads", "memtouch.c")])
 
@@ -509,6 +529,8 @@ def main():
                                 r = scenario_lazy(binary, memtouch, mib, tmp, is_crisp)
                             elif sc == "migrate":
                                 r = scenario_migrate(binary, memtouch, mib, tmp)
+                            elif sc == "migrate-tls":
+                                r = scenario_migrate(binary, memtouch, mib, tmp, tls=tls)
                             elif sc == "migrate-pidns":
                                 r = scenario_migrate(binary, memtouch, mib, tmp, pidns=True)
                             else:
@@ -572,6 +594,15 @@ def write_report(args, tools, sizes, scenarios, results, failures):
                     ratios.append(f"{statistics.median(a) / statistics.median(b):.2f}" if a and b and statistics.median(b) > 0 else "—")
                 if any(r != "—" for r in ratios):
                     lines.append(f"| {label}: **crisp / CRIU** | | " + " | ".join(ratios) + " | |")
+        if sc == "migrate-tls":
+            # Encryption's cost: each tool's TLS run against its own plaintext run of the same size.
+            for name, _, _ in tools:
+                ratios = []
+                for s in sizes:
+                    a, b = results.get((name, s, "migrate_tls_all_pages_s")), results.get((name, s, "migrate_all_pages_s"))
+                    ratios.append(f"{statistics.median(a) / statistics.median(b):.2f}" if a and b else "—")
+                if any(r != "—" for r in ratios):
+                    lines.append(f"| all pages moved: **--tls / plaintext** | {name} | " + " | ".join(ratios) + " | |")
         fails = [(k, v) for k, v in failures.items() if k[1] == sc]
         if fails:
             lines.append("")

@@ -118,6 +118,13 @@ public sealed class TlsCredentials
             {
                 ServerCertificateContext = _own,
                 ClientCertificateRequired = true,
+                // TLS 1.2 on the server: a TLS 1.3 server sends NewSessionTicket records after
+                // the handshake, and CRIU 4.2's client (criu dump --page-server, criu
+                // lazy-pages) takes gnutls' answer to them (GNUTLS_E_AGAIN) for a failed read of
+                // its first reply and gives up ("The page server doesn't answer"). OpenSSL
+                // sends them even with resumption off. Sessions are never resumed here.
+                EnabledSslProtocols = SslProtocols.Tls12,
+                AllowTlsResume = false,
                 CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
                 RemoteCertificateValidationCallback = (_, cert, chain, _) =>
                     (why = Verify(cert, chain, NoCnVerify ? null : clientName, ClientAuth, "client")) is null,
