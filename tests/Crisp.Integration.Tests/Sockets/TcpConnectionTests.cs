@@ -180,19 +180,6 @@ public sealed class TcpConnectionTests : IDisposable
     }
 
     [Fact]
-    public void A_dump_that_fails_after_the_lock_removes_it_and_the_connection_goes_on()
-    {
-        string slog = _dir["server.log"], clog = _dir["client.log"];
-        int server = ServerAndClient("127.0.0.1", slog, clog, 16_000_000, "TCPSTREAM_NETLINK=1");
-        var d = Crisp("dump", "-t", server.ToString(), "-D", _dir["img"], "--tcp-established");
-        Assert.Equal(1, d.ExitCode);
-        Assert.Contains("netlink", d.Stderr);
-        AssertNoLock();
-        WaitDone(slog, "server");
-        WaitDone(clog, "client");
-    }
-
-    [Fact]
     public void A_failed_restore_removes_the_lock()
     {
         string slog = _dir["server.log"], clog = _dir["client.log"], img = _dir["img"];
