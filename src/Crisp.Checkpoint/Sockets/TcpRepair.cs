@@ -217,6 +217,13 @@ internal static unsafe class TcpRepairRestore
                 "setsockopt(TCP_REPAIR_WINDOW)", target);
         }
         LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_NO_QUEUE, target);
+        if (unsent > 0)
+        {
+            // Never sent: written as the program would have, out of repair mode (soccr's order).
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 0, target);
+            Send(fd, s.SendQueue.AsSpan(sent).ToArray(), "unsent send", target);
+            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
+        }
         // Half-closed (soccr's order): our FIN goes in the send queue through shutdown, the peer's
         // FIN into the receive queue as a packet crisp makes and marks so the lock lets it by.
         var src0 = src;
@@ -226,13 +233,6 @@ internal static unsafe class TcpRepairRestore
         if (TcpStates.Has(state, TcpStates.SndqSecondFin)) FinInSendQueue(fd, TcpStates.Has(state, TcpStates.SndqFinAcked), target);
         if (TcpStates.Has(state, TcpStates.SndqFinAcked))
             RawPacket.Send((int)e.Family, dst, src0, inqSeq + (TcpStates.Has(state, TcpStates.RcvqFinAcked) ? 1u : 0u), outqSeq + 1 - t.OutqLen, t.RcvWnd, RawPacket.ACK, target);
-        if (unsent > 0)
-        {
-            // Never sent: written as the program would have, out of repair mode (soccr's order).
-            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 0, target);
-            Send(fd, s.SendQueue.AsSpan(sent).ToArray(), "unsent send", target);
-            LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
-        }
     }
 
     /// <summary>shutdown(SHUT_WR) in repair mode queues a FIN; with TCP_SEND_QUEUE chosen it counts as sent already.</summary>

@@ -203,11 +203,11 @@ public sealed class TcpConnectionTests : IDisposable
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(server);
         string pidfile = _dir["pid"];
+        int before = Lines(slog).Length;
         var r = Crisp("restore", "-D", img, "--tcp-close", "-d", "--pidfile", pidfile);
         Assert.True(r.ExitCode == 0, r.ToString());
         RestoredPid(pidfile);
         AssertNoLock();
-        int before = Lines(slog).Length;
         Assert.StartsWith("server error", WaitForLine(slog, l => l.StartsWith("server error") || l.StartsWith("server done"), skip: before, timeoutMs: 30_000));
     }
 
