@@ -11,6 +11,8 @@
  * LOG lines: "listening PORT", "connected", "progress sent=N recv=M" (every 64 KiB or so), then
  * "done sent=N recv=M" and exit 0, or "bad at offset N: got X want Y" and exit 1.
  * A reader that pauses (env TCPSTREAM_READ_PAUSE_MS for the server) lets the send queue fill.
+ * TCPSTREAM_NETLINK=1: the server also holds a netlink socket, opened after the connection (a
+ * dump refuses it after the connection was locked: the failure path).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -200,6 +202,8 @@ int main(int argc, char **argv)
 		int l = listener(addr, port);
 		int fd = accept(l, NULL, NULL);
 		close(l);
+		if (getenv("TCPSTREAM_NETLINK"))
+			socket(AF_NETLINK, SOCK_RAW, 0);
 		say("server", "connected");
 		return stream(fd, "server", 1, 2, total, pause_ms);
 	}

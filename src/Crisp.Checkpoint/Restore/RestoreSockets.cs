@@ -45,12 +45,12 @@ internal sealed unsafe partial class RestoreSession
         var inet = _files.Values.Where(f => f.Type == FdTypes.Inetsk && f.Isk != null).Select(f => f.Isk).ToList();
         if (unix.Count == 0 && inet.Count == 0) return;
         var connections = inet.Where(IsConnection).ToList();
-        if (connections.Count > 0 && !TcpClosed)
+        if (connections.Count > 0)
         {
-            if (!_o.TcpEstablished)
+            if (!_o.TcpEstablished && !TcpClosed)
                 throw new CrispException($"the images hold {connections.Count} established TCP connection(s) ({Describe(connections[0])} first): " +
                                          "restore them with --tcp-established, or closed with --tcp-close");
-            LockConnections(connections);
+            LockConnections(connections, makeNew: !TcpClosed);
         }
         var queues = _dir.ReadSkQueues().GroupBy(p => p.Entry.IdFor).ToDictionary(g => g.Key, g => g.ToList());
         foreach (var i in inet) _crispCopies[i.Id] = CreateInet(i);
@@ -299,7 +299,7 @@ internal sealed unsafe partial class RestoreSession
     /// a new one under the dump's run id (another host or namespace): from before the sockets exist
     /// until the restored tree runs, nothing of these connections gets through (NetworkLock.cs).
     /// </summary>
-    private void LockConnections(List<InetSkEntry> connections)
+    private void LockConnections(List<InetSkEntry> connections, bool makeNew)
     {
         var method = _inventory.HasNetworkLockMethod ? (NetworkLockMethod)_inventory.NetworkLockMethod : NetworkLockMethod.Nftables;
         if (method == NetworkLockMethod.Skip) return;
@@ -315,6 +315,7 @@ internal sealed unsafe partial class RestoreSession
             _netLock = NetworkLock.Existing(method, runId, conns);
             return;
         }
+        if (!makeNew) return;   // --tcp-close: nothing to protect, only the dump's lock to remove
         _netLock = NetworkLock.ForRun(method, runId);
         foreach (var c in conns) _netLock.Add(c);
     }
@@ -352,7 +353,13 @@ internal sealed unsafe partial class RestoreSession
                 TcpRepairRestore.Restore(fd, e, stream, (port, addr) => InetAddress(family, port, addr), target);
                 _repairedTcp.Add((fd, e.Opts.Reuseaddr, target));
             }
-            else if (connection) { /* --tcp-close: a fresh socket, neither bound nor connected (CRIU's) */ }
+            else if (connection)
+            {
+                // --tcp-close: a fresh socket, neither bound nor connected, shut down both ways (CRIU's):
+                // reads give end of file, writes EPIPE, poll POLLHUP.
+                if (LibC.shutdown(fd, LibC.SHUT_RDWR) != 0 && Errno.Last != Errno.ENOTCONN)
+                    throw new SyscallException("shutdown(SHUT_RDWR)", Errno.Last, target);
+            }
             else if (e.SrcPort != 0 || !anyAddr)
             {
                 // The address may be gone from this host, or have been bound with freebind turned off
@@ -361,12 +368,19 @@ internal sealed unsafe partial class RestoreSession
                 int level = family == LibC.AF_INET ? LibC.IPPROTO_IP : LibC.IPPROTO_IPV6;
                 int opt = family == LibC.AF_INET ? LibC.IP_FREEBIND : LibC.IPV6_FREEBIND;
                 LibC.SetSockOptInt(fd, level, opt, 1, target);
+                // A port the dumped connection's TIME_WAIT (or a closed twin) still holds: bind with
+                // SO_REUSEADDR as CRIU does, then put the program's own value back.
+                LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, target);
                 var sa = InetAddress(family, e.SrcPort, e.SrcAddr);
                 fixed (byte* a = sa) Errno.Check(LibC.bind(fd, a, (uint)sa.Length), "bind", target);
                 if (!freebind) LibC.SetSockOptInt(fd, level, opt, 0, target);
+                if (!e.Opts.Reuseaddr && e.State != LibC.TCP_LISTEN) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
             }
             if (e.State == LibC.TCP_LISTEN)
+            {
                 Errno.Check(LibC.listen(fd, (int)e.Backlog), $"listen({e.Backlog})", target);
+                if (!e.Opts.Reuseaddr) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
+            }
             if (e.Proto == LibC.IPPROTO_UDP && e.DstPort != 0)
             {
                 var sa = InetAddress(family, e.DstPort, e.DstAddr);

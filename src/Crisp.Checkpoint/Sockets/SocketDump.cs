@@ -275,10 +275,11 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
                               $"{(dstAddr.Length == 0 ? "?" : NetworkLock.Format(family, dstAddr))}:{dstPort})";
                 if (tcpClose)
                 {
-                    // --tcp-close: it comes back as a fresh socket of the same kind, neither bound nor
-                    // connected (its ephemeral port is not kept).
-                    e.SrcPort = 0;
-                    e.SrcAddr.Clear();
+                    // --tcp-close: recorded as it is (CRIU's image, inventory's tcp_close set) with no
+                    // stream; restore makes a fresh socket, neither bound nor connected, shut down.
+                    e.State = (uint)state;
+                    e.DstPort = dstPort;
+                    e.DstAddr.AddRange(dstAddr);
                     Log.I($"{target}: {conn} will be restored closed (--tcp-close)");
                 }
                 else if (tcp == null)

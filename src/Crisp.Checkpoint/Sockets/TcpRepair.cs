@@ -37,8 +37,8 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
     /// <summary>Locks the connection, puts it in repair mode and reads it; the socket stays in repair.</summary>
     public void Dump(int local, InetSkEntry e, int state, string target)
     {
-        if (state != LibC.TCP_ESTABLISHED)
-            throw new CrispException($"{target} is a TCP connection in state {TcpStates.Name(state)}: half-closed connections are not supported yet");
+        if (!TcpStates.Repairable(state))
+            throw new CrispException($"{target} is a TCP connection in state {TcpStates.Name(state)}: not supported yet");
         networkLock.Add(new TcpConnection((int)e.Family, e.SrcAddr.ToArray(), e.SrcPort, e.DstAddr.ToArray(), e.DstPort));
         int rfd = Errno.Check(LibC.dup(local), "dup", target);
         LibC.SetSockOptInt(rfd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
@@ -52,7 +52,7 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
         uint ilen = 256;
         Errno.Check(LibC.getsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_INFO, info, &ilen), "getsockopt(TCP_INFO)", target);
         int state = info[0];
-        if (state != LibC.TCP_ESTABLISHED)
+        if (!TcpStates.Repairable(state))
             throw new CrispException($"{target} went to state {TcpStates.Name(state)} while being dumped");
         uint options = info[5];
         uint sndWscale = (uint)(info[6] & 0xf), rcvWscale = (uint)(info[6] >> 4);
@@ -64,6 +64,12 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
             MssClamp = (uint)LibC.GetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_MAXSEG, target),
             OptMask = options, SndWscale = 0,
         };
+        // Our FIN sits in the send queue as one byte of sequence space, not data.
+        if (TcpStates.Has(state, TcpStates.SndqFirstFin | TcpStates.SndqSecondFin))
+        {
+            if (e.OutqLen > 0) e.OutqLen--;
+            if (e.UnsqLen > 0) e.UnsqLen--;
+        }
         if ((options & LibC.TCPI_OPT_WSCALE) != 0)
         {
             e.SndWscale = sndWscale;
@@ -153,8 +159,9 @@ internal static unsafe class TcpRepairRestore
     public static void Restore(int fd, InetSkEntry e, TcpStream s, Func<uint, IList<uint>, byte[]> address, string target)
     {
         var t = s.Entry;
-        if (e.State != LibC.TCP_ESTABLISHED)
-            throw new CrispException($"{target} was dumped in state {TcpStates.Name((int)e.State)}: half-closed connections are not supported yet");
+        int state = (int)e.State;
+        if (!TcpStates.Repairable(state))
+            throw new CrispException($"{target} was dumped in state {TcpStates.Name(state)}: not supported");
         if (!t.HasUnsqLen) throw new ImageException(TcpStreamFile(e), "no unsq_len");
         LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
         // Room for the queues while they are written; the dumped sizes are set afterwards.
@@ -162,8 +169,12 @@ internal static unsafe class TcpRepairRestore
         LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_RCVBUFFORCE, (int)Math.Min(int.MaxValue / 2, 2L * t.InqLen + (256 << 10)), target);
         var src = address(e.SrcPort, e.SrcAddr);
         fixed (byte* a = src) Errno.Check(LibC.bind(fd, a, (uint)src.Length), "bind", target);
-        SetSeq(fd, LibC.TCP_RECV_QUEUE, t.InqSeq - t.InqLen, target);
-        SetSeq(fd, LibC.TCP_SEND_QUEUE, t.OutqSeq - t.OutqLen, target);
+        // A FIN received or sent took one sequence number: the queues start one before it.
+        uint inqSeq = t.InqSeq, outqSeq = t.OutqSeq;
+        if (TcpStates.Has(state, TcpStates.RcvqFirstFin | TcpStates.RcvqSecondFin)) inqSeq--;
+        if (TcpStates.Has(state, TcpStates.SndqFirstFin | TcpStates.SndqSecondFin)) outqSeq--;
+        SetSeq(fd, LibC.TCP_RECV_QUEUE, inqSeq - t.InqLen, target);
+        SetSeq(fd, LibC.TCP_SEND_QUEUE, outqSeq - t.OutqLen, target);
         var dst = address(e.DstPort, e.DstAddr);
         fixed (byte* a = dst)
             if (LibC.connect(fd, a, (uint)dst.Length) != 0 && Errno.Last != Errno.EINPROGRESS)
@@ -197,6 +208,11 @@ internal static unsafe class TcpRepairRestore
             {
                 snd_wl1 = t.SndWl1, snd_wnd = t.SndWnd, max_window = t.MaxWindow, rcv_wnd = t.RcvWnd, rcv_wup = t.RcvWup,
             };
+            if (TcpStates.Has(state, TcpStates.RcvqFirstFin | TcpStates.RcvqSecondFin))
+            {
+                w.rcv_wup--;
+                w.rcv_wnd++;
+            }
             Errno.Check(LibC.setsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_WINDOW, &w, (uint)sizeof(LibC.tcp_repair_window)),
                 "setsockopt(TCP_REPAIR_WINDOW)", target);
         }
@@ -208,6 +224,23 @@ internal static unsafe class TcpRepairRestore
             Send(fd, s.SendQueue.AsSpan(sent).ToArray(), "unsent send", target);
             LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
         }
+        // Half-closed (soccr's order): our FIN goes in the send queue through shutdown, the peer's
+        // FIN into the receive queue as a packet crisp makes and marks so the lock lets it by.
+        var src0 = src;
+        if (TcpStates.Has(state, TcpStates.SndqFirstFin)) FinInSendQueue(fd, TcpStates.Has(state, TcpStates.SndqFinAcked), target);
+        if (TcpStates.Has(state, TcpStates.RcvqFirstFin | TcpStates.RcvqSecondFin))
+            RawPacket.Send((int)e.Family, dst, src0, inqSeq, outqSeq - t.OutqLen, t.RcvWnd, RawPacket.FIN | RawPacket.ACK, target);
+        if (TcpStates.Has(state, TcpStates.SndqSecondFin)) FinInSendQueue(fd, TcpStates.Has(state, TcpStates.SndqFinAcked), target);
+        if (TcpStates.Has(state, TcpStates.SndqFinAcked))
+            RawPacket.Send((int)e.Family, dst, src0, inqSeq + (TcpStates.Has(state, TcpStates.RcvqFinAcked) ? 1u : 0u), outqSeq + 1 - t.OutqLen, t.RcvWnd, RawPacket.ACK, target);
+    }
+
+    /// <summary>shutdown(SHUT_WR) in repair mode queues a FIN; with TCP_SEND_QUEUE chosen it counts as sent already.</summary>
+    private static void FinInSendQueue(int fd, bool acked, string target)
+    {
+        if (acked) LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_SEND_QUEUE, target);
+        Errno.Check(LibC.shutdown(fd, LibC.SHUT_WR), "shutdown(SHUT_WR) (repair)", target);
+        if (acked) LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_QUEUE, LibC.TCP_NO_QUEUE, target);
     }
 
     /// <summary>Out of repair mode, with the dumped SO_REUSEADDR back (leaving repair resets it).</summary>
@@ -248,8 +281,106 @@ internal static unsafe class TcpRepairRestore
     }
 }
 
+/// <summary>
+/// One TCP segment crisp writes as if the peer had sent it (a FIN, or the ACK of ours), so that a
+/// half-closed connection gets the peer's FIN into its receive queue. Raw IP with our own headers,
+/// marked SOCCR_MARK so the network lock lets it through; no options (Linux accepts a segment
+/// without timestamps on a connection that uses them).
+/// </summary>
+internal static unsafe class RawPacket
+{
+    public const byte FIN = 0x01, ACK = 0x10;
+
+    private static bool Mapped(byte[] sa6) => sa6.AsSpan(8, 10).IndexOfAnyExcept((byte)0) < 0 && sa6[18] == 0xff && sa6[19] == 0xff;
+
+    private static byte[] V4(byte[] sa6)
+    {
+        var sa = new byte[16];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(sa, LibC.AF_INET);
+        sa6.AsSpan(2, 2).CopyTo(sa.AsSpan(2));
+        sa6.AsSpan(20, 4).CopyTo(sa.AsSpan(4));
+        return sa;
+    }
+
+    /// <summary><paramref name="from"/> and <paramref name="to"/> are sockaddr_in/sockaddr_in6 as bytes.</summary>
+    public static void Send(int family, byte[] from, byte[] to, uint seq, uint ack, uint window, byte flags, string target)
+    {
+        if (family == LibC.AF_INET6 && Mapped(from) && Mapped(to))
+        {
+            // IPv4 carried by an IPv6 socket: the wire packet is IPv4.
+            (from, to, family) = (V4(from), V4(to), LibC.AF_INET);
+        }
+        bool v4 = family == LibC.AF_INET;
+        int ipLen = v4 ? 20 : 40, addrAt = v4 ? 4 : 8, addrLen = v4 ? 4 : 16;
+        var pkt = new byte[ipLen + 20];
+        var src = from.AsSpan(addrAt, addrLen);
+        var dst = to.AsSpan(addrAt, addrLen);
+        if (v4)
+        {
+            pkt[0] = 0x45;
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(2), (ushort)pkt.Length);
+            pkt[8] = 64;
+            pkt[9] = (byte)LibC.IPPROTO_TCP;
+            src.CopyTo(pkt.AsSpan(12));
+            dst.CopyTo(pkt.AsSpan(16));
+        }
+        else
+        {
+            pkt[0] = 0x60;
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(pkt.AsSpan(4), 20);
+            pkt[6] = (byte)LibC.IPPROTO_TCP;
+            pkt[7] = 64;
+            src.CopyTo(pkt.AsSpan(8));
+            dst.CopyTo(pkt.AsSpan(24));
+        }
+        var tcp = pkt.AsSpan(ipLen);
+        from.AsSpan(2, 2).CopyTo(tcp);          // ports are big-endian in the sockaddr already
+        to.AsSpan(2, 2).CopyTo(tcp[2..]);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(tcp[4..], seq);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(tcp[8..], ack);
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(tcp[14..], (ushort)Math.Min(window, 0xffff));
+        // Checksum over the pseudo-header (addresses, protocol, length) and the segment.
+        uint sum = 0;
+        for (int i = 0; i < addrLen; i += 2) sum += (uint)(src[i] << 8 | src[i + 1]) + (uint)(dst[i] << 8 | dst[i + 1]);
+        sum += (uint)LibC.IPPROTO_TCP + 20;
+        for (int i = 0; i < 20; i += 2) sum += (uint)(tcp[i] << 8 | tcp[i + 1]);
+        while (sum >> 16 != 0) sum = (sum & 0xffff) + (sum >> 16);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(tcp[16..], (ushort)~sum);
+
+        int fd = Errno.Check(LibC.socket(family, LibC.SOCK_RAW | LibC.SOCK_CLOEXEC, LibC.IPPROTO_RAW), "socket(SOCK_RAW, IPPROTO_RAW)", target);
+        try
+        {
+            LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_MARK, NetworkLock.SOCCR_MARK, target);
+            if (!v4) LibC.SetSockOptInt(fd, LibC.IPPROTO_IPV6, LibC.IPV6_HDRINCL, 1, target);
+            var sa = (byte[])to.Clone();
+            sa[2] = sa[3] = 0;                  // raw sockets take no port
+            fixed (byte* p = pkt)
+            fixed (byte* a = sa)
+                if (LibC.sendto(fd, p, (nuint)pkt.Length, 0, a, (uint)sa.Length) != pkt.Length)
+                    throw new SyscallException("sendto(raw TCP " + ((flags & FIN) != 0 ? "FIN" : "ACK") + ")", Errno.Last, target);
+        }
+        finally { LibC.close(fd); }
+    }
+}
+
 internal static class TcpStates
 {
+    // soccr's masks (1 << state): which FINs a half-closed state has in which queue.
+    public const int SndqFirstFin = (1 << LibC.TCP_FIN_WAIT1) | (1 << LibC.TCP_FIN_WAIT2) | (1 << LibC.TCP_CLOSING);
+    public const int SndqSecondFin = (1 << LibC.TCP_LAST_ACK) | (1 << LibC.TCP_CLOSE);
+    public const int SndqFinAcked = (1 << LibC.TCP_FIN_WAIT2) | (1 << LibC.TCP_CLOSE);
+    public const int RcvqFirstFin = (1 << LibC.TCP_CLOSE_WAIT) | (1 << LibC.TCP_LAST_ACK) | (1 << LibC.TCP_CLOSE);
+    public const int RcvqSecondFin = 1 << LibC.TCP_CLOSING;
+    public const int RcvqFinAcked = 1 << LibC.TCP_CLOSE;
+
+    public static bool Has(int state, int mask) => ((1 << state) & mask) != 0;
+
+    /// <summary>States TCP repair brings back: established and the half-closed ones.</summary>
+    public static bool Repairable(int s) => s is LibC.TCP_ESTABLISHED or LibC.TCP_FIN_WAIT1 or LibC.TCP_FIN_WAIT2 or
+        LibC.TCP_CLOSE_WAIT or LibC.TCP_LAST_ACK or LibC.TCP_CLOSING;
+
     public static string Name(int s) => s switch
     {
         1 => "ESTABLISHED", 2 => "SYN_SENT", 3 => "SYN_RECV", 4 => "FIN_WAIT1", 5 => "FIN_WAIT2", 6 => "TIME_WAIT",

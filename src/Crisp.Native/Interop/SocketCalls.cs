@@ -47,7 +47,7 @@ public static unsafe partial class LibC
     {
         public uint opt_code, opt_val;
     }
-    public const int IPV6_V6ONLY = 26, IPV6_FREEBIND = 78;
+    public const int IPV6_V6ONLY = 26, IPV6_FREEBIND = 78, IPV6_HDRINCL = 36;
 
     // TCP states (include/net/tcp_states.h), also used by AF_UNIX sockets
     public const int TCP_ESTABLISHED = 1, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3, TCP_FIN_WAIT1 = 4, TCP_FIN_WAIT2 = 5,
