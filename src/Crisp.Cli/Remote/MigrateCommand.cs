@@ -19,9 +19,11 @@ public static class MigrateCommand
         var timeout = new Option<double>("--timeout") { Description = "seconds to wait for the agent at each step", DefaultValueFactory = _ => 30 };
         var verbosity = new Option<int>("--verbosity", "-v") { Description = "log level 0-4", DefaultValueFactory = _ => 2, Arity = ArgumentArity.ZeroOrOne };
         var insecure = NetworkExposure.Option();
+        var preCopy = new Option<bool>("--pre-copy") { Description = "send memory in rounds while the process runs (pages written meanwhile are sent again), then freeze and send the rest eagerly" };
+        var maxRounds = new Option<int>("--max-rounds") { Description = "--pre-copy: rounds while the process runs, at most", DefaultValueFactory = _ => 8 };
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, preCopy, maxRounds }) cmd.Options.Add(o);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
             Log.Level = r.GetValue(verbosity);
@@ -30,12 +32,14 @@ public static class MigrateCommand
             var agent = AgentCommand.ParseEndPoint(r.GetValue(to)!, MigrationAgentOptions.DefaultPort);
             // The source serves the frozen tree's pages on the interface that reaches the agent.
             NetworkExposure.Check(agent.Address, r.GetValue(insecure), "migrate's page server (on the interface that reaches the agent)");
-            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds));
+            int rounds = r.GetValue(maxRounds);
+            if (rounds < 1) throw new UsageException($"--max-rounds {rounds}: expected at least 1");
+            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), r.GetValue(preCopy), rounds);
         }));
         return cmd;
     }
 
-    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout)
+    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, bool preCopy, int maxRounds)
     {
         var progress = new ProgressLine();
         MigrationResult result;
@@ -46,7 +50,9 @@ public static class MigrateCommand
                 Pid = pid,
                 Agent = agent,
                 Timeout = timeout,
-                Progress = progress.Show,
+                Progress = preCopy ? null : progress.Show,
+                PreCopy = preCopy,
+                MaxRounds = maxRounds,
             });
         }
         finally
@@ -65,7 +71,10 @@ public static class MigrateCommand
             exit = stats.Succeeded ? CrispCommand.ExitOk : CrispCommand.ExitFailed;
             if (!stats.Succeeded) Log.E($"migrate: {stats.Outcome}");
         }
-        if (stats.Succeeded)
+        if (stats.Succeeded && preCopy)
+            Console.Out.WriteLine($"migrated {pid} to {agent} as pid {stats.DestinationPid}: downtime {stats.DowntimeMs:F1} ms, " +
+                                  $"total {stats.TotalMs:F1} ms, {stats.BytesMoved} bytes moved (pre-copy rounds {string.Join('+', stats.PreCopyRoundPages)} pages, {stats.FinalPages} frozen)");
+        else if (stats.Succeeded)
             Console.Out.WriteLine($"migrated {pid} to {agent} as pid {stats.DestinationPid}: downtime {stats.DowntimeMs:F1} ms, " +
                                   $"total {stats.TotalMs:F1} ms, {stats.BytesMoved} bytes moved ({stats.PagesDelivered} lazy pages)");
         if (json)
