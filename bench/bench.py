@@ -32,7 +32,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd"]
+SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd", "migrate-precopy"]
+CRISP_ONLY = ("migrate-cmd", "migrate-precopy", "floor")
 
 
 class BenchError(Exception):
@@ -51,10 +52,10 @@ class Workload:
     """One memtouch process, started in its own session like a service would be; with pidns,
     as init (pid 1) of its own pid namespace, like a container's first process."""
 
-    def __init__(self, binary, mib, workdir, pidns=False):
+    def __init__(self, binary, mib, workdir, pidns=False, extra=()):
         self.log = os.path.join(workdir, "workload.log")
         prefix = ["unshare", "--pid", "--fork", "setsid"] if pidns else []
-        self.proc = subprocess.Popen(prefix + [binary, str(mib), self.log], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(prefix + [binary, str(mib), self.log] + list(extra), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, cwd=workdir)
         self.pid = self.proc.pid
@@ -397,10 +398,30 @@ def scenario_migrate(tool, memtouch, mib, tmp, pidns=False, tls=None):
         out.close()
 
 
-def scenario_migrate_cmd(tool, memtouch, mib, tmp):
+def scenario_migrate_precopy(tool, dirtier, mib, tmp):
+    """`crisp migrate` of a workload that rewrites 10% of its memory a second
+    (tests/workloads/dirtier.c), post-copy and then `--pre-copy` (a fresh workload each), both
+    to a `crisp agent` in its own pid namespace; memory verified after each (every page against
+    its generation)."""
+    out = {}
+    for mode, flags in (("postcopy", []), ("precopy", ["--pre-copy"])):
+        sub = os.path.join(tmp, mode)
+        os.mkdir(sub)
+        r = scenario_migrate_cmd(tool, dirtier, mib, sub, flags=flags, extra=["10"])
+        out[f"{mode}_gap_s"] = r["migrate_cmd_gap_s"]
+        out[f"{mode}_downtime_s"] = r["migrate_cmd_downtime_s"]
+        out[f"{mode}_total_s"] = r["migrate_cmd_total_s"]
+        out[f"{mode}_mib_moved"] = r["bytes_moved"] / (1 << 20)
+        if mode == "precopy":
+            out["precopy_rounds"] = len(r["stats"]["pre_copy_round_pages"])
+            out["precopy_frozen_mib"] = r["stats"]["final_pages"] * 4096 / (1 << 20)
+    return out
+
+
+def scenario_migrate_cmd(tool, memtouch, mib, tmp, flags=(), extra=()):
     """crisp's one-command migration: `crisp migrate PID --to 127.0.0.1:PORT` to a
     `crisp agent` running in its own pid namespace (same host, so the pid stays free)."""
-    w = Workload(memtouch, mib, tmp)
+    w = Workload(memtouch, mib, tmp, extra=extra)
     port = free_port()
     out = open(os.path.join(tmp, "agent.out"), "w")
     agent = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", tool, "agent",
@@ -418,7 +439,7 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp):
                 time.sleep(0.01)
         t0 = now()
         t_freeze_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        r = subprocess.run([tool, "migrate", str(w.pid), "--to", f"127.0.0.1:{port}", "--json"],
+        r = subprocess.run([tool, "migrate", str(w.pid), "--to", f"127.0.0.1:{port}", "--json"] + list(flags),
                            capture_output=True, text=True, timeout=300)
         elapsed = now() - t0
         if r.returncode != 0:
@@ -426,8 +447,12 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp):
         stats = json.loads(r.stdout[r.stdout.index("{"):])
         gap = resumed_gap(w, t_freeze_ns)
         w.check(find_restored(agent.pid))
-        return {"migrate_cmd_gap_s": gap, "migrate_cmd_downtime_s": stats["downtime_ms"] / 1000,
-                "migrate_cmd_total_s": stats["total_ms"] / 1000, "migrate_cmd_wall_s": elapsed}
+        result = {"migrate_cmd_gap_s": gap, "migrate_cmd_downtime_s": stats["downtime_ms"] / 1000,
+                  "migrate_cmd_total_s": stats["total_ms"] / 1000, "migrate_cmd_wall_s": elapsed}
+        if flags or extra:
+            result["bytes_moved"] = stats["bytes_moved"]
+            result["stats"] = stats
+        return result
     finally:
         kill_pid(w.pid)
         if agent.poll() is None:
@@ -461,6 +486,16 @@ FIGURES = [
     ("migrate-cmd", "migrate_cmd_gap_s", "`crisp migrate`: application-visible gap (s)", "≤ 0.05 s"),
     ("migrate-cmd", "migrate_cmd_downtime_s", "`crisp migrate`: downtime it reports, frozen → running (s)", ""),
     ("migrate-cmd", "migrate_cmd_total_s", "`crisp migrate`: all pages moved, as it reports (s)", "≤ 1.0 s at 1 GiB"),
+    ("migrate-precopy", "postcopy_gap_s", "workload writing 10%/s, `crisp migrate` (post-copy): application-visible gap (s)", ""),
+    ("migrate-precopy", "precopy_gap_s", "workload writing 10%/s, `crisp migrate --pre-copy`: application-visible gap (s)", ""),
+    ("migrate-precopy", "postcopy_downtime_s", "10%/s, post-copy: downtime it reports (s)", ""),
+    ("migrate-precopy", "precopy_downtime_s", "10%/s, pre-copy: downtime it reports (s)", ""),
+    ("migrate-precopy", "postcopy_total_s", "10%/s, post-copy: all pages moved (s)", ""),
+    ("migrate-precopy", "precopy_total_s", "10%/s, pre-copy: all pages moved (s)", ""),
+    ("migrate-precopy", "postcopy_mib_moved", "10%/s, post-copy: MiB moved", ""),
+    ("migrate-precopy", "precopy_mib_moved", "10%/s, pre-copy: MiB moved (all rounds)", ""),
+    ("migrate-precopy", "precopy_rounds", "10%/s, pre-copy: rounds while running (count)", ""),
+    ("migrate-precopy", "precopy_frozen_mib", "10%/s, pre-copy: MiB sent while frozen", ""),
 ]
 
 
@@ -493,6 +528,8 @@ def main():
     tls = make_pki(bindir) if "migrate-tls" in args.scenarios.split(",") else None
     memtouch = os.path.join(bindir, "memtouch")
     sh(["gcc", "-O2", "-pthread", "-o", memtouch, os.path.join(ROOT, "tests", "workloads", "memtouch.c")])
+    dirtier = os.path.join(bindir, "dirtier")
+    sh(["gcc", "-O2", "-o", dirtier, os.path.join(ROOT, "tests", "workloads", "dirtier.c")])
 
     tools = [("crisp", args.crisp, True)]
     criu = None if args.no_criu else (args.criu or shutil.which("criu4") or shutil.which("criu"))
@@ -515,7 +552,7 @@ def main():
                 for run in range(args.runs):
                     # Interleaved: each run takes every tool once, so they share the machine's state.
                     for name, binary, is_crisp in tools:
-                        if (name, sc, mib) in failures or (sc in ("migrate-cmd", "floor") and not is_crisp):
+                        if (name, sc, mib) in failures or (sc in CRISP_ONLY and not is_crisp):
                             continue  # failed once already; CRIU has no one-command migration; the floor is the machine's
                         tmp = tempfile.mkdtemp(prefix=f"crisp-bench-{sc}-", dir=args.tmpfs)
                         try:
@@ -533,6 +570,8 @@ def main():
                                 r = scenario_migrate(binary, memtouch, mib, tmp, tls=tls)
                             elif sc == "migrate-pidns":
                                 r = scenario_migrate(binary, memtouch, mib, tmp, pidns=True)
+                            elif sc == "migrate-precopy":
+                                r = scenario_migrate_precopy(binary, dirtier, mib, tmp)
                             else:
                                 r = scenario_migrate_cmd(binary, memtouch, mib, tmp)
                             for k, v in r.items():

@@ -37,6 +37,14 @@ public sealed record DumpOptions
     public Func<LazyDumpTree, LazyDumpEnd>? ServeLazy { get; init; }
 
     /// <summary>
+    /// Eager dumps (not <see cref="LazyPages"/>): called with the tree frozen and every image
+    /// written, on the dumping thread; what it returns decides whether the tree is killed or
+    /// resumed (a pre-copy migration's last round: the images go to the destination, which says
+    /// whether it runs). Throwing resumes the tree, so it must not throw once the destination may run.
+    /// </summary>
+    public Func<LazyDumpEnd>? HoldFrozen { get; init; }
+
+    /// <summary>
     /// CRIU's --ext-unix-sk: a datagram unix socket connected to a named socket outside the tree is
     /// dumped, and restore connects it to that name again; without it such a socket is refused.
     /// </summary>

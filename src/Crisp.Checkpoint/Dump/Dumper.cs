@@ -76,6 +76,16 @@ public static class Dumper
                     tcp?.KeepLocked();
                 }
             }
+            else if (options.HoldFrozen is { } hold)
+            {
+                end = hold();
+                if (end == LazyDumpEnd.Resume)
+                {
+                    tree.Resume();
+                    Log.I($"dump of {options.Pid}: the tree was resumed");
+                }
+                else tree.Kill();
+            }
             else if (options.LeaveRunning)
             {
                 // A later dump can take this one as its parent: its written state is relative to these images.

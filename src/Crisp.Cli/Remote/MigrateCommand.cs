@@ -22,9 +22,11 @@ public static class MigrateCommand
         var token = AuthToken.Option();
         var tls = new TlsOptions();
         var reconnect = RemoteDumpOptions.ReconnectOption();
+        var preCopy = new Option<bool>("--pre-copy") { Description = "send memory in rounds while the process runs (pages written meanwhile are sent again), then freeze and send the rest eagerly" };
+        var maxRounds = new Option<int>("--max-rounds") { Description = "--pre-copy: rounds while the process runs, at most", DefaultValueFactory = _ => 8 };
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token, reconnect }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token, reconnect, preCopy, maxRounds }) cmd.Options.Add(o);
         tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
@@ -43,8 +45,10 @@ public static class MigrateCommand
                 AccessKey = AuthToken.Read(r.GetValue(token)),
                 ServerName = AgentHost(r.GetValue(to)!),
             };
+            int rounds = r.GetValue(maxRounds);
+            if (rounds < 1) throw new UsageException($"--max-rounds {rounds}: expected at least 1");
             return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), transport,
-                RemoteDumpOptions.ReconnectSeconds(r.GetValue(reconnect)));
+                RemoteDumpOptions.ReconnectSeconds(r.GetValue(reconnect)), r.GetValue(preCopy), rounds);
         }));
         return cmd;
     }
@@ -58,7 +62,7 @@ public static class MigrateCommand
     }
 
     private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, Crisp.PageServer.Transport.PageServerTransport transport,
-        TimeSpan reconnect)
+        TimeSpan reconnect, bool preCopy, int maxRounds)
     {
         var progress = new ProgressLine();
         MigrationResult result;
@@ -71,7 +75,9 @@ public static class MigrateCommand
                 Timeout = timeout,
                 Transport = transport,
                 ReconnectTimeout = reconnect,
-                Progress = progress.Show,
+                Progress = preCopy ? null : progress.Show,
+                PreCopy = preCopy,
+                MaxRounds = maxRounds,
             });
         }
         finally
@@ -90,7 +96,10 @@ public static class MigrateCommand
             exit = stats.Succeeded ? CrispCommand.ExitOk : CrispCommand.ExitFailed;
             if (!stats.Succeeded) Log.E($"migrate: {stats.Outcome}");
         }
-        if (stats.Succeeded)
+        if (stats.Succeeded && preCopy)
+            Console.Out.WriteLine($"migrated {pid} to {agent} as pid {stats.DestinationPid}: downtime {stats.DowntimeMs:F1} ms, " +
+                                  $"total {stats.TotalMs:F1} ms, {stats.BytesMoved} bytes moved (pre-copy rounds {string.Join('+', stats.PreCopyRoundPages)} pages, {stats.FinalPages} frozen)");
+        else if (stats.Succeeded)
             Console.Out.WriteLine($"migrated {pid} to {agent} as pid {stats.DestinationPid}: downtime {stats.DowntimeMs:F1} ms, " +
                                   $"total {stats.TotalMs:F1} ms, {stats.BytesMoved} bytes moved ({stats.PagesDelivered} lazy pages)");
         if (json)

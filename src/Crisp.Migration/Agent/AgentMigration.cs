@@ -31,9 +31,10 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         Log.I($"agent: migration from {remote} into {dir}");
         try
         {
-            var (pageServer, key) = Receive(wire, remote, dir, stop);
+            var (pageServer, key, eagerDir) = Receive(wire, remote, dir, stop);
+            if (eagerDir != null) RunEager(wire, eagerDir);
             // Pages come back over the same trust: our certificate, the source's checked against its address.
-            Run(wire, dir, pageServer, new PageServerTransport { Tls = tls, AccessKey = key });
+            else Run(wire, dir, pageServer!, new PageServerTransport { Tls = tls, AccessKey = key! });
         }
         finally
         {
@@ -41,9 +42,15 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         }
     }
 
-    /// <summary>Image files until "start"; returns the source's page server.</summary>
-    private (IPEndPoint PageServer, byte[] AccessKey) Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
+    /// <summary>
+    /// Image files until "start" (returns the source's page server) or, for a pre-copy migration,
+    /// images dirs of its rounds ('D', each linked to the previous one as its parent) until "go"
+    /// (returns the last images dir, to restore eagerly).
+    /// </summary>
+    private (IPEndPoint? PageServer, byte[]? AccessKey, string? EagerDir) Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
     {
+        string into = dir;
+        var rounds = new List<string>();
         client.ReceiveTimeout = (int)Math.Clamp(peerTimeout.TotalMilliseconds, 1, int.MaxValue);
         // A stop while receiving drops the migration: nothing runs here yet, the source resumes.
         using var onStop = stop.Register(() =>
@@ -63,9 +70,27 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
                     case MigrationWire.File:
                         if (files == limits.MaxFiles)
                             throw new IOException($"refusing more than {limits.MaxFiles} image files");
-                        bytesLeft -= wire.ReceiveFile(dir, limits, bytesLeft).Length;
+                        bytesLeft -= wire.ReceiveFile(into, limits, bytesLeft).Length;
                         files++;
                         break;
+                    case MigrationWire.Dir:
+                        string name = wire.ReadString(limits.MaxNameLength), parent = wire.ReadString(limits.MaxNameLength);
+                        if (!MigrationLimits.IsImageName(name) || rounds.Contains(name))
+                            throw new IOException($"refusing images dir '{name}'");
+                        // Only a dir sent before may be the parent: the chain cannot leave this migration's directory.
+                        if (parent.Length > 0 && !rounds.Contains(parent))
+                            throw new IOException($"refusing parent '{parent}' of '{name}': no such images dir was sent");
+                        if (files++ == limits.MaxFiles) throw new IOException($"refusing more than {limits.MaxFiles} image files");
+                        into = Path.Combine(dir, name);
+                        Directory.CreateDirectory(into);
+                        if (parent.Length > 0) File.CreateSymbolicLink(Path.Combine(into, Crisp.Images.Pages.PagemapReader.ParentLink), "../" + parent);
+                        rounds.Add(name);
+                        break;
+                    case MigrationWire.Go:
+                        if (rounds.Count == 0) throw new IOException("'go' before any images dir");
+                        Log.I($"agent: {files} image files in {rounds.Count} images dir(s) received; restoring eagerly");
+                        client.ReceiveTimeout = 0;
+                        return (null, null, into);
                     case MigrationWire.Start:
                         int port = wire.ReadU16();
                         string address = wire.ReadString(limits.MaxNameLength);
@@ -73,7 +98,7 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
                         var pageServer = new IPEndPoint(address.Length == 0 ? remote.Address : IPAddress.Parse(address), port);
                         Log.I($"agent: {files} image files received; pages from {pageServer}");
                         client.ReceiveTimeout = 0;
-                        try { return (pageServer, Convert.FromHexString(key)); }
+                        try { return (pageServer, Convert.FromHexString(key), null); }
                         catch (FormatException) { throw new IOException("the access key of the start message is not hex"); }
                     case -1:
                         throw new IOException(stop.IsCancellationRequested
@@ -87,6 +112,29 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         {
             throw new IOException($"the source sent nothing for {peerTimeout.TotalSeconds:0.#} s ({files} image files received); dropped", e);
         }
+    }
+
+    /// <summary>The last round of a pre-copy migration: an eager restore of images whose parents hold most pages.</summary>
+    private static void RunEager(MigrationWire wire, string dir)
+    {
+        RestoredProcess restored;
+        try
+        {
+            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true });
+        }
+        catch (Exception e)
+        {
+            wire.SendError($"restore failed: {e.Message}");
+            throw;
+        }
+        Log.I($"agent: restored {restored.Pid} in {restored.Elapsed.TotalMilliseconds:F1} ms (pre-copy, eager)");
+        wire.SendRunning(restored.Pid, restored.Elapsed);
+        new Thread(() =>
+        {
+            try { Log.I($"agent: migrated process {restored.Pid} exited ({restored.WaitForExit()})"); }
+            catch (SyscallException) { }
+        }) { IsBackground = true, Name = $"reap {restored.Pid}" }.Start();
+        wire.SendComplete(0, "{}");
     }
 
     private unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport)

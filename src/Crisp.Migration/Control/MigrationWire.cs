@@ -13,6 +13,9 @@ namespace Crisp.Migration;
 ///                    'S' port:u16  address:str  key:str    start: restore lazily, pages from this page server
 ///                                                          (empty address: the source's address on this connection;
 ///                                                          key: hex access key the page connections must send first)
+///                    'D' name:str  parent:str              pre-copy: the files that follow go to the images dir
+///                                                          `name`, whose parent images are `parent` (empty: none)
+///                    'G'                                   pre-copy: restore eagerly from the last images dir
 ///   agent → source   'R' pid:i32   restore_us:i64          the process runs on the destination
 ///                    'E' message:str                       the destination failed (before 'R': nothing ran)
 ///                    'C' rc:i32    stats:str               the lazy-pages daemon finished (rc 0: every page went in)
@@ -22,7 +25,8 @@ namespace Crisp.Migration;
 /// </summary>
 public sealed class MigrationWire(PageServerConnection connection) : IDisposable
 {
-    public const byte File = (byte)'F', Start = (byte)'S', Running = (byte)'R', Error = (byte)'E', Complete = (byte)'C';
+    public const byte File = (byte)'F', Start = (byte)'S', Running = (byte)'R', Error = (byte)'E', Complete = (byte)'C',
+        Dir = (byte)'D', Go = (byte)'G';
 
     private readonly Stream _stream = connection.Stream;
     private readonly object _sendLock = new();
@@ -48,6 +52,16 @@ public sealed class MigrationWire(PageServerConnection connection) : IDisposable
     {
         string key = Convert.ToHexString(accessKey);
         lock (_sendLock) { WriteByte(Start); WriteU16((ushort)port); WriteString(address); WriteString(key); _stream.Flush(); }
+    }
+
+    public void SendDir(string name, string parent)
+    {
+        lock (_sendLock) { WriteByte(Dir); WriteString(name); WriteString(parent); _stream.Flush(); }
+    }
+
+    public void SendGo()
+    {
+        lock (_sendLock) { WriteByte(Go); _stream.Flush(); }
     }
 
     public void SendRunning(int pid, TimeSpan restore)

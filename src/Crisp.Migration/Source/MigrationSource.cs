@@ -33,6 +33,10 @@ public sealed class MigrationRequest
     public Func<IPEndPoint, IPEndPoint>? Advertise { get; init; }
     /// <summary>See <see cref="LazyDumpServerOptions.HandleSignals"/>.</summary>
     public bool HandleSignals { get; init; } = true;
+    /// <summary>Pre-copy (see <see cref="MigrationSource.RunPreCopy"/>) instead of post-copy.</summary>
+    public bool PreCopy { get; init; }
+    /// <summary>Pre-copy: rounds while the tree runs, at most.</summary>
+    public int MaxRounds { get; init; } = 8;
 }
 
 /// <summary>The end of a migration: its statistics, and whether the source was resumed here (nothing moved).</summary>
@@ -51,6 +55,7 @@ public static class MigrationSource
 {
     public static MigrationResult Run(MigrationRequest request)
     {
+        if (request.PreCopy) return RunPreCopy(request);
         int pid = request.Pid;
         var timeout = request.Timeout;
         var agent = request.Agent;
@@ -160,6 +165,115 @@ public static class MigrationSource
         finally
         {
             server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+        }
+    }
+
+    /// <summary>
+    /// <c>crisp migrate --pre-copy</c>: memory moves in rounds while the tree runs, then the rest
+    /// with the tree frozen. Round 0 is a pre-dump (every page; the write tracking starts, see
+    /// WriteTracking.cs); every later round is a pre-dump against the previous one, so it holds
+    /// the pages written since. Each round's images go to the agent as an images dir of its own,
+    /// linked to the previous one as its parent. The rounds end when one wrote few pages (at most
+    /// 1/64 of the first, or 256), when one no longer shrinks to 3/4 of the one before (the writes
+    /// outpace the copy), or after <see cref="MigrationRequest.MaxRounds"/>. Then the last round:
+    /// a dump against the last pre-dump, frozen, that writes only what changed since; its images
+    /// are sent and the agent restores eagerly (every page is there, most from the parents): with
+    /// so few pages left an eager copy costs less downtime than setting up post-copy for them.
+    /// The tree is killed once the agent says the copy runs; resumed if it reports a failure.
+    /// </summary>
+    public static MigrationResult RunPreCopy(MigrationRequest request)
+    {
+        int pid = request.Pid;
+        var timeout = request.Timeout;
+        var total = Stopwatch.StartNew();
+        var stats = new MigrationStats { SourcePid = pid, Destination = request.Agent.ToString(), Mode = "pre-copy" };
+        Socket control = new(request.Agent.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            using var cts = new CancellationTokenSource(timeout);
+            control.ConnectAsync(request.Agent, cts.Token).AsTask().GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException)
+        {
+            control.Dispose();
+            throw new CrispException($"cannot reach the agent at {request.Agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : "timed out")}");
+        }
+        using var wire = new MigrationWire(control);
+        string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
+        Directory.CreateDirectory(dir);
+        var replies = new AgentReplies(wire);
+        try
+        {
+            void Send(string name, string parent)
+            {
+                wire.SendDir(name, parent);
+                foreach (var f in Directory.GetFiles(Path.Combine(dir, name)).Order(StringComparer.Ordinal))
+                    if (Path.GetFileName(f) != Crisp.Images.Pages.PagemapReader.ParentLink)
+                        wire.SendFile(Path.GetFileName(f), f);
+            }
+            string prev = "";
+            for (int round = 0; round < Math.Max(1, request.MaxRounds); round++)
+            {
+                string name = $"pre{round}";
+                var sw = Stopwatch.StartNew();
+                var r = Dumper.PreDump(new DumpOptions
+                {
+                    Pid = pid, ImagesDir = Path.Combine(dir, name), LeaveRunning = true, TrackMem = true,
+                    PrevImagesDir = prev.Length == 0 ? null : "../" + prev,
+                });
+                Send(name, prev);
+                stats.PreCopyRoundPages.Add(r.PagesWritten);
+                Log.I($"migrate: pre-copy round {round}: {r.PagesWritten} pages sent in {sw.Elapsed.TotalMilliseconds:F1} ms (frozen {r.Frozen.TotalMilliseconds:F1} ms)");
+                request.Progress?.Invoke((ulong)round, 0, wire.BytesSent, total.Elapsed);
+                prev = name;
+                var pages = stats.PreCopyRoundPages;
+                if (round > 0 && (r.PagesWritten <= Math.Max(256, pages[0] / 64) || r.PagesWritten * 4 > pages[^2] * 3)) break;
+            }
+
+            long freezeTicks = 0;
+            var result = Dumper.Dump(new DumpOptions
+            {
+                Pid = pid, ImagesDir = Path.Combine(dir, "final"), PrevImagesDir = "../" + prev, TrackMem = true,
+                Frozen = () => freezeTicks = Stopwatch.GetTimestamp(),
+                HoldFrozen = () =>
+                {
+                    Send("final", prev);
+                    replies.Start();
+                    wire.SendGo();
+                    var running = replies.Running.Task;
+                    try { running.Wait(timeout); }
+                    catch (AggregateException e)
+                    {
+                        // The agent said its restore failed (it kills what it made): nothing runs there.
+                        stats.Outcome = e.InnerException?.Message ?? e.Message;
+                        return LazyDumpEnd.Resume;
+                    }
+                    if (!running.IsCompletedSuccessfully)
+                    {
+                        // No answer: the copy may run there; two must never run, so this one goes.
+                        stats.Outcome = $"the agent did not say within {timeout.TotalSeconds:0.#} s whether the copy runs; the source was killed";
+                        return LazyDumpEnd.Kill;
+                    }
+                    stats.DestinationPid = running.Result.Pid;
+                    stats.RestoreMs = running.Result.Restore.TotalMilliseconds;
+                    stats.DowntimeMs = Stopwatch.GetElapsedTime(freezeTicks, running.Result.AtTicks).TotalMilliseconds;
+                    return LazyDumpEnd.Kill;
+                },
+            });
+            stats.FinalPages = result.PagesWritten;
+            stats.DumpMs = result.Total.TotalMilliseconds;
+            stats.TotalMs = total.Elapsed.TotalMilliseconds;
+            stats.BytesMoved = wire.BytesSent;
+            stats.PageBytes = (long)(stats.PreCopyRoundPages.Aggregate(0UL, (a, b) => a + b) + stats.FinalPages) * 4096;
+            if (result.LazyEnd == LazyDumpEnd.Resume)
+                return new MigrationResult(stats, Resumed: true);
+            stats.Succeeded = stats.DestinationPid != 0;
+            if (stats.Succeeded) stats.Outcome = $"{stats.PreCopyRoundPages.Count} pre-copy round(s), {stats.FinalPages} pages sent frozen";
+            return new MigrationResult(stats, Resumed: false);
+        }
+        finally
+        {
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }
     }

@@ -23,10 +23,17 @@ public sealed class MigrationStats
     /// <summary>The destination lazy-pages daemon's own statistics (faults, pages by fault / fault-around / prefetch, latency).</summary>
     public System.Text.Json.Nodes.JsonNode? DestinationDaemon { get; set; }
     public bool Succeeded { get; set; }
+    /// <summary>"post-copy" or "pre-copy".</summary>
+    public string Mode { get; set; } = "post-copy";
+    /// <summary>Pre-copy: pages sent by each round while the tree ran (the first is all of its memory).</summary>
+    public List<ulong> PreCopyRoundPages { get; set; } = [];
+    /// <summary>Pre-copy: pages written since the last round, sent while the tree was frozen.</summary>
+    public ulong FinalPages { get; set; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this, MigrationJsonContext.Default.MigrationStats);
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(MigrationStats))]
+[JsonSerializable(typeof(List<ulong>))]
 internal sealed partial class MigrationJsonContext : JsonSerializerContext;
