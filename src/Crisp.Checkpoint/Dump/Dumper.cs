@@ -96,7 +96,7 @@ public static class Dumper
     {
         // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
         var ns = TreeNamespaces.Check(tree);
-        var files = new FileTable(options.ExtUnixSk, options.TcpClose);
+        var files = new FileTable(options.ExtUnixSk, options.TcpClose) { GhostLimit = options.GhostLimit, FileLocks = options.FileLocks };
         var nsIds = new NamespaceIds();
         var dumps = new List<ProcessDump>();
         // CRIU's numbering: 1 is the dumper's own fd table, mm, fs and sighand (the inventory's
@@ -129,7 +129,10 @@ public static class Dumper
         if (dumps[0].Uts is { } uts) dir.WriteUtsns(uts, dumps[0].Ids.UtsNsId);
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
+        if (files.FifoData.Count > 0) dir.WriteFifoData(files.FifoData);
         files.WriteMemfds(dir);
+        files.WriteGhosts(dir);
+        files.WriteFileLocks(dir);
         if (files.SocketQueues.Count > 0) dir.WriteSkQueues(files.SocketQueues);
         Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
@@ -230,13 +233,13 @@ public static class Dumper
         int pidfd = LibC.pidfd_open(pid);
         if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");
         List<FdinfoEntry> fds;
-        try { fds = files.CollectFds(pid, pidfd); }
+        try { fds = files.CollectFds(pid, pidfd, ns.Dumped(pid)); }
         finally { LibC.close(pidfd); }
 
         string umaskText = status.Fields.TryGetValue("Umask", out var u) ? u : "0022";
         var fs = new FsEntry
         {
-            CwdId = files.RegularForPath(Proc.Cwd(pid), LibC.O_RDONLY | LibC.O_DIRECTORY),
+            CwdId = files.RegularForProcLink(pid, "cwd", LibC.O_RDONLY | LibC.O_DIRECTORY),
             RootId = files.RegularForPath(Proc.Root(pid), LibC.O_RDONLY | LibC.O_DIRECTORY),
             Umask = Convert.ToUInt32(umaskText.Trim(), 8),
         };

@@ -39,9 +39,11 @@ public sealed class RestoreOptions
 
     /// <summary>CRIU's --ext-unix-sk: sockets whose peer was outside the dumped tree are connected to its name again.</summary>
     public bool ExtUnixSk { get; init; }
+
+    /// <summary>CRIU's --file-locks: take the dumped file locks and leases again (images holding any are refused without it).</summary>
+    public bool FileLocks { get; init; }
 }
 
-/// <summary>A restored process tree, running.</summary>
 public sealed class RestoredProcess
 {
     internal RestoredProcess(int pid, IReadOnlyList<int> pids, TimeSpan elapsed)

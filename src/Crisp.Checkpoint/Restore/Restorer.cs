@@ -91,11 +91,13 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             foreach (var p in _procs)
                 RestoreProcess(p);
             CloseSharedCopies();
+            RemoveGhosts();
             Step("resume", ResumeAll);
         }
         catch (Exception e)
         {
             CloseSharedCopies();
+            RemoveGhosts();
             RemoveSocketFiles();
             if (_selfPidfd >= 0) LibC.close(_selfPidfd);
             _selfPidfd = -1;
@@ -135,6 +137,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         ReadNamespaces(inventory.RootIds, _procs[0].Ids);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
         FindSharedFiles();
+        CreateGhosts();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
                 if ((v.Status & (VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING)) != 0)
