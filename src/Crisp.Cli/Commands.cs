@@ -19,7 +19,11 @@ public static class Commands
         var tcpClose = new Option<bool>("--tcp-close") { Description = "dump established TCP connections as closed sockets instead of refusing them" };
         var tcp = new TcpOptions(dump: true);
         var (prev, track) = IncrementalOptions();
+        var ghostLimit = new Option<string?>("--ghost-limit") { Description = "most bytes a deleted file still open or mapped may hold on disk to be dumped with its contents (K, M, G suffixes; default 1M)" };
+        var fileLocks = new Option<bool>("--file-locks", "-l") { Description = "dump file locks and leases (a tree holding any is refused without it)" };
         var cmd = new Command("dump", "Checkpoint a process tree into image files");
+        cmd.Options.Add(ghostLimit);
+        cmd.Options.Add(fileLocks);
         cmd.Options.Add(tree);
         cmd.Options.Add(prev);
         cmd.Options.Add(track);
@@ -44,6 +48,8 @@ public static class Commands
                 TcpEstablished = r.GetValue(tcp.Established),
                 SkipInFlight = r.GetValue(tcp.SkipInFlight!),
                 NetworkLock = tcp.Lock(r),
+                FileLocks = r.GetValue(fileLocks),
+                GhostLimit = r.GetValue(ghostLimit) is string g ? ParseSize("--ghost-limit", g) : DumpOptions.DefaultGhostLimit,
                 WaitForKilledTree = false, // crisp exits right after: no need to watch the teardown
                 PrevImagesDir = r.GetValue(prev),
                 TrackMem = r.GetValue(track),
@@ -113,10 +119,11 @@ public static class Commands
         var huge = new Option<bool>("--huge-pages") { Description = "restore whole 2 MiB blocks of anonymous memory as transparent huge pages (slower restore on VMs with free page reporting, much faster first access afterwards)" };
         var cpuCap = new Option<string?>("--cpu-cap") { Description = "checks of the dumped CPU against this one: fpu, ins, cpu (strict), all, none, ^ inverts (default fpu,ins; without a value all)", Arity = ArgumentArity.ZeroOrOne };
         var extUnix = new Option<bool>("--ext-unix-sk", "-x") { Description = "connect datagram unix sockets dumped with --ext-unix-sk to their outside peer's name again" };
+        var fileLocksR = new Option<bool>("--file-locks", "-l") { Description = "take the dumped file locks and leases again" };
         var tcpClose = new Option<bool>("--tcp-close") { Description = "restore established TCP connections as closed sockets" };
         var tcp = new TcpOptions(dump: false);
         var cmd = new Command("restore", "Restore a process tree from image files");
-        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap, extUnix, tcpClose }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap, extUnix, tcpClose, fileLocksR }) cmd.Options.Add(o);
         tcp.AddTo(cmd);
         AddIrmapOptions(cmd);
         common.AddTo(cmd);
@@ -144,6 +151,7 @@ public static class Commands
                 ExtUnixSk = r.GetValue(extUnix),
                 TcpEstablished = r.GetValue(tcp.Established),
                 TcpClose = r.GetValue(tcpClose),
+                FileLocks = r.GetValue(fileLocksR),
             });
             Log.I($"restored {restored.Pid} ({restored.Pids.Count} process(es)) in {restored.Elapsed.TotalMilliseconds:F1} ms");
             if (r.GetValue(detached)) return CrispCommand.ExitOk;
@@ -183,6 +191,21 @@ public static class Commands
             "skip" => Crisp.Checkpoint.Sockets.NetworkLockMethod.Skip,
             _ => Crisp.Checkpoint.Sockets.NetworkLockMethod.Nftables,
         };
+    }
+
+    /// <summary>A size as CRIU takes it: bytes, or with a K, M or G suffix.</summary>
+    internal static long ParseSize(string option, string value)
+    {
+        string v = value.Trim();
+        long unit = 1;
+        if (v.Length > 0 && char.ToUpperInvariant(v[^1]) is 'K' or 'M' or 'G' && v[^1] is var u)
+        {
+            unit = char.ToUpperInvariant(u) switch { 'K' => 1L << 10, 'M' => 1L << 20, _ => 1L << 30 };
+            v = v[..^1];
+        }
+        if (!long.TryParse(v, out long n) || n < 0 || n > long.MaxValue / unit)
+            throw new UsageException($"{option} {value}: expected a size in bytes, e.g. 4096, 64K, 10M or 1G");
+        return n * unit;
     }
 
     /// <summary>CRIU's --inherit-fd syntax: fd[N]:KEY.</summary>

@@ -34,6 +34,7 @@ public sealed class ImageDir
     public static string PstreeName => "pstree.img";
     public static string FilesName => "files.img";
     public static string PipesDataName => "pipes-data.img";
+    public static string FifoDataName => "fifo-data.img";
     public static string SkQueuesName => "sk-queues.img";
     public static string SeccompName => "seccomp.img";
     public static string CoreName(int tid) => $"core-{tid}.img";
@@ -49,6 +50,9 @@ public sealed class ImageDir
     public static string MemfdName => "memfd.img";
     public static string TcpStreamName(uint ino) => $"tcp-stream-{ino:x}.img";
     public static string ShmemPagemapName(ulong shmid) => $"pagemap-shmem-{shmid}.img";
+    public static string RemapFpathName => "remap-fpath.img";
+    public static string FileLocksName => "filelocks.img";
+    public static string GhostFileName(uint id) => $"ghost-file-{id:x}.img";
 
     public bool Exists(string fileName) => File.Exists(PathOf(fileName));
 
@@ -102,20 +106,27 @@ public sealed class ImageDir
     public void WriteFdinfo(uint filesId, IEnumerable<FdinfoEntry> fds) => WriteAll(FdinfoName(filesId), ImageMagic.Fdinfo, fds);
 
     /// <summary>Pipe contents; an absent pipes-data.img means no pipe held data.</summary>
-    public List<PipeData> ReadPipesData()
+    public List<PipeData> ReadPipesData() => ReadPipeData(PipesDataName, ImageMagic.PipesData);
+    public void WritePipesData(IEnumerable<PipeData> pipes) => WritePipeData(PipesDataName, ImageMagic.PipesData, pipes);
+
+    /// <summary>Named FIFO contents (same records as pipes-data, keyed by the FIFO's pipe id); absent: none held data.</summary>
+    public List<PipeData> ReadFifoData() => ReadPipeData(FifoDataName, ImageMagic.FifoData);
+    public void WriteFifoData(IEnumerable<PipeData> fifos) => WritePipeData(FifoDataName, ImageMagic.FifoData, fifos);
+
+    private List<PipeData> ReadPipeData(string name, uint magic)
     {
         var list = new List<PipeData>();
-        if (!Exists(PipesDataName))
+        if (!Exists(name))
             return list;
-        var reader = ImageReader.Open(PathOf(PipesDataName), ImageMagic.PipesData);
+        var reader = ImageReader.Open(PathOf(name), magic);
         while (reader.TryRead(PipeDataEntry.Parser, out var entry))
             list.Add(new PipeData(entry, reader.ReadPayload(entry.Bytes).ToArray()));
         return list;
     }
 
-    public void WritePipesData(IEnumerable<PipeData> pipes)
+    private void WritePipeData(string name, uint magic, IEnumerable<PipeData> pipes)
     {
-        using var writer = new ImageWriter(PathOf(PipesDataName), ImageMagic.PipesData);
+        using var writer = new ImageWriter(PathOf(name), magic);
         foreach (var p in pipes)
         {
             if (p.Entry.Bytes != (uint)p.Data.Length)
@@ -129,6 +140,53 @@ public sealed class ImageDir
     public List<MemfdInodeEntry> ReadMemfdInodes() =>
         Exists(MemfdName) ? ReadAll(MemfdName, ImageMagic.MemfdInode, MemfdInodeEntry.Parser) : [];
     public void WriteMemfdInodes(IEnumerable<MemfdInodeEntry> inodes) => WriteAll(MemfdName, ImageMagic.MemfdInode, inodes);
+
+    /// <summary>File locks and leases (dumped with --file-locks); absent: none.</summary>
+    public List<FileLockEntry> ReadFileLocks() =>
+        Exists(FileLocksName) ? ReadAll(FileLocksName, ImageMagic.FileLocks, FileLockEntry.Parser) : [];
+    public void WriteFileLocks(IEnumerable<FileLockEntry> locks) => WriteAll(FileLocksName, ImageMagic.FileLocks, locks);
+
+    /// <summary>Remapped regular files (ghosts); an absent remap-fpath.img means none.</summary>
+    public List<RemapFilePathEntry> ReadRemaps() =>
+        Exists(RemapFpathName) ? ReadAll(RemapFpathName, ImageMagic.RemapFpath, RemapFilePathEntry.Parser) : [];
+    public void WriteRemaps(IEnumerable<RemapFilePathEntry> remaps) => WriteAll(RemapFpathName, ImageMagic.RemapFpath, remaps);
+
+    /// <summary>
+    /// A ghost file: its entry, then its bytes as CRIU lays them out: raw after the entry, or
+    /// with <c>chunks</c> as (GhostChunkEntry, bytes) pairs, holes left out.
+    /// </summary>
+    public void WriteGhostFile(uint id, GhostFileEntry entry, IEnumerable<(long Offset, byte[] Bytes)> data)
+    {
+        using var writer = new ImageWriter(PathOf(GhostFileName(id)), ImageMagic.GhostFile);
+        writer.Write(entry);
+        foreach (var (off, bytes) in data)
+        {
+            if (entry.Chunks) writer.Write(new GhostChunkEntry { Off = (ulong)off, Len = (ulong)bytes.Length });
+            writer.WritePayload(bytes);
+        }
+    }
+
+    /// <summary>A ghost file's entry and its data runs (offset, bytes).</summary>
+    public (GhostFileEntry Entry, List<(long Offset, byte[] Bytes)> Data) ReadGhostFile(uint id)
+    {
+        var reader = ImageReader.Open(PathOf(GhostFileName(id)), ImageMagic.GhostFile);
+        var entry = reader.Read(GhostFileEntry.Parser);
+        var data = new List<(long, byte[])>();
+        if (entry.Chunks)
+        {
+            while (reader.TryRead(GhostChunkEntry.Parser, out var chunk))
+            {
+                if (chunk.Len > int.MaxValue) throw new ImageException(reader.Path, $"ghost chunk of {chunk.Len} bytes");
+                data.Add(((long)chunk.Off, reader.ReadPayload((uint)chunk.Len).ToArray()));
+            }
+        }
+        else if ((entry.Mode & 0xF000) == 0x8000)
+        {
+            var rest = reader.ReadRest();
+            if (rest.Length > 0) data.Add((0, rest.ToArray()));
+        }
+        return (entry, data);
+    }
 
     /// <summary>
     /// Starts pagemap-shmem-SHMID.img (a shared memory object's bytes, vaddr = offset in it)

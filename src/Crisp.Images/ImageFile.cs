@@ -171,6 +171,14 @@ public sealed class ImageReader
         return span;
     }
 
+    /// <summary>Every byte left after the records read so far (a ghost file's raw contents).</summary>
+    public ReadOnlySpan<byte> ReadRest()
+    {
+        var span = _data.AsSpan(_offset);
+        _offset = _data.Length;
+        return span;
+    }
+
     /// <summary>Reads an image that must hold exactly one record.</summary>
     public static T ReadSingle<T>(string path, uint magic, MessageParser<T> parser) where T : IMessage<T>
     {

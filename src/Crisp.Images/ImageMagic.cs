@@ -45,6 +45,10 @@ public static class ImageMagic
     public const uint IpcnsShm = 0x46283044;
     public const uint IpcnsMsg = 0x55453737;
     public const uint IpcnsSem = 0x59573019;
+    public const uint RemapFpath = 0x59133954;
+    public const uint GhostFile = 0x52583605;
+    public const uint FileLocks = 0x54323616;
+    public const uint TtyData = 0x59413026;
 
     /// <summary>Whether the file starts with a second, "common" magic before its own.</summary>
     public static bool HasCommonPrefix(uint magic) => magic != Inventory;
@@ -61,6 +65,10 @@ public static class ImageMagic
         Fdinfo => "FDINFO",
         Pagemap => "PAGEMAP",
         MemfdInode => "MEMFD_INODE",
+        RemapFpath => "REMAP_FPATH",
+        GhostFile => "GHOST_FILE",
+        FileLocks => "FILE_LOCKS",
+        TtyData => "TTY_DATA",
         Core => "CORE",
         Ids => "IDS",
         Mm => "MM",

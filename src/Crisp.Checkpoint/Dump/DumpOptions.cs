@@ -72,6 +72,15 @@ public sealed record DumpOptions
     /// <summary>CRIU's --track-mem: use (and, if the tree goes on running, reset) the write tracking of WriteTracking.cs.</summary>
     public bool TrackMem { get; init; }
 
+    /// <summary>CRIU's --ghost-limit: the most bytes on disk a deleted file still open or mapped may hold to be dumped with its contents.</summary>
+    public long GhostLimit { get; init; } = DefaultGhostLimit;
+
+    /// <summary>CRIU's default --ghost-limit: 1 MiB.</summary>
+    public const long DefaultGhostLimit = 1 << 20;
+
+    /// <summary>CRIU's --file-locks: dump the tree's file locks and leases; without it a tree holding any is refused.</summary>
+    public bool FileLocks { get; init; }
+
     /// <summary>Called once the whole tree is frozen (the start of the downtime a migration reports).</summary>
     public Action? Frozen { get; init; }
 }

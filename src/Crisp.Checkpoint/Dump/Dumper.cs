@@ -226,7 +226,7 @@ public static class Dumper
         _parentPages = 0;
         // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
         var ns = TreeNamespaces.Check(tree);
-        var files = new FileTable(options.ExtUnixSk, options.TcpClose, tcp, options.SkipInFlight);
+        var files = new FileTable(options.ExtUnixSk, options.TcpClose, tcp, options.SkipInFlight) { GhostLimit = options.GhostLimit, FileLocks = options.FileLocks };
         files.TreePid = host => ns.Contains(host) ? ns.Dumped(host) : null;
         var nsIds = new NamespaceIds();
         var seccomp = new SeccompDump();
@@ -262,7 +262,10 @@ public static class Dumper
         OwnedNamespaces.Write(tree.Root.Pid, ns, dumps[0].Ids, dumps.SelectMany(d => d.Vmas.Select(v => (d.Process.Pid, v.Entry))), dir);
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
+        if (files.FifoData.Count > 0) dir.WriteFifoData(files.FifoData);
         files.WriteMemfds(dir);
+        files.WriteGhosts(dir);
+        files.WriteFileLocks(dir);
         if (files.SocketQueues.Count > 0) dir.WriteSkQueues(files.SocketQueues);
         if (tcp != null)
             foreach (var (ino, stream) in tcp.Streams) dir.WriteTcpStream(ino, stream);
@@ -373,13 +376,13 @@ public static class Dumper
         int pidfd = LibC.pidfd_open(pid);
         if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");
         List<FdinfoEntry> fds;
-        try { fds = files.CollectFds(pid, pidfd); }
+        try { fds = files.CollectFds(pid, pidfd, ns.Dumped(pid)); }
         finally { LibC.close(pidfd); }
 
         string umaskText = status.Fields.TryGetValue("Umask", out var u) ? u : "0022";
         var fs = new FsEntry
         {
-            CwdId = files.RegularForPath(Proc.Cwd(pid), LibC.O_RDONLY | LibC.O_DIRECTORY),
+            CwdId = files.RegularForProcLink(pid, "cwd", LibC.O_RDONLY | LibC.O_DIRECTORY),
             RootId = files.RegularForPath(Proc.Root(pid), LibC.O_RDONLY | LibC.O_DIRECTORY),
             Umask = Convert.ToUInt32(umaskText.Trim(), 8),
         };

@@ -21,9 +21,12 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
     private readonly List<(int Pid, int Fd, ulong Ino, uint Id)> _descriptors = [];
     private readonly List<PipeData> _pipeData = [];
     private readonly HashSet<uint> _pipesWithData = [];
+    private readonly List<PipeData> _fifoData = [];
+    private readonly HashSet<uint> _fifosWithData = [];
 
     public IReadOnlyList<FileEntry> Files => _files;
     public IReadOnlyList<PipeData> PipesData => _pipeData;
+    public IReadOnlyList<PipeData> FifoData => _fifoData;
     public IReadOnlyList<SkPacket> SocketQueues => _sockets.Packets;
 
     /// <summary>Once every process was collected: checks socket peers, adds entries for external peers.</summary>
@@ -55,7 +58,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
     }
 
     /// <summary>Every fd of <paramref name="pid"/> as fdinfo entries; refuses what crisp cannot restore.</summary>
-    public List<FdinfoEntry> CollectFds(int pid, int pidfd)
+    public List<FdinfoEntry> CollectFds(int pid, int pidfd, int imagePid)
     {
         var result = new List<FdinfoEntry>();
         foreach (int fd in Proc.Fds(pid))
@@ -73,14 +76,19 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
 
             FdTypes kind;
             if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
+            else if (type == LibC.S_IFIFO && link.StartsWith('/')) kind = FdTypes.Fifo;
             else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
             else if (IsPidfdLink(link)) kind = FdTypes.Pidfd;
             else if (AnonKind(link) is FdTypes anon) kind = anon;
             else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
-            if (kind == FdTypes.Reg && link.EndsWith(" (deleted)", StringComparison.Ordinal))
-                throw new CrispException($"process {pid}: fd {fd} is a deleted file ({link}): not supported yet");
+            if (type == LibC.S_IFCHR && TerminalRefusal(st.st_rdev) is string tty)
+                throw new CrispException($"process {pid}: fd {fd} is {tty} ({link}): not supported yet");
+            bool deleted = kind is FdTypes.Reg or FdTypes.Fifo && link.EndsWith(" (deleted)", StringComparison.Ordinal);
+            // The shmem file behind a shared anonymous mapping: not a file that had a name.
+            if (deleted && link == "/dev/zero (deleted)")
+                throw new CrispException($"process {pid}: fd {fd} is the shared anonymous memory of a mapping ({link}): not supported yet");
 
             uint id = FindShared(pid, fd, st.st_ino);
             if (id == 0)
@@ -102,6 +110,19 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                     if ((fileFlags & LibC.O_ACCMODE) == LibC.O_RDONLY)
                         CapturePipeData(pid, pidfd, fd, (uint)st.st_ino);
                 }
+                else if (kind == FdTypes.Fifo)
+                {
+                    // CRIU's layout: the FIFO entry, and a regular entry with its path and flags.
+                    uint regId = id + 1;
+                    _files.Add(new FileEntry { Type = FdTypes.Fifo, Id = id, Fifo = new FifoEntry { Id = id, PipeId = (uint)st.st_ino, RegfId = regId } });
+                    _files.Add(new FileEntry
+                    {
+                        Type = FdTypes.Reg, Id = regId,
+                        Reg = new RegFileEntry { Id = regId, Flags = (uint)fileFlags, Pos = 0, Fown = Owner(pid, pidfd, fd), Name = Undeleted(link), Size = 0, Mode = st.st_mode },
+                    });
+                    if (deleted) AddGhost(regId, $"/proc/{pid}/fd/{fd}", st, $"process {pid}: fd {fd} ({link})");
+                    CaptureFifoData(pid, fd, (uint)st.st_ino);
+                }
                 else if (kind == FdTypes.Memfd)
                 {
                     _files.Add(CollectMemfd(id, pid, pidfd, fd, fileFlags, info.Pos, link, st));
@@ -121,14 +142,16 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                         Type = FdTypes.Reg, Id = id,
                         Reg = new RegFileEntry
                         {
-                            Id = id, Flags = (uint)fileFlags, Pos = (ulong)info.Pos, Fown = Owner(pid, pidfd, fd), Name = link,
+                            Id = id, Flags = (uint)fileFlags, Pos = (ulong)info.Pos, Fown = Owner(pid, pidfd, fd), Name = Undeleted(link),
                             Size = (ulong)st.st_size, Mode = st.st_mode,
                         },
                     });
+                    if (deleted) AddGhost(id, $"/proc/{pid}/fd/{fd}", st, $"process {pid}: fd {fd} ({link})");
                 }
                 _descriptors.Add((pid, fd, st.st_ino, id));
             }
             if (kind == FdTypes.Unixsk) kind = _files[(int)id - 1].Type;   // a shared socket: its entry says which family
+            CollectLocks(pid, imagePid, fd, id, info);
             result.Add(new FdinfoEntry { Id = id, Flags = cloexec ? 1u : 0u, Type = kind, Fd = (uint)fd });
         }
         return result;
@@ -153,6 +176,24 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
         if (!_pipesWithData.Add(pipeId)) return;
         int local = LibC.pidfd_getfd(pidfd, fd);
         if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, $"{pid}, fd {fd}");
+        CopyPipeData(local, pid, fd, pipeId, _pipeData);
+    }
+
+    /// <summary>
+    /// A named FIFO's buffered bytes, whichever end the fd is: crisp opens the FIFO for reading
+    /// itself (O_NONBLOCK, so it never waits for a writer) and tee(2)s from that.
+    /// </summary>
+    private void CaptureFifoData(int pid, int fd, uint pipeId)
+    {
+        if (!_fifosWithData.Add(pipeId)) return;
+        string link = $"/proc/{pid}/fd/{fd}";
+        int local = Errno.Check(LibC.open(link, LibC.O_RDONLY | LibC.O_NONBLOCK | LibC.O_CLOEXEC, 0), "open", $"{link} (a FIFO)");
+        CopyPipeData(local, pid, fd, pipeId, _fifoData);
+    }
+
+    /// <summary>Copies what <paramref name="local"/> (a read end, closed here) holds into <paramref name="into"/>.</summary>
+    private static void CopyPipeData(int local, int pid, int fd, uint pipeId, List<PipeData> into)
+    {
         int* p = stackalloc int[2];
         try
         {
@@ -178,13 +219,32 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 }
             }
             if (n > 0)
-                _pipeData.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
+                into.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
         }
         finally
         {
             LibC.close(local);
             if (p[0] > 0) { LibC.close(p[0]); LibC.close(p[1]); }
         }
+    }
+
+    /// <summary>
+    /// Terminals crisp cannot bring back faithfully: reopening a pty master (/dev/ptmx) by its
+    /// path would make a new, unrelated pty, and a virtual console or serial line is not what
+    /// restore could vouch for. A pty slave (/dev/pts/N) stays a path (reopened when its pty
+    /// still exists outside the tree, or crisp's own terminal with --shell-job).
+    /// </summary>
+    private static string? TerminalRefusal(ulong rdev)
+    {
+        ulong major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & ~0xfffUL);
+        ulong minor = (rdev & 0xff) | ((rdev >> 12) & ~0xffUL);
+        return (major, minor) switch
+        {
+            (5, 2) => "a pty master",
+            (4, < 64) => "a virtual console",
+            (4, _) => "a serial terminal",
+            _ => null,
+        };
     }
 
     private static string Describe(string link, uint type) => type switch

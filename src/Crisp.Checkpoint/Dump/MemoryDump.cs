@@ -99,13 +99,12 @@ internal static unsafe class MemoryDump
             }
             else if (v.Inode != 0 && v.Path.StartsWith('/'))
             {
-                if (v.Deleted)
-                    throw new CrispException($"process {pid}: mapping {v} is of a deleted file: not supported yet");
                 if (v.Path.StartsWith("/SYSV", StringComparison.Ordinal) || v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
                     throw new CrispException($"process {pid}: mapping {v} (System V shm or memfd) is not supported yet");
                 status = VmaStatus.VMA_AREA_REGULAR | (v.Shared ? VmaStatus.VMA_FILE_SHARED : VmaStatus.VMA_FILE_PRIVATE);
                 bool writable = v.Shared && (v.Flags & VmFlags.mw) != 0;
-                shmid = files.RegularForPath(v.Path, writable ? LibC.O_RDWR : LibC.O_RDONLY);
+                shmid = v.Deleted ? files.GhostForMapping(pid, v, writable ? LibC.O_RDWR : LibC.O_RDONLY)
+                    : files.RegularForPath(v.Path, writable ? LibC.O_RDWR : LibC.O_RDONLY);
                 // Private file mappings carry the pages they made their own (copy-on-write).
                 pages = !v.Shared;
                 anonOnly = true;

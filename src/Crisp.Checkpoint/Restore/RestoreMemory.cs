@@ -30,6 +30,7 @@ internal sealed unsafe partial class RestoreSession
         Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
         foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
         Step($"process {p.Pid}: files", () => RestoreFiles(p, leader));
+        Step($"process {p.Pid}: file locks", () => RestoreFileLocks(p, leader));
         Step($"process {p.Pid}: fs", () => RestoreFs(p, leader));
         Step($"process {p.Pid}: signal handlers", () => RestoreSigactions(p, leader));
         Step($"process {p.Pid}: rlimits", () => RestoreRlimits(p));

@@ -45,9 +45,11 @@ public sealed class RestoreOptions
 
     /// <summary>CRIU's --tcp-close: established TCP connections in the images come back as closed sockets.</summary>
     public bool TcpClose { get; init; }
+
+    /// <summary>CRIU's --file-locks: take the dumped file locks and leases again (images holding any are refused without it).</summary>
+    public bool FileLocks { get; init; }
 }
 
-/// <summary>A restored process tree, running.</summary>
 public sealed class RestoredProcess
 {
     internal RestoredProcess(int pid, IReadOnlyList<int> pids, TimeSpan elapsed)

@@ -66,6 +66,9 @@ internal sealed unsafe partial class RestoreSession
                 case FdTypes.Reg:
                     PlaceRegular(t, file.Reg, fd, cloexec);
                     break;
+                case FdTypes.Fifo:
+                    PlaceFifo(t, file.Fifo, fd, cloexec);
+                    break;
                 case FdTypes.Pipe:
                     PlacePipe(p, t, file.Pipe, fd, cloexec, pipes, pipeData);
                     break;
@@ -85,7 +88,8 @@ internal sealed unsafe partial class RestoreSession
             }
             placed[fdi.Id] = fd;
             if (_configuredFiles.Add(fdi.Id))
-                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, FdTypes.Pidfd => file.Pidfd?.Fown, _ => null });
+                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, FdTypes.Pidfd => file.Pidfd?.Fown,
+                    FdTypes.Fifo => _files.GetValueOrDefault(file.Fifo?.RegfId ?? 0)?.Reg?.Fown, _ => null });
             KeepShared(t, file, fd);
         }
         RegisterEpolls(t, epolls);
@@ -152,6 +156,9 @@ internal sealed unsafe partial class RestoreSession
         if (!File.Exists(reg.Name) && !Directory.Exists(reg.Name))
             throw new CrispException($"file {reg.Name} is gone (fd {fd} of {t})");
         int flags = ((int)reg.Flags & ~(LibC.O_CREAT | LibC.O_EXCL | LibC.O_TRUNC)) | LibC.O_NOCTTY;
+        // A file made with O_TMPFILE keeps those bits in its flags; it is reopened as the file it is.
+        const int __O_TMPFILE = 0x400000;
+        if ((flags & __O_TMPFILE) != 0) flags &= ~(__O_TMPFILE | LibC.O_DIRECTORY);
         var scratch = new Scratch(this, t.Pid);
         int tmp = (int)t.Check(Code, $"openat {reg.Name}", LibC.SYS_openat, -100, (long)scratch.PutString(reg.Name), flags, 0);
         if (tmp != fd)

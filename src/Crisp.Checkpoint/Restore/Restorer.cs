@@ -95,6 +95,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
                 RestoreProcess(p);
             if (_repairedTcp.Count > 0) Step("take connections out of repair mode", FinishConnections);
             CloseSharedCopies();
+            RemoveGhosts();
             Step("resume", ResumeAll);
             if (_netLock != null) Step("unlock the network", UnlockNetwork);
         }
@@ -102,6 +103,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         {
             CloseSharedCopies();
             _netLock?.Release();
+            RemoveGhosts();
             RemoveSocketFiles();
             if (_selfPidfd >= 0) LibC.close(_selfPidfd);
             _selfPidfd = -1;
@@ -141,6 +143,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         ReadNamespaces(inventory.RootIds, _procs[0].Ids);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
         FindSharedFiles();
+        CreateGhosts();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
                 if ((v.Status & (VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING)) != 0 || ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _ipc == null))

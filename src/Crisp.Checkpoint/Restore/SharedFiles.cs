@@ -117,5 +117,6 @@ internal sealed unsafe partial class RestoreSession
         _crispCopies.Clear();
         _crispPipes.Clear();
         CloseMemfdInodes();
+        CloseFifoHolds();
     }
 }

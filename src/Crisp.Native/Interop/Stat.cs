@@ -13,6 +13,9 @@ public static unsafe partial class LibC
         private int _pad0;
         public ulong st_rdev;
         public long st_size, st_blksize, st_blocks;
+        // The whole struct (144 bytes): the kernel writes all of it, times included.
+        public long st_atime, st_atime_nsec, st_mtime, st_mtime_nsec, st_ctime, st_ctime_nsec;
+        private long _reserved0, _reserved1, _reserved2;
     }
 
     public const uint S_IFMT = 0xF000, S_IFSOCK = 0xC000, S_IFLNK = 0xA000, S_IFREG = 0x8000, S_IFBLK = 0x6000,
