@@ -170,8 +170,8 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                     got += r;
                 }
             }
-            if (n > 0)
-                _pipeData.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
+            // An entry for every pipe, empty ones too, as CRIU writes them: it carries the pipe's size (zdtm pipe03).
+            _pipeData.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
         }
         finally
         {
