@@ -119,6 +119,7 @@ public sealed class SeizedProcess
             {
                 t.SeizeStopStatus = status;
                 t.WasGroupStopped = sig is LibC.SIGSTOP or LibC.SIGTSTP or LibC.SIGTTIN or LibC.SIGTTOU;
+                t.StopSignal = t.WasGroupStopped ? sig : 0;
                 t.SeizeRegs = PtraceCalls.GetRegs(t.Tid);
                 return true;
             }

@@ -28,6 +28,8 @@ public sealed unsafe class SeizedTask
     public int SeizeStopStatus { get; internal set; }
     /// <summary>The task was already in a group-stop (stopped by SIGSTOP/SIGTSTP...) when seized.</summary>
     public bool WasGroupStopped { get; internal set; }
+    /// <summary>The signal of that group-stop (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU); 0 when not stopped.</summary>
+    public int StopSignal { get; internal set; }
     /// <summary>Registers as they were at the seize stop (before anything crisp did).</summary>
     public UserRegs SeizeRegs { get; internal set; }
     /// <summary>Signals that were being delivered while we seized; re-delivered on <see cref="Detach"/>.</summary>

@@ -230,15 +230,20 @@ public static class Dumper
         files.TreePid = host => ns.Contains(host) ? ns.Dumped(host) : null;
         var nsIds = new NamespaceIds();
         var seccomp = new SeccompDump();
+        var sharedAnon = new SharedAnonMemory();
         var dumps = new List<ProcessDump>();
         // CRIU's numbering: 1 is the dumper's own fd table, mm, fs and sighand (the inventory's
         // root_ids); dumped tasks' objects start at 2. A task with files_id 1 would read to CRIU
         // as sharing the dumper's fd table ("Image corruption on kIDs data").
         uint objectId = 2;
         var phase = Stopwatch.StartNew();
-        RefuseSharedTables(tree);
+        var fdTableOwner = SharedTables(tree);
         foreach (var proc in tree.Processes)
-            dumps.Add(Collect(proc, files, seccomp, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem));
+        {
+            // A process sharing its parent's fd table (CLONE_FILES) has the parent's files_id and no fds of its own.
+            var owner = fdTableOwner.TryGetValue(proc.Pid, out int o) ? dumps.First(d => d.Process.Pid == o) : null;
+            dumps.Add(Collect(proc, files, seccomp, sharedAnon, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem, owner));
+        }
         files.FinishSockets();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
@@ -256,7 +261,7 @@ public static class Dumper
             dir.WriteIds(vpid, d.Ids);
             dir.WriteMm(vpid, d.Mm);
             dir.WriteFs(vpid, d.Fs);
-            dir.WriteFdinfo(d.Ids.FilesId, d.Fds);
+            if (!fdTableOwner.ContainsKey(d.Process.Pid)) dir.WriteFdinfo(d.Ids.FilesId, d.Fds);
         }
         if (dumps[0].Uts is { } uts) dir.WriteUtsns(uts, dumps[0].Ids.UtsNsId);
         OwnedNamespaces.Write(tree.Root.Pid, ns, dumps[0].Ids, dumps.SelectMany(d => d.Vmas.Select(v => (d.Process.Pid, v.Entry))), dir);
@@ -266,6 +271,7 @@ public static class Dumper
         files.WriteMemfds(dir);
         files.WriteGhosts(dir);
         files.WriteFileLocks(dir);
+        sharedAnon.Write(dir);
         if (files.SocketQueues.Count > 0) dir.WriteSkQueues(files.SocketQueues);
         if (tcp != null)
             foreach (var (ino, stream) in tcp.Streams) dir.WriteTcpStream(ino, stream);
@@ -311,22 +317,41 @@ public static class Dumper
 
     /// <summary>
     /// Processes (not threads) of the tree that share an address space, fd table, fs info or
-    /// signal handlers (clone without CLONE_THREAD but with CLONE_VM/FILES/FS/SIGHAND): every
-    /// process gets objects of its own in the images, so the restore would unshare them.
-    /// Refused until the ids are written shared and restore clones with those flags.
+    /// signal handlers (clone without CLONE_THREAD but with CLONE_VM/FILES/FS/SIGHAND), found
+    /// with kcmp. An fd table shared with the parent (CLONE_FILES, zdtm fdt_shared) is restored:
+    /// the child gets its parent's files_id, as in CRIU's images, and is cloned with CLONE_FILES.
+    /// Returns, for each such child, the process whose fd table it has (the top of its chain of
+    /// parents sharing it). Any other sharing is refused: each process would get objects of its
+    /// own and the restore would unshare them.
     /// </summary>
-    private static void RefuseSharedTables(SeizedTree tree)
+    private static Dictionary<int, int> SharedTables(SeizedTree tree)
     {
         var pids = tree.Processes.Select(p => p.Pid).ToList();
+        bool Same(int a, int b, int kind) => LibC.Syscall(LibC.SYS_kcmp, a, b, kind, 0, 0) == 0;
+        var owner = new Dictionary<int, int>();
+        // Pstree order: a parent comes before its children.
+        foreach (int pid in pids)
+        {
+            int ppid = Proc.Stat(pid).PPid;
+            if (pids.Contains(ppid) && Same(pid, ppid, KCMP_FILES))
+                owner[pid] = owner.TryGetValue(ppid, out int top) ? top : ppid;
+        }
+        int Top(int pid) => owner.TryGetValue(pid, out int t) ? t : pid;
         for (int i = 0; i < pids.Count; i++)
             for (int j = i + 1; j < pids.Count; j++)
-                foreach (var (kind, what) in new[] { (KCMP_VM, "address space (CLONE_VM)"), (KCMP_FILES, "fd table (CLONE_FILES)"), (KCMP_FS, "cwd/root/umask (CLONE_FS)"), (KCMP_SIGHAND, "signal handlers (CLONE_SIGHAND)") })
-                    if (LibC.Syscall(LibC.SYS_kcmp, pids[i], pids[j], kind, 0, 0) == 0)
+            {
+                foreach (var (kind, what) in new[] { (KCMP_VM, "address space (CLONE_VM)"), (KCMP_FS, "cwd/root/umask (CLONE_FS)"), (KCMP_SIGHAND, "signal handlers (CLONE_SIGHAND)") })
+                    if (Same(pids[i], pids[j], kind))
                         throw new CrispException($"processes {pids[i]} and {pids[j]} share one {what}: crisp cannot restore that sharing yet");
+                bool shared = Same(pids[i], pids[j], KCMP_FILES);
+                if (shared != (Top(pids[i]) == Top(pids[j])))
+                    throw new CrispException($"processes {pids[i]} and {pids[j]} share one fd table (CLONE_FILES) other than through a parent that has it too: crisp cannot restore that sharing yet");
+            }
+        return owner;
     }
 
-    private static ProcessDump Collect(SeizedProcess proc, FileTable files, SeccompDump seccomp, NamespaceIds nsIds, TreeNamespaces ns, uint objectId, EarlySmaps? early,
-        bool readUts, string? parentDir, bool trackMem)
+    private static ProcessDump Collect(SeizedProcess proc, FileTable files, SeccompDump seccomp, SharedAnonMemory sharedAnon, NamespaceIds nsIds, TreeNamespaces ns,
+        uint objectId, EarlySmaps? early, bool readUts, string? parentDir, bool trackMem, ProcessDump? fdTableOwner = null)
     {
         int pid = proc.Pid;
         var sw = Stopwatch.StartNew();
@@ -337,7 +362,7 @@ public static class Dumper
         seccomp.Collect(proc, cores);
         double tCores = sw.Elapsed.TotalMilliseconds;
         // Layout after the injections above: their scratch pages are gone again.
-        var vmas = MemoryDump.Vmas(pid, files, early?.Take(pid));
+        var vmas = MemoryDump.Vmas(pid, files, early?.Take(pid), sharedAnon);
         double tVmas = sw.Elapsed.TotalMilliseconds;
         var runs = Runs(pid, ns.Dumped(pid), vmas, parentDir, trackMem, out ulong inParent);
         _parentPages += inParent;
@@ -376,7 +401,7 @@ public static class Dumper
         int pidfd = LibC.pidfd_open(pid);
         if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");
         List<FdinfoEntry> fds;
-        try { fds = files.CollectFds(pid, pidfd, ns.Dumped(pid)); }
+        try { fds = fdTableOwner?.Fds ?? files.CollectFds(pid, pidfd, ns.Dumped(pid)); }
         finally { LibC.close(pidfd); }
 
         string umaskText = status.Fields.TryGetValue("Umask", out var u) ? u : "0022";
@@ -391,6 +416,7 @@ public static class Dumper
         // A mount namespace that shows crisp's mounts is recorded as crisp's: restore keeps the tree in crisp's (TreeNamespaces.cs).
         if (!ns.OwnMnt) ids.MntNsId = nsIds.Own.MntNsId;
         ids.VmId = ids.FilesId = ids.FsId = ids.SighandId = objectId;
+        if (fdTableOwner != null) ids.FilesId = fdTableOwner.Ids.FilesId;
 
         var (pgid, sid) = ns.GroupAndSession(pid, stat);
         var pstree = new PstreeEntry

@@ -218,8 +218,8 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                     got += r;
                 }
             }
-            if (n > 0)
-                into.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
+            // An entry for every pipe (and FIFO), empty ones too, as CRIU writes them: it carries the pipe's size (zdtm pipe03).
+            into.Add(new PipeData(new PipeDataEntry { PipeId = pipeId, Bytes = (uint)n, Size = (uint)capacity }, data));
         }
         finally
         {

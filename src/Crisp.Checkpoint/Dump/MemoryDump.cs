@@ -26,7 +26,7 @@ internal static unsafe class MemoryDump
 
     private static readonly Lazy<ulong> ZeroPfn = new(FindZeroPfn);
 
-    public static List<DumpedVma> Vmas(int pid, FileTable files, IReadOnlyList<Vma>? smaps = null)
+    public static List<DumpedVma> Vmas(int pid, FileTable files, IReadOnlyList<Vma>? smaps = null, SharedAnonMemory? sharedAnon = null)
     {
         var result = new List<DumpedVma>();
         foreach (var v in smaps ?? Proc.Smaps(pid))
@@ -74,11 +74,13 @@ internal static unsafe class MemoryDump
             }
             else if (v.Shared && v.Deleted && v.Path == "/dev/zero")
             {
-                // MAP_SHARED|MAP_ANONYMOUS: shmem behind a deleted /dev/zero.
+                // MAP_SHARED|MAP_ANONYMOUS: shmem behind a deleted /dev/zero, maybe mapped by other
+                // processes too; its bytes go once to pagemap-shmem (SharedAnonMemory.cs).
                 flags |= LibC.MAP_ANONYMOUS;
                 status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_ANON_SHARED;
                 shmid = v.Inode;
-                pages = true;
+                if (sharedAnon != null) sharedAnon.Add(pid, v);
+                else pages = true;
             }
             else if (v.Inode != 0 && v.Deleted && v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
             {
@@ -375,8 +377,7 @@ internal static unsafe class MemoryDump
             {
                 if (pieces.Count == 0) return;
                 byte* buffer = (byte*)buffers[current];
-                if (ranges.Count > 0)
-                    RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), new Span<byte>(buffer, used));
+                if (ranges.Count > 0) ReadRanges(pid, ranges, new Span<byte>(buffer, used));
                 writing?.GetAwaiter().GetResult();
                 var batch = pieces.ToArray();
                 writing = Task.Run(() =>
@@ -443,6 +444,28 @@ internal static unsafe class MemoryDump
             try { writing?.GetAwaiter().GetResult(); } catch (Exception e) { Log.D($"page write after failure: {e.Message}"); }
             NativeMemory.AlignedFree((void*)buffers[0]);
             NativeMemory.AlignedFree((void*)buffers[1]);
+        }
+    }
+
+    /// <summary>
+    /// process_vm_readv honours page protection: pages of a PROT_NONE (or write-only) VMA that
+    /// hold data fail it with EFAULT (zdtm maps04). /proc/PID/mem reads them as the kernel's
+    /// ptrace access does, regardless of protection; CRIU's parasite mprotects such VMAs instead.
+    /// </summary>
+    private static void ReadRanges(int pid, List<RemoteRange> ranges, Span<byte> dest)
+    {
+        try
+        {
+            RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), dest);
+            return;
+        }
+        catch (SyscallException e) when (e.Is(Errno.EFAULT)) { }
+        using var mem = new ProcMem(pid, writable: false);
+        int off = 0;
+        foreach (var r in ranges)
+        {
+            mem.Read(r.Address, dest.Slice(off, r.Length));
+            off += r.Length;
         }
     }
 

@@ -143,6 +143,8 @@ internal static unsafe class TaskState
                     ChildSubreaper = subreaper,
                     OomScoreAdj = (int)ReadLong($"/proc/{pid}/oom_score_adj", 0),
                 };
+                // Which signal stopped it (CRIU's stop_signo): restore stops it with the same one (zdtm stopped03).
+                if (proc.Leader.WasGroupStopped) task0.StopSigno = (uint)proc.Leader.StopSignal;
                 task0.Sigactions.AddRange(sigactions);
                 core.Tc = task0;
             }

@@ -29,8 +29,13 @@ internal sealed unsafe partial class RestoreSession
         _writeFirst.Clear();
         Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
         foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
-        Step($"process {p.Pid}: files", () => RestoreFiles(p, leader));
-        Step($"process {p.Pid}: file locks", () => RestoreFileLocks(p, leader));
+        if (SharesParentFdTable(p.DumpedPid)) Log.D($"process {p.Pid}: fd table of its parent (CLONE_FILES), restored there");
+        else
+        {
+            Step($"process {p.Pid}: files", () => RestoreFiles(p, leader));
+            Step($"process {p.Pid}: file locks", () => RestoreFileLocks(p, leader));
+        }
+        _fdTablesDone.Add(p.Ids.FilesId);
         Step($"process {p.Pid}: fs", () => RestoreFs(p, leader));
         Step($"process {p.Pid}: signal handlers", () => RestoreSigactions(p, leader));
         Step($"process {p.Pid}: rlimits", () => RestoreRlimits(p));
@@ -285,7 +290,14 @@ internal sealed unsafe partial class RestoreSession
                 fd = ffd;
                 flags &= ~LibC.MAP_ANONYMOUS;
             }
-            long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked ? (long)v.Pgoff : 0);
+            bool sharedAnon = IsSharedAnon(v);
+            if (sharedAnon)
+            {
+                fd = SharedAnonIntoTask(p, leader, v);
+                flags &= ~LibC.MAP_ANONYMOUS;
+            }
+            long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked || sharedAnon ? (long)v.Pgoff : 0);
+            if (sharedAnon) leader.Call(Code, LibC.SYS_close, fd);
             if (r < 0 && r > -4096)
                 throw new SyscallException("mmap", (int)-r, $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
             if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
@@ -294,6 +306,8 @@ internal sealed unsafe partial class RestoreSession
                     if ((v.Madv & (1UL << adv)) != 0)
                         leader.Check(Code, $"madvise(0x{v.Start:x}, {adv})", LibC.SYS_madvise, (long)v.Start, (long)(v.End - v.Start), adv);
         }
+        // The files step starts by closing every fd but the inherited ones: a pidfd opened here is gone then.
+        if (_selfPidfd < 0) ForgetCrispPidfd(p, leader);
     }
 
     /// <summary>

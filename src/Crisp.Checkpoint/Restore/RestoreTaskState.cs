@@ -191,22 +191,29 @@ internal sealed unsafe partial class RestoreSession
             RemoteMemory.Read(t.Pid, at, two);
             ends = (BinaryPrimitives.ReadInt32LittleEndian(two), BinaryPrimitives.ReadInt32LittleEndian(two[4..]));
             // Move the ends above every fd number the process uses, so later placements cannot hit them.
+            // F_DUPFD, not dup3 to fixed numbers: pipe2 may have returned one of those (a bash tree
+            // did: dup3 onto the write end closed it).
             int hi = _extraBase + _extraCrispFds.Count + 2 * pipes.Count;
-            t.Check(Code, "dup3", SYS_dup3, ends.R, hi, LibC.O_CLOEXEC);
-            t.Check(Code, "dup3", SYS_dup3, ends.W, hi + 1, LibC.O_CLOEXEC);
+            int rEnd = (int)t.Check(Code, "fcntl(F_DUPFD_CLOEXEC)", LibC.SYS_fcntl, ends.R, LibC.F_DUPFD_CLOEXEC, hi);
+            int wEnd = (int)t.Check(Code, "fcntl(F_DUPFD_CLOEXEC)", LibC.SYS_fcntl, ends.W, LibC.F_DUPFD_CLOEXEC, hi);
             t.Call(Code, LibC.SYS_close, ends.R);
             t.Call(Code, LibC.SYS_close, ends.W);
-            ends = (hi, hi + 1);
+            ends = (rEnd, wEnd);
             pipes[pipe.PipeId] = ends;
             KeepSharedPipe(t, pipe.PipeId, ends.R, ends.W);
-            if (data.TryGetValue(pipe.PipeId, out var d) && d.Data.Length > 0)
+            if (data.TryGetValue(pipe.PipeId, out var d) && (d.Data.Length > 0 || d.Entry.HasSize))
             {
-                if (d.Entry.HasSize && d.Entry.Size > 65536 || d.Data.Length > 65536)
-                    t.Check(Code, "fcntl(F_SETPIPE_SZ)", LibC.SYS_fcntl, ends.W, LibC.F_SETPIPE_SZ, Math.Max(d.Data.Length, (int)d.Entry.Size));
+                // The dumped size (F_GETPIPE_SZ), larger or smaller than the default; older images without one: room for the data.
+                if (d.Entry.HasSize && d.Entry.Size != 65536 || d.Data.Length > 65536)
+                    t.Check(Code, "fcntl(F_SETPIPE_SZ)", LibC.SYS_fcntl, ends.W, LibC.F_SETPIPE_SZ,
+                        d.Entry.HasSize ? Math.Max(d.Data.Length, (int)d.Entry.Size) : d.Data.Length);
                 int off = 0;
                 while (off < d.Data.Length)
                 {
-                    int n = Math.Min(d.Data.Length - off, CtlSize - ScratchOffset - 64);
+                    // Whole pages per write: a write's partial last page is not topped up by the next
+                    // write, so odd chunks would use more pipe slots than the data needs and a full
+                    // pipe would block the write (zdtm pipe03: 1 MiB in a pipe of 1 MiB).
+                    int n = Math.Min(d.Data.Length - off, (CtlSize - ScratchOffset - 64) & ~(LibC.PageSize - 1));
                     var sc = new Scratch(this, t.Pid);
                     ulong buf = sc.Put(d.Data.AsSpan(off, n));
                     long w = t.Check(Code, "write pipe data", LibC.SYS_write, ends.W, (long)buf, n);
@@ -216,7 +223,16 @@ internal sealed unsafe partial class RestoreSession
         }
         bool readEnd = ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY;
         int end = readEnd ? ends.R : ends.W;
-        Dup(t, end, fd, cloexec);
+        if (OwnsPipeEnd(pipe)) Dup(t, end, fd, cloexec);
+        else
+        {
+            // A description of its own (SharedFiles.cs, OwnsPipeEnd): a reopen of the end.
+            var sc = new Scratch(this, t.Pid);
+            int tmp = (int)t.Check(Code, $"open /proc/self/fd/{end} (pipe:[{pipe.PipeId}])", LibC.SYS_openat, -100,
+                (long)sc.PutString($"/proc/self/fd/{end}"), (readEnd ? LibC.O_RDONLY : LibC.O_WRONLY) | LibC.O_CLOEXEC, 0);
+            Dup(t, tmp, fd, cloexec);
+            if (tmp != fd) t.Call(Code, LibC.SYS_close, tmp);
+        }
         int fl = (int)pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT | O_ASYNC);
         if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
     }
@@ -228,10 +244,11 @@ internal sealed unsafe partial class RestoreSession
         if (p.Fs == null) return;
         var scratch = new Scratch(this, t.Pid);
         string root = FilePath(p.Fs.RootId, "root");
-        if (root != "/") t.Check(Code, $"chroot {root}", LibC.SYS_chroot, (long)scratch.PutString(root));
         string cwd = FilePath(p.Fs.CwdId, "cwd");
         if (!Directory.Exists(cwd)) throw new CrispException($"directory {cwd} is gone (cwd of process {p.Pid})");
+        // Both paths are as crisp sees them: the cwd is entered before the chroot makes it unreachable by name (zdtm chroot).
         t.Check(Code, $"chdir {cwd}", LibC.SYS_chdir, (long)scratch.PutString(cwd));
+        if (root != "/") t.Check(Code, $"chroot {root}", LibC.SYS_chroot, (long)scratch.PutString(root));
         if (p.Fs.HasUmask) t.Call(Code, LibC.SYS_umask, p.Fs.Umask);
     }
 
@@ -579,11 +596,15 @@ internal sealed unsafe partial class RestoreSession
             foreach (var (tid, core) in p.Threads)
                 EnterRestartedSyscall(_tasks[tid], core);
         }
-        // A process dumped in a group stop gets SIGSTOP while still held: it stops at its first
-        // step after the detach, before running any code of its own, and waits for SIGCONT.
+        // A process dumped in a group stop gets the signal that stopped it (stop_signo, SIGSTOP in
+        // images without one) while still held: it stops at its first step after the detach,
+        // before running any code of its own, and waits for SIGCONT; waitid shows that signal.
         foreach (var p in _procs)
-            if (p.LeaderCore.Tc?.TaskState == TaskState.Stopped)
-                Errno.Check(LibC.kill(p.Pid, LibC.SIGSTOP), "kill(SIGSTOP)", $"process {p.Pid}, dumped stopped");
+            if (p.LeaderCore.Tc is { TaskState: TaskState.Stopped } tc)
+            {
+                int sig = tc.HasStopSigno && tc.StopSigno is LibC.SIGTSTP or LibC.SIGTTIN or LibC.SIGTTOU ? (int)tc.StopSigno : LibC.SIGSTOP;
+                Errno.Check(LibC.kill(p.Pid, sig), $"kill({sig})", $"process {p.Pid}, dumped stopped");
+            }
         // Children first, so a parent that waits for them finds them running.
         for (int i = _procs.Count - 1; i >= 0; i--)
             foreach (var (tid, _) in _procs[i].Threads)

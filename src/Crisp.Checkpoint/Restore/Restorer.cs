@@ -144,6 +144,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
         FindSharedFiles();
         CreateGhosts();
+        CheckSharedFdTables();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
                 if ((v.Status & (VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING)) != 0 || ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _ipc == null))
@@ -433,13 +434,14 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         {
             if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
-            var t = Clone(parent, -1, p.Pid, 0, LibC.SIGCHLD);
+            var t = Clone(parent, -1, p.Pid, SharesParentFdTable(p.Pid) ? CLONE_FILES : 0, LibC.SIGCHLD);
             if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
         }
         // Group leaders first, then members join them. getpgid/getsid run in the task: its own view.
         foreach (var p in all.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
             _tasks[HostPid(p.Pid)].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
+        var helpers = GroupHelpers(all);
         foreach (var p in all.Where(p => p.Pgid != p.Pid))
         {
             var t = _tasks[HostPid(p.Pid)];
@@ -453,7 +455,68 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             int sid = (int)_tasks[HostPid(p.Pid)].Call(Code, LibC.SYS_getsid, 0);
             if (sid != p.Sid) Log.W($"process {p.Pid}: session {sid}, dumped in session {p.Sid} (not a session of the tree)");
         }
+        foreach (var h in helpers) EndGroupHelper(h);
         foreach (var z in _zombies) ExitAsZombie(z);
+    }
+
+    /// <summary>
+    /// A process group whose leader is gone (zdtm zombie01: a child made a group, forked with
+    /// CLONE_PARENT and exited; its child lives on in that group) cannot be joined unless it
+    /// exists: as CRIU does, a helper with the leader's pid makes the group and exits once the
+    /// members joined it. The helper is cloned from the root with CLONE_PARENT, so it is
+    /// crisp's child (reaped by crisp) and in the root's session; a group of another session, or
+    /// in a pid namespace of the tree's own (its init cannot use CLONE_PARENT), is left as before
+    /// (the members stay in their parent's group, with a warning).
+    /// </summary>
+    private List<RestoreTask> GroupHelpers(List<(int Pid, int Ppid, int Pgid, int Sid)> all)
+    {
+        var helpers = new List<RestoreTask>();
+        var rootSid = all[0].Sid;
+        foreach (int pgid in all.Select(p => p.Pgid).Distinct())
+        {
+            if (all.Any(p => p.Pid == pgid) || _ownPidNs || Directory.Exists($"/proc/{pgid}")) continue;
+            if (all.Any(p => p.Pgid == pgid && p.Sid != rootSid)) continue;
+            var helper = Clone(_tasks[HostPid(all[0].Pid)], -1, pgid, CLONE_PARENT, 0);
+            helper.Check(Code, $"setpgid (helper for process group {pgid})", LibC.SYS_setpgid, 0, 0);
+            helpers.Add(helper);
+        }
+        return helpers;
+    }
+
+    private void EndGroupHelper(RestoreTask h)
+    {
+        LibC.kill(h.Pid, LibC.SIGKILL);
+        while (true)
+        {
+            int s = RestoreTask.Wait(h.Pid);
+            if (!LibC.WIFSTOPPED(s)) break;
+            LibC.ptrace(LibC.PTRACE_CONT, h.Pid, 0, 0);
+        }
+        _tasks.Remove(h.Pid);
+        _created.Remove(h.Pid);
+        foreach (var k in _hostOf.Where(kv => kv.Value == h.Pid).Select(kv => kv.Key).ToList()) _hostOf.Remove(k);
+    }
+
+    /// <summary>
+    /// Whether the process has its parent's fd table (CLONE_FILES; the images give both one
+    /// files_id): it is cloned with CLONE_FILES, and the parent's files step fills the table.
+    /// </summary>
+    private bool SharesParentFdTable(int dumpedPid)
+    {
+        var img = _procs.FirstOrDefault(i => i.DumpedPid == dumpedPid);
+        var parent = img == null ? null : _procs.FirstOrDefault(i => i.DumpedPid == img.Ppid);
+        return parent != null && parent.Ids.FilesId == img!.Ids.FilesId;
+    }
+
+    /// <summary>Processes sharing an fd table must reach it through parents that have it too: only those are cloned with CLONE_FILES.</summary>
+    private void CheckSharedFdTables()
+    {
+        foreach (var g in _procs.GroupBy(p => p.Ids.FilesId).Where(g => g.Count() > 1))
+        {
+            var tops = g.Where(p => !SharesParentFdTable(p.DumpedPid)).Select(p => p.DumpedPid).ToList();
+            if (tops.Count > 1)
+                throw new CrispException($"processes {string.Join(", ", tops)} share fd table {g.Key} but not through a parent that has it: crisp cannot restore that");
+        }
     }
 
     private void CreateThreads()

@@ -57,11 +57,40 @@ internal sealed unsafe partial class RestoreSession
     private bool PlaceShared(ProcessImage p, RestoreTask t, FileEntry file, int fd, bool cloexec)
     {
         int local;
-        if (file.Type == FdTypes.Pipe && _crispPipes.TryGetValue(file.Pipe.PipeId, out var ends))
-            local = ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY ? ends.R : ends.W;
-        else if (!_crispCopies.TryGetValue(file.Id, out local))
-            return false;
-        // A task in a new pid namespace cannot pidfd_open crisp (outside it): it has crisp's pidfd from the stub.
+        bool reopened = false;
+        if (_crispCopies.TryGetValue(file.Id, out local)) { }
+        else if (file.Type == FdTypes.Pipe && _crispPipes.TryGetValue(file.Pipe.PipeId, out var ends))
+        {
+            bool read = ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY;
+            local = read ? ends.R : ends.W;
+            if (!OwnsPipeEnd(file.Pipe))
+            {
+                // Another description of this end holds the pipe's own: this one is a reopen, made by crisp.
+                local = ReopenPipeEnd(local, read, file.Pipe);
+                if (_crossProcessIds.Contains(file.Id)) _crispCopies[file.Id] = local;
+                else reopened = true;
+            }
+        }
+        else return false;
+        int tmp;
+        try { tmp = CrispFdIntoTask(p, t, local, $"crisp fd {local}"); }
+        finally { if (reopened) LibC.close(local); }
+        if (tmp != fd)
+        {
+            Dup(t, tmp, fd, cloexec);
+            t.Call(Code, LibC.SYS_close, tmp);
+        }
+        else Dup(t, fd, fd, cloexec);
+        return true;
+    }
+
+    /// <summary>crisp's fd <paramref name="local"/> as a new fd of <paramref name="t"/> (pidfd_getfd through crisp's pidfd in the task).</summary>
+    private int CrispFdIntoTask(ProcessImage p, RestoreTask t, int local, string what)
+    {
+        // A task in a new pid namespace cannot pidfd_open crisp (outside it): it has crisp's pidfd from the stub,
+        // until the files step of its fd table closes it.
+        if (_selfPidfd >= 0 && !_crispPidfdIn.ContainsKey(p.Pid) && _fdTablesDone.Contains(p.Ids.FilesId))
+            throw new CrispException($"process {p.Pid} in a new pid namespace needs {what} after its shared fd table was restored: not supported yet");
         if (_selfPidfd >= 0 && !_crispPidfdIn.ContainsKey(p.Pid)) _crispPidfdIn[p.Pid] = _extraBase + _extraCrispFds.IndexOf(_selfPidfd);
         if (!_crispPidfdIn.TryGetValue(p.Pid, out int pidfd))
         {
@@ -72,20 +101,35 @@ internal sealed unsafe partial class RestoreSession
             t.Call(Code, LibC.SYS_close, first);
             _crispPidfdIn[p.Pid] = pidfd;
         }
-        int tmp = (int)t.Check(Code, $"pidfd_getfd(crisp fd {local})", SYS_pidfd_getfd, pidfd, local, 0);
-        if (tmp != fd)
-        {
-            Dup(t, tmp, fd, cloexec);
-            t.Call(Code, LibC.SYS_close, tmp);
-        }
-        else Dup(t, fd, fd, cloexec);
-        return true;
+        return (int)t.Check(Code, $"pidfd_getfd({what})", SYS_pidfd_getfd, pidfd, local, 0);
     }
+
+    private readonly HashSet<uint> _fdTablesDone = [];                                // files_ids whose files step ran
+    private readonly Dictionary<(uint PipeId, bool Read), uint> _pipeEndOwners = [];   // the description made by pipe2
+
+    /// <summary>
+    /// A pipe end can have several open file descriptions (a reopen of /proc/PID/fd/N gives a new
+    /// one, with flags of its own: zdtm pipe01, pipe02). The first description restored of each
+    /// end gets the end pipe2 made; every other one is a reopen of it.
+    /// </summary>
+    private bool OwnsPipeEnd(PipeEntry pipe)
+    {
+        // O_LARGEFILE comes with an open() (bash's `exec 3< <(...)` opens /dev/fd/63): pipe2's ends never have it.
+        const int O_LARGEFILE = 0x8000;
+        if (((int)pipe.Flags & O_LARGEFILE) != 0) return false;
+        var key = (pipe.PipeId, ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY);
+        if (_pipeEndOwners.TryAdd(key, pipe.Id)) return true;
+        return _pipeEndOwners[key] == pipe.Id;
+    }
+
+    private static int ReopenPipeEnd(int end, bool read, PipeEntry pipe) =>
+        Errno.Check(LibC.open($"/proc/self/fd/{end}", (read ? LibC.O_RDONLY : LibC.O_WRONLY) | LibC.O_CLOEXEC, 0), "open", $"/proc/self/fd/{end} (a description of pipe:[{pipe.PipeId}])");
 
     /// <summary>After a process placed a shared description first: crisp keeps a copy for the others.</summary>
     private void KeepShared(RestoreTask t, FileEntry file, int fd)
     {
-        if (file.Type != FdTypes.Pipe && _crossProcessIds.Contains(file.Id) && !_crispCopies.ContainsKey(file.Id))
+        bool pipeEnd = file.Type == FdTypes.Pipe && _pipeEndOwners.GetValueOrDefault((file.Pipe.PipeId, ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY)) == file.Pipe.Id;
+        if (!pipeEnd && _crossProcessIds.Contains(file.Id) && !_crispCopies.ContainsKey(file.Id))
             _crispCopies[file.Id] = TakeFd(t, fd);
     }
 
@@ -118,5 +162,6 @@ internal sealed unsafe partial class RestoreSession
         _crispPipes.Clear();
         CloseMemfdInodes();
         CloseFifoHolds();
+        CloseSharedAnon();
     }
 }

@@ -188,16 +188,22 @@ public static class MigrationSource
         var timeout = request.Timeout;
         var total = Stopwatch.StartNew();
         var stats = new MigrationStats { SourcePid = pid, Destination = request.Agent.ToString(), Mode = "pre-copy" };
-        Socket control = new(request.Agent.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        Crisp.PageServer.Transport.PageServerConnection control;
         try
         {
-            using var cts = new CancellationTokenSource(timeout);
-            control.ConnectAsync(request.Agent, cts.Token).AsTask().GetAwaiter().GetResult();
+            // The same authentication as a post-copy migration (TLS, the agent's token).
+            control = request.Transport.Connect(request.Agent, timeout, timeout);
+            control.Socket.NoDelay = true;
+            control.Socket.ReceiveTimeout = 0;
+            control.Socket.SendTimeout = 0;
         }
-        catch (Exception e) when (e is SocketException or OperationCanceledException)
+        catch (Crisp.PageServer.Transport.PeerRefusedException e)
         {
-            control.Dispose();
-            throw new CrispException($"cannot reach the agent at {request.Agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : "timed out")}");
+            throw new CrispException($"the agent at {request.Agent} failed authentication: {e.Message}");
+        }
+        catch (Exception e) when (e is SocketException or IOException)
+        {
+            throw new CrispException($"cannot reach the agent at {request.Agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : e.Message)}");
         }
         using var wire = new MigrationWire(control);
         string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
