@@ -157,7 +157,7 @@ public static class Dumper
         try
         {
             var ns = TreeNamespaces.Check(tree);
-            RefuseSharedTables(tree);
+            SharedTables(tree); // refuses sharing crisp cannot restore; a shared fd table does not matter to memory
             var sink = new ImageDirPageSink(dir);
             ulong pages = 0, inParent = 0;
             var all = new List<(SeizedProcess Proc, List<DumpedVma> Vmas)>();
