@@ -190,7 +190,7 @@ public sealed class TcpConnectionTests : IDisposable
         Assert.Contains("CRIU-", Ruleset());
         foreach (var f in Directory.GetFiles(img, "pages-*.img")) File.WriteAllBytes(f, []);   // memory that cannot be restored
         var r = Crisp("restore", "-D", img, "--tcp-established", "-d");
-        Assert.Equal(1, r.ExitCode);
+        Assert.True(r.ExitCode == 3, r.ToString()); // the pages are short: bad images, the documented exit code 3
         AssertNoLock();
     }
 
