@@ -53,6 +53,30 @@ public sealed record MigrationResult(MigrationStats Stats, bool Resumed);
 /// </summary>
 public static class MigrationSource
 {
+    /// <summary>
+    /// The control connection to the agent, authenticated as the request says (TLS, the agent's
+    /// token); the handshake is bounded by <paramref name="timeout"/>, the replies then come when they come.
+    /// </summary>
+    private static Crisp.PageServer.Transport.PageServerConnection ConnectAgent(MigrationRequest request, TimeSpan timeout)
+    {
+        try
+        {
+            var control = request.Transport.Connect(request.Agent, timeout, timeout);
+            control.Socket.NoDelay = true;
+            control.Socket.ReceiveTimeout = 0;
+            control.Socket.SendTimeout = 0;
+            return control;
+        }
+        catch (Crisp.PageServer.Transport.PeerRefusedException e)
+        {
+            throw new CrispException($"the agent at {request.Agent} failed authentication: {e.Message}");
+        }
+        catch (Exception e) when (e is SocketException or IOException)
+        {
+            throw new CrispException($"cannot reach the agent at {request.Agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : e.Message)}");
+        }
+    }
+
     public static MigrationResult Run(MigrationRequest request)
     {
         if (request.PreCopy) return RunPreCopy(request);
@@ -64,21 +88,7 @@ public static class MigrationSource
         // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
         var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
-        Crisp.PageServer.Transport.PageServerConnection control;
-        try
-        {
-            control = request.Transport.Connect(agent, timeout, timeout);
-            control.Socket.ReceiveTimeout = 0; // the handshake was bounded; the replies come when they come
-            control.Socket.SendTimeout = 0;
-        }
-        catch (Crisp.PageServer.Transport.PeerRefusedException e)
-        {
-            throw new CrispException($"the agent at {agent} failed authentication: {e.Message}");
-        }
-        catch (Exception e) when (e is SocketException or IOException)
-        {
-            throw new CrispException($"cannot reach the agent at {agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : e.Message)}");
-        }
+        var control = ConnectAgent(request, timeout);
         using var wire = new MigrationWire(control);
         var local = ((IPEndPoint)control.Socket.LocalEndPoint!).Address;
         byte[] pageKey = Crisp.PageServer.Transport.PageServerTransport.NewAccessKey();
@@ -188,23 +198,7 @@ public static class MigrationSource
         var timeout = request.Timeout;
         var total = Stopwatch.StartNew();
         var stats = new MigrationStats { SourcePid = pid, Destination = request.Agent.ToString(), Mode = "pre-copy" };
-        Crisp.PageServer.Transport.PageServerConnection control;
-        try
-        {
-            // The same authentication as a post-copy migration (TLS, the agent's token).
-            control = request.Transport.Connect(request.Agent, timeout, timeout);
-            control.Socket.NoDelay = true;
-            control.Socket.ReceiveTimeout = 0;
-            control.Socket.SendTimeout = 0;
-        }
-        catch (Crisp.PageServer.Transport.PeerRefusedException e)
-        {
-            throw new CrispException($"the agent at {request.Agent} failed authentication: {e.Message}");
-        }
-        catch (Exception e) when (e is SocketException or IOException)
-        {
-            throw new CrispException($"cannot reach the agent at {request.Agent}: {(e is SocketException se ? se.SocketErrorCode.ToString() : e.Message)}");
-        }
+        var control = ConnectAgent(request, timeout);
         using var wire = new MigrationWire(control);
         string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
         Directory.CreateDirectory(dir);
