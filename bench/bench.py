@@ -554,7 +554,7 @@ def main():
                     for name, binary, is_crisp in tools:
                         if (name, sc, mib) in failures or (sc in CRISP_ONLY and not is_crisp):
                             continue  # failed once already; CRIU has no one-command migration; the floor is the machine's
-                        tmp = tempfile.mkdtemp(prefix=f"crisp-bench-{sc}-", dir=args.tmpfs)
+                        tmp = tempfile.mkdtemp(prefix=f"cb-{sc}-", dir=args.tmpfs)  # short: unix socket paths below it hold 107 bytes
                         try:
                             if sc == "floor":
                                 r = scenario_floor(mib, tmp, bindir)

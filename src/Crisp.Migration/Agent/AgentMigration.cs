@@ -26,7 +26,8 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
     {
         using var wire = new MigrationWire(connection);
         var remote = (IPEndPoint)client.RemoteEndPoint!;
-        string dir = Path.Combine(baseDir, $"crisp-agent-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
+        // Short: the lazy-pages socket lives below it, and a unix socket path holds 107 bytes.
+        string dir = Path.Combine(baseDir, $"crisp-{Environment.ProcessId}-{Guid.NewGuid():N}"[..24]);
         Directory.CreateDirectory(dir);
         Log.I($"agent: migration from {remote} into {dir}");
         try

@@ -28,7 +28,21 @@ public static unsafe class LazyHandOff
     /// <summary>How long the rest of a message that has begun may take.</summary>
     private const int IncompleteMessageMillis = 5000;
 
-    public static string SocketPath(string workDir) => Path.GetFullPath(Path.Combine(workDir, SocketName));
+    public static string SocketPath(string workDir)
+    {
+        string path = Path.GetFullPath(Path.Combine(workDir, SocketName));
+        // sun_path holds 107 bytes and a NUL; the daemon binds under a temporary name first (".PID.tmp").
+        if (System.Text.Encoding.UTF8.GetByteCount(path) + TempSuffixRoom > MaxSocketPath)
+            throw new CrispException($"the work directory {Path.GetFullPath(workDir)} is too long for the lazy-pages socket " +
+                $"({System.Text.Encoding.UTF8.GetByteCount(path)} bytes with its name; a unix socket path holds at most {MaxSocketPath - TempSuffixRoom} here): choose a shorter -W/--work-dir");
+        return path;
+    }
+
+    /// <summary>The bytes of sun_path before its NUL.</summary>
+    public const int MaxSocketPath = 107;
+
+    /// <summary>Room for the temporary name the daemon binds before the rename (".PID.tmp", a pid of up to 7 digits).</summary>
+    public const int TempSuffixRoom = 12;
 
     /// <summary>
     /// Reads one message from a hand-off connection the caller found readable (the socket may be
