@@ -196,19 +196,19 @@ def outer_pid(ns_root_parent, inner_pid):
     raise BenchError(f"no process is pid {inner_pid} under {ns_root_parent}")
 
 
-def find_restored(ns_root_parent):
-    """The workload restored under the agent: the memtouch process in its namespace."""
+def find_restored(ns_root_parent, comm="memtouch"):
+    """The workload restored under the agent: the process named comm (memtouch, dirtier) in its namespace."""
     todo = [ns_root_parent]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/comm") as f:
-                if f.read().strip() == "memtouch":
+                if f.read().strip() == comm[:15]:
                     return p
         except FileNotFoundError:
             pass
         todo += children(p)
-    raise BenchError(f"no restored memtouch under {ns_root_parent}")
+    raise BenchError(f"no restored {comm} under {ns_root_parent}")
 
 
 def scenario_floor(mib, tmp, bindir):
@@ -446,7 +446,7 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp, flags=(), extra=()):
             raise BenchError(f"crisp migrate failed: {r.stderr.strip()}")
         stats = json.loads(r.stdout[r.stdout.index("{"):])
         gap = resumed_gap(w, t_freeze_ns)
-        w.check(find_restored(agent.pid))
+        w.check(find_restored(agent.pid, os.path.basename(memtouch)))
         result = {"migrate_cmd_gap_s": gap, "migrate_cmd_downtime_s": stats["downtime_ms"] / 1000,
                   "migrate_cmd_total_s": stats["total_ms"] / 1000, "migrate_cmd_wall_s": elapsed}
         if flags or extra:
