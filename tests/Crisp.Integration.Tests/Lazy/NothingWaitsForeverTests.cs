@@ -104,4 +104,24 @@ internal static class LoopbackPort
         s.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         return ((IPEndPoint)s.LocalEndPoint!).Port;
     }
+
+    /// <summary>
+    /// A loopback TCP port nothing is bound to now, below the kernel's ephemeral range: a server
+    /// killed by a dump and restored on it cannot find it taken meanwhile by the local end of some
+    /// other test's outgoing connection (which the kernel picks from that range).
+    /// </summary>
+    public static int OutsideEphemeral()
+    {
+        int low = 32768;
+        try { low = int.Parse(File.ReadAllText("/proc/sys/net/ipv4/ip_local_port_range").Split('\t', ' ')[0]); }
+        catch (Exception e) when (e is IOException or FormatException) { }
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            int port = Random.Shared.Next(10000, Math.Max(10001, low));
+            using var s = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            try { s.Bind(new IPEndPoint(IPAddress.Loopback, port)); return port; }
+            catch (SocketException) { }
+        }
+        throw new InvalidOperationException($"no free loopback port between 10000 and {low}");
+    }
 }

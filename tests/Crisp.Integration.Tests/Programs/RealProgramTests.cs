@@ -81,7 +81,7 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
         // The port is the kernel's pick released at once: another program may take it first; then try another.
         for (int attempt = 0; attempt < 3 && pid < 0; attempt++)
         {
-            port = LoopbackPort.Unused();
+            port = LoopbackPort.OutsideEphemeral();
             int p = Track(SpawnLogged(log, "/usr/bin/redis-server", "--port", port.ToString(), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", _dir));
             if (WaitForRedis(port, p)) pid = p;

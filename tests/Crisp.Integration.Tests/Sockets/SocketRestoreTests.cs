@@ -69,7 +69,10 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
     public void Python_http_server_answers_after_restore()
     {
         string log = Path.Combine(_dir, "http.log");
-        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", _dir));
+        // A port outside the ephemeral range: after the dump kills the server, no other test's
+        // outgoing connection can take it as its local port before the restore binds it again.
+        int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-m", "http.server", Crisp.Integration.Tests.Lazy.LoopbackPort.OutsideEphemeral().ToString(),
+            "--bind", "127.0.0.1", "--directory", _dir));
         string line = WaitForLine(log, l => l.StartsWith("Serving HTTP on 127.0.0.1 port "), timeoutMs: 30000);
         int port = int.Parse(line.Split(' ')[5]);
         File.WriteAllText(Path.Combine(_dir, "hello.txt"), "restored");
