@@ -16,7 +16,7 @@ namespace Crisp.Images.Tests;
 /// </summary>
 public sealed class FuzzTests(ITestOutputHelper output)
 {
-    private static readonly string Corpus = Path.Combine(SharedFiles.Repo, "tests", "Crisp.Images.Tests", "fuzz-corpus");
+    private static readonly string Corpus = Path.Combine(Repo.Root, "tests", "Crisp.Images.Tests", "fuzz-corpus");
 
     /// <summary>Reads an image the way restore does, by its file name; pagemaps with their pages.</summary>
     private static void ReadAsRestoreDoes(ImageDir dir, string name)
@@ -52,7 +52,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
     public static TheoryData<string> Seeds()
     {
         var data = new TheoryData<string>();
-        var files = Directory.GetDirectories(SharedFiles.ReferenceImages)
+        var files = Directory.GetDirectories(Repo.ReferenceImages)
             .Where(d => Directory.Exists(Path.Combine(d, "img")))
             .SelectMany(d => Directory.GetFiles(Path.Combine(d, "img"), "*.img"))
             .Where(f => !Path.GetFileName(f).StartsWith("pages-", StringComparison.Ordinal));
@@ -68,7 +68,7 @@ public sealed class FuzzTests(ITestOutputHelper output)
     [MemberData(nameof(Seeds))]
     public void A_mutated_image_reads_or_fails_with_an_ImageException(string seed)
     {
-        string source = Path.Combine(SharedFiles.ReferenceImages, Path.GetDirectoryName(seed)!, "img");
+        string source = Path.Combine(Repo.ReferenceImages, Path.GetDirectoryName(seed)!, "img");
         string name = Path.GetFileName(seed);
         byte[] original = File.ReadAllBytes(Path.Combine(source, name));
         double seconds = double.TryParse(Environment.GetEnvironmentVariable("CRISP_FUZZ_SECONDS"), out var s) ? s : 0.5;

@@ -11,7 +11,7 @@ namespace Crisp.Images.Tests;
 /// </summary>
 public class ReferenceImageTests
 {
-    private static readonly string Root = SharedFiles.ReferenceImages;
+    private static readonly string Root = Repo.ReferenceImages;
 
     public static TheoryData<string> Dumps()
     {

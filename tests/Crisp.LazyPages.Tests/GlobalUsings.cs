@@ -1,1 +1,2 @@
+global using Crisp.TestSupport;
 global using Xunit;

@@ -94,40 +94,11 @@ public sealed unsafe class RunningDaemon : IDisposable
     }
 }
 
-/// <summary>Compiles the C programs under native/ with gcc at test time.</summary>
+/// <summary>The C programs under native/, compiled once per run (<see cref="Gcc.Workload"/>), and how they are run.</summary>
 public static class NativePrograms
 {
-    private static readonly object Gate = new();
-    private static readonly Dictionary<string, string> Built = new();
-    private static readonly string Dir = MakeDir();
-
-    /// <summary>One directory for the whole test run, removed when the test host exits.</summary>
-    private static string MakeDir()
-    {
-        string dir = Directory.CreateTempSubdirectory("crisp-lazy-bin-").FullName;
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-        {
-            try { Directory.Delete(dir, true); } catch (IOException) { }
-        };
-        return dir;
-    }
-
-    public static string Build(string name)
-    {
-        lock (Gate)
-        {
-            if (Built.TryGetValue(name, out var path)) return path;
-            string src = Path.Combine(AppContext.BaseDirectory, "native", name + ".c");
-            path = Path.Combine(Dir, name);
-            var psi = new ProcessStartInfo("gcc", ["-O2", "-Wall", "-Werror", "-o", path, src]) { RedirectStandardError = true };
-            using var gcc = Process.Start(psi)!;
-            string err = gcc.StandardError.ReadToEnd();
-            gcc.WaitForExit();
-            Assert.True(gcc.ExitCode == 0, $"gcc {name}.c failed:\n{err}");
-            Built[name] = path;
-            return path;
-        }
-    }
+    public static string Build(string name) =>
+        Gcc.Workload(name, Path.Combine(AppContext.BaseDirectory, "native", name + ".c"), "-Wall", "-Werror");
 
     /// <summary>Runs a program we built and returns (exit code, stdout, stderr); kills exactly it on timeout.</summary>
     public static (int Exit, string Out, string Err, bool TimedOut) Run(string path, TimeSpan timeout, params string[] args)

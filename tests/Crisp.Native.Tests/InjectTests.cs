@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Crisp.Inject;
 using Crisp.Native.ProcFs;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 

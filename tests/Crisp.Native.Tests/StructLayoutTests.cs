@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 
 namespace Crisp.Native.Tests;

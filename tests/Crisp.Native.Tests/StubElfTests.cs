@@ -1,6 +1,6 @@
 using Crisp.Inject;
 using Crisp.Native.ProcFs;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 
 namespace Crisp.Native.Tests;

@@ -2,7 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Crisp.Integration.Tests.Remote;
 using Crisp.Integration.Tests.Support;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
 

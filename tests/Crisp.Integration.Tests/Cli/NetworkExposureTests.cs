@@ -1,6 +1,6 @@
 using Crisp.Integration.Tests.Remote;
 using Crisp.Integration.Tests.Support;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
 

@@ -3,7 +3,7 @@ using Crisp.Images;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 
 namespace Crisp.Integration.Tests.Dump;
@@ -27,7 +27,7 @@ public class DumpTests
         var r = CrispCli.Run(dir, "dump", "-t", w.Pid.ToString(CultureInfo.InvariantCulture), "-D", dir["img"], "-o", "dump.log", "-v4", "-R");
         Assert.True(r.ExitCode == 0, r.ToString());
 
-        var decoded = Crit.DecodeAll(dir, dir["img"]);
+        var decoded = Crit.DecodeAll(dir["img"]);
         foreach (var name in new[] { "inventory.img", "pstree.img", $"core-{w.Pid}.img", $"mm-{w.Pid}.img", $"pagemap-{w.Pid}.img", $"fs-{w.Pid}.img", "files.img", $"ids-{w.Pid}.img" })
             Assert.True(decoded.ContainsKey(name), $"{name} missing");
 
@@ -69,7 +69,7 @@ public class DumpTests
             Assert.NotNull(core.ThreadInfo);
             Assert.NotEqual(0UL, core.ThreadInfo.Gpregs.Ip);
             Assert.NotEqual(0UL, core.ThreadInfo.Gpregs.FsBase); // each thread has its own TLS
-            Crit.Decode(dir, images.PathOf(ImageDir.CoreName(tid)));
+            Crit.DecodeNode(images.PathOf(ImageDir.CoreName(tid)));
         }
         Assert.Equal(tids.Count, images.ReadCore(w.Pid).ThreadInfo.Gpregs.FsBase == 0 ? 0 : tids.Select(t => images.ReadCore(t).ThreadInfo.Gpregs.FsBase).Distinct().Count());
 
@@ -99,7 +99,7 @@ public class DumpTests
             string img = dir[$"img{attempt}"];
             var r = CrispCli.Run(dir, "dump", "-t", bash.Pid.ToString(CultureInfo.InvariantCulture), "-D", img, "-o", "dump.log", "-v4", "-R");
             Assert.True(r.ExitCode == 0, r.ToString());
-            Crit.DecodeAll(dir, img);
+            Crit.DecodeAll(img);
             images = new ImageDir(img);
             tree = images.ReadPstree();
         }
@@ -125,7 +125,7 @@ public class DumpTests
 
         var r = CrispCli.Run(dir, "dump", "-t", py.Pid.ToString(CultureInfo.InvariantCulture), "-D", dir["img"], "-o", "dump.log", "-v4", "-R");
         Assert.True(r.ExitCode == 0, r.ToString());
-        Crit.DecodeAll(dir, dir["img"]);
+        Crit.DecodeAll(dir["img"]);
         var images = new ImageDir(dir["img"]);
         Assert.Equal(before, Layout(images, py.Pid));
         var files = images.ReadFiles();

@@ -4,7 +4,7 @@ using Crisp.Images;
 using Crisp.Images.Proto;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;

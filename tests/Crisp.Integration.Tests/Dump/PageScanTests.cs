@@ -2,7 +2,7 @@ using Crisp.Checkpoint.Dump;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
 using Xunit;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Dump;
 
@@ -21,8 +21,7 @@ public sealed class PageScanTests : IDisposable
     [Fact]
     public void Scan_and_pagemap_agree_on_written_zero_untouched_and_cow_pages()
     {
-        string exe = Path.Combine(_dir, "pagekinds"), data = Path.Combine(_dir, "data"), ready = Path.Combine(_dir, "ready");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/pagekinds.c"), exe);
+        string exe = Gcc.Workload("pagekinds"), data = Path.Combine(_dir, "data"), ready = Path.Combine(_dir, "ready");
         File.WriteAllBytes(data, new byte[64 * 1024]);
         int pid = ProcessSpawner.Spawn(new SpawnOptions
         {

@@ -2,7 +2,7 @@ using System.Globalization;
 using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;

@@ -3,7 +3,7 @@ using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Remote;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
 

@@ -5,7 +5,7 @@ using Crisp.Native;
 using Crisp.Native.ProcFs;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Lazy;
 
@@ -41,8 +41,7 @@ public sealed class LazyRestoreTests : IDisposable
 
     private string Compile(string name)
     {
-        string bin = Path.Combine(_dir, name);
-        if (!File.Exists(bin)) Gcc(Path.Combine(RepoRoot, $"tests/workloads/{name}.c"), bin);
+        string bin = Gcc.Workload(name);
         return bin;
     }
 
@@ -325,7 +324,7 @@ public sealed class LazyRestoreTests : IDisposable
         int n = Lines(log).Length;
         var d = StartDaemon(images, work);
         string pidfile = Path.Combine(_dir, "restored.pid");
-        using var cliDir = new Crisp.Native.Tests.Support.TempDir();
+        using var cliDir = new Crisp.TestSupport.TempDir();
         var res = CrispCli.Run(cliDir, "restore", "-D", images, "-W", work, "--lazy-pages", "-d", "--pidfile", pidfile);
         Assert.True(res.ExitCode == 0, res.ToString());
         int restored = int.Parse(File.ReadAllText(pidfile).Trim());

@@ -3,7 +3,7 @@ using System.Net.Sockets;
 using Crisp.Checkpoint.Dump;
 using Crisp.Integration.Tests.Support;
 using Crisp.Migration;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Crisp.PageServer.Client;
 using Crisp.Images;
 using Xunit;

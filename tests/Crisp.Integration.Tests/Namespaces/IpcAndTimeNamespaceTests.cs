@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
 using NsTree = Crisp.Integration.Tests.Namespaces.PidNamespaceTests.NsTree;
@@ -40,13 +40,13 @@ public class IpcAndTimeNamespaceTests
         var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
         Assert.True(d.ExitCode == 0, d.ToString());
         // CRIU's images, as crit reads them.
-        var shm = Crit.Decode(dir, Directory.GetFiles(dir["img"], "ipcns-shm-*.img").Single())["entries"]!.AsArray().Single()!;
+        var shm = Crit.DecodeNode(Directory.GetFiles(dir["img"], "ipcns-shm-*.img").Single())["entries"]!.AsArray().Single()!;
         Assert.Equal(ShmKey, (int)shm["desc"]!["key"]!);
         Assert.Equal(3 * 4096 + 100, (int)shm["size"]!);
         Assert.True(File.Exists(Path.Combine(dir["img"], $"pagemap-shmem-{(int)shm["desc"]!["id"]!}.img")));
-        var sem = Crit.Decode(dir, Directory.GetFiles(dir["img"], "ipcns-sem-*.img").Single())["entries"]!.AsArray().Single()!;
+        var sem = Crit.DecodeNode(Directory.GetFiles(dir["img"], "ipcns-sem-*.img").Single())["entries"]!.AsArray().Single()!;
         Assert.Equal([7, 0, 42], sem["extra"]!.AsArray().Select(v => (int)v!));
-        var msg = Crit.Decode(dir, Directory.GetFiles(dir["img"], "ipcns-msg-*.img").Single())["entries"]!.AsArray().Single()!;
+        var msg = Crit.DecodeNode(Directory.GetFiles(dir["img"], "ipcns-msg-*.img").Single())["entries"]!.AsArray().Single()!;
         Assert.Equal(3, (int)msg["qnum"]!);
         Assert.Single(Directory.GetFiles(dir["img"], "ipcns-var-*.img"));
         Assert.False(HostHasShmKey(), "the tree's segment is in the host's IPC namespace");
@@ -82,7 +82,7 @@ public class IpcAndTimeNamespaceTests
         double t0 = HostSeconds();
         var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
         Assert.True(d.ExitCode == 0, d.ToString());
-        var timens = Crit.Decode(dir, Directory.GetFiles(dir["img"], "timens-*.img").Single())["entries"]![0]!;
+        var timens = Crit.DecodeNode(Directory.GetFiles(dir["img"], "timens-*.img").Single())["entries"]![0]!;
         Assert.True((long)timens["monotonic"]!["tv_sec"]! > 100_000);
         Assert.True((long)timens["boottime"]!["tv_sec"]! > 200_000);
         var last = Clocks(Lines(log)[^1]);

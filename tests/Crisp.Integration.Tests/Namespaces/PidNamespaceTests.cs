@@ -2,7 +2,7 @@ using System.Globalization;
 using Crisp.Integration.Tests.Remote;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
 
@@ -37,11 +37,11 @@ public class PidNamespaceTests
         var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
         Assert.True(d.ExitCode == 0, d.ToString());
         // As CRIU writes it: pids as the tree sees them, a pid_ns_id that is not the dumper's.
-        var pstree = Crit.Decode(dir, Path.Combine(dir["img"], "pstree.img"))["entries"]!.AsArray();
+        var pstree = Crit.DecodeNode(Path.Combine(dir["img"], "pstree.img"))["entries"]!.AsArray();
         var seen = before.Select(l => int.Parse(l.Split(' ')[2]["pid=".Length..], CultureInfo.InvariantCulture)).Order();
         Assert.Equal(seen, pstree.Select(e => (int)e!["pid"]!).Order());
-        var ids = Crit.Decode(dir, Path.Combine(dir["img"], "ids-1.img"))["entries"]![0]!;
-        var rootIds = Crit.Decode(dir, Path.Combine(dir["img"], "inventory.img"))["entries"]![0]!["root_ids"]!;
+        var ids = Crit.DecodeNode(Path.Combine(dir["img"], "ids-1.img"))["entries"]![0]!;
+        var rootIds = Crit.DecodeNode(Path.Combine(dir["img"], "inventory.img"))["entries"]![0]!["root_ids"]!;
         Assert.NotEqual((uint)rootIds["pid_ns_id"]!, (uint)ids["pid_ns_id"]!);
         Assert.NotEqual((uint)rootIds["mnt_ns_id"]!, (uint)ids["mnt_ns_id"]!);
 
@@ -144,7 +144,7 @@ public class PidNamespaceTests
 
         var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
         Assert.True(d.ExitCode == 0, d.ToString());
-        Assert.Equal("crisp-pidns", (string)Crit.Decode(dir, Directory.GetFiles(dir["img"], "utsns-*.img").Single())["entries"]![0]!["nodename"]!);
+        Assert.Equal("crisp-pidns", (string)Crit.DecodeNode(Directory.GetFiles(dir["img"], "utsns-*.img").Single())["entries"]![0]!["nodename"]!);
         int n = Lines(log).Length;
         var r = CrispCli.Run(dir, "restore", "-D", dir["img"], "-d", "--pidfile", dir["pid"]);
         Assert.True(r.ExitCode == 0, r.ToString());

@@ -9,7 +9,7 @@ using Crisp.Integration.Tests.Lazy;
 using Crisp.Native;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Programs;
 
@@ -328,7 +328,7 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
         {
             string dir = TempDir("dotnetapp");
             AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
-            string src = Path.Combine(RepoRoot, "tests/workloads/dotnetapp");
+            string src = Path.Combine(Repo.Workloads, "dotnetapp");
             foreach (var f in new[] { "Program.cs", "dotnetapp.csproj" })
                 File.Copy(Path.Combine(src, f), Path.Combine(dir, f));
             var psi = new ProcessStartInfo("dotnet", ["build", "-c", "Release", "-o", Path.Combine(dir, "out"), Path.Combine(dir, "dotnetapp.csproj")])

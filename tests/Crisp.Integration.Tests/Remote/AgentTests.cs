@@ -1,6 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 
 namespace Crisp.Integration.Tests.Remote;

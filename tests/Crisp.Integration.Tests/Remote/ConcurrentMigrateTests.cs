@@ -1,5 +1,5 @@
 using Crisp.Integration.Tests.Support;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
 

@@ -1,7 +1,7 @@
 using Crisp.Images;
 using Crisp.Images.Pages;
 using Crisp.Integration.Tests.Support;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Crisp.PageServer.Client;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
@@ -50,7 +50,7 @@ public class PageServerDumpTests
             }
         Assert.True(differing <= 8, $"{differing} pages differ between the page-server and the local dump");
 
-        var decoded = Crit.Decode(dir, Path.Combine(dir["server"], $"pagemap-{w.Pid}.img"));
+        var decoded = Crit.DecodeNode(Path.Combine(dir["server"], $"pagemap-{w.Pid}.img"));
         Assert.NotNull(decoded);
 
         // The server goes on serving: a second dump works too.
@@ -109,7 +109,7 @@ public class PageServerDumpTests
         Assert.Contains(lazy, r => r.Contains(addr) && r.Contains(addr + ((ulong)w.Mib << 20) - 1));
         // Non-lazy pages (vdso, COW'd pages of private file mappings) are still in the local pages image.
         Assert.Contains(pagemap.Runs, r => r.IsPresent);
-        Crit.Decode(dir, images.PathOf(ImageDir.PagemapName(w.Pid)));
+        Crit.DecodeNode(images.PathOf(ImageDir.PagemapName(w.Pid)));
 
         // What the lazy-pages daemon will plan from these images: the workload's buffer is data to fetch.
         var plan = Crisp.LazyPages.LocalImages.Plan(images, w.Pid);

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;

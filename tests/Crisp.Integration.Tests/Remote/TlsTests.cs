@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using Crisp.Images;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Crisp.PageServer.Client;
 using Crisp.PageServer.Protocol;
 using Crisp.PageServer.Transport;

@@ -4,7 +4,7 @@ using Crisp.Checkpoint.Restore;
 using Crisp.Images;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 
 namespace Crisp.Integration.Tests.Restore;
@@ -46,7 +46,7 @@ public sealed class CpuCheckTests
             Assert.Equal(host.XfeaturesMask, cpu.XfeaturesMask);
             Assert.Contains("sse2", CpuFeatures.InstructionNames(cpu));
             Assert.True((cpu.XfeaturesMask & 3) == 3, "x87 and SSE state are always there");
-            Assert.NotNull(Crit.Decode(dir, Path.Combine(dir["img"], ImageDir.CpuinfoName)));
+            Assert.NotNull(Crit.DecodeNode(Path.Combine(dir["img"], ImageDir.CpuinfoName)));
         }
     }
 

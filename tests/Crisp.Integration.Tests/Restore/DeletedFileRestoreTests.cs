@@ -4,10 +4,10 @@ using Crisp.Images;
 using Crisp.Integration.Tests.Lazy;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -33,8 +33,7 @@ public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposa
 
     private (int Pid, string Log, string Work) Start()
     {
-        string bin = Path.Combine(_dir, "deletedfiles");
-        if (!File.Exists(bin)) Gcc(Path.Combine(RepoRoot, "tests/workloads/deletedfiles.c"), bin);
+        string bin = Gcc.Workload("deletedfiles");
         string work = Path.Combine(_dir, "work");
         Directory.CreateDirectory(work);
         string log = Path.Combine(_dir, "log");
@@ -59,10 +58,9 @@ public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposa
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images, FileLocks = true });
         int st;
         LibC.waitpid(pid, &st, 0);
-        using (var tmp = new TempDir())
-            foreach (var f in Directory.GetFiles(images, "ghost-file-*.img").Select(Path.GetFileName)
-                         .Concat([ImageDir.FilesName, ImageDir.RemapFpathName, ImageDir.FifoDataName, ImageDir.FileLocksName]))
-                Crit.Decode(tmp, Path.Combine(images, f!));
+        foreach (var f in Directory.GetFiles(images, "ghost-file-*.img").Select(Path.GetFileName)
+                     .Concat([ImageDir.FilesName, ImageDir.RemapFpathName, ImageDir.FifoDataName, ImageDir.FileLocksName]))
+            Crit.DecodeNode(Path.Combine(images, f!));
         // The sparse ghost's hole is not in the image.
         Assert.True(Directory.GetFiles(images, "ghost-file-*.img").Sum(f => new FileInfo(f).Length) < 64 << 10);
         int lines = Lines(log).Length;

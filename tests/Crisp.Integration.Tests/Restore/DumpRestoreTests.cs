@@ -6,7 +6,7 @@ using Crisp.Native;
 using Crisp.Native.ProcFs;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -22,8 +22,7 @@ public sealed class DumpRestoreTests : IDisposable
     {
         _out = output;
         _dir = TempDir("restore");
-        _memtouch = Path.Combine(_dir, "memtouch");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/memtouch.c"), _memtouch);
+        _memtouch = Gcc.Workload("memtouch");
     }
 
     public void Dispose()
@@ -132,8 +131,7 @@ public sealed class DumpRestoreTests : IDisposable
         // running any code; SIGUSR1 then SIGCONT: the kernel makes pause() return EINTR after
         // the handler and the loop ends. A thread left on the syscall instruction would run the
         // handler first and then enter pause() again, forever.
-        string exe = Path.Combine(_dir, "pauseloop"), log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/pauseloop.c"), exe);
+        string exe = Gcc.Workload("pauseloop"), log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
         int pid = Spawn(exe, log);
         WaitForLine(log, l => l == "ready");
         Thread.Sleep(20); // inside pause()

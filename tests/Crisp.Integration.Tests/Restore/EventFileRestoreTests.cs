@@ -7,10 +7,10 @@ using Crisp.Images.Proto;
 using Crisp.Integration.Tests.Lazy;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -35,8 +35,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
 
     private string Compile(string workload)
     {
-        string bin = Path.Combine(_dir, workload);
-        if (!File.Exists(bin)) Gcc(Path.Combine(RepoRoot, "tests/workloads", workload + ".c"), bin);
+        string bin = Gcc.Workload(workload);
         return bin;
     }
 
@@ -79,7 +78,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
-        using (var tmp = new TempDir()) Crit.Decode(tmp, Path.Combine(images, ImageDir.FilesName));
+        Crit.DecodeNode(Path.Combine(images, ImageDir.FilesName));
         var files = new ImageDir(images).ReadFiles();
         foreach (var kind in new[] { FdTypes.Eventfd, FdTypes.Signalfd, FdTypes.Timerfd, FdTypes.Inotify, FdTypes.Eventpoll })
             Assert.Contains(files, f => f.Type == kind);
@@ -175,9 +174,8 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
-        using (var tmp = new TempDir())
-            foreach (var f in new[] { ImageDir.FilesName, ImageDir.MemfdName }.Concat(Directory.GetFiles(images, "pagemap-shmem-*.img").Select(Path.GetFileName)))
-                Crit.Decode(tmp, Path.Combine(images, f!));
+        foreach (var f in new[] { ImageDir.FilesName, ImageDir.MemfdName }.Concat(Directory.GetFiles(images, "pagemap-shmem-*.img").Select(Path.GetFileName)))
+            Crit.DecodeNode(Path.Combine(images, f!));
         int lines = Lines(log).Length;
 
         if (lazy) _daemons.Add(new LazyDaemon(images, _dir));

@@ -4,7 +4,7 @@ using Crisp.Integration.Tests.Support;
 using Crisp.Native;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -81,8 +81,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Capabilities_prctl_flags_scheduling_loginuid_membarrier_timers_and_file_owners_come_back_as_they_were()
     {
-        string bin = Path.Combine(_dir, "procstate"), log = Path.Combine(_dir, "log");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/procstate.c"), bin);
+        string bin = Gcc.Workload("procstate"), log = Path.Combine(_dir, "log");
         int pid = Track(SpawnLogged(log, bin, log));
         WaitForLine(log, l => l.StartsWith("ready") || l.StartsWith("error"));
         Assert.DoesNotContain(Lines(log), l => l.StartsWith("error"));
@@ -105,7 +104,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Memtouch_with_threads_looks_the_same_from_outside_after_the_restore()
     {
-        using var tmp = new Crisp.Native.Tests.Support.TempDir();
+        using var tmp = new Crisp.TestSupport.TempDir();
         using var m = new Memtouch(tmp, 8, threads: 2);
         _pids.Add(m.Pid);
         Assert.Empty(DumpRestoreDiff(m.Pid, m.LogPath));

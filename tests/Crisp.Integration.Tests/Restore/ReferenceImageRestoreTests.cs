@@ -2,7 +2,7 @@ using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Lazy;
 using Crisp.Native;
 using Xunit;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -12,7 +12,7 @@ namespace Crisp.Integration.Tests.Restore;
 /// </summary>
 public class ReferenceImageRestoreTests
 {
-    private static string Ref => Path.Combine(SharedDir, "reference-images", "memtouch-1mib");
+    private static string Ref => Path.Combine(Repo.ReferenceImages, "memtouch-1mib");
     private const int RefPid = 17930;
 
     [Theory]
@@ -23,7 +23,7 @@ public class ReferenceImageRestoreTests
         if (!Directory.Exists(Ref)) throw new InvalidOperationException($"reference images missing at {Ref}");
         Assert.False(Directory.Exists($"/proc/{RefPid}"), $"pid {RefPid} is taken on this machine; this test needs it free");
         // The paths the dumped process used: its binary and its log.
-        Gcc(Path.Combine(SharedDir, "reference-images", "memtouch.c"), "/tmp/refimg-memtouch");
+        Gcc.CompileFile(Path.Combine(Repo.ReferenceImages, "memtouch.c"), "/tmp/refimg-memtouch", "-O2", "-pthread");
         Assert.Equal(16808, new FileInfo("/tmp/refimg-memtouch").Length);
         Directory.CreateDirectory("/tmp/refimg/memtouch-1mib");
         string log = "/tmp/refimg/memtouch-1mib/log";

@@ -5,7 +5,7 @@ using Crisp.Native;
 using Crisp.Native.ProcFs;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -76,8 +76,7 @@ public sealed class TreeRestoreTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Eager_restore_of_1_GiB_is_timed()
     {
-        string memtouch = Path.Combine(_dir, "memtouch");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/memtouch.c"), memtouch);
+        string memtouch = Gcc.Workload("memtouch");
         string log = Path.Combine(_dir, "log");
         // Images on tmpfs (/dev/shm), as the performance targets are measured.
         string images = Path.Combine("/dev/shm", $"crisp-1g-{Environment.ProcessId}");

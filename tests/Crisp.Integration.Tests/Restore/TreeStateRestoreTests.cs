@@ -7,7 +7,7 @@ using Crisp.Native.ProcFs;
 using Crisp.Integration.Tests.Support;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -31,8 +31,7 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
 
     private string Compile(string workload)
     {
-        string bin = Path.Combine(_dir, workload);
-        Gcc(Path.Combine(RepoRoot, "tests/workloads", workload + ".c"), bin);
+        string bin = Gcc.Workload(workload);
         return bin;
     }
 
@@ -355,7 +354,7 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
     [Fact]
     public void Shell_job_restores_a_process_of_one_terminal_onto_the_terminal_of_crisp()
     {
-        string ptyrun = Path.Combine(RepoRoot, "tests/workloads/ptyrun.py");
+        string ptyrun = Path.Combine(Repo.Workloads, "ptyrun.py");
         string log1 = Path.Combine(_dir, "pty1.log"), log2 = Path.Combine(_dir, "pty2.log");
         string pidFile1 = Path.Combine(_dir, "pty1.pid"), pidFile2 = Path.Combine(_dir, "pty2.pid");
         string ticker = "import os,time\nprint('tty', os.ttyname(1))\ni=0\nwhile True:\n    i+=1\n    print(f'tick {i}')\n    time.sleep(0.02)\n";

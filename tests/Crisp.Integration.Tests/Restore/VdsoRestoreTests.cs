@@ -5,7 +5,7 @@ using Crisp.Images.Proto;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
 using Xunit;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Restore;
 
@@ -30,8 +30,7 @@ public sealed class VdsoRestoreTests : IDisposable
     [InlineData(true)]
     public unsafe void Cached_vdso_pointers_give_correct_time_after_a_forced_proxy_restore(bool lazy)
     {
-        string bin = Path.Combine(_dir, "vdsocache"), log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/vdsocache.c"), bin);
+        string bin = Gcc.Workload("vdsocache"), log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
         int pid = SpawnLogged(log, bin, log);
         _pids.Add(pid);
         var ready = WaitForLine(log, l => l.StartsWith("ready "));

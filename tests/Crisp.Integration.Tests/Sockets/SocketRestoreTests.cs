@@ -3,10 +3,10 @@ using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Sockets;
 
@@ -41,15 +41,14 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Unix_socketpairs_a_pending_connection_and_a_tcp_listener_come_back_with_their_state()
     {
-        string bin = Path.Combine(_dir, "unixsockets");
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/unixsockets.c"), bin);
+        string bin = Gcc.Workload("unixsockets");
         string log = Path.Combine(_dir, "log");
         int pid = Track(SpawnLogged(log, bin, $"crisp-test-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]));
         WaitForLine(log, l => l.StartsWith("ready "));
         string images = DumpAndWait(pid);
         using (var crit = new TempDir())
         {
-            var decoded = Crit.DecodeAll(crit, images);
+            var decoded = Crit.DecodeAll(images);
             Assert.Contains("sk-queues.img", decoded.Keys);
             string files = decoded["files.img"].ToJsonString();
             Assert.Contains("\"usk\"", files);

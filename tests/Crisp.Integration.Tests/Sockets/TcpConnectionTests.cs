@@ -2,9 +2,9 @@ using Crisp.Images;
 using Crisp.Integration.Tests.Lazy;
 using Crisp.Integration.Tests.Support;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
-using static Crisp.Integration.Tests.Restore.RestoreTestUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Sockets;
 
@@ -26,8 +26,7 @@ public sealed class TcpConnectionTests : IDisposable
 
     public TcpConnectionTests()
     {
-        _bin = _dir["tcpstream"];
-        Gcc(Path.Combine(RepoRoot, "tests/workloads/tcpstream.c"), _bin);
+        _bin = Gcc.Workload("tcpstream");
         Sh(Ip, "netns", "add", _ns);
         Sh(Ip, "-n", _ns, "link", "set", "lo", "up");
     }

@@ -1,5 +1,5 @@
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 
 namespace Crisp.Integration.Tests.Support;
 

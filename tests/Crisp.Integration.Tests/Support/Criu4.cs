@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 using Xunit;
 
 namespace Crisp.Integration.Tests.Support;

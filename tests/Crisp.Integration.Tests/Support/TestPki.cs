@@ -2,7 +2,7 @@ using System.Net;
 using System.Numerics;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 
 namespace Crisp.Integration.Tests.Support;
 

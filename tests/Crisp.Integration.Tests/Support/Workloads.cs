@@ -1,30 +1,15 @@
 using System.Globalization;
 using Crisp.Native;
-using Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
 
 namespace Crisp.Integration.Tests.Support;
 
-/// <summary>The C workloads in tests/workloads, compiled once per test run.</summary>
+/// <summary>The C workloads in tests/workloads, compiled once per test run (<see cref="Gcc.Workload"/>).</summary>
 public static class Workloads
 {
-    private static readonly TempDir BinDir = MakeBinDir();
+    public static string Memtouch => Gcc.Workload("memtouch");
 
-    /// <summary>One directory for the whole test run, removed when the test host exits.</summary>
-    private static TempDir MakeBinDir()
-    {
-        var dir = new TempDir();
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => dir.Dispose();
-        return dir;
-    }
-    private static readonly Lazy<string> MemtouchPath = new(() =>
-        Gcc.Compile(BinDir, "memtouch", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "memtouch.c")), "-O2", "-pthread"));
-
-    public static string Memtouch => MemtouchPath.Value;
-
-    private static readonly Lazy<string> DirtierPath = new(() =>
-        Gcc.Compile(BinDir, "dirtier", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "dirtier.c")), "-O2"));
-
-    public static string Dirtier => DirtierPath.Value;
+    public static string Dirtier => Gcc.Workload("dirtier");
 }
 
 /// <summary>

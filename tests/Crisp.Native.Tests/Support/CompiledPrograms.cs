@@ -1,4 +1,6 @@
-namespace Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
+
+namespace Crisp.Native.Tests;
 
 /// <summary>The test programs, compiled once per test class into a temp dir.</summary>
 public sealed class CompiledPrograms : IDisposable

@@ -1,4 +1,6 @@
-namespace Crisp.Native.Tests.Support;
+using Crisp.TestSupport;
+
+namespace Crisp.Native.Tests;
 
 /// <summary>C sources of the processes the injection tests freeze.</summary>
 public static class TestPrograms

@@ -1,34 +1,11 @@
 using System.Diagnostics;
 using Crisp.Native;
 
-namespace Crisp.Integration.Tests.Restore;
+namespace Crisp.TestSupport;
 
-/// <summary>Helpers for restore tests: compile C workloads, wait for log lines, kill exactly our pids.</summary>
-internal static class RestoreTestUtil
+/// <summary>Helpers for live-process tests (used with <c>using static</c>): temp dirs by name, spawn with a log, wait for log lines, kill exactly our pids.</summary>
+public static class TestProcesses
 {
-    public static string RepoRoot
-    {
-        get
-        {
-            var d = new DirectoryInfo(AppContext.BaseDirectory);
-            while (d != null && !Directory.Exists(Path.Combine(d.FullName, "tests", "workloads"))) d = d.Parent;
-            return d?.FullName ?? throw new InvalidOperationException("repository root not found");
-        }
-    }
-
-    /// <summary>The shared files beside the repository (../shared from its root): reference images, CRIU.</summary>
-    public static string SharedDir => Environment.GetEnvironmentVariable("CRISP_SHARED") is { Length: > 0 } d ? d
-        : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
-
-    public static void Gcc(string source, string output, string extra = "")
-    {
-        var psi = new ProcessStartInfo("gcc", $"-O2 -pthread {extra} -o {output} {source}") { RedirectStandardError = true };
-        using var p = Process.Start(psi)!;
-        string err = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        if (p.ExitCode != 0) throw new InvalidOperationException($"gcc failed: {err}");
-    }
-
     public static string TempDir(string name)
     {
         string d = Path.Combine(Path.GetTempPath(), $"crisp-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}"[..48]);

@@ -1,4 +1,4 @@
-namespace Crisp.Native.Tests.Support;
+namespace Crisp.TestSupport;
 
 public static class Poll
 {

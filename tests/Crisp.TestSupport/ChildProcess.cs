@@ -1,6 +1,6 @@
 using Crisp.Native;
 
-namespace Crisp.Native.Tests.Support;
+namespace Crisp.TestSupport;
 
 /// <summary>
 /// A process this test started (posix_spawn). Dispose kills exactly this pid and reaps it.
