@@ -93,6 +93,9 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
             Assert.Equal("+OK", c.Call("SET", "before", "kept across the dump"));
             for (int i = 0; i < 1000; i++) c.Call("RPUSH", "list", $"item{i}");
         }
+        // The client is gone; redis closes its end when its event loop sees the FIN. Until then the
+        // server holds a CLOSE_WAIT connection, which a dump without --tcp-established refuses.
+        Assert.True(Poll.Until(() => !ServerConnections(port).Any(), 20_000), $"redis still holds connections on port {port}: {string.Join(", ", ServerConnections(port))}");
         var finish = DumpAndRestore(pid, lazy);
 
         using (var c = new Resp(port))
@@ -110,6 +113,13 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
         finish();
         Assert.True(Alive(pid));
     }
+
+    /// <summary>TCP sockets of this network namespace bound to local <paramref name="port"/> that are not listening (/proc/net/tcp states).</summary>
+    private static IEnumerable<string> ServerConnections(int port) =>
+        File.ReadAllLines("/proc/net/tcp").Skip(1)
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(f => f.Length > 3 && Convert.ToInt32(f[1].Split(':')[1], 16) == port && f[3] != "0A")
+            .Select(f => $"{f[1]}→{f[2]} state {f[3]}");
 
     private static bool WaitForRedis(int port, int pid)
     {
