@@ -50,7 +50,7 @@ public enum PagemapFlags : uint
 /// tree); a job-control-stopped process as TASK_STOPPED 3. (crit 3.17 prints 3 as "Zombie" and
 /// 6 as "Stopped": its labels, not the values CRIU dumps and restores.)
 /// </summary>
-public static class TaskState
+public static class TaskStates
 {
     public const uint Alive = 1;
     public const uint Zombie = 2;

@@ -109,7 +109,7 @@ public class ReferenceImageTests
 
             if (j.TryGetProperty("tc", out var jtc))
             {
-                Assert.Equal(TaskState.Alive, core.Tc.TaskState);
+                Assert.Equal(TaskStates.Alive, core.Tc.TaskState);
                 Assert.Equal(jtc.Str("comm"), core.Tc.Comm);
                 Assert.Equal(jtc.U64("blk_sigset"), core.Tc.BlkSigset);
                 Assert.Equal(jtc.At("sigactions").GetArrayLength(), core.Tc.Sigactions.Count);

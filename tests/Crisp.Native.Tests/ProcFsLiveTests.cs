@@ -17,7 +17,7 @@ public unsafe class ProcFsLiveTests
         try
         {
             for (int i = 0; i < pages; i += 3) ((byte*)mem)[i * LibC.PageSize] = 1;
-            using var pm = new PagemapReader(LibC.getpid());
+            using var pm = new ProcPagemap(LibC.getpid());
             var e = pm.Read((ulong)mem, (ulong)mem + pages * LibC.PageSize);
             Assert.Equal(pages, e.Length);
             for (int i = 0; i < pages; i++)

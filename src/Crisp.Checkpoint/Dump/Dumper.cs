@@ -193,7 +193,7 @@ public static class Dumper
     /// has become PE_PARENT holes. The tracking must be relative to that very parent (see
     /// WriteTracking.RelativeTo); when it is not, every page is dumped, and the log says why.
     /// </summary>
-    private static List<MemoryDump.PageRun> Runs(int pid, int vpid, List<DumpedVma> vmas, string? parentDir, bool trackMem, out ulong inParent)
+    private static List<MemoryDump.ScanRun> Runs(int pid, int vpid, List<DumpedVma> vmas, string? parentDir, bool trackMem, out ulong inParent)
     {
         inParent = 0;
         if (parentDir is null || !trackMem) return MemoryDump.PresentRuns(pid, vmas);
@@ -214,7 +214,7 @@ public static class Dumper
 
     private sealed record ProcessDump(
         SeizedProcess Process, PstreeEntry Pstree, TaskKobjIdsEntry Ids, Dictionary<int, CoreEntry> Cores,
-        MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.PageRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds)
+        MmEntry Mm, List<DumpedVma> Vmas, List<MemoryDump.ScanRun> Runs, FsEntry Fs, List<FdinfoEntry> Fds)
     {
         /// <summary>The UTS namespace the tree owns, read in its root.</summary>
         public UtsnsEntry? Uts { get; init; }
@@ -470,7 +470,7 @@ public static class Dumper
             Mtype = CoreEntry.Types.March.X8664,
             Tc = new TaskCoreEntry
             {
-                TaskState = Crisp.Images.TaskState.Zombie, ExitCode = (uint)stat.ExitCode, Personality = 0, Flags = stat.Flags, BlkSigset = 0,
+                TaskState = Crisp.Images.TaskStates.Zombie, ExitCode = (uint)stat.ExitCode, Personality = 0, Flags = stat.Flags, BlkSigset = 0,
                 Comm = stat.Comm,
             },
         };

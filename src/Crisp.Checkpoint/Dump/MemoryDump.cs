@@ -5,7 +5,7 @@ using Crisp.Images.Proto;
 using Crisp.Inject;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
-using NativePagemap = Crisp.Native.ProcFs.PagemapReader;
+using NativePagemap = Crisp.Native.ProcFs.ProcPagemap;
 using PagemapEntry = Crisp.Native.ProcFs.PagemapEntry;
 
 namespace Crisp.Checkpoint.Dump;
@@ -167,13 +167,13 @@ internal static unsafe class MemoryDump
     /// not written since the tracking was last reset (WriteTracking.cs). Flags Parent (without
     /// Present): the pages are in the parent images and only their pagemap entry is written.
     /// </summary>
-    internal readonly record struct PageRun(ulong Vaddr, int Pages, PagemapFlags Flags, bool Clean = false)
+    internal readonly record struct ScanRun(ulong Vaddr, int Pages, PagemapFlags Flags, bool Clean = false)
     {
         public ulong End => Vaddr + (ulong)Pages * PageSize;
     }
 
     /// <summary>The runs of pages with data in the dumped VMAs, in address order; with <paramref name="written"/>, tracked VMAs' runs say whether they were written.</summary>
-    public static List<PageRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas, bool written = false) =>
+    public static List<ScanRun> PresentRuns(int pid, IReadOnlyList<DumpedVma> vmas, bool written = false) =>
         ScanRuns(pid, vmas, written) ?? (written ? throw new CrispException($"process {pid}: --track-mem needs PAGEMAP_SCAN (Linux 6.7+)") : PagemapRuns(pid, vmas));
 
     /// <summary>
@@ -181,9 +181,9 @@ internal static unsafe class MemoryDump
     /// turned into a Parent run (CRIU's PE_PARENT hole): the dump writes no bytes for it and a
     /// restore reads it from the parent images.
     /// </summary>
-    public static List<PageRun> AgainstParent(List<PageRun> runs, Crisp.Images.Pages.PagemapReader parent, out ulong inParent)
+    public static List<ScanRun> AgainstParent(List<ScanRun> runs, Crisp.Images.Pages.PagemapReader parent, out ulong inParent)
     {
-        var result = new List<PageRun>(runs.Count);
+        var result = new List<ScanRun>(runs.Count);
         inParent = 0;
         foreach (var r in runs)
         {
@@ -207,7 +207,7 @@ internal static unsafe class MemoryDump
                 if (there) inParent += (ulong)pages;
                 if (result.Count > 0 && result[^1].End == at && result[^1].Flags == flags)
                     result[^1] = result[^1] with { Pages = result[^1].Pages + pages };
-                else result.Add(new PageRun(at, pages, flags, r.Clean));
+                else result.Add(new ScanRun(at, pages, flags, r.Clean));
                 at = end;
             }
         }
@@ -233,13 +233,13 @@ internal static unsafe class MemoryDump
     /// the categories asked for. 1 GiB: 13 ms with pagemap reads, about 3 ms with this. Null
     /// if the kernel lacks the ioctl.
     /// </summary>
-    internal static List<PageRun>? ScanRuns(int pid, IReadOnlyList<DumpedVma> vmas, bool written = false)
+    internal static List<ScanRun>? ScanRuns(int pid, IReadOnlyList<DumpedVma> vmas, bool written = false)
     {
         if (_noScan) return null;
         string path = $"/proc/{pid}/pagemap";
         int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
         if (fd < 0) throw new SyscallException("open", Errno.Last, path);
-        var runs = new List<PageRun>();
+        var runs = new List<ScanRun>();
         const int VecLen = 4096;
         var vec = new LibC.page_region[VecLen];
         try
@@ -290,7 +290,7 @@ internal static unsafe class MemoryDump
                         bool clean = tracked && (r.categories & (LibC.PAGE_IS_WPALLOWED | LibC.PAGE_IS_WRITTEN)) == LibC.PAGE_IS_WPALLOWED;
                         if (runs.Count > first && runs[^1].End == r.start && runs[^1].Clean == clean)
                             runs[^1] = runs[^1] with { Pages = runs[^1].Pages + pages };
-                        else runs.Add(new PageRun(r.start, pages, flags, clean));
+                        else runs.Add(new ScanRun(r.start, pages, flags, clean));
                     }
                     at = arg.walk_end > at ? arg.walk_end : v.Entry.End;
                 }
@@ -305,16 +305,16 @@ internal static unsafe class MemoryDump
     /// restore on a kernel with another vDSO keeps this copy as a proxy, and every entry point
     /// of it must be there (VdsoProxy.cs).
     /// </summary>
-    private static bool WholeVdso(DumpedVma v, List<PageRun> runs)
+    private static bool WholeVdso(DumpedVma v, List<ScanRun> runs)
     {
         if (!v.Source.IsVdso) return false;
-        runs.Add(new PageRun(v.Entry.Start, (int)((v.Entry.End - v.Entry.Start) / PageSize), PagemapFlags.Present));
+        runs.Add(new ScanRun(v.Entry.Start, (int)((v.Entry.End - v.Entry.Start) / PageSize), PagemapFlags.Present));
         return true;
     }
 
-    internal static List<PageRun> PagemapRuns(int pid, IReadOnlyList<DumpedVma> vmas)
+    internal static List<ScanRun> PagemapRuns(int pid, IReadOnlyList<DumpedVma> vmas)
     {
-        var runs = new List<PageRun>();
+        var runs = new List<ScanRun>();
         using var pagemap = new NativePagemap(pid);
         ulong zero = ZeroPfn.Value;
         var entries = new ulong[BatchBytes / PageSize];
@@ -346,11 +346,11 @@ internal static unsafe class MemoryDump
                     }
                     else if (runLen > 0)
                     {
-                        runs.Add(new PageRun(runStart, runLen, flags));
+                        runs.Add(new ScanRun(runStart, runLen, flags));
                         runLen = 0;
                     }
                 }
-                if (runLen > 0) runs.Add(new PageRun(runStart, runLen, flags));
+                if (runLen > 0) runs.Add(new ScanRun(runStart, runLen, flags));
                 at += (ulong)n * PageSize;
             }
         }
@@ -363,14 +363,14 @@ internal static unsafe class MemoryDump
     /// alternate so that reading the next batch overlaps writing the previous one (two copies
     /// that each run near memcpy speed, on two cores). Returns the number of pages written.
     /// </summary>
-    public static ulong WritePages(int pid, IReadOnlyList<PageRun> runs, IDumpPagemap writer, bool lazy = false)
+    public static ulong WritePages(int pid, IReadOnlyList<ScanRun> runs, IDumpPagemap writer, bool lazy = false)
     {
         var buffers = new[] { (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize), (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize) };
         Task? writing = null;
         try
         {
             var ranges = new List<RemoteRange>();
-            var pieces = new List<PageRun>();
+            var pieces = new List<ScanRun>();
             ulong total = 0;
             int used = 0, current = 0;
             void Flush()
@@ -415,7 +415,7 @@ internal static unsafe class MemoryDump
                 if (lazy && (run.Flags & PagemapFlags.Lazy) != 0)
                 {
                     // Kept in order with the data pieces around it; the page server reads it later.
-                    pieces.Add(new PageRun(run.Vaddr, run.Pages, PagemapFlags.Lazy));
+                    pieces.Add(new ScanRun(run.Vaddr, run.Pages, PagemapFlags.Lazy));
                     continue;
                 }
                 ulong vaddr = run.Vaddr;
@@ -426,7 +426,7 @@ internal static unsafe class MemoryDump
                     if (room == 0 || ranges.Count == LibC.IOV_MAX) { Flush(); continue; }
                     int take = Math.Min(room, left);
                     ranges.Add(new RemoteRange(vaddr, take * PageSize));
-                    pieces.Add(new PageRun(vaddr, take, run.Flags));
+                    pieces.Add(new ScanRun(vaddr, take, run.Flags));
                     used += take * PageSize;
                     total += (ulong)take;
                     vaddr += (ulong)take * PageSize;

@@ -130,7 +130,7 @@ internal static unsafe class TaskState
                 var task0 = new TaskCoreEntry
                 {
                     // At this point every thread is in a ptrace stop; what counts is whether it was job-control stopped before.
-                    TaskState = proc.Leader.WasGroupStopped ? Crisp.Images.TaskState.Stopped : Crisp.Images.TaskState.Alive,
+                    TaskState = proc.Leader.WasGroupStopped ? Crisp.Images.TaskStates.Stopped : Crisp.Images.TaskStates.Alive,
                     ExitCode = 0,
                     Personality = Convert.ToUInt32(File.ReadAllText($"/proc/{pid}/personality").Trim(), 16),
                     Flags = stat.Flags,

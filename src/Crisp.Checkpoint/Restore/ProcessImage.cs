@@ -42,7 +42,7 @@ internal sealed class ProcessImage
                 tids.Insert(0, pid);
             }
             var threads = tids.Select(t => (t, dir.ReadCore(t))).ToList();
-            if (threads[0].Item2.Tc?.TaskState == TaskState.Zombie)
+            if (threads[0].Item2.Tc?.TaskState == TaskStates.Zombie)
             {
                 zombies.Add(ZombieImage.From(e, threads[0].Item2));
                 continue;

@@ -312,7 +312,7 @@ internal sealed unsafe partial class RestoreSession
             File.WriteAllText($"/proc/{p.Pid}/oom_score_adj", tc.OomScoreAdj.ToString());
         if (tc.HasChildSubreaper && tc.ChildSubreaper)
             t.Check(Code, "prctl(PR_SET_CHILD_SUBREAPER)", LibC.SYS_prctl, LibC.PR_SET_CHILD_SUBREAPER, 1);
-        if (tc.TaskState is not (TaskState.Alive or TaskState.Stopped))
+        if (tc.TaskState is not (TaskStates.Alive or TaskStates.Stopped))
             Log.W($"process {p.Pid}: dumped in state {tc.TaskState}; restored as running");
     }
 
@@ -600,7 +600,7 @@ internal sealed unsafe partial class RestoreSession
         // images without one) while still held: it stops at its first step after the detach,
         // before running any code of its own, and waits for SIGCONT; waitid shows that signal.
         foreach (var p in _procs)
-            if (p.LeaderCore.Tc is { TaskState: TaskState.Stopped } tc)
+            if (p.LeaderCore.Tc is { TaskState: TaskStates.Stopped } tc)
             {
                 int sig = tc.HasStopSigno && tc.StopSigno is LibC.SIGTSTP or LibC.SIGTTIN or LibC.SIGTTOU ? (int)tc.StopSigno : LibC.SIGSTOP;
                 Errno.Check(LibC.kill(p.Pid, sig), $"kill({sig})", $"process {p.Pid}, dumped stopped");

@@ -58,7 +58,7 @@ public static class PageServerCommand
                 StatusFd = r.GetValue(statusFd),
                 // CRIU checks the client certificate's name against an explicit --address.
                 Transport = creds is null ? PageServerTransport.Plain : new PageServerTransport { Tls = creds, ClientName = r.GetValue(address) },
-                Log = new LogWriter(),
+                Log = Log.AsWriter(Log.Info),
                 PeerTimeout = seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds),
             });
             using var stop = new CancellationTokenSource();
@@ -80,11 +80,6 @@ public static class PageServerCommand
         return cmd;
     }
 
-    internal sealed class LogWriter : TextWriter
-    {
-        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
-        public override void WriteLine(string? value) => Log.I(value ?? "");
-    }
 }
 
 /// <summary>

@@ -13,7 +13,7 @@ internal sealed class HandOffListener : IDisposable
     private readonly string _path;
     private Socket? _listener;
     private readonly List<Socket> _connections = new();
-    private readonly Dictionary<Socket, Restorer> _peers = new();
+    private readonly Dictionary<Socket, RestorerPeer> _peers = new();
 
     public HandOffListener(string workDir) => _path = LazyHandOff.SocketPath(workDir);
 
@@ -54,7 +54,7 @@ internal sealed class HandOffListener : IDisposable
     public HandOffMessage Read(Socket c) => LazyHandOff.Receive((int)c.Handle, _path);
 
     /// <summary>The restorer behind a connection (taken at accept time).</summary>
-    public Restorer PeerOf(Socket c) => _peers.GetValueOrDefault(c);
+    public RestorerPeer PeerOf(Socket c) => _peers.GetValueOrDefault(c);
 
     public void Close(Socket c)
     {

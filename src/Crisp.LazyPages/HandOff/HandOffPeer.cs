@@ -35,7 +35,7 @@ namespace Crisp.LazyPages;
  */
 
 /// <summary>The process at the other end of a hand-off connection: its pid here (0 if not visible) and its pid namespace (null if unknown).</summary>
-internal readonly record struct Restorer(int Pid, string? PidNamespace);
+internal readonly record struct RestorerPeer(int Pid, string? PidNamespace);
 
 /// <summary>The restored process a hand-off pid names, as seen from the daemon's pid namespace.</summary>
 /// <param name="Pid">its pid here, 0 if unknown (never signal it by number then)</param>
@@ -52,7 +52,7 @@ internal static class HandOffPeer
     /// Who connected <paramref name="connection"/>. Taken at accept time: the restorer connects at the
     /// start of a restore and may be gone by the time its last hand-off message is read.
     /// </summary>
-    public static Restorer Peer(Socket connection)
+    public static RestorerPeer Peer(Socket connection)
     {
         Span<byte> ucred = stackalloc byte[12]; // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
         int pid;
@@ -65,7 +65,7 @@ internal static class HandOffPeer
     }
 
     /// <summary>Finds the process that is <paramref name="handOffPid"/> in the pid namespace of <paramref name="restorer"/>.</summary>
-    public static LocalProcess Resolve(int handOffPid, Restorer restorer)
+    public static LocalProcess Resolve(int handOffPid, RestorerPeer restorer)
     {
         string? ours = PidNamespaceOf("self"), theirs = restorer.PidNamespace;
         if (theirs is null || ours is null)

@@ -101,7 +101,7 @@ public sealed class LazyDumpServer : IAsyncDisposable
             Source = _source,
             StatusFd = _options.StatusFd,
             Transport = _options.Transport,
-            Log = Log.Level >= 3 ? new LogWriter() : null,
+            Log = Log.Level >= 3 ? Log.AsWriter(Log.Debug) : null,
             Gate = new OneDestination(SessionId),
         });
         _server.SessionEnded += r =>
@@ -325,11 +325,5 @@ public sealed class LazyDumpServer : IAsyncDisposable
     {
         if (_server is not null) await _server.DisposeAsync().ConfigureAwait(false);
         _source?.Dispose();
-    }
-
-    private sealed class LogWriter : TextWriter
-    {
-        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
-        public override void WriteLine(string? value) => Log.D(value ?? "");
     }
 }

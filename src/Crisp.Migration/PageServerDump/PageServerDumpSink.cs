@@ -14,14 +14,14 @@ public sealed class PageServerDumpSink(PageServerClient client) : IDumpPageSink,
     public IDumpPagemap Open(int pid)
     {
         client.OpenPagemap(pid);
-        return new Pagemap(client);
+        return new RemotePagemap(client);
     }
 
     public void Finish() => client.Close();
 
     public void Dispose() => client.Dispose();
 
-    private sealed class Pagemap(PageServerClient client) : IDumpPagemap
+    private sealed class RemotePagemap(PageServerClient client) : IDumpPagemap
     {
         public void Write(ulong vaddr, ReadOnlySpan<byte> pages, PagemapFlags flags) => client.SendPages(vaddr, pages, flags);
         public void WriteLazy(ulong vaddr, ulong nrPages) => client.SendEntry(vaddr, nrPages, PagemapFlags.Lazy);

@@ -20,12 +20,12 @@ public readonly record struct PagemapEntry(ulong Raw)
 }
 
 /// <summary>Reads /proc/PID/pagemap in big pread batches.</summary>
-public sealed unsafe class PagemapReader : IDisposable
+public sealed unsafe class ProcPagemap : IDisposable
 {
     private readonly int _fd;
     private readonly string _path;
 
-    public PagemapReader(int pid)
+    public ProcPagemap(int pid)
     {
         _path = $"/proc/{pid}/pagemap";
         _fd = Errno.Check(LibC.open(_path, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", _path);

@@ -44,7 +44,7 @@ public sealed class PageScanTests : IDisposable
         // Pages only read are the shared zero page where the kernel maps it for read faults (the
         // same pfn for pages 1 and 4), and then are not dumped; some kernels allocate real pages.
         var e = new ulong[5];
-        using (var pm = new PagemapReader(pid)) pm.Read(anon, e);
+        using (var pm = new ProcPagemap(pid)) pm.Read(anon, e);
         bool zeroPage = (e[1] & ((1UL << 55) - 1)) == (e[4] & ((1UL << 55) - 1));
         Assert.Equal(zeroPage ? 342 : 683, In(anon, 1024 * 4096)); // never the untouched ones
         Assert.Equal(1, In(file, 16 * 4096));     // the copy-on-written page, not the one read from the file
