@@ -99,6 +99,12 @@ internal static unsafe class MemoryDump
                 status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_ANON_SHARED | VmaStatus.VMA_AREA_SYSVIPC;
                 shmid = v.Inode;
             }
+            else if (AioRings.IsRing(v))
+            {
+                // An io_setup ring: its pages go whole, its context is made again at restore (AioRings.cs).
+                status = VmaStatus.VMA_AREA_AIORING;
+                pages = true;
+            }
             else if (v.Inode != 0 && v.Path.StartsWith('/'))
             {
                 if (v.Path.StartsWith("/SYSV", StringComparison.Ordinal) || v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
@@ -307,7 +313,8 @@ internal static unsafe class MemoryDump
     /// </summary>
     private static bool WholeVdso(DumpedVma v, List<PageRun> runs)
     {
-        if (!v.Source.IsVdso) return false;
+        // An AIO ring goes whole too: the kernel wrote it, and its header and events are the ring's state.
+        if (!v.Source.IsVdso && (v.Entry.Status & VmaStatus.VMA_AREA_AIORING) == 0) return false;
         runs.Add(new PageRun(v.Entry.Start, (int)((v.Entry.End - v.Entry.Start) / PageSize), PagemapFlags.Present));
         return true;
     }
