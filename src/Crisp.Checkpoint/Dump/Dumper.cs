@@ -397,6 +397,8 @@ public static class Dumper
         // AT_NULL); the process's own copy on its stack, which libc reads, is untouched.
         mm.MmSavedAuxv.AddRange(Auxv.ReadWords(pid).Take(CriuAuxvWords));
         mm.Vmas.AddRange(vmas.Select(v => v.Entry));
+        // Guard regions go last, as pseudo-VMAs (CRIU's VMA_AREA_GUARD).
+        mm.Vmas.AddRange(GuardRegions.Collect(pid));
         mm.Aios.AddRange(vmas.Where(v => (v.Entry.Status & VmaStatus.VMA_AREA_AIORING) != 0).Select(v => AioRings.Entry(pid, v.Source)));
 
         int pidfd = LibC.pidfd_open(pid);

@@ -256,7 +256,7 @@ internal static unsafe class MemoryDump
                 if (WholeVdso(v, runs)) continue;
                 int first = runs.Count; // runs never span two VMAs, as with pagemap
                 var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
-                ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0);
+                ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0) | GuardRegions.ScanMask;
                 bool tracked = written && WriteTracking.Tracked(v);
                 if (tracked) ret |= LibC.PAGE_IS_WRITTEN | LibC.PAGE_IS_WPALLOWED;
                 for (ulong at = v.Entry.Start; at < v.Entry.End;)
@@ -290,6 +290,8 @@ internal static unsafe class MemoryDump
                         // The shared zero page reads as zeros and restores as zeros; in a private file
                         // mapping only copy-on-written (anonymous) pages are the process's own.
                         if ((r.categories & LibC.PAGE_IS_PFNZERO) != 0) continue;
+                        // A guard marker (MADV_GUARD_INSTALL) is a swap-like entry with no page behind it.
+                        if ((r.categories & LibC.PAGE_IS_GUARD) != 0) continue;
                         if (v.AnonPagesOnly && (r.categories & LibC.PAGE_IS_FILE) != 0) continue;
                         int pages = (int)((r.end - r.start) / PageSize);
                         // Async write-protected and not written since: the copy in the parent images is current.
@@ -340,7 +342,7 @@ internal static unsafe class MemoryDump
                 for (int i = 0; i < n; i++)
                 {
                     var e = new PagemapEntry(span[i]);
-                    bool keep = e.HasData;
+                    bool keep = e.HasData && !e.Guard;
                     // The shared zero page: never written, reads as zeros, restore gives zeros too.
                     if (keep && e.Present && zero != 0 && e.Pfn == zero) keep = false;
                     // In a private file mapping only copy-on-written (anonymous) pages are the process's own.

@@ -28,6 +28,7 @@ internal sealed unsafe partial class RestoreSession
             leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
         _writeFirst.Clear();
         if (p.Mm.Aios.Count > 0) Step($"process {p.Pid}: AIO rings", () => RestoreAioRings(p, leader));
+        if (p.Guards.Count > 0) Step($"process {p.Pid}: guard regions", () => InstallGuards(p, leader));
         Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
         foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
         if (SharesParentFdTable(p.DumpedPid)) Log.D($"process {p.Pid}: fd table of its parent (CLONE_FILES), restored there");
