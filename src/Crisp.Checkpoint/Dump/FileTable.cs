@@ -79,6 +79,8 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             else if (type == LibC.S_IFIFO && link.StartsWith('/')) kind = FdTypes.Fifo;
             else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
+            // An O_PATH|O_NOFOLLOW fd on a symlink itself (the only way to hold one): reopened the same way by its path.
+            else if (type == LibC.S_IFLNK && link.StartsWith('/') && (info.Flags & LibC.O_PATH) != 0) kind = FdTypes.Reg;
             else if (IsPidfdLink(link)) kind = FdTypes.Pidfd;
             else if (AnonKind(link) is FdTypes anon) kind = anon;
             else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
