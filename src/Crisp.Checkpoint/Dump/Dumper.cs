@@ -245,6 +245,7 @@ public static class Dumper
             dumps.Add(Collect(proc, files, seccomp, sharedAnon, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem, owner));
         }
         files.FinishSockets();
+        files.FinishWatches();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 

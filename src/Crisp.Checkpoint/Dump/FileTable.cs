@@ -135,7 +135,9 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 }
                 else if (kind != FdTypes.Reg)
                 {
-                    _files.Add(CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info));
+                    var anon = CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info);
+                    NoteGhostWatches(anon, $"process {pid}: fd {fd}");
+                    _files.Add(anon);
                 }
                 else
                 {

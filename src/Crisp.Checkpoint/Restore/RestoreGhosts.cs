@@ -22,6 +22,7 @@ internal sealed unsafe partial class RestoreSession
 
     private readonly List<(string Path, bool Dir)> _ghostPaths = [];   // in creation order
     private readonly List<string> _ghostParents = [];                  // directories made for them
+    private readonly Dictionary<(uint Dev, ulong Ino), string> _ghostInodes = [];   // the dumped inode → its ghost's path here
 
     private void CreateGhosts()
     {
@@ -63,6 +64,7 @@ internal sealed unsafe partial class RestoreSession
             path = $"{name}.cr.{id:x}.ghost";
         }
         _ghostPaths.Add((path, type == LibC.S_IFDIR));
+        if (e.HasIno) _ghostInodes[(e.Dev, e.Ino)] = path;
         // A symlink's own owner and times (never its target's); its mode bits mean nothing and cannot be set.
         bool link = type == LibC.S_IFLNK;
         fixed (byte* pp = Encoding.UTF8.GetBytes(path + "\0"))
