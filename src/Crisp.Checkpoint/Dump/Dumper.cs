@@ -246,6 +246,7 @@ public static class Dumper
         }
         files.FinishSockets();
         files.FinishWatches();
+        files.FinishNamespaceFiles(nsIds, dumps.Select(d => d.Ids).Append(nsIds.Own));
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
