@@ -21,6 +21,8 @@ internal sealed unsafe partial class FileTable
 
     public long GhostLimit { get; init; } = DumpOptions.DefaultGhostLimit;
 
+    private static readonly Lazy<ulong> ProcDev = new(() => LibC.Stat("/proc/self").st_dev);
+
     private readonly Dictionary<(ulong Dev, ulong Ino), uint> _ghostIds = [];
     private readonly List<RemapFilePathEntry> _remaps = [];
     private readonly List<(uint Id, GhostFileEntry Entry, List<(long, byte[])> Data)> _ghosts = [];
@@ -33,6 +35,9 @@ internal sealed unsafe partial class FileTable
     private void AddGhost(uint fileId, string procLink, in LibC.stat_t st, string where)
     {
         uint type = st.st_mode & LibC.S_IFMT;
+        // A /proc entry of a process that is gone (zdtm unhashed_proc): no ghost can stand for it (CRIU makes a helper with that pid).
+        if (Undeleted(LibC.ReadLink(procLink)).StartsWith("/proc/", StringComparison.Ordinal) || st.st_dev == ProcDev.Value)
+            throw new CrispException($"{where} is a /proc entry of a process that is gone: not supported yet");
         if (st.st_nlink > 0 && type != LibC.S_IFDIR)
             throw new CrispException($"{where} is a file deleted under this name but still linked under another ({st.st_nlink} link(s)): not supported yet (CRIU's --link-remap)");
         if (type is not (LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR or LibC.S_IFBLK or LibC.S_IFIFO or LibC.S_IFLNK))
