@@ -29,6 +29,7 @@ public static class Commands
         cmd.Options.Add(track);
         cmd.Options.Add(leave);
         AddIrmapOptions(cmd);
+        AddLinkRemapOption(cmd);
         cmd.Options.Add(extUnix);
         cmd.Options.Add(tcpClose);
         tcp.AddTo(cmd);
@@ -108,6 +109,15 @@ public static class Commands
         cmd.Options.Add(new Option<string[]>("--irmap-scan-path") { Description = "accepted for CRIU compatibility (no inode scan is needed)" });
     }
 
+    /// <summary>
+    /// CRIU's --link-remap (dump and restore take it alike). A file deleted while open with no
+    /// name left (link count 0) is always dumped as a ghost, with or without it; one deleted
+    /// under this name but still linked under another, which CRIU links back for the restore
+    /// with it, is refused by crisp either way: crisp makes no link-remap files.
+    /// </summary>
+    private static void AddLinkRemapOption(Command cmd) =>
+        cmd.Options.Add(new Option<bool>("--link-remap") { Description = "accepted for CRIU compatibility: deleted files are dumped as ghosts; one still linked under another name is refused with or without it" });
+
     private static Command RestoreCmd()
     {
         var common = new CommonOptions();
@@ -126,6 +136,7 @@ public static class Commands
         foreach (var o in new Option[] { detached, pidfile, shellJob, inherit, lazy, huge, cpuCap, extUnix, tcpClose, fileLocksR }) cmd.Options.Add(o);
         tcp.AddTo(cmd);
         AddIrmapOptions(cmd);
+        AddLinkRemapOption(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("restore", () =>
         {

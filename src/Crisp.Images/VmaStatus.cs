@@ -21,6 +21,7 @@ public static class VmaStatus
     public const uint VMA_AREA_VVAR = 1u << 12;
     public const uint VMA_AREA_AIORING = 1u << 13;
     public const uint VMA_AREA_MEMFD = 1u << 14;
+    public const uint VMA_AREA_GUARD = 1u << 16;
     public const uint VMA_EXT_PLUGIN = 1u << 27;
     public const uint VMA_CLOSE = 1u << 28;
     public const uint VMA_NO_PROT_WRITE = 1u << 29;

@@ -245,6 +245,8 @@ public static class Dumper
             dumps.Add(Collect(proc, files, seccomp, sharedAnon, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem, owner));
         }
         files.FinishSockets();
+        files.FinishWatches();
+        files.FinishNamespaceFiles(nsIds, dumps.Select(d => d.Ids).Append(nsIds.Own));
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
@@ -397,6 +399,9 @@ public static class Dumper
         // AT_NULL); the process's own copy on its stack, which libc reads, is untouched.
         mm.MmSavedAuxv.AddRange(Auxv.ReadWords(pid).Take(CriuAuxvWords));
         mm.Vmas.AddRange(vmas.Select(v => v.Entry));
+        // Guard regions go last, as pseudo-VMAs (CRIU's VMA_AREA_GUARD).
+        mm.Vmas.AddRange(GuardRegions.Collect(pid));
+        mm.Aios.AddRange(vmas.Where(v => (v.Entry.Status & VmaStatus.VMA_AREA_AIORING) != 0).Select(v => AioRings.Entry(pid, v.Source)));
 
         int pidfd = LibC.pidfd_open(pid);
         if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");

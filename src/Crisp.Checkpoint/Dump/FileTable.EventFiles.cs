@@ -228,7 +228,7 @@ internal sealed unsafe partial class FileTable
                     SDev = Hex(t, "sdev"),
                     Ie = new FanotifyInodeMarkEntry { IIno = ulong.Parse(t["ino"], NumberStyles.HexNumber, CultureInfo.InvariantCulture), FHandle = fh },
                 };
-                fh.Path = WatchedPath(m.SDev, m.Ie.IIno, type, handle, where);
+                fh.Path = WatchedPath(m.SDev, m.Ie.IIno, type, handle, where)!;
                 e.Mark.Add(m);
             }
         if (f.TryGetValue("fanotify mnt_id", out var mounts))
@@ -284,12 +284,13 @@ internal sealed unsafe partial class FileTable
         var padded = new byte[Math.Max(128, (handle.Length + 7) / 8 * 8)];
         handle.CopyTo(padded, 0);
         for (int i = 0; i < padded.Length; i += 8) w.FHandle.Handle.Add(BitConverter.ToUInt64(padded, i));
-        w.FHandle.Path = WatchedPath(w.SDev, w.IIno, type, handle, where);
+        // A watched inode that is deleted gets no path: FileTable.GhostWatches.cs finds it among the ghosts.
+        if (WatchedPath(w.SDev, w.IIno, type, handle, where, deletedOk: true) is string path) w.FHandle.Path = path;
         return w;
     }
 
     /// <summary>The path of a watched inode now, through its file handle on the inode's mount.</summary>
-    private static string WatchedPath(uint sdev, ulong ino, int handleType, byte[] handle, string where)
+    private static string? WatchedPath(uint sdev, ulong ino, int handleType, byte[] handle, string where, bool deletedOk = false)
     {
         uint major = sdev >> 20, minor = sdev & 0xfffff;
         string? mountPoint = null;
@@ -319,6 +320,7 @@ internal sealed unsafe partial class FileTable
             try
             {
                 string path = LibC.ReadLink($"/proc/self/fd/{target}");
+                if (deletedOk && path.StartsWith('/') && path.EndsWith(" (deleted)", StringComparison.Ordinal)) return null;
                 if (!path.StartsWith('/') || path.EndsWith(" (deleted)", StringComparison.Ordinal))
                     throw new CrispException($"{where} is an inotify watching {path}, which has no path: not supported yet");
                 return path;

@@ -21,6 +21,8 @@ internal sealed unsafe partial class FileTable
 
     public long GhostLimit { get; init; } = DumpOptions.DefaultGhostLimit;
 
+    private static readonly Lazy<ulong> ProcDev = new(() => LibC.Stat("/proc/self").st_dev);
+
     private readonly Dictionary<(ulong Dev, ulong Ino), uint> _ghostIds = [];
     private readonly List<RemapFilePathEntry> _remaps = [];
     private readonly List<(uint Id, GhostFileEntry Entry, List<(long, byte[])> Data)> _ghosts = [];
@@ -33,9 +35,12 @@ internal sealed unsafe partial class FileTable
     private void AddGhost(uint fileId, string procLink, in LibC.stat_t st, string where)
     {
         uint type = st.st_mode & LibC.S_IFMT;
+        // A /proc entry of a process that is gone (zdtm unhashed_proc): no ghost can stand for it (CRIU makes a helper with that pid).
+        if (Undeleted(LibC.ReadLink(procLink)).StartsWith("/proc/", StringComparison.Ordinal) || st.st_dev == ProcDev.Value)
+            throw new CrispException($"{where} is a /proc entry of a process that is gone: not supported yet");
         if (st.st_nlink > 0 && type != LibC.S_IFDIR)
             throw new CrispException($"{where} is a file deleted under this name but still linked under another ({st.st_nlink} link(s)): not supported yet (CRIU's --link-remap)");
-        if (type is not (LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR or LibC.S_IFBLK or LibC.S_IFIFO))
+        if (type is not (LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR or LibC.S_IFBLK or LibC.S_IFIFO or LibC.S_IFLNK))
             throw new CrispException($"{where} is a deleted file of mode 0{st.st_mode:o}: not supported yet");
         if (!_ghostIds.TryGetValue((st.st_dev, st.st_ino), out uint ghostId))
         {
@@ -51,6 +56,7 @@ internal sealed unsafe partial class FileTable
                 Mtim = new Timeval { TvSec = (ulong)st.st_mtime, TvUsec = (ulong)st.st_mtime_nsec / 1000 },
             };
             if (type is LibC.S_IFCHR or LibC.S_IFBLK) entry.Rdev = (uint)st.st_rdev;
+            if (type == LibC.S_IFLNK) entry.SymlnkTarget = SymlinkTarget(procLink, where);
             var data = new List<(long, byte[])>();
             if (type == LibC.S_IFREG)
             {
@@ -64,6 +70,29 @@ internal sealed unsafe partial class FileTable
         }
         _remaps.Add(new RemapFilePathEntry { OrigId = fileId, RemapId = ghostId, RemapType = RemapType.Ghost });
     }
+
+    /// <summary>
+    /// What a symlink held open (O_PATH) points to: the /proc link leads to the symlink inode
+    /// itself, and readlinkat on an O_PATH fd of it with an empty name reads that inode's target.
+    /// </summary>
+    private static string SymlinkTarget(string procLink, string where)
+    {
+        int fd = Errno.Check(LibC.open(procLink, LibC.O_PATH | LibC.O_CLOEXEC, 0), "open(O_PATH)", procLink);
+        try
+        {
+            var buf = new byte[4096];
+            long n;
+            fixed (byte* b = buf)
+            fixed (byte* empty = new byte[1])
+                n = LibC.Syscall(SYS_readlinkat, fd, (long)empty, (long)b, buf.Length);
+            if (n < 0) throw new SyscallException("readlinkat", Errno.Last, $"{procLink} ({where})");
+            if (n >= buf.Length) throw new CrispException($"{where}: a symlink target longer than {buf.Length - 1} bytes");
+            return System.Text.Encoding.UTF8.GetString(buf, 0, (int)n);
+        }
+        finally { LibC.close(fd); }
+    }
+
+    private const long SYS_readlinkat = 267;
 
     /// <summary>The bytes of a deleted regular file: whole, or its data extents (SEEK_DATA/SEEK_HOLE).</summary>
     private static List<(long, byte[])> GhostData(int fd, long size, bool chunks, string where)

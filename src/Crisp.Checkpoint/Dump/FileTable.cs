@@ -79,7 +79,10 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             else if (type == LibC.S_IFIFO && link.StartsWith('/')) kind = FdTypes.Fifo;
             else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
+            // An O_PATH|O_NOFOLLOW fd on a symlink itself (the only way to hold one): reopened the same way by its path.
+            else if (type == LibC.S_IFLNK && link.StartsWith('/') && (info.Flags & LibC.O_PATH) != 0) kind = FdTypes.Reg;
             else if (IsPidfdLink(link)) kind = FdTypes.Pidfd;
+            else if (NamespaceKind(link) != null) kind = FdTypes.Ns;
             else if (AnonKind(link) is FdTypes anon) kind = anon;
             else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
@@ -127,13 +130,19 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 {
                     _files.Add(CollectMemfd(id, pid, pidfd, fd, fileFlags, info.Pos, link, st));
                 }
+                else if (kind == FdTypes.Ns)
+                {
+                    _files.Add(CollectNamespaceFile(id, pid, fd, fileFlags, link, st.st_ino));
+                }
                 else if (kind == FdTypes.Pidfd)
                 {
                     _files.Add(CollectPidfd(id, pid, pidfd, fd, fileFlags, info, st.st_ino));
                 }
                 else if (kind != FdTypes.Reg)
                 {
-                    _files.Add(CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info));
+                    var anon = CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info);
+                    NoteGhostWatches(anon, $"process {pid}: fd {fd}");
+                    _files.Add(anon);
                 }
                 else
                 {

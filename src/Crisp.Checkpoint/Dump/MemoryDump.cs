@@ -99,6 +99,12 @@ internal static unsafe class MemoryDump
                 status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_ANON_SHARED | VmaStatus.VMA_AREA_SYSVIPC;
                 shmid = v.Inode;
             }
+            else if (AioRings.IsRing(v))
+            {
+                // An io_setup ring: its pages go whole, its context is made again at restore (AioRings.cs).
+                status = VmaStatus.VMA_AREA_AIORING;
+                pages = true;
+            }
             else if (v.Inode != 0 && v.Path.StartsWith('/'))
             {
                 if (v.Path.StartsWith("/SYSV", StringComparison.Ordinal) || v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
@@ -250,7 +256,7 @@ internal static unsafe class MemoryDump
                 if (WholeVdso(v, runs)) continue;
                 int first = runs.Count; // runs never span two VMAs, as with pagemap
                 var flags = v.Lazy ? PagemapFlags.Present | PagemapFlags.Lazy : PagemapFlags.Present;
-                ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0);
+                ulong ret = LibC.PAGE_IS_PRESENT | LibC.PAGE_IS_SWAPPED | LibC.PAGE_IS_PFNZERO | (v.AnonPagesOnly ? LibC.PAGE_IS_FILE : 0) | GuardRegions.ScanMask;
                 bool tracked = written && WriteTracking.Tracked(v);
                 if (tracked) ret |= LibC.PAGE_IS_WRITTEN | LibC.PAGE_IS_WPALLOWED;
                 for (ulong at = v.Entry.Start; at < v.Entry.End;)
@@ -284,6 +290,8 @@ internal static unsafe class MemoryDump
                         // The shared zero page reads as zeros and restores as zeros; in a private file
                         // mapping only copy-on-written (anonymous) pages are the process's own.
                         if ((r.categories & LibC.PAGE_IS_PFNZERO) != 0) continue;
+                        // A guard marker (MADV_GUARD_INSTALL) is a swap-like entry with no page behind it.
+                        if ((r.categories & LibC.PAGE_IS_GUARD) != 0) continue;
                         if (v.AnonPagesOnly && (r.categories & LibC.PAGE_IS_FILE) != 0) continue;
                         int pages = (int)((r.end - r.start) / PageSize);
                         // Async write-protected and not written since: the copy in the parent images is current.
@@ -307,7 +315,8 @@ internal static unsafe class MemoryDump
     /// </summary>
     private static bool WholeVdso(DumpedVma v, List<ScanRun> runs)
     {
-        if (!v.Source.IsVdso) return false;
+        // An AIO ring goes whole too: the kernel wrote it, and its header and events are the ring's state.
+        if (!v.Source.IsVdso && (v.Entry.Status & VmaStatus.VMA_AREA_AIORING) == 0) return false;
         runs.Add(new ScanRun(v.Entry.Start, (int)((v.Entry.End - v.Entry.Start) / PageSize), PagemapFlags.Present));
         return true;
     }
@@ -333,7 +342,7 @@ internal static unsafe class MemoryDump
                 for (int i = 0; i < n; i++)
                 {
                     var e = new PagemapEntry(span[i]);
-                    bool keep = e.HasData;
+                    bool keep = e.HasData && !e.Guard;
                     // The shared zero page: never written, reads as zeros, restore gives zeros too.
                     if (keep && e.Present && zero != 0 && e.Pfn == zero) keep = false;
                     // In a private file mapping only copy-on-written (anonymous) pages are the process's own.

@@ -178,6 +178,9 @@ internal sealed class NamespaceIds
 
     public Crisp.Images.Proto.TaskKobjIdsEntry For(int pid) => For(pid.ToString(CultureInfo.InvariantCulture));
 
+    /// <summary>The id of the namespace of <paramref name="kind"/> with inode <paramref name="ino"/>, or 0 when no process seen so far is in it.</summary>
+    public uint Find(string kind, ulong ino) => _ids.GetValueOrDefault((kind, ino));
+
     private Crisp.Images.Proto.TaskKobjIdsEntry For(string procEntry)
     {
         uint Id(string kind)

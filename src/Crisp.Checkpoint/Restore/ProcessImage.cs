@@ -9,6 +9,8 @@ internal sealed class ProcessImage
     public required PstreeEntry Entry { get; init; }
     public required TaskKobjIdsEntry Ids { get; init; }
     public required MmEntry Mm { get; init; }
+    /// <summary>The guard regions (VMA_AREA_GUARD pseudo-VMAs), taken out of <see cref="Mm"/>'s VMAs at load: they are no mappings.</summary>
+    public List<VmaEntry> Guards { get; init; } = [];
     public required FsEntry? Fs { get; init; }
     public required List<FdinfoEntry> Fds { get; init; }
     /// <summary>
@@ -49,9 +51,11 @@ internal sealed class ProcessImage
             }
             var ids = threads[0].Item2.Ids ?? dir.ReadIds(pid);
             var mm = dir.ReadMm(pid);
+            var guards = mm.Vmas.Where(v => (v.Status & VmaStatus.VMA_AREA_GUARD) != 0).ToList();
+            foreach (var g in guards) mm.Vmas.Remove(g);
             FsEntry? fs = dir.Exists(ImageDir.FsName(pid)) ? dir.ReadFs(pid) : null;
             var fds = dir.Exists(ImageDir.FdinfoName(ids.FilesId)) ? dir.ReadFdinfo(ids.FilesId) : [];
-            list.Add(new ProcessImage { Entry = e, Ids = ids, Mm = mm, Fs = fs, Fds = fds, Threads = threads, Pid = pid, DumpedTids = tids });
+            list.Add(new ProcessImage { Entry = e, Ids = ids, Mm = mm, Guards = guards, Fs = fs, Fds = fds, Threads = threads, Pid = pid, DumpedTids = tids });
         }
         if (list.Count == 0) throw new ImageException(dir.PathOf(ImageDir.PstreeName), "no processes");
         return list;

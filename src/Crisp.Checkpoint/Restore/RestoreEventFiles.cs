@@ -147,12 +147,14 @@ internal sealed unsafe partial class RestoreSession
     /// A path for the watched inode: the one recorded at dump if it is still that inode, otherwise
     /// the inode itself through its file handle (same machine, inode still there).
     /// </summary>
-    private static string WatchTarget(FhEntry fh, ulong ino, uint sdev, string label, string what, out int pathFd)
+    private string WatchTarget(FhEntry fh, ulong ino, uint sdev, string label, string what, out int pathFd)
     {
         pathFd = -1;
         string? recorded = fh.HasPath ? fh.Path : null;
         LibC.stat_t st;
         if (recorded != null && LibC.stat(recorded, &st) == 0 && st.st_ino == ino) return recorded;
+        // A watch on a deleted file: the ghost made for that inode (Dump/FileTable.GhostWatches.cs).
+        if (recorded == null && _ghostInodes.TryGetValue(((uint)Dump.FileTable.UserDev(sdev), ino), out var ghost)) return ghost;
 
         var handle = new byte[fh.Bytes];
         var words = new byte[fh.Handle.Count * 8];
@@ -188,7 +190,7 @@ internal sealed unsafe partial class RestoreSession
     private const long SYS_fanotify_init = 300, SYS_fanotify_mark = 301;
     private const uint FAN_MARK_ADD = 0x1, FAN_MARK_MOUNT = 0x10, FAN_MARK_IGNORED_MASK = 0x20;
 
-    private static int MakeFanotify(FanotifyFileEntry e, string what)
+    private int MakeFanotify(FanotifyFileEntry e, string what)
     {
         // Not FAN_CLOEXEC: the group keeps its init flags and shows them in fdinfo. crisp's own fd
         // gets FD_CLOEXEC afterwards; the task's is set when it takes the description.

@@ -22,6 +22,7 @@ internal sealed unsafe partial class RestoreSession
 
     private readonly List<(string Path, bool Dir)> _ghostPaths = [];   // in creation order
     private readonly List<string> _ghostParents = [];                  // directories made for them
+    private readonly Dictionary<(uint Dev, ulong Ino), string> _ghostInodes = [];   // the dumped inode → its ghost's path here
 
     private void CreateGhosts()
     {
@@ -55,27 +56,41 @@ internal sealed unsafe partial class RestoreSession
                 LibC.S_IFCHR or LibC.S_IFBLK when e.HasRdev => Sys(SYS_mknodat, path, e.Mode, e.Rdev),
                 LibC.S_IFIFO => Sys(SYS_mknodat, path, e.Mode, 0),
                 LibC.S_IFREG => MakeRegularGhost(path, e, data, what),
+                LibC.S_IFLNK when e.HasSymlnkTarget => Symlink(e.SymlnkTarget, path),
                 _ => throw new ImageException(_dir.PathOf(ImageDir.GhostFileName(id)), $"{what}: mode 0{e.Mode:o}{(type is LibC.S_IFCHR or LibC.S_IFBLK ? " without rdev" : "")} is not one crisp restores"),
             };
             if (r >= 0) break;
-            if (Errno.Last != Errno.EEXIST || attempt > 0) throw new SyscallException(type == LibC.S_IFDIR ? "mkdir" : type == LibC.S_IFREG ? "open(O_CREAT|O_EXCL)" : "mknod", Errno.Last, $"{path} ({what})");
+            if (Errno.Last != Errno.EEXIST || attempt > 0) throw new SyscallException(type switch { LibC.S_IFDIR => "mkdir", LibC.S_IFREG => "open(O_CREAT|O_EXCL)", LibC.S_IFLNK => "symlink", _ => "mknod" }, Errno.Last, $"{path} ({what})");
             path = $"{name}.cr.{id:x}.ghost";
         }
         _ghostPaths.Add((path, type == LibC.S_IFDIR));
-        Errno.Check(Sys(SYS_fchownat_, path, e.Uid, e.Gid), "chown", $"{path} ({what})");
-        Errno.Check(Sys(SYS_fchmodat_, path, e.Mode & 0xfff), "chmod", $"{path} ({what})");
+        if (e.HasIno) _ghostInodes[(e.Dev, e.Ino)] = path;
+        // A symlink's own owner and times (never its target's); its mode bits mean nothing and cannot be set.
+        bool link = type == LibC.S_IFLNK;
+        fixed (byte* pp = Encoding.UTF8.GetBytes(path + "\0"))
+            Errno.Check(LibC.Syscall(SYS_fchownat_, AT_FDCWD, (long)pp, e.Uid, e.Gid, link ? AT_SYMLINK_NOFOLLOW : 0), "chown", $"{path} ({what})");
+        if (!link) Errno.Check(Sys(SYS_fchmodat_, path, e.Mode & 0xfff), "chmod", $"{path} ({what})");
         if (e.Atim != null && e.Mtim != null)
         {
             long* ts = stackalloc long[4];
             ts[0] = (long)e.Atim.TvSec; ts[1] = (long)e.Atim.TvUsec * 1000;
             ts[2] = (long)e.Mtim.TvSec; ts[3] = (long)e.Mtim.TvUsec * 1000;
             fixed (byte* p = Encoding.UTF8.GetBytes(path + "\0"))
-                Errno.Check(LibC.Syscall(SYS_utimensat, AT_FDCWD, (long)p, (long)ts, 0), "utimensat", $"{path} ({what})");
+                Errno.Check(LibC.Syscall(SYS_utimensat, AT_FDCWD, (long)p, (long)ts, link ? AT_SYMLINK_NOFOLLOW : 0), "utimensat", $"{path} ({what})");
         }
         return path;
     }
 
-    private const long SYS_fchownat_ = 260, SYS_fchmodat_ = 268;
+    private const long SYS_fchownat_ = 260, SYS_fchmodat_ = 268, SYS_symlinkat = 266;
+    private const int AT_SYMLINK_NOFOLLOW = 0x100;
+
+    /// <summary>symlinkat(target, AT_FDCWD, path): 0, or -1 with errno.</summary>
+    private static long Symlink(string target, string path)
+    {
+        fixed (byte* t = Encoding.UTF8.GetBytes(target + "\0"))
+        fixed (byte* p = Encoding.UTF8.GetBytes(path + "\0"))
+            return LibC.Syscall(SYS_symlinkat, (long)t, AT_FDCWD, (long)p);
+    }
 
     /// <summary>0, or -1 with errno (EEXIST: the name is taken).</summary>
     private static long MakeRegularGhost(string path, GhostFileEntry e, List<(long Offset, byte[] Bytes)> data, string what)

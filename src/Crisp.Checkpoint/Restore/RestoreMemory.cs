@@ -27,6 +27,8 @@ internal sealed unsafe partial class RestoreSession
         foreach (var v in _writeFirst)
             leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
         _writeFirst.Clear();
+        if (p.Mm.Aios.Count > 0) Step($"process {p.Pid}: AIO rings", () => RestoreAioRings(p, leader));
+        if (p.Guards.Count > 0) Step($"process {p.Pid}: guard regions", () => InstallGuards(p, leader));
         Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
         foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
         if (SharesParentFdTable(p.DumpedPid)) Log.D($"process {p.Pid}: fd table of its parent (CLONE_FILES), restored there");
@@ -258,6 +260,8 @@ internal sealed unsafe partial class RestoreSession
             if ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0) { AttachSysvShm(p, leader, v); continue; }
             int flags = (int)v.Flags | LibC.MAP_FIXED;
             int prot = (int)v.Prot;
+            // An AIO ring is filled as private memory first; its new context moves onto it (RestoreAio.cs).
+            if (IsAioRing(v)) flags = (flags & ~LibC.MAP_SHARED) | LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS;
             // A private VMA without PROT_WRITE that holds dumped (COW'd) pages was writable once: map it
             // writable, fill it, mprotect it after. That also gives it VM_ACCOUNT as in the original,
             // which keeps it from merging with a never-written neighbour (/proc/PID/maps stays equal).

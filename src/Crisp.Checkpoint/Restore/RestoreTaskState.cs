@@ -79,6 +79,9 @@ internal sealed unsafe partial class RestoreSession
                 case FdTypes.Pidfd:
                     PlacePidfd(p, t, file, fd, cloexec);
                     break;
+                case FdTypes.Ns:
+                    PlaceNamespaceFile(p, t, file, fd, cloexec);
+                    break;
                 case FdTypes.Tty when _o.ShellJob:
                     Dup(t, _extraBase + _extraCrispFds.Count - 3 + 1, fd, cloexec);
                     break;

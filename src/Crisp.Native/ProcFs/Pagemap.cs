@@ -13,6 +13,8 @@ public readonly record struct PagemapEntry(ulong Raw)
     public bool SoftDirty => (Raw & (1UL << 55)) != 0;
     /// <summary>Bit 57: userfaultfd write-protected.</summary>
     public bool UffdWp => (Raw & (1UL << 57)) != 0;
+    /// <summary>Bit 58: a MADV_GUARD_INSTALL guard marker (Linux 6.15+); it reads as swapped, but holds no page.</summary>
+    public bool Guard => (Raw & (1UL << 58)) != 0;
     /// <summary>Page frame number (0 without CAP_SYS_ADMIN); swap type/offset when swapped.</summary>
     public ulong Pfn => Raw & ((1UL << 55) - 1);
     /// <summary>Has content a dump must carry: present or swapped.</summary>
