@@ -17,8 +17,11 @@ namespace Crisp.Checkpoint.Restore;
 ///     address free in the stub's and every dumped layout;
 ///  4. the tree: each process is cloned from its restored parent with set_tid (so it inherits
 ///     the parent's session and group), setsid right after it is made when it led a session,
-///     then setpgid for group leaders and group members; threads by clone3(CLONE_THREAD…, set_tid);
-///  5. morph each process: unmap what the stub had, move [vvar]/[vvar_vclock]/[vdso] to the
+///     then setpgid for group leaders and group members; threads by clone3(CLONE_THREAD…, set_tid).
+///     A parent whose child inherits private VMAs from it (copy-on-write, RestoreCow.cs) has its
+///     address space (step 5's memory part) restored before that child is cloned, so the child
+///     starts with the parent's pages; not under --lazy-pages;
+///  5. morph each process: unmap what the stub (or a restored parent) had, move [vvar]/[vvar_vclock]/[vdso] to the
 ///     dumped addresses (through a temporary place so moves never overlap), map every VMA,
 ///     write the pages, madvise, PR_SET_MM_MAP; files; cwd/root/umask; sigactions; rlimits;
 ///     personality; per thread rseq, sigaltstack, clear_tid, robust list, comm; seccomp
@@ -86,6 +89,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             if (_o.Lazy) Step("connect to the lazy-pages daemon", ConnectLazyPages);
             Step("read images", LoadImages);
             Step("check pids", CheckPids);
+            Step("find memory shared with parents", FindInheritedVmas);
             Step("create sockets", CreateSockets);
             Step("start the stub", StartStub);
             Step("create the root process", CreateRoot);
@@ -434,6 +438,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         {
             if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
+            BeforeCloning(p.Ppid);
             var t = Clone(parent, -1, p.Pid, SharesParentFdTable(p.Pid) ? CLONE_FILES : 0, LibC.SIGCHLD);
             if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
