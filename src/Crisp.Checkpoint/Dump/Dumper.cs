@@ -399,7 +399,7 @@ public static class Dumper
         mm.Vmas.AddRange(vmas.Select(v => v.Entry));
 
         int pidfd = LibC.pidfd_open(pid);
-        if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");
+        Errno.Check(pidfd, "pidfd_open", $"{pid}");
         List<FdinfoEntry> fds;
         try { fds = fdTableOwner?.Fds ?? files.CollectFds(pid, pidfd, ns.Dumped(pid)); }
         finally { LibC.close(pidfd); }

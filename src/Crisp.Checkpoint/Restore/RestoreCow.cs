@@ -27,8 +27,6 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const int MAP_LOCKED_FLAG = 0x2000, MAP_HUGETLB_FLAG = 0x40000;
-
     /// <summary>Dumped pid → its VMAs inherited from its parent (by start).</summary>
     private readonly Dictionary<int, Dictionary<ulong, VmaEntry>> _inherited = [];
     /// <summary>Dumped pids whose children inherit some of their memory: restored before those are cloned.</summary>
@@ -65,8 +63,8 @@ internal sealed unsafe partial class RestoreSession
         const uint refused = VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_AREA_VSYSCALL |
                              VmaStatus.VMA_AREA_SYSVIPC | VmaStatus.VMA_AREA_SOCKET | VmaStatus.VMA_AREA_AIORING | VmaStatus.VMA_ANON_SHARED | VmaStatus.VMA_FILE_SHARED;
         if ((v.Status & kinds) == 0 || (v.Status & refused) != 0) return false;
-        if ((v.Flags & (LibC.MAP_SHARED | MAP_LOCKED_FLAG | MAP_HUGETLB_FLAG)) != 0) return false;
-        const ulong notForked = (1UL << LibC.MADV_DONTFORK) | (1UL << MADV_WIPEONFORK);
+        if ((v.Flags & (LibC.MAP_SHARED | LibC.MAP_LOCKED | LibC.MAP_HUGETLB)) != 0) return false;
+        const ulong notForked = (1UL << LibC.MADV_DONTFORK) | (1UL << LibC.MADV_WIPEONFORK);
         return (v.Madv & notForked) == 0;
     }
 

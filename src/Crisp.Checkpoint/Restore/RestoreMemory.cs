@@ -313,8 +313,7 @@ internal sealed unsafe partial class RestoreSession
             }
             long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked || sharedAnon ? (long)v.Pgoff : 0);
             if (sharedAnon) leader.Call(Code, LibC.SYS_close, fd);
-            if (r < 0 && r > -4096)
-                throw new SyscallException("mmap", (int)-r, $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
+            Errno.CheckRaw(r, "mmap", $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
             if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
             if (v.HasMadv && v.Madv != 0)
                 foreach (int adv in new[] { MADV_RANDOM, MADV_SEQUENTIAL, MADV_MERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_WIPEONFORK, LibC.MADV_DONTFORK })
@@ -426,15 +425,14 @@ internal sealed unsafe partial class RestoreSession
         var auxv = new byte[mm.MmSavedAuxv.Count * 8];
         for (int i = 0; i < mm.MmSavedAuxv.Count; i++) BitConverter.TryWriteBytes(auxv.AsSpan(i * 8), mm.MmSavedAuxv[i]);
         ulong auxvAt = auxv.Length > 0 ? scratch.Put(auxv) : 0;
-        var map = new byte[104];
-        var s = map.AsSpan();
-        ulong[] fields = [mm.MmStartCode, mm.MmEndCode, mm.MmStartData, mm.MmEndData, mm.MmStartBrk, mm.MmBrk,
-            mm.MmStartStack, mm.MmArgStart, mm.MmArgEnd, mm.MmEnvStart, mm.MmEnvEnd, auxvAt];
-        for (int i = 0; i < fields.Length; i++) BitConverter.TryWriteBytes(s[(i * 8)..], fields[i]);
-        BitConverter.TryWriteBytes(s[96..], (uint)auxv.Length);
-        BitConverter.TryWriteBytes(s[100..], exeFd);
-        ulong mapAt = scratch.Put(map);
-        leader.Check(Code, "prctl(PR_SET_MM, PR_SET_MM_MAP)", LibC.SYS_prctl, LibC.PR_SET_MM, LibC.PR_SET_MM_MAP, (long)mapAt, map.Length, 0);
+        var map = new LibC.prctl_mm_map
+        {
+            start_code = mm.MmStartCode, end_code = mm.MmEndCode, start_data = mm.MmStartData, end_data = mm.MmEndData,
+            start_brk = mm.MmStartBrk, brk = mm.MmBrk, start_stack = mm.MmStartStack, arg_start = mm.MmArgStart, arg_end = mm.MmArgEnd,
+            env_start = mm.MmEnvStart, env_end = mm.MmEnvEnd, auxv = auxvAt, auxv_size = (uint)auxv.Length, exe_fd = exeFd,
+        };
+        ulong mapAt = scratch.PutStruct(map);
+        leader.Check(Code, "prctl(PR_SET_MM, PR_SET_MM_MAP)", LibC.SYS_prctl, LibC.PR_SET_MM, LibC.PR_SET_MM_MAP, (long)mapAt, sizeof(LibC.prctl_mm_map), 0);
         if (mm.HasDumpable && mm.Dumpable != 1)
             leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, mm.Dumpable);
         if (mm.HasThpDisabled && mm.ThpDisabled)
