@@ -61,7 +61,7 @@ public static unsafe class RemoteMemory
                     ? LibC.process_vm_writev(pid, liov, 1, r, (nuint)n, 0)
                     : LibC.process_vm_readv(pid, liov, 1, r, (nuint)n, 0);
                 string call = write ? "process_vm_writev" : "process_vm_readv";
-                if (got == -1) throw new SyscallException(call, Errno.Last, $"{pid} at 0x{(ulong)r[0].iov_base:x}");
+                if (got == -1) throw Errno.Failure(call, $"{pid} at 0x{(ulong)r[0].iov_base:x}");
                 if (got == 0 && total > 0) throw new SyscallException(call, Errno.EFAULT, $"{pid} at 0x{(ulong)r[0].iov_base:x}");
                 localOff += got;
                 // Advance through the ranges by the bytes moved.

@@ -45,9 +45,12 @@ public sealed class RemoteSyscall : IDisposable
 
     /// <param name="codeAddress">An executable address with 8 bytes inside its mapping; 0 picks the
     /// start of the executable mapping holding rip, or else the first executable mapping.</param>
+    private readonly Injector _injector;
+
     internal RemoteSyscall(SeizedTask task, ulong codeAddress)
     {
         Task = task;
+        _injector = MakeInjector();
         (_saved, _savedWord, CodeAddress) = task.Thread.Invoke(() =>
         {
             var regs = PtraceCalls.GetRegs(task.Tid);
@@ -74,48 +77,26 @@ public sealed class RemoteSyscall : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         return Task.Thread.Invoke(() =>
         {
-            var r = _saved;
-            r.rip = CodeAddress;
-            r.rax = (ulong)nr;
-            r.orig_rax = ulong.MaxValue;
-            r.rdi = (ulong)a1; r.rsi = (ulong)a2; r.rdx = (ulong)a3; r.r10 = (ulong)a4; r.r8 = (ulong)a5; r.r9 = (ulong)a6;
-            int tid = Task.Tid;
-            PtraceCalls.SetRegs(tid, r);
-            PtraceCalls.Request(LibC.PTRACE_CONT, tid, 0, 0, "PTRACE_CONT");
-            while (true)
-            {
-                int status = PtraceCalls.Wait(tid);
-                if (!LibC.WIFSTOPPED(status))
-                {
-                    Task.Released = true;
-                    throw new InvalidOperationException($"{Task}: {PtraceCalls.Describe(status)} during injected syscall {nr}");
-                }
-                int sig = LibC.WSTOPSIG(status);
-                int ev = LibC.WPTRACEEVENT(status);
-                if (ev == 0 && sig == LibC.SIGTRAP)
-                {
-                    var after = PtraceCalls.GetRegs(tid);
-                    if (after.rip == CodeAddress + 3)
-                    {
-                        Count++;
-                        return (long)after.rax;
-                    }
-                }
-                if (ev == 0)
-                    HoldCurrentSignal(tid, sig);
-                else if (ev is LibC.PTRACE_EVENT_CLONE or LibC.PTRACE_EVENT_FORK or LibC.PTRACE_EVENT_VFORK)
-                    _newTasks.Add(EventMessage(tid));
-                PtraceCalls.Request(LibC.PTRACE_CONT, tid, 0, 0, "PTRACE_CONT");
-            }
+            long rax = _injector.Call(_saved, CodeAddress, nr, a1, a2, a3, a4, a5, a6);
+            Count++;
+            return rax;
         });
     }
 
-    private static unsafe int EventMessage(int tid)
+    /// <summary>
+    /// Injection through the one loop (Injector.cs): a signal that arrives meanwhile is held on the
+    /// task (given back at detach), new tasks are noted, an exit releases the task.
+    /// </summary>
+    private Injector MakeInjector() => new(Task.Tid)
     {
-        ulong msg;
-        PtraceCalls.Request(LibC.PTRACE_GETEVENTMSG, tid, 0, (nint)(&msg), "PTRACE_GETEVENTMSG");
-        return (int)msg;
-    }
+        OnExit = (status, what) =>
+        {
+            Task.Released = true;
+            return new InvalidOperationException($"{Task}: {PtraceCalls.Describe(status)} during {what}");
+        },
+        OnSignal = sig => HoldCurrentSignal(Task.Tid, sig),
+        OnNewTask = _newTasks.Add,
+    };
 
     private unsafe void HoldCurrentSignal(int tid, int sig)
     {
@@ -162,20 +143,31 @@ public sealed class RemoteSyscall : IDisposable
 /// <summary>
 /// An anonymous area mapped inside the task for syscall arguments that are pointers
 /// (paths, structs). Filled with process_vm_writev; a bump allocator hands out 16-byte
-/// aligned slots. Dispose unmaps it (through the same injector, before that is disposed).
+/// aligned slots. Dispose unmaps it (through the same injector, before that is disposed);
+/// <see cref="Over"/> makes one over memory the task already has, left mapped.
 /// </summary>
 public sealed class ScratchArea : IDisposable
 {
-    private readonly RemoteSyscall _sys;
+    private readonly int _pid;
+    private readonly Action<ulong, ulong>? _unmap;
     private ulong _used;
     private bool _disposed;
 
-    internal ScratchArea(RemoteSyscall sys, ulong address, ulong length)
+    internal ScratchArea(RemoteSyscall sys, ulong address, ulong length) : this(sys.Task.Pid, address, length, sys.Munmap) { }
+
+    private ScratchArea(int pid, ulong address, ulong length, Action<ulong, ulong>? unmap)
     {
-        _sys = sys;
+        _pid = pid;
+        _unmap = unmap;
         Address = address;
         Length = length;
     }
+
+    /// <summary>
+    /// A scratch area over memory the task already has (restore's control page): the same bump
+    /// allocator, and Dispose leaves the memory mapped.
+    /// </summary>
+    public static ScratchArea Over(int pid, ulong address, ulong length) => new(pid, address, length, null);
 
     public ulong Address { get; }
     public ulong Length { get; }
@@ -184,7 +176,7 @@ public sealed class ScratchArea : IDisposable
     public ulong Put(ReadOnlySpan<byte> data)
     {
         ulong at = Reserve(data.Length);
-        RemoteMemory.Write(_sys.Task.Pid, at, data);
+        RemoteMemory.Write(_pid, at, data);
         return at;
     }
 
@@ -211,7 +203,7 @@ public sealed class ScratchArea : IDisposable
         return at;
     }
 
-    public void Read(ulong remote, Span<byte> dest) => RemoteMemory.Read(_sys.Task.Pid, remote, dest);
+    public void Read(ulong remote, Span<byte> dest) => RemoteMemory.Read(_pid, remote, dest);
 
     public unsafe T ReadStruct<T>(ulong remote) where T : unmanaged
     {
@@ -227,6 +219,6 @@ public sealed class ScratchArea : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        _sys.Munmap(Address, Length);
+        _unmap?.Invoke(Address, Length);
     }
 }

@@ -81,7 +81,7 @@ public sealed class SeizedProcess
                 fresh.Add(t);
                 // ESRCH here means the thread died after the seize: the wait below reports its exit.
                 if (LibC.ptrace(LibC.PTRACE_INTERRUPT, tid, 0, 0) == -1 && Errno.Last != Errno.ESRCH)
-                    throw new SyscallException("ptrace", Errno.Last, $"PTRACE_INTERRUPT, {tid}");
+                    throw Errno.Failure("ptrace", $"PTRACE_INTERRUPT, {tid}");
             }
             if (fresh.Count == 0) break;
             foreach (var t in fresh)
@@ -178,15 +178,7 @@ public sealed class SeizedProcess
         foreach (var t in _tasks.Where(t => t.Tid != Pid).Concat(_tasks.Where(t => t.Tid == Pid)))
         {
             if (t.Released) continue;
-            try
-            {
-                while (true)
-                {
-                    int s = PtraceCalls.Wait(t.Tid);
-                    if (!LibC.WIFSTOPPED(s)) break;
-                    LibC.ptrace(LibC.PTRACE_CONT, t.Tid, 0, 0);
-                }
-            }
+            try { PtraceCalls.Reap(t.Tid); }
             catch (SyscallException e) when (e.Is(Errno.ECHILD)) { }
             t.Released = true;
         }

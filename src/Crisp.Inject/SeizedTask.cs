@@ -71,25 +71,9 @@ public sealed unsafe class SeizedTask
     });
 
     /// <summary>Raw regset via PTRACE_GETREGSET; the kernel trims iov_len to the real size.</summary>
-    public byte[] GetRegSet(int type, int maxSize = 1 << 16) => Thread.Invoke(() =>
-    {
-        var buf = new byte[maxSize];
-        fixed (byte* p = buf)
-        {
-            var iov = new LibC.iovec((nint)p, (nuint)maxSize);
-            PtraceCalls.Request(LibC.PTRACE_GETREGSET, Tid, type, (nint)(&iov), $"PTRACE_GETREGSET 0x{type:x}");
-            return buf.AsSpan(0, (int)iov.iov_len).ToArray();
-        }
-    });
+    public byte[] GetRegSet(int type, int maxSize = 1 << 16) => Thread.Invoke(() => PtraceCalls.GetRegSet(Tid, type, maxSize));
 
-    public void SetRegSet(int type, byte[] data) => Thread.Invoke(() =>
-    {
-        fixed (byte* p = data)
-        {
-            var iov = new LibC.iovec((nint)p, (nuint)data.Length);
-            PtraceCalls.Request(LibC.PTRACE_SETREGSET, Tid, type, (nint)(&iov), $"PTRACE_SETREGSET 0x{type:x}");
-        }
-    });
+    public void SetRegSet(int type, byte[] data) => Thread.Invoke(() => PtraceCalls.SetRegSet(Tid, type, data));
 
     /// <summary>The XSAVE area (NT_X86_XSTATE): FXSAVE legacy part, header, extended states. Size comes from the kernel.</summary>
     public byte[] GetXState() => GetRegSet(LibC.NT_X86_XSTATE);
@@ -98,18 +82,9 @@ public sealed unsafe class SeizedTask
     // ---- signals ----
 
     /// <summary>Blocked signal mask (PTRACE_GETSIGMASK), bit n-1 = signal n.</summary>
-    public ulong GetSigMask() => Thread.Invoke(() =>
-    {
-        ulong m;
-        PtraceCalls.Request(LibC.PTRACE_GETSIGMASK, Tid, 8, (nint)(&m), "PTRACE_GETSIGMASK");
-        return m;
-    });
+    public ulong GetSigMask() => Thread.Invoke(() => PtraceCalls.GetSigMask(Tid));
 
-    public void SetSigMask(ulong mask) => Thread.Invoke(() =>
-    {
-        ulong m = mask;
-        PtraceCalls.Request(LibC.PTRACE_SETSIGMASK, Tid, 8, (nint)(&m), "PTRACE_SETSIGMASK");
-    });
+    public void SetSigMask(ulong mask) => Thread.Invoke(() => PtraceCalls.SetSigMask(Tid, mask));
 
     /// <summary>Queued (pending) signals, per-thread or the shared process-wide queue, without dequeuing.</summary>
     public List<SigInfo> PeekPendingSignals(bool shared) => Thread.Invoke(() =>

@@ -70,29 +70,37 @@ public static class StubElf
     /// Writes the stub into a memfd and starts it with posix_spawn("/proc/self/fd/N"): stdio from
     /// /dev/null unless given, every other fd closed except <paramref name="extraFds"/>, empty
     /// environment. Returns the pid; the caller owns it (waitpid / kill it).
+    ///
+    /// By default the memfd is CLOEXEC and kept open under its own number until the exec, which
+    /// then closes it: the stub has only its stdio and the extra fds. That number may be one of
+    /// the extra fds' targets; a caller that places fds freely (restore) gives
+    /// <paramref name="execFd"/> instead: the memfd goes to the child as an ordinary fd of that
+    /// number and is exec'ed from there (a CLOEXEC memfd, or one closed by a file action, would be
+    /// gone before the exec: ENOENT), and the stub keeps it open.
     /// </summary>
     public static unsafe int Start(ulong loadAddress = DefaultLoadAddress, bool newSession = false,
         IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null, StdioSource? stdin = null, StdioSource? stdout = null,
-        StdioSource? stderr = null)
+        StdioSource? stderr = null, int execFd = -1)
     {
         var elf = Build(loadAddress);
         const uint MFD_CLOEXEC = 1;
-        int fd = Errno.Check(LibC.memfd_create("crisp-stub", MFD_CLOEXEC), "memfd_create", "crisp-stub");
+        int fd = Errno.Check(LibC.memfd_create("crisp-stub", execFd >= 0 ? 0 : MFD_CLOEXEC), "memfd_create", "crisp-stub");
         try
         {
             fixed (byte* p = elf)
                 if (Errno.Check(LibC.write(fd, p, (nuint)elf.Length), "write", "stub memfd") != elf.Length)
                     throw new SyscallException("write", Errno.EIO, "stub memfd: short write");
+            extraFds ??= [];
             return ProcessSpawner.Spawn(new SpawnOptions
             {
-                Path = $"/proc/self/fd/{fd}",
+                Path = $"/proc/self/fd/{(execFd >= 0 ? execFd : fd)}",
                 Argv = ["crisp-stub"],
                 Envp = [],
                 Stdin = stdin ?? StdioSource.DevNull(false),
                 Stdout = stdout ?? StdioSource.DevNull(true),
                 Stderr = stderr ?? StdioSource.DevNull(true),
-                ExtraFds = extraFds ?? [],
-                KeepOpenFds = [fd], // CLOEXEC: gone once the exec has opened it
+                ExtraFds = execFd >= 0 ? [.. extraFds, (fd, execFd)] : extraFds,
+                KeepOpenFds = execFd >= 0 ? [] : [fd], // CLOEXEC: gone once the exec has opened it
                 NewSession = newSession,
             });
         }

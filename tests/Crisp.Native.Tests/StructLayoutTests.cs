@@ -39,6 +39,8 @@ public unsafe class StructLayoutTests : IClassFixture<StructLayoutTests.CFacts>
             #include <sys/socket.h>
             #include <linux/userfaultfd.h>
             #include <linux/ptrace.h>
+            #include <linux/sched.h>
+            #include <linux/prctl.h>
             /* The installed headers are Linux 6.1; these arrived later (6.6 POISON, 6.8 MOVE).
                Declared from the kernel's uapi layout so the ioctl encoding is still computed by _IOWR. */
             #ifndef UFFDIO_POISON
@@ -77,6 +79,11 @@ public unsafe class StructLayoutTests : IClassFixture<StructLayoutTests.CFacts>
               printf("sizeof_siginfo_t %zu\n", sizeof(siginfo_t));
               printf("offsetof_siginfo_code %zu\n", offsetof(siginfo_t, si_code));
               printf("offsetof_siginfo_pid %zu\n", offsetof(siginfo_t, si_pid));
+              S(clone_args); O(clone_args, exit_signal); O(clone_args, set_tid); O(clone_args, set_tid_size); O(clone_args, cgroup);
+              S(prctl_mm_map); O(prctl_mm_map, auxv); O(prctl_mm_map, auxv_size); O(prctl_mm_map, exe_fd);
+              printf("sizeof_stack_t %zu\n", sizeof(stack_t));
+              printf("offsetof_stack_t_ss_flags %zu\n", offsetof(stack_t, ss_flags));
+              printf("offsetof_stack_t_ss_size %zu\n", offsetof(stack_t, ss_size));
               C(UFFDIO_API); C(UFFDIO_REGISTER); C(UFFDIO_UNREGISTER); C(UFFDIO_WAKE); C(UFFDIO_COPY);
               C(UFFDIO_ZEROPAGE); C(UFFDIO_MOVE); C(UFFDIO_WRITEPROTECT); C(UFFDIO_CONTINUE); C(UFFDIO_POISON);
               C(UFFD_API); C(USERFAULTFD_IOC_NEW);
@@ -118,6 +125,22 @@ public unsafe class StructLayoutTests : IClassFixture<StructLayoutTests.CFacts>
         Offset<UserFpregs>("user_fpregs_struct", "mxcsr", "mxcsr");
         Assert.Equal(_c["offsetof_user_fpregs_struct_st_space"], (ulong)Marshal.OffsetOf<UserFpregs>("st_space"));
         Assert.Equal(_c["offsetof_user_fpregs_struct_xmm_space"], (ulong)Marshal.OffsetOf<UserFpregs>("xmm_space"));
+    }
+
+    [Fact]
+    public void Structs_passed_to_injected_calls_match()
+    {
+        Size<LibC.clone_args>("clone_args");
+        foreach (var f in new[] { "exit_signal", "set_tid", "set_tid_size", "cgroup" })
+            Offset<LibC.clone_args>("clone_args", f, f);
+        Size<LibC.prctl_mm_map>("prctl_mm_map");
+        foreach (var f in new[] { "auxv", "auxv_size", "exe_fd" })
+            Offset<LibC.prctl_mm_map>("prctl_mm_map", f, f);
+        Size<LibC.stack_t>("stack_t");
+        Offset<LibC.stack_t>("stack_t", "ss_flags", "ss_flags");
+        Offset<LibC.stack_t>("stack_t", "ss_size", "ss_size");
+        // The kernel's struct sigaction (arch/x86 uapi, not what glibc's <signal.h> declares): four u64.
+        Assert.Equal(32, sizeof(LibC.kernel_sigaction));
     }
 
     [Fact]

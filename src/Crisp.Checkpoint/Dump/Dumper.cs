@@ -404,7 +404,7 @@ public static class Dumper
         mm.Aios.AddRange(vmas.Where(v => (v.Entry.Status & VmaStatus.VMA_AREA_AIORING) != 0).Select(v => AioRings.Entry(pid, v.Source)));
 
         int pidfd = LibC.pidfd_open(pid);
-        if (pidfd < 0) throw new SyscallException("pidfd_open", Errno.Last, $"{pid}");
+        Errno.Check(pidfd, "pidfd_open", $"{pid}");
         List<FdinfoEntry> fds;
         try { fds = fdTableOwner?.Fds ?? files.CollectFds(pid, pidfd, ns.Dumped(pid)); }
         finally { LibC.close(pidfd); }

@@ -192,7 +192,7 @@ internal sealed unsafe partial class FileTable
         long r = LibC.Syscall(LibC.SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, candidate, (long)slot);
         if (r == 0) return true;
         if (r > 0 || Errno.Last is Errno.EBADF or Errno.ENOENT) return false;
-        throw new SyscallException("kcmp(KCMP_EPOLL_TFD)", Errno.Last, $"{pid}, epoll fd {epfd}, target fd {tfd}/{toff}, candidate fd {candidate}");
+        throw Errno.Failure("kcmp(KCMP_EPOLL_TFD)", $"{pid}, epoll fd {epfd}, target fd {tfd}/{toff}, candidate fd {candidate}");
     }
 
     private static Dictionary<ulong, List<int>> FdsByInode(int pid)
@@ -315,7 +315,7 @@ internal sealed unsafe partial class FileTable
             {
                 if (Errno.Last == 116) // ESTALE
                     throw new CrispException($"{where} is an inotify watching inode {ino} on {mountPoint}, which is deleted: not supported yet");
-                throw new SyscallException("open_by_handle_at", Errno.Last, $"inode {ino} on {mountPoint} ({where})");
+                throw Errno.Failure("open_by_handle_at", $"inode {ino} on {mountPoint} ({where})");
             }
             try
             {

@@ -122,7 +122,7 @@ internal sealed unsafe partial class FileTable
             for (long got = 0; got < len;)
             {
                 long n = LibC.pread(fd, p + got, (nuint)(len - got), off + got);
-                if (n < 0) throw new SyscallException("pread", Errno.Last, where);
+                Errno.Check(n, "pread", where);
                 if (n == 0) throw new CrispException($"{where}: the deleted file ended at {off + got} of {off + len} bytes while being read");
                 got += n;
             }

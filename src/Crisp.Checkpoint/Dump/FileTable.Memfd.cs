@@ -114,7 +114,7 @@ internal sealed unsafe partial class FileTable
                     while (got < Page && off + got < size)
                     {
                         long n = LibC.pread(fd, p + got, (nuint)(Page - got), off + got);
-                        if (n < 0) throw new SyscallException("pread", Errno.Last, where);
+                        Errno.Check(n, "pread", where);
                         if (n == 0) break;
                         got += n;
                     }

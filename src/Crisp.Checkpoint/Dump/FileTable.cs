@@ -184,7 +184,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
     {
         if (!_pipesWithData.Add(pipeId)) return;
         int local = LibC.pidfd_getfd(pidfd, fd);
-        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, $"{pid}, fd {fd}");
+        Errno.Check(local, "pidfd_getfd", $"{pid}, fd {fd}");
         CopyPipeData(local, pid, fd, pipeId, _pipeData);
     }
 
@@ -214,7 +214,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             if (n < 0)
             {
                 if (Errno.Last == Errno.EAGAIN) n = 0; // empty pipe
-                else throw new SyscallException("tee", Errno.Last, $"{pid}, fd {fd}");
+                else throw Errno.Failure("tee", $"{pid}, fd {fd}");
             }
             var data = new byte[n];
             fixed (byte* d = data)
@@ -222,8 +222,9 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 long got = 0;
                 while (got < n)
                 {
-                    long r = LibC.read(p[0], d + got, (nuint)(n - got));
-                    if (r <= 0) throw new SyscallException("read", Errno.Last, "pipe data copy");
+                    long r = Errno.Check(LibC.read(p[0], d + got, (nuint)(n - got)), "read", "pipe data copy");
+                    // End of data before the bytes tee gave: no errno to read (it would be a stale one).
+                    if (r == 0) throw new SyscallException("read", Errno.EIO, $"pipe data copy: end after {got} of {n} bytes");
                     got += r;
                 }
             }
@@ -276,7 +277,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
     {
         var fown = NoOwner();
         int local = LibC.pidfd_getfd(pidfd, fd);
-        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, $"{pid}, fd {fd}");
+        Errno.Check(local, "pidfd_getfd", $"{pid}, fd {fd}");
         try
         {
             int fl = Errno.Check(LibC.fcntl(local, LibC.F_GETFL, 0), "fcntl(F_GETFL)", $"{pid}, fd {fd}");

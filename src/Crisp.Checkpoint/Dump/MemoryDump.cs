@@ -244,7 +244,7 @@ internal static unsafe class MemoryDump
         if (_noScan) return null;
         string path = $"/proc/{pid}/pagemap";
         int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
-        if (fd < 0) throw new SyscallException("open", Errno.Last, path);
+        Errno.Check(fd, "open", path);
         var runs = new List<ScanRun>();
         const int VecLen = 4096;
         var vec = new LibC.page_region[VecLen];

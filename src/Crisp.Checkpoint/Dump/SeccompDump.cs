@@ -79,7 +79,7 @@ internal sealed unsafe class SeccompDump
                 if (n < 0)
                 {
                     if (Errno.Last == Errno.ENOENT) break;
-                    throw new SyscallException("ptrace", Errno.Last, $"PTRACE_SECCOMP_GET_FILTER, {tid}, filter {i}");
+                    throw Errno.Failure("ptrace", $"PTRACE_SECCOMP_GET_FILTER, {tid}, filter {i}");
                 }
                 var meta = new SeccompMetadata { filter_off = (ulong)i };
                 PtraceCalls.Request(LibC.PTRACE_SECCOMP_GET_METADATA, tid, sizeof(SeccompMetadata), (nint)(&meta),

@@ -62,7 +62,7 @@ internal sealed unsafe class SharedAnonMemory
                     for (int got = 0; got < len;)
                     {
                         long r = LibC.pread(fd, p + got, (nuint)(len - got), off + got);
-                        if (r < 0) throw new SyscallException("pread", Errno.Last, where);
+                        Errno.Check(r, "pread", where);
                         if (r == 0) { buf.AsSpan(got, len - got).Clear(); break; }
                         got += (int)r;
                     }

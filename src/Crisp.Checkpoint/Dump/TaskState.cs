@@ -24,12 +24,6 @@ internal static unsafe class TaskState
     private const int NSIG = 64;
 
     [StructLayout(LayoutKind.Sequential)]
-    private struct KernelSigaction { public ulong handler, flags, restorer, mask; }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct StackT { public ulong ss_sp; public int ss_flags; public int pad; public ulong ss_size; }
-
-    [StructLayout(LayoutKind.Sequential)]
     private struct ITimerVal { public long isec, iusec, vsec, vusec; }
 
     /// <summary>Builds core entries for every thread (the leader's carries <c>tc</c>).</summary>
@@ -62,15 +56,15 @@ internal static unsafe class TaskState
             var regs = Registers.ApplyRestartFixup(task.SeizeRegs);
             var xstate = task.GetXState();
             ulong clearTid;
-            StackT sas;
+            LibC.stack_t sas;
             uint secbits, pdeathSig;
             // ... and per thread (sigaltstack and the clear-tid address are per thread).
             using (var sys = proc.Inject(task))
             using (var scratch = sys.MapScratch())
             {
-                ulong sasAddr = scratch.Reserve(sizeof(StackT));
+                ulong sasAddr = scratch.Reserve(sizeof(LibC.stack_t));
                 sys.Check("sigaltstack", LibC.SYS_sigaltstack, 0, (long)sasAddr);
-                sas = scratch.ReadStruct<StackT>(sasAddr);
+                sas = scratch.ReadStruct<LibC.stack_t>(sasAddr);
                 ulong tidAddr = scratch.Reserve(8);
                 sys.Check("prctl(PR_GET_TID_ADDRESS)", LibC.SYS_prctl, LibC.PR_GET_TID_ADDRESS, (long)tidAddr);
                 clearTid = scratch.ReadStruct<ulong>(tidAddr);
@@ -98,7 +92,7 @@ internal static unsafe class TaskState
             var tstat = task.Tid == pid ? stat : Proc.TaskStat(pid, task.Tid);
             ulong robustHead = 0, robustLen = 0;
             if (LibC.Syscall(SYS_get_robust_list, task.Tid, (long)&robustHead, (long)&robustLen) < 0)
-                throw new SyscallException("get_robust_list", Errno.Last, $"{task.Tid}");
+                throw Errno.Failure("get_robust_list", $"{task.Tid}");
             var rseq = task.GetRseq();
             var tc = new ThreadCoreEntry
             {
@@ -156,13 +150,13 @@ internal static unsafe class TaskState
     private static List<SaEntry> ReadSigactions(RemoteSyscall sys, ScratchArea scratch)
     {
         var list = new List<SaEntry>(NSIG);
-        ulong at = scratch.Reserve(sizeof(KernelSigaction));
+        ulong at = scratch.Reserve(sizeof(LibC.kernel_sigaction));
         for (int sig = 1; sig <= NSIG; sig++)
         {
             // CRIU's layout: 62 entries, SIGKILL and SIGSTOP (which have no action) left out.
             if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
             sys.Check("rt_sigaction", LibC.SYS_rt_sigaction, sig, 0, (long)at, 8);
-            var sa = scratch.ReadStruct<KernelSigaction>(at);
+            var sa = scratch.ReadStruct<LibC.kernel_sigaction>(at);
             list.Add(new SaEntry { Sigaction = sa.handler, Flags = sa.flags, Restorer = sa.restorer, Mask = sa.mask, CompatSigaction = false });
         }
         return list;
@@ -302,12 +296,12 @@ internal static unsafe class TaskState
     private static (uint Policy, uint Prio) Sched(int tid)
     {
         long policy = LibC.Syscall(SYS_sched_getscheduler, tid);
-        if (policy < 0) throw new SyscallException("sched_getscheduler", Errno.Last, $"{tid}");
+        Errno.Check(policy, "sched_getscheduler", $"{tid}");
         if ((policy & ~SCHED_RESET_ON_FORK) == SCHED_DEADLINE)
             throw new CrispException($"thread {tid} runs under SCHED_DEADLINE: crisp cannot restore its runtime/deadline/period yet");
         int prio = 0;
         if (LibC.Syscall(SYS_sched_getparam, tid, (long)&prio) < 0)
-            throw new SyscallException("sched_getparam", Errno.Last, $"{tid}");
+            throw Errno.Failure("sched_getparam", $"{tid}");
         return ((uint)policy, (uint)prio);
     }
 

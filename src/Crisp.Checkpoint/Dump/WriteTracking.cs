@@ -139,7 +139,7 @@ internal static unsafe class WriteTracking
             {
                 var api = new LibC.uffdio_api { api = LibC.UFFD_API, features = Features };
                 if (LibC.ioctl(uffd, LibC.UFFDIO_API, &api) != 0)
-                    throw new SyscallException("ioctl(UFFDIO_API)", Errno.Last, $"tracking uffd of process {pid} (UFFD_FEATURE_WP_ASYNC)");
+                    throw Errno.Failure("ioctl(UFFDIO_API)", $"tracking uffd of process {pid} (UFFD_FEATURE_WP_ASYNC)");
             }
             var ranges = new List<(ulong Start, ulong End)>();
             foreach (var v in vmas)
@@ -190,7 +190,7 @@ internal static unsafe class WriteTracking
                         start = at, end = end, category_mask = LibC.PAGE_IS_WRITTEN, return_mask = LibC.PAGE_IS_WRITTEN,
                     };
                     if (LibC.ioctl(fd, LibC.PAGEMAP_SCAN, &arg) < 0)
-                        throw new SyscallException("ioctl(PAGEMAP_SCAN, PM_SCAN_WP_MATCHING)", Errno.Last, $"{path} 0x{at:x}-0x{end:x}");
+                        throw Errno.Failure("ioctl(PAGEMAP_SCAN, PM_SCAN_WP_MATCHING)", $"{path} 0x{at:x}-0x{end:x}");
                     at = arg.walk_end > at ? arg.walk_end : end;
                 }
             }

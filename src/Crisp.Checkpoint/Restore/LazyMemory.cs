@@ -75,7 +75,7 @@ internal sealed unsafe partial class RestoreSession
             {
                 var reg = new LibC.uffdio_register { range = new LibC.uffdio_range { start = start, len = end - start }, mode = LibC.UFFDIO_REGISTER_MODE_MISSING };
                 if (LibC.ioctl(uffd, LibC.UFFDIO_REGISTER, &reg) != 0)
-                    throw new SyscallException("ioctl(UFFDIO_REGISTER)", Errno.Last, $"0x{start:x}-0x{end:x} in process {p.Pid}");
+                    throw Errno.Failure("ioctl(UFFDIO_REGISTER)", $"0x{start:x}-0x{end:x} in process {p.Pid}");
             }
             _lazy!.Send(p.Pid, uffd);
         }
@@ -98,7 +98,7 @@ internal sealed unsafe partial class RestoreSession
         if (LibC.ioctl(uffd, LibC.UFFDIO_API, &api) == 0) return;
         api = new LibC.uffdio_api { api = LibC.UFFD_API, features = events };
         if (LibC.ioctl(uffd, LibC.UFFDIO_API, &api) != 0)
-            throw new SyscallException("ioctl(UFFDIO_API)", Errno.Last, $"uffd of process {pid} (events FORK|REMAP|REMOVE|UNMAP)");
+            throw Errno.Failure("ioctl(UFFDIO_API)", $"uffd of process {pid} (events FORK|REMAP|REMOVE|UNMAP)");
         Log.W($"process {pid}: this kernel has no UFFD_FEATURE_POISON; the lazy-pages daemon will kill it if pages are lost");
     }
 }

@@ -100,7 +100,7 @@ internal static unsafe class PageWriter
         {
             nint got = LibC.process_vm_writev(pid, lp, (nuint)count, rp, (nuint)count, 0);
             if (got == (nint)total) return;
-            if (got < 0) throw new SyscallException("process_vm_writev", Errno.Last, $"process {pid} at 0x{(ulong)remote[0].iov_base:x}");
+            Errno.Check(got, "process_vm_writev", $"process {pid} at 0x{(ulong)remote[0].iov_base:x}");
         }
         // A partial write: go one range at a time to finish (and name the range that fails).
         for (int i = 0; i < count; i++)

@@ -55,7 +55,7 @@ internal sealed unsafe partial class RestoreSession
         int fd = (int)Errno.Check(rc, call, what);
         if ((flags & LibC.O_NONBLOCK) != 0 && LibC.fcntl(fd, LibC.F_SETFL, LibC.O_NONBLOCK) < 0)
         {
-            var e = new SyscallException("fcntl(F_SETFL)", Errno.Last, what);
+            var e = Errno.Failure("fcntl(F_SETFL)", what);
             LibC.close(fd);
             throw e;
         }

@@ -60,7 +60,7 @@ internal sealed unsafe partial class RestoreSession
                 _ => throw new ImageException(_dir.PathOf(ImageDir.GhostFileName(id)), $"{what}: mode 0{e.Mode:o}{(type is LibC.S_IFCHR or LibC.S_IFBLK ? " without rdev" : "")} is not one crisp restores"),
             };
             if (r >= 0) break;
-            if (Errno.Last != Errno.EEXIST || attempt > 0) throw new SyscallException(type switch { LibC.S_IFDIR => "mkdir", LibC.S_IFREG => "open(O_CREAT|O_EXCL)", LibC.S_IFLNK => "symlink", _ => "mknod" }, Errno.Last, $"{path} ({what})");
+            if (Errno.Last != Errno.EEXIST || attempt > 0) throw Errno.Failure(type switch { LibC.S_IFDIR => "mkdir", LibC.S_IFREG => "open(O_CREAT|O_EXCL)", LibC.S_IFLNK => "symlink", _ => "mknod" }, $"{path} ({what})");
             path = $"{name}.cr.{id:x}.ghost";
         }
         _ghostPaths.Add((path, type == LibC.S_IFDIR));

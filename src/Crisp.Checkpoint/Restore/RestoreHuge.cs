@@ -42,14 +42,13 @@ internal sealed unsafe partial class RestoreSession
     private const ulong StagingSize = 64 << 20;
     /// <summary>Below this much whole-block memory the set-up (uffd, staging, register) is not worth it.</summary>
     private const ulong MinHugeBytes = 16 << 20;
-    private const int MAP_LOCKED = 0x2000;
 
     /// <summary>Whether whole 2 MiB blocks of <paramref name="v"/> may be restored as huge pages.</summary>
     private bool HugeEligible(ProcessImage p, VmaEntry v)
     {
         if (!_o.HugePages || (p.Mm.HasThpDisabled && p.Mm.ThpDisabled)) return false;
         if ((v.Status & VmaStatus.VMA_ANON_PRIVATE) == 0 || (v.Status & VmaStatus.VMA_AREA_STACK) != 0) return false;
-        if ((v.Flags & (LibC.MAP_SHARED | LibC.MAP_GROWSDOWN | MAP_LOCKED)) != 0) return false;
+        if ((v.Flags & (LibC.MAP_SHARED | LibC.MAP_GROWSDOWN | LibC.MAP_LOCKED)) != 0) return false;
         if (v.HasMadv && (v.Madv & (1UL << MADV_NOHUGEPAGE)) != 0) return false;
         int prot = (int)v.Prot | (_writeFirst.Contains(v) ? LibC.PROT_WRITE : 0);
         return prot == (LibC.PROT_READ | LibC.PROT_WRITE);
@@ -124,7 +123,7 @@ internal sealed unsafe partial class RestoreSession
             {
                 var reg = new LibC.uffdio_register { range = new LibC.uffdio_range { start = v.Start, len = v.End - v.Start }, mode = LibC.UFFDIO_REGISTER_MODE_MISSING };
                 if (LibC.ioctl(uffd, LibC.UFFDIO_REGISTER, &reg) != 0)
-                    throw new SyscallException("ioctl(UFFDIO_REGISTER)", Errno.Last, $"0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
+                    throw Errno.Failure("ioctl(UFFDIO_REGISTER)", $"0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
                 registered.Add((v.Start, v.End));
             }
 
@@ -157,8 +156,7 @@ internal sealed unsafe partial class RestoreSession
                     MemoryMarshal.Write(mv, in m);
                     ulong at = new Scratch(this, p.Pid).Put(mv);
                     long r = leader.Call(Code, LibC.SYS_ioctl, taskFd, unchecked((long)LibC.UFFDIO_MOVE), (long)at);
-                    if (r != 0)
-                        throw new SyscallException("ioctl(UFFDIO_MOVE)", (int)-r, $"0x{m.dst:x} (+{m.len >> 20} MiB) in process {p.Pid}");
+                    Errno.CheckRaw(r, "ioctl(UFFDIO_MOVE)", $"0x{m.dst:x} (+{m.len >> 20} MiB) in process {p.Pid}");
                     k = j;
                 }
                 moveTime.Stop();

@@ -35,7 +35,7 @@ internal sealed unsafe partial class RestoreSession
             int status = (int)m.Flags & (LibC.O_APPEND | LibC.O_NONBLOCK | LibC.O_NOATIME);
             if (status != 0 && LibC.fcntl(fd, LibC.F_SETFL, status) < 0)
             {
-                var e = new SyscallException("fcntl(F_SETFL)", Errno.Last, what);
+                var e = Errno.Failure("fcntl(F_SETFL)", what);
                 LibC.close(fd);
                 throw e;
             }
@@ -43,7 +43,7 @@ internal sealed unsafe partial class RestoreSession
         else fd = Errno.Check(LibC.open($"/proc/self/fd/{inode}", flags, 0), "open(memfd)", what);
         if (m.Pos != 0 && LibC.lseek(fd, (long)m.Pos, LibC.SEEK_SET) < 0)
         {
-            var e = new SyscallException("lseek", Errno.Last, what);
+            var e = Errno.Failure("lseek", what);
             LibC.close(fd);
             throw e;
         }

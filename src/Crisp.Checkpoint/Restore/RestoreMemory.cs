@@ -18,17 +18,7 @@ internal sealed unsafe partial class RestoreSession
     private void RestoreProcess(ProcessImage p)
     {
         var leader = _tasks[p.Pid];
-        Step($"process {p.Pid}: clear the stub's mappings", () => ClearStub(p, leader));
-        Step($"process {p.Pid}: move the vDSO", () => MoveVdso(p, leader));
-        var fileFds = new Dictionary<uint, int>();
-        Step($"process {p.Pid}: map VMAs", () => MapVmas(p, leader, fileFds));
-        if (_o.Lazy) Step($"process {p.Pid}: register lazy memory and hand it over", () => RegisterLazy(p, leader));
-        Step($"process {p.Pid}: write memory", () => WritePages(p));
-        foreach (var v in _writeFirst)
-            leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
-        _writeFirst.Clear();
-        if (p.Mm.Aios.Count > 0) Step($"process {p.Pid}: AIO rings", () => RestoreAioRings(p, leader));
-        if (p.Guards.Count > 0) Step($"process {p.Pid}: guard regions", () => InstallGuards(p, leader));
+        var fileFds = RestoreAddressSpace(p);
         Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
         foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
         if (SharesParentFdTable(p.DumpedPid)) Log.D($"process {p.Pid}: fd table of its parent (CLONE_FILES), restored there");
@@ -51,13 +41,38 @@ internal sealed unsafe partial class RestoreSession
         Step($"process {p.Pid}: prctl state, scheduling, timers", () => RestoreLateState(p));
     }
 
+    /// <summary>
+    /// The VMAs and their pages, once per process: a parent whose children inherit some of its
+    /// memory has this done before they are cloned (RestoreCow.cs). Returns the fds of mapped files.
+    /// </summary>
+    private Dictionary<uint, int> RestoreAddressSpace(ProcessImage p)
+    {
+        if (_addressSpaces.TryGetValue(p.DumpedPid, out var done)) return done;
+        var leader = _tasks[p.Pid];
+        Step($"process {p.Pid}: clear the stub's mappings", () => ClearStub(p, leader));
+        Step($"process {p.Pid}: move the vDSO", () => MoveVdso(p, leader));
+        var fileFds = new Dictionary<uint, int>();
+        Step($"process {p.Pid}: map VMAs", () => MapVmas(p, leader, fileFds));
+        if (_o.Lazy) Step($"process {p.Pid}: register lazy memory and hand it over", () => RegisterLazy(p, leader));
+        Step($"process {p.Pid}: write memory", () => WritePages(p));
+        foreach (var v in _writeFirst)
+            leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
+        _writeFirst.Clear();
+        if (p.Mm.Aios.Count > 0) Step($"process {p.Pid}: AIO rings", () => RestoreAioRings(p, leader));
+        if (p.Guards.Count > 0) Step($"process {p.Pid}: guard regions", () => InstallGuards(p, leader));
+        _addressSpaces[p.DumpedPid] = fileFds;
+        return fileFds;
+    }
+
+    /// <summary>Unmaps what the task had (the stub's, or a restored parent's mappings) but the control page, the vDSO and the VMAs it inherits.</summary>
     private void ClearStub(ProcessImage p, RestoreTask leader)
     {
+        var keep = KeptRanges(p);
         foreach (var v in Proc.Maps(p.Pid))
         {
             if (v.IsVdso || v.IsVvar || v.IsVsyscall) continue;
             if (v.Start >= _ctl && v.End <= _ctl + CtlSize) continue;
-            leader.Check(Code, "munmap", LibC.SYS_munmap, (long)v.Start, (long)v.Length);
+            UnmapExcept(leader, v.Start, v.End, keep);
         }
     }
 
@@ -254,7 +269,7 @@ internal sealed unsafe partial class RestoreSession
         var scratch = new Scratch(this, p.Pid);
         foreach (var v in p.Mm.Vmas)
         {
-            if (IsSpecial(v)) continue;
+            if (IsSpecial(v) || IsInherited(p, v)) continue;
             if (v.Start < _ctl + CtlSize && _ctl < v.End)
                 throw new CrispException($"VMA 0x{v.Start:x}-0x{v.End:x} overlaps the control page (internal error)");
             if ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0) { AttachSysvShm(p, leader, v); continue; }
@@ -302,8 +317,7 @@ internal sealed unsafe partial class RestoreSession
             }
             long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked || sharedAnon ? (long)v.Pgoff : 0);
             if (sharedAnon) leader.Call(Code, LibC.SYS_close, fd);
-            if (r < 0 && r > -4096)
-                throw new SyscallException("mmap", (int)-r, $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
+            Errno.CheckRaw(r, "mmap", $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
             if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
             if (v.HasMadv && v.Madv != 0)
                 foreach (int adv in new[] { MADV_RANDOM, MADV_SEQUENTIAL, MADV_MERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_WIPEONFORK, LibC.MADV_DONTFORK })
@@ -323,11 +337,13 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void WritePages(ProcessImage p)
     {
-        if (!_dir.Exists(ImageDir.PagemapName(p.DumpedPid))) return;
+        // Inherited VMAs (RestoreCow.cs) get only the pages that differ from the parent's.
+        if (!_dir.Exists(ImageDir.PagemapName(p.DumpedPid))) { WriteInheritedPages(p, null); return; }
         using var pm = _dir.OpenPagemap(p.DumpedPid);
+        WriteInheritedPages(p, pm);
         if (pm.PagesFileLength == 0) return;
         // Lazy VMAs are left out: their pages come from the lazy-pages daemon, and runs inside them are skipped below.
-        var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v) && !IsLazyVma(v)).OrderBy(v => v.Start).ToList();
+        var vmas = p.Mm.Vmas.Where(v => !IsSpecial(v) && !IsLazyVma(v) && !IsInherited(p, v)).OrderBy(v => v.Start).ToList();
         if (vmas.Count == 0) return;
         var segs = new List<PageWriter.Seg>();
         // Whole 2 MiB blocks go in as huge pages after the rest (RestoreHuge.cs).
@@ -413,15 +429,14 @@ internal sealed unsafe partial class RestoreSession
         var auxv = new byte[mm.MmSavedAuxv.Count * 8];
         for (int i = 0; i < mm.MmSavedAuxv.Count; i++) BitConverter.TryWriteBytes(auxv.AsSpan(i * 8), mm.MmSavedAuxv[i]);
         ulong auxvAt = auxv.Length > 0 ? scratch.Put(auxv) : 0;
-        var map = new byte[104];
-        var s = map.AsSpan();
-        ulong[] fields = [mm.MmStartCode, mm.MmEndCode, mm.MmStartData, mm.MmEndData, mm.MmStartBrk, mm.MmBrk,
-            mm.MmStartStack, mm.MmArgStart, mm.MmArgEnd, mm.MmEnvStart, mm.MmEnvEnd, auxvAt];
-        for (int i = 0; i < fields.Length; i++) BitConverter.TryWriteBytes(s[(i * 8)..], fields[i]);
-        BitConverter.TryWriteBytes(s[96..], (uint)auxv.Length);
-        BitConverter.TryWriteBytes(s[100..], exeFd);
-        ulong mapAt = scratch.Put(map);
-        leader.Check(Code, "prctl(PR_SET_MM, PR_SET_MM_MAP)", LibC.SYS_prctl, LibC.PR_SET_MM, LibC.PR_SET_MM_MAP, (long)mapAt, map.Length, 0);
+        var map = new LibC.prctl_mm_map
+        {
+            start_code = mm.MmStartCode, end_code = mm.MmEndCode, start_data = mm.MmStartData, end_data = mm.MmEndData,
+            start_brk = mm.MmStartBrk, brk = mm.MmBrk, start_stack = mm.MmStartStack, arg_start = mm.MmArgStart, arg_end = mm.MmArgEnd,
+            env_start = mm.MmEnvStart, env_end = mm.MmEnvEnd, auxv = auxvAt, auxv_size = (uint)auxv.Length, exe_fd = exeFd,
+        };
+        ulong mapAt = scratch.PutStruct(map);
+        leader.Check(Code, "prctl(PR_SET_MM, PR_SET_MM_MAP)", LibC.SYS_prctl, LibC.PR_SET_MM, LibC.PR_SET_MM_MAP, (long)mapAt, sizeof(LibC.prctl_mm_map), 0);
         if (mm.HasDumpable && mm.Dumpable != 1)
             leader.Call(Code, LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, mm.Dumpable);
         if (mm.HasThpDisabled && mm.ThpDisabled)

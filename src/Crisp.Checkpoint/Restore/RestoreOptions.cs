@@ -70,17 +70,7 @@ public sealed class RestoredProcess
     public TimeSpan Elapsed { get; }
 
     /// <summary>Blocks until the root exits; returns its raw wait status (the root is a child of this process).</summary>
-    public unsafe int WaitForExitStatus()
-    {
-        int status;
-        while (true)
-        {
-            int r = LibC.waitpid(Pid, &status, 0);
-            if (r == -1 && Errno.Last == Errno.EINTR) continue;
-            Errno.Check(r, "waitpid", Pid.ToString());
-            return status;
-        }
-    }
+    public int WaitForExitStatus() => ProcessSpawner.Wait(Pid);
 
     /// <summary>Waits for the root; its exit code, or 128 + signal when it was killed (as a shell reports it).</summary>
     public int WaitForExit()

@@ -48,8 +48,8 @@ internal sealed unsafe partial class RestoreSession
         finally
         {
             LibC.kill(helper, LibC.SIGKILL);
-            int st;
-            while (LibC.waitpid(helper, &st, 0) < 0 && Errno.Last == Errno.EINTR) { }
+            try { ProcessSpawner.Wait(helper); }
+            catch (SyscallException) { }
         }
     }
 }

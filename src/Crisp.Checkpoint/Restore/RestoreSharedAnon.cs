@@ -28,7 +28,7 @@ internal sealed unsafe partial class RestoreSession
             .Max(v => v.Pgoff + (v.End - v.Start));
         string what = $"shared anonymous memory {shmid} ({size} bytes)";
         nint at = LibC.mmap(0, (nuint)size, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED | LibC.MAP_ANONYMOUS, -1, 0);
-        if (at == LibC.MAP_FAILED) throw new SyscallException("mmap", Errno.Last, what);
+        if (at == LibC.MAP_FAILED) throw Errno.Failure("mmap", what);
         try
         {
             string mapFile = $"/proc/self/map_files/{(ulong)at:x}-{(ulong)at + size:x}";

@@ -240,7 +240,7 @@ internal sealed unsafe partial class RestoreSession
                         n = LibC.sendto(sender, d + off, (nuint)(p.Data.Length - off), LibC.MSG_NOSIGNAL | LibC.MSG_DONTWAIT,
                             a, to == null ? 0u : (uint)to.Length);
                     if (n < 0)
-                        throw new SyscallException("sendto", Errno.Last, $"{p.Data.Length} queued bytes for {target}");
+                        throw Errno.Failure("sendto", $"{p.Data.Length} queued bytes for {target}");
                     off += (int)n;
                 } while (off < p.Data.Length && u.Type == LibC.SOCK_STREAM);
             }
@@ -358,7 +358,7 @@ internal sealed unsafe partial class RestoreSession
                 // --tcp-close: a fresh socket, neither bound nor connected, shut down both ways (CRIU's):
                 // reads give end of file, writes EPIPE, poll POLLHUP.
                 if (LibC.shutdown(fd, LibC.SHUT_RDWR) != 0 && Errno.Last != Errno.ENOTCONN)
-                    throw new SyscallException("shutdown(SHUT_RDWR)", Errno.Last, target);
+                    throw Errno.Failure("shutdown(SHUT_RDWR)", target);
             }
             else if (e.SrcPort != 0 || !anyAddr)
             {
@@ -391,7 +391,7 @@ internal sealed unsafe partial class RestoreSession
             if (e.HasShutdown && e.Shutdown != SkShutdown.None)
             {
                 int rc = LibC.shutdown(fd, (int)e.Shutdown - 1);
-                if (rc != 0 && Errno.Last != Errno.ENOTCONN) throw new SyscallException("shutdown", Errno.Last, target);
+                if (rc != 0 && Errno.Last != Errno.ENOTCONN) throw Errno.Failure("shutdown", target);
             }
             Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, e.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
             SocketOptions.RestoreFilter(fd, e.Opts, target);

@@ -275,12 +275,7 @@ internal sealed unsafe partial class RestoreSession
             }
             if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
             if (e.Sigaction == 0 && e.Flags == 0 && e.Mask == 0) continue; // SIG_DFL, as the stub has
-            var k = new byte[32];
-            BinaryPrimitives.WriteUInt64LittleEndian(k, e.Sigaction);
-            BinaryPrimitives.WriteUInt64LittleEndian(k.AsSpan(8), e.Flags);
-            BinaryPrimitives.WriteUInt64LittleEndian(k.AsSpan(16), e.Restorer);
-            BinaryPrimitives.WriteUInt64LittleEndian(k.AsSpan(24), e.Mask);
-            ulong at = scratch.Put(k);
+            ulong at = scratch.PutStruct(new LibC.kernel_sigaction { handler = e.Sigaction, flags = e.Flags, restorer = e.Restorer, mask = e.Mask });
             t.Check(Code, $"rt_sigaction({sig})", LibC.SYS_rt_sigaction, sig, (long)at, 0, 8);
         }
     }
@@ -333,12 +328,8 @@ internal sealed unsafe partial class RestoreSession
             t.Check(Code, "set_robust_list", LibC.SYS_set_robust_list, (long)tc.FutexRla, tc.FutexRlaLen);
         if (tc.Sas is { } sas && (sas.SsFlags & 2) == 0)
         {
-            Span<byte> st = stackalloc byte[24];
-            st.Clear();
-            BinaryPrimitives.WriteUInt64LittleEndian(st, sas.SsSp);
-            BinaryPrimitives.WriteUInt32LittleEndian(st[8..], sas.SsFlags & ~1u);
-            BinaryPrimitives.WriteUInt64LittleEndian(st[16..], sas.SsSize);
-            t.Check(Code, "sigaltstack", LibC.SYS_sigaltstack, (long)scratch.Put(st), 0);
+            var st = new LibC.stack_t { ss_sp = sas.SsSp, ss_flags = (int)(sas.SsFlags & ~1u), ss_size = sas.SsSize };
+            t.Check(Code, "sigaltstack", LibC.SYS_sigaltstack, (long)scratch.PutStruct(st), 0);
         }
         if (tc.RseqEntry is { } rs && rs.RseqAbiPointer != 0)
             t.Check(Code, "rseq", LibC.SYS_rseq, (long)rs.RseqAbiPointer, rs.RseqAbiSize, 0, rs.Signature);
@@ -473,10 +464,10 @@ internal sealed unsafe partial class RestoreSession
             {
                 int prio = (int)tc.SchedPrio;
                 if (LibC.Syscall(SYS_sched_setscheduler, tid, tc.SchedPolicy, (long)&prio) < 0)
-                    throw new SyscallException("sched_setscheduler", Errno.Last, $"{t}, policy 0x{tc.SchedPolicy:x} priority {prio}");
+                    throw Errno.Failure("sched_setscheduler", $"{t}, policy 0x{tc.SchedPolicy:x} priority {prio}");
             }
             if (tc.HasSchedNice && LibC.Syscall(SYS_setpriority, 0 /* PRIO_PROCESS */, tid, tc.SchedNice) < 0)
-                throw new SyscallException("setpriority", Errno.Last, $"{t}, nice {tc.SchedNice}");
+                throw Errno.Failure("setpriority", $"{t}, nice {tc.SchedNice}");
         }
         var task = p.LeaderCore.Tc;
         if (task == null) return;

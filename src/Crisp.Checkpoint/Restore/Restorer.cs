@@ -17,8 +17,11 @@ namespace Crisp.Checkpoint.Restore;
 ///     address free in the stub's and every dumped layout;
 ///  4. the tree: each process is cloned from its restored parent with set_tid (so it inherits
 ///     the parent's session and group), setsid right after it is made when it led a session,
-///     then setpgid for group leaders and group members; threads by clone3(CLONE_THREAD…, set_tid);
-///  5. morph each process: unmap what the stub had, move [vvar]/[vvar_vclock]/[vdso] to the
+///     then setpgid for group leaders and group members; threads by clone3(CLONE_THREAD…, set_tid).
+///     A parent whose child inherits private VMAs from it (copy-on-write, RestoreCow.cs) has its
+///     address space (step 5's memory part) restored before that child is cloned, so the child
+///     starts with the parent's pages; not under --lazy-pages;
+///  5. morph each process: unmap what the stub (or a restored parent) had, move [vvar]/[vvar_vclock]/[vdso] to the
 ///     dumped addresses (through a temporary place so moves never overlap), map every VMA,
 ///     write the pages, madvise, PR_SET_MM_MAP; files; cwd/root/umask; sigactions; rlimits;
 ///     personality; per thread rseq, sigaltstack, clear_tid, robust list, comm; seccomp
@@ -86,6 +89,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             if (_o.Lazy) Step("connect to the lazy-pages daemon", ConnectLazyPages);
             Step("read images", LoadImages);
             Step("check pids", CheckPids);
+            Step("find memory shared with parents", FindInheritedVmas);
             Step("create sockets", CreateSockets);
             Step("start the stub", StartStub);
             Step("create the root process", CreateRoot);
@@ -286,38 +290,17 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private int _selfPidfd = -1;                                         // crisp's pidfd, passed into a new pid namespace
 
     /// <summary>
-    /// Starts the stub from a memfd. The memfd is passed to the child as an ordinary fd (just above
-    /// the inherited ones) and exec'ed as /proc/self/fd/N: posix_spawn closes every other fd before
-    /// the exec, so a CLOEXEC or closed-by-file-action memfd would be gone by then (ENOENT).
+    /// Starts the stub (StubElf.Start) with crisp's fds passed on from <see cref="_extraBase"/>, and
+    /// the stub's own memfd just above them: its stdio is crisp's 0..2 where those are passed on.
     /// </summary>
-    private int StartStubProcess(ulong load, List<(int Fd, int ChildFd)> extra)
-    {
-        var elf = StubElf.Build(load);
-        int mfd = Errno.Check(LibC.memfd_create("crisp-stub", 0), "memfd_create", "crisp-stub");
-        try
-        {
-            fixed (byte* p = elf)
-                if (Errno.Check(LibC.write(mfd, p, (nuint)elf.Length), "write", "stub memfd") != elf.Length)
-                    throw new SyscallException("write", Errno.EIO, "stub memfd: short write");
-            int childFd = _extraBase + extra.Count;
-            return ProcessSpawner.Spawn(new SpawnOptions
-            {
-                Path = $"/proc/self/fd/{childFd}",
-                Argv = ["crisp-stub"],
-                Envp = [],
-                // Stdio is set up before the extra fds are dup'ed: crisp's own 0..2, when passed on
-                // (-j, or --inherit-fd fd[0..2]), must stay what they are until then.
-                Stdin = extra.Any(e => e.Fd == 0) ? StdioSource.FromFd(0) : StdioSource.DevNull(false),
-                Stdout = extra.Any(e => e.Fd == 1) ? StdioSource.FromFd(1) : StdioSource.DevNull(true),
-                Stderr = extra.Any(e => e.Fd == 2) ? StdioSource.FromFd(2) : StdioSource.DevNull(true),
-                ExtraFds = [.. extra, (mfd, childFd)],
-            });
-        }
-        finally
-        {
-            LibC.close(mfd);
-        }
-    }
+    private int StartStubProcess(ulong load, List<(int Fd, int ChildFd)> extra) =>
+        StubElf.Start(load, extraFds: extra,
+            // Stdio is set up before the extra fds are dup'ed: crisp's own 0..2, when passed on
+            // (-j, or --inherit-fd fd[0..2]), must stay what they are until then.
+            stdin: extra.Any(e => e.Fd == 0) ? StdioSource.FromFd(0) : StdioSource.DevNull(false),
+            stdout: extra.Any(e => e.Fd == 1) ? StdioSource.FromFd(1) : StdioSource.DevNull(true),
+            stderr: extra.Any(e => e.Fd == 2) ? StdioSource.FromFd(2) : StdioSource.DevNull(true),
+            execFd: _extraBase + extra.Count);
 
     private static bool Overlaps(List<(ulong Start, ulong End)> ranges, ulong s, ulong e) =>
         ranges.Any(r => r.Start < e && s < r.End);
@@ -331,20 +314,16 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     /// </summary>
     private RestoreTask Clone(RestoreTask parent, int hostPid, int tid, ulong flags, int exitSignal)
     {
-        Span<byte> args = stackalloc byte[88];
-        args.Clear();
-        BinaryPrimitives.WriteUInt64LittleEndian(args, flags);
-        BinaryPrimitives.WriteUInt64LittleEndian(args[32..], (ulong)exitSignal);
+        var args = new LibC.clone_args { flags = flags, exit_signal = (ulong)exitSignal };
         var scratch = new Scratch(this, parent.Pid);
         bool newPidNs = (flags & CLONE_NEWPID) != 0;
         if (!newPidNs)
         {
-            ulong setTid = scratch.Put(BitConverter.GetBytes((int)tid));
-            BinaryPrimitives.WriteUInt64LittleEndian(args[64..], setTid);
-            BinaryPrimitives.WriteUInt64LittleEndian(args[72..], 1);
+            args.set_tid = scratch.PutStruct(tid);
+            args.set_tid_size = 1;
         }
-        ulong a = scratch.Put(args);
-        long r = parent.Call(Code, LibC.SYS_clone3, (long)a, 88);
+        ulong a = scratch.PutStruct(args);
+        long r = parent.Call(Code, LibC.SYS_clone3, (long)a, sizeof(LibC.clone_args));
         if (r == -Errno.EEXIST)
             throw new CrispException(_ownPidNs ? $"pid {tid} is in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
         Errno.CheckRaw(r, "clone3", newPidNs ? $"CLONE_NEWPID in {parent}" : $"set_tid {tid} in {parent}");
@@ -372,13 +351,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var root = Clone(stub, -1, rootImg.Pid, CLONE_PARENT | ns, 0);
         SetHostIds(rootImg, root.Pid);
         // The stub's job is done.
-        LibC.kill(_stubPid, LibC.SIGKILL);
-        while (true)
-        {
-            int s = RestoreTask.Wait(_stubPid);
-            if (!LibC.WIFSTOPPED(s)) break;
-            LibC.ptrace(LibC.PTRACE_CONT, _stubPid, 0, 0);
-        }
+        PtraceCalls.KillAndReap(_stubPid);
         _tasks.Remove(_stubPid);
         _stubPid = -1;
 
@@ -434,6 +407,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         {
             if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
+            BeforeCloning(p.Ppid);
             var t = Clone(parent, -1, p.Pid, SharesParentFdTable(p.Pid) ? CLONE_FILES : 0, LibC.SIGCHLD);
             if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
@@ -485,13 +459,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
 
     private void EndGroupHelper(RestoreTask h)
     {
-        LibC.kill(h.Pid, LibC.SIGKILL);
-        while (true)
-        {
-            int s = RestoreTask.Wait(h.Pid);
-            if (!LibC.WIFSTOPPED(s)) break;
-            LibC.ptrace(LibC.PTRACE_CONT, h.Pid, 0, 0);
-        }
+        PtraceCalls.KillAndReap(h.Pid);
         _tasks.Remove(h.Pid);
         _created.Remove(h.Pid);
         foreach (var k in _hostOf.Where(kv => kv.Value == h.Pid).Select(kv => kv.Key).ToList()) _hostOf.Remove(k);
@@ -541,53 +509,36 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var order = _created.Where(t => !pids.Contains(t)).Concat(pids);
         foreach (var tid in order)
         {
-            try
-            {
-                while (true)
-                {
-                    int s = RestoreTask.Wait(tid);
-                    if (!LibC.WIFSTOPPED(s)) break;
-                    LibC.ptrace(LibC.PTRACE_CONT, tid, 0, 0);
-                }
-            }
+            try { PtraceCalls.Reap(tid); }
             catch (SyscallException) { }
         }
     }
 
     // ---- scratch memory in the control page --------------------------------------------
 
-    /// <summary>Bump allocator over the control page's data part; fills through process_vm_writev.</summary>
+    /// <summary>
+    /// Crisp.Inject's <see cref="ScratchArea"/> over the control page's data part (before the
+    /// control page exists: over the stub's stack, which the stub never returns to); fills
+    /// through process_vm_writev. The area is placed at the first use.
+    /// </summary>
     private sealed class Scratch(RestoreSession s, int pid)
     {
-        private ulong _used;
+        private ScratchArea? _area;
 
-        public ulong Put(ReadOnlySpan<byte> data)
+        private ScratchArea Area
         {
-            ulong at = Reserve(data.Length);
-            RemoteMemory.Write(pid, at, data);
-            return at;
-        }
-
-        public ulong PutString(string str)
-        {
-            var b = new byte[System.Text.Encoding.UTF8.GetByteCount(str) + 1];
-            System.Text.Encoding.UTF8.GetBytes(str, b);
-            return Put(b);
-        }
-
-        public ulong Reserve(int size)
-        {
-            ulong baseAddr = s._ctl == s._pendingCtl ? s._ctl + ScratchOffset : 0;
-            if (baseAddr == 0)
+            get
             {
-                // Before the control page exists: the stub's stack is usable (the stub never returns).
-                baseAddr = s._tasks[pid].BaseRegs.rsp - 4096;
-                baseAddr &= ~0xFUL;
+                if (_area != null) return _area;
+                ulong baseAddr = s._ctl == s._pendingCtl ? s._ctl + ScratchOffset : (s._tasks[pid].BaseRegs.rsp - 4096) & ~0xFUL;
+                return _area = ScratchArea.Over(pid, baseAddr, CtlSize - ScratchOffset);
             }
-            ulong at = baseAddr + _used;
-            _used = (_used + (ulong)size + 15) & ~15UL;
-            if (_used > CtlSize - ScratchOffset) throw new InvalidOperationException("control page scratch is full");
-            return at;
         }
+
+        public ulong Put(ReadOnlySpan<byte> data) => Area.Put(data);
+        public ulong PutString(string str) => Area.PutString(str);
+        public ulong PutStruct<T>(in T value) where T : unmanaged => Area.PutStruct(value);
+        public ulong Reserve(int size) => Area.Reserve(size);
+        public T ReadStruct<T>(ulong remote) where T : unmanaged => Area.ReadStruct<T>(remote);
     }
 }

@@ -97,8 +97,13 @@ internal sealed unsafe partial class RestoreSession
             int first = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);
             // Above every fd number this process uses, and above its temporary pipe ends.
             pidfd = _extraBase + _extraCrispFds.Count + 2 * p.Fds.Count;
-            t.Check(Code, "dup3", SYS_dup3, first, pidfd, LibC.O_CLOEXEC);
-            t.Call(Code, LibC.SYS_close, first);
+            // A process cloned from a restored parent (RestoreCow.cs) has the parent's fds too: the
+            // lowest free number may be that one already (pidfds are CLOEXEC from the start).
+            if (first != pidfd)
+            {
+                t.Check(Code, "dup3", SYS_dup3, first, pidfd, LibC.O_CLOEXEC);
+                t.Call(Code, LibC.SYS_close, first);
+            }
             _crispPidfdIn[p.Pid] = pidfd;
         }
         return (int)t.Check(Code, $"pidfd_getfd({what})", SYS_pidfd_getfd, pidfd, local, 0);

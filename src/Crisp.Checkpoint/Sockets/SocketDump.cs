@@ -38,7 +38,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
     {
         string target = $"process {pid}: fd {fd} (socket:[{ino}])";
         int local = LibC.pidfd_getfd(pidfd, fd);
-        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, target);
+        Errno.Check(local, "pidfd_getfd", target);
         try
         {
             int family = LibC.GetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_DOMAIN, target);
@@ -135,7 +135,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
                 if (n < 0)
                 {
                     if (Errno.Last == Errno.EAGAIN) break;
-                    throw new SyscallException("recvmsg(MSG_PEEK)", Errno.Last, target);
+                    throw Errno.Failure("recvmsg(MSG_PEEK)", target);
                 }
                 CheckControl(control, &msg, target);
                 if (n > buf.Length)
@@ -325,7 +325,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
         if (rc != 0)
         {
             if (peer && Errno.Last == Errno.ENOTCONN) return (0, []);
-            throw new SyscallException(peer ? "getpeername" : "getsockname", Errno.Last, target);
+            throw Errno.Failure(peer ? "getpeername" : "getsockname", target);
         }
         var s = new ReadOnlySpan<byte>(sa, (int)len);
         uint port = BinaryPrimitives.ReadUInt16BigEndian(s[2..]);

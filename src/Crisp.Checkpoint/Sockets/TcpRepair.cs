@@ -113,7 +113,7 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
         var buf = new byte[len + 1];
         nint n;
         fixed (byte* b = buf) n = LibC.recvfrom(fd, b, (nuint)buf.Length, LibC.MSG_PEEK | LibC.MSG_DONTWAIT, null, null);
-        if (n < 0) throw new SyscallException($"recv(MSG_PEEK, {name} queue)", Errno.Last, target);
+        Errno.Check(n, $"recv(MSG_PEEK, {name} queue)", target);
         if (n != len) throw new CrispException($"{target}: the {name} queue holds {n} bytes, the kernel said {len}");
         return (seq, buf.AsSpan(0, (int)len).ToArray());
     }
@@ -178,7 +178,7 @@ internal static unsafe class TcpRepairRestore
         var dst = address(e.DstPort, e.DstAddr);
         fixed (byte* a = dst)
             if (LibC.connect(fd, a, (uint)dst.Length) != 0 && Errno.Last != Errno.EINPROGRESS)
-                throw new SyscallException("connect (repair)", Errno.Last, target);
+                throw Errno.Failure("connect (repair)", target);
         var opts = new List<LibC.tcp_repair_opt>();
         if ((t.OptMask & LibC.TCPI_OPT_SACK) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_SACK_PERM });
         if ((t.OptMask & LibC.TCPI_OPT_WSCALE) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_WINDOW, opt_val = t.SndWscale + (t.RcvWscale << 16) });

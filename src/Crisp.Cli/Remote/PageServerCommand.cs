@@ -127,10 +127,9 @@ internal static unsafe class Daemonize
         {
             LibC.close(p[1]);
         }
-        byte b;
-        nint n;
-        do n = LibC.read(p[0], &b, 1);
-        while (n < 0 && Errno.Last == Errno.EINTR);
+        byte* b = stackalloc byte[1];
+        int readFd = p[0];
+        long n = Errno.RetryEintr(() => LibC.read(readFd, b, 1));
         LibC.close(p[0]);
         if (n != 1)
         {

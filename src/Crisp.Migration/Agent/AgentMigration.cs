@@ -169,10 +169,9 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
             catch (Exception e) { daemonError = e; }
         }) { Name = "agent lazy-pages", IsBackground = true };
         daemonThread.Start();
-        byte b;
-        nint n;
-        do n = LibC.read(statusRead, &b, 1);
-        while (n < 0 && Errno.Last == Errno.EINTR);
+        byte* b = stackalloc byte[1];
+        int readFd = statusRead;
+        long n = Errno.RetryEintr(() => LibC.read(readFd, b, 1));
         LibC.close(statusRead);
         if (n != 1)
         {

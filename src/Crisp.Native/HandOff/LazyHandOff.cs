@@ -173,9 +173,7 @@ public sealed unsafe class LazyHandOffConnection : IDisposable
         new Span<byte>(addr, 110).Clear();
         *(ushort*)addr = AF_UNIX;
         bytes.CopyTo(new Span<byte>(addr + 2, 108));
-        long r;
-        do r = LibC.Syscall(SYS_connect, fd, (long)addr, 2 + bytes.Length + 1);
-        while (r == -Errno.EINTR);
+        long r = Errno.RetryEintrRaw(() => LibC.Syscall(SYS_connect, fd, (long)addr, 2 + bytes.Length + 1));
         if (r < 0)
         {
             LibC.close(fd);
@@ -201,8 +199,7 @@ public sealed unsafe class LazyHandOffConnection : IDisposable
         int off = 0;
         while (off < 4)
         {
-            long n = LibC.Syscall(SYS_sendto, _fd, (long)(b + off), 4 - off, LibC.MSG_NOSIGNAL, 0, 0);
-            if (n == -Errno.EINTR) continue;
+            long n = Errno.RetryEintrRaw(() => LibC.Syscall(SYS_sendto, _fd, (long)(b + off), 4 - off, LibC.MSG_NOSIGNAL, 0, 0));
             if (n <= 0) throw new CrispException($"{SocketPath}: sending {what} failed ({Errno.Name((int)-n)}): did the lazy-pages daemon exit?");
             off += (int)n;
         }

@@ -58,6 +58,12 @@ public static class Errno
     /// <summary>Last errno of a LibraryImport with SetLastError = true.</summary>
     public static int Last => Marshal.GetLastPInvokeError();
 
+    /// <summary>
+    /// The exception for a call that just failed, with the errno it left: for callers that look at
+    /// the errno first (<c>if (Errno.Last != EAGAIN) throw Errno.Failure(...)</c>).
+    /// </summary>
+    public static SyscallException Failure(string call, string target) => new(call, Last, target);
+
     /// <summary>Throws if <paramref name="rc"/> is -1, with the errno left by the call.</summary>
     public static long Check(long rc, string call, string target)
     {
@@ -76,6 +82,31 @@ public static class Errno
         if (rc == -1) throw new SyscallException(call, Last, target);
         return rc;
     }
+
+    /// <summary>
+    /// Runs <paramref name="call"/> (a libc call: -1 and errno on failure) again while it fails
+    /// with EINTR; returns its last result. The one EINTR loop: callers check the result with
+    /// <see cref="Check(long, string, string)"/> or look at <see cref="Last"/>.
+    /// </summary>
+    public static long RetryEintr(Func<long> call)
+    {
+        long rc;
+        do rc = call();
+        while (rc == -1 && Last == EINTR);
+        return rc;
+    }
+
+    /// <summary><see cref="RetryEintr(Func{long})"/> for raw syscalls, where -EINTR is the result itself.</summary>
+    public static long RetryEintrRaw(Func<long> call)
+    {
+        long rc;
+        do rc = call();
+        while (rc == -EINTR);
+        return rc;
+    }
+
+    /// <summary>Retries EINTR, then throws SyscallException if the call failed.</summary>
+    public static long CheckRetry(Func<long> call, string name, string target) => Check(RetryEintr(call), name, target);
 
     /// <summary>For raw results where -4095..-1 encodes -errno (injected syscalls).</summary>
     public static long CheckRaw(long rc, string call, string target)

@@ -161,14 +161,8 @@ public static unsafe partial class ProcessSpawner
     /// <summary>waitpid for one specific pid, retrying on EINTR. Returns the raw status.</summary>
     public static int Wait(int pid, int options = 0)
     {
-        int status;
-        while (true)
-        {
-            int r = LibC.waitpid(pid, &status, options);
-            if (r == -1 && Errno.Last == Errno.EINTR) continue;
-            Errno.Check(r, "waitpid", pid.ToString());
-            if (r == 0) return -1; // WNOHANG, nothing yet
-            return status;
-        }
+        int* status = stackalloc int[1];
+        long r = Errno.CheckRetry(() => LibC.waitpid(pid, status, options), "waitpid", pid.ToString());
+        return r == 0 ? -1 : *status; // 0: WNOHANG, nothing yet
     }
 }

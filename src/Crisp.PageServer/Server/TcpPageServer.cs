@@ -255,13 +255,11 @@ public sealed class TcpPageServer : IAsyncDisposable
     /// <summary>CRIU's status-fd convention: one zero byte once ready, then close.</summary>
     private static unsafe void ReportReady(int fd)
     {
-        byte zero = 0;
+        byte* zero = stackalloc byte[1];
+        *zero = 0;
         try
         {
-            nint rc;
-            do rc = LibC.write(fd, &zero, 1);
-            while (rc == -1 && Errno.Last == Errno.EINTR);
-            Errno.Check(rc, "write", $"status fd {fd}");
+            Errno.CheckRetry(() => LibC.write(fd, zero, 1), "write", $"status fd {fd}");
         }
         finally
         {

@@ -53,7 +53,7 @@ public sealed class AioRestoreTests(ITestOutputHelper output) : IDisposable
             var mm = new ImageDir(images).ReadMm(pid);
             Assert.Equal(2, mm.Aios.Count);
             Assert.Equal(2, mm.Vmas.Count(v => (v.Status & VmaStatus.VMA_AREA_AIORING) != 0));
-            using (var crit = new TempDir()) output.WriteLine(Crit.Decode(crit, Path.Combine(images, ImageDir.MmName(pid)))["entries"]![0]!["aios"]!.ToJsonString());
+            output.WriteLine(Crit.DecodeNode(Path.Combine(images, ImageDir.MmName(pid)))["entries"]![0]!["aios"]!.ToJsonString());
 
             using var daemon = lazy && round == 0 ? new LazyDaemon(images, _dir) : null;
             int n = Lines(log).Length;
