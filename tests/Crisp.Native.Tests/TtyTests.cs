@@ -121,38 +121,38 @@ public class TtyHeaderTests
             int main(void) {
               C(TCGETS); C(TCSETS); C(TIOCEXCL); C(TIOCSCTTY); C(TIOCGPGRP); C(TIOCSPGRP); C(TIOCSTI); C(TIOCGWINSZ);
               C(TIOCSWINSZ); C(FIONREAD); C(TIOCPKT); C(TIOCGSID); C(TIOCGPTN); C(TIOCSPTLCK); C(TIOCGPKT); C(TIOCGPTLCK);
-              C(TIOCGEXCL); C(TIOCGPTPEER); C(TIOCGLCKTRMIOS); C(TIOCSLCKTRMIOS); C(NCCS); C(sizeof(struct termios));
-              C(sizeof(struct winsize)); C(ECHO); C(ECHOE); C(ECHOK); C(ECHONL); C(ECHOCTL); C(ECHOKE); C(OPOST);
+              C(TIOCGEXCL); C(TIOCGPTPEER); C(TIOCGLCKTRMIOS); C(TIOCSLCKTRMIOS); C(NCCS); printf("sizeof_termios %zu\n", sizeof(struct termios));
+              printf("sizeof_winsize %zu\n", sizeof(struct winsize)); C(ECHO); C(ECHOE); C(ECHOK); C(ECHONL); C(ECHOCTL); C(ECHOKE); C(OPOST);
               return 0;
             }
             """);
         var v = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' '))
             .ToDictionary(p => p[0], p => ulong.Parse(p[1], CultureInfo.InvariantCulture));
-        Assert.Equal(v["TCGETS"], Tty.TCGETS);
-        Assert.Equal(v["TCSETS"], Tty.TCSETS);
-        Assert.Equal(v["TIOCEXCL"], Tty.TIOCEXCL);
-        Assert.Equal(v["TIOCSCTTY"], Tty.TIOCSCTTY);
-        Assert.Equal(v["TIOCGPGRP"], Tty.TIOCGPGRP);
-        Assert.Equal(v["TIOCSPGRP"], Tty.TIOCSPGRP);
-        Assert.Equal(v["TIOCSTI"], Tty.TIOCSTI);
-        Assert.Equal(v["TIOCGWINSZ"], Tty.TIOCGWINSZ);
-        Assert.Equal(v["TIOCSWINSZ"], Tty.TIOCSWINSZ);
-        Assert.Equal(v["FIONREAD"], Tty.FIONREAD);
-        Assert.Equal(v["TIOCPKT"], Tty.TIOCPKT);
-        Assert.Equal(v["TIOCGSID"], Tty.TIOCGSID);
-        Assert.Equal(v["TIOCGPTN"], Tty.TIOCGPTN);
-        Assert.Equal(v["TIOCSPTLCK"], Tty.TIOCSPTLCK);
-        Assert.Equal(v["TIOCGPKT"], Tty.TIOCGPKT);
-        Assert.Equal(v["TIOCGPTLCK"], Tty.TIOCGPTLCK);
-        Assert.Equal(v["TIOCGEXCL"], Tty.TIOCGEXCL);
-        Assert.Equal(v["TIOCGPTPEER"], Tty.TIOCGPTPEER);
-        Assert.Equal(v["TIOCGLCKTRMIOS"], Tty.TIOCGLCKTRMIOS);
-        Assert.Equal(v["TIOCSLCKTRMIOS"], Tty.TIOCSLCKTRMIOS);
-        Assert.Equal(v["NCCS"], (ulong)Tty.Nccs);
-        Assert.Equal(v["sizeof(struct termios)"], (ulong)Tty.TermiosSize);
-        Assert.Equal(v["sizeof(struct winsize)"], (ulong)Tty.WinsizeSize);
-        Assert.Equal(v["ECHO"] | v["ECHOE"] | v["ECHOK"] | v["ECHONL"] | v["ECHOCTL"] | v["ECHOKE"],
-            (ulong)(Tty.ECHO | Tty.ECHOE | Tty.ECHOK | Tty.ECHONL | Tty.ECHOCTL | Tty.ECHOKE));
-        Assert.Equal(v["OPOST"], (ulong)Tty.OPOST);
+        Assert.Equal(Tty.TCGETS, v["TCGETS"]);
+        Assert.Equal(Tty.TCSETS, v["TCSETS"]);
+        Assert.Equal(Tty.TIOCEXCL, v["TIOCEXCL"]);
+        Assert.Equal(Tty.TIOCSCTTY, v["TIOCSCTTY"]);
+        Assert.Equal(Tty.TIOCGPGRP, v["TIOCGPGRP"]);
+        Assert.Equal(Tty.TIOCSPGRP, v["TIOCSPGRP"]);
+        Assert.Equal(Tty.TIOCSTI, v["TIOCSTI"]);
+        Assert.Equal(Tty.TIOCGWINSZ, v["TIOCGWINSZ"]);
+        Assert.Equal(Tty.TIOCSWINSZ, v["TIOCSWINSZ"]);
+        Assert.Equal(Tty.FIONREAD, v["FIONREAD"]);
+        Assert.Equal(Tty.TIOCPKT, v["TIOCPKT"]);
+        Assert.Equal(Tty.TIOCGSID, v["TIOCGSID"]);
+        Assert.Equal(Tty.TIOCGPTN, v["TIOCGPTN"]);
+        Assert.Equal(Tty.TIOCSPTLCK, v["TIOCSPTLCK"]);
+        Assert.Equal(Tty.TIOCGPKT, v["TIOCGPKT"]);
+        Assert.Equal(Tty.TIOCGPTLCK, v["TIOCGPTLCK"]);
+        Assert.Equal(Tty.TIOCGEXCL, v["TIOCGEXCL"]);
+        Assert.Equal(Tty.TIOCGPTPEER, v["TIOCGPTPEER"]);
+        Assert.Equal(Tty.TIOCGLCKTRMIOS, v["TIOCGLCKTRMIOS"]);
+        Assert.Equal(Tty.TIOCSLCKTRMIOS, v["TIOCSLCKTRMIOS"]);
+        Assert.Equal((ulong)Tty.Nccs, v["NCCS"]);
+        Assert.Equal((ulong)Tty.TermiosSize, v["sizeof_termios"]);
+        Assert.Equal((ulong)Tty.WinsizeSize, v["sizeof_winsize"]);
+        Assert.Equal((ulong)(Tty.ECHO | Tty.ECHOE | Tty.ECHOK | Tty.ECHONL | Tty.ECHOCTL | Tty.ECHOKE),
+            v["ECHO"] | v["ECHOE"] | v["ECHOK"] | v["ECHONL"] | v["ECHOCTL"] | v["ECHOKE"]);
+        Assert.Equal((ulong)Tty.OPOST, v["OPOST"]);
     }
 }

@@ -82,7 +82,7 @@ internal sealed unsafe partial class FileTable
             _files.Add(new FileEntry
             {
                 Type = FdTypes.Reg, Id = id + 1,
-                Reg = new RegFileEntry { Id = id + 1, Flags = (uint)fileFlags, Pos = 0, Fown = NoOwner(), Name = link, Size = 0, Mode = st.st_mode },
+                Reg = new RegFileEntry { Id = id + 1, Flags = (uint)fileFlags, Pos = 0, Fown = NoOwner(), Name = Undeleted(link), Size = 0, Mode = st.st_mode },
             });
             _ttyFiles.Add(id);
             _pendingTty = (id, kind, index, hung, where);
