@@ -18,7 +18,7 @@ namespace Crisp.Integration.Tests.Programs;
 /// </summary>
 public sealed class TmuxTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _dir = TempDir("tmux");
+    private readonly string _dir = TempDir("tmuxserver");
     private readonly List<int> _pids = [];
     private readonly List<LazyDaemon> _daemons = [];
     private static readonly string[] Env = ["PATH=/usr/bin:/bin", "LANG=C", "TERM=xterm"];

@@ -18,7 +18,7 @@ namespace Crisp.Integration.Tests.Restore;
 /// </summary>
 public sealed class PtyRestoreTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _dir = TempDir("pty");
+    private readonly string _dir = TempDir("ptypairs");
     private readonly List<int> _pids = [];
     private readonly List<LazyDaemon> _daemons = [];
     private static readonly string Script = Path.Combine(RepoRoot, "tests/workloads/ptypair.py");
