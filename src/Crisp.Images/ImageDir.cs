@@ -53,6 +53,8 @@ public sealed class ImageDir
     public static string RemapFpathName => "remap-fpath.img";
     public static string FileLocksName => "filelocks.img";
     public static string GhostFileName(uint id) => $"ghost-file-{id:x}.img";
+    public static string TtyInfoName => "tty-info.img";
+    public static string TtyDataName => "tty-data.img";
 
     public bool Exists(string fileName) => File.Exists(PathOf(fileName));
 
@@ -247,6 +249,11 @@ public sealed class ImageDir
 
     public SeccompEntry ReadSeccomp() => ReadSingle(SeccompName, ImageMagic.Seccomp, SeccompEntry.Parser);
     public void WriteSeccomp(SeccompEntry seccomp) => WriteSingle(SeccompName, ImageMagic.Seccomp, seccomp);
+
+    public List<TtyInfoEntry> ReadTtyInfo() => Exists(TtyInfoName) ? ReadAll(TtyInfoName, ImageMagic.TtyInfo, TtyInfoEntry.Parser) : [];
+    public void WriteTtyInfo(IEnumerable<TtyInfoEntry> ttys) => WriteAll(TtyInfoName, ImageMagic.TtyInfo, ttys);
+    public List<TtyDataEntry> ReadTtyData() => Exists(TtyDataName) ? ReadAll(TtyDataName, ImageMagic.TtyData, TtyDataEntry.Parser) : [];
+    public void WriteTtyData(IEnumerable<TtyDataEntry> data) => WriteAll(TtyDataName, ImageMagic.TtyData, data);
 
     public TimensEntry ReadTimens(uint id = 0) => ReadSingle(TimensName(id), ImageMagic.Timens, TimensEntry.Parser);
     public void WriteTimens(TimensEntry timens, uint id = 0) => WriteSingle(TimensName(id), ImageMagic.Timens, timens);

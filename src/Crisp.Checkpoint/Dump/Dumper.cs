@@ -247,6 +247,7 @@ public static class Dumper
         files.FinishSockets();
         files.FinishWatches();
         files.FinishNamespaceFiles(nsIds, dumps.Select(d => d.Ids).Append(nsIds.Own));
+        files.FinishTtys();
         Log.D($"dump: collected state of {dumps.Count} process(es) in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
 
@@ -270,6 +271,8 @@ public static class Dumper
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);
         if (files.FifoData.Count > 0) dir.WriteFifoData(files.FifoData);
+        if (files.TtyInfos.Count > 0) dir.WriteTtyInfo(files.TtyInfos.OrderBy(t => t.Id));
+        if (files.TtyData.Count > 0) dir.WriteTtyData(files.TtyData);
         files.WriteMemfds(dir);
         files.WriteGhosts(dir);
         files.WriteFileLocks(dir);

@@ -74,8 +74,12 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             bool cloexec = (info.Flags & LibC.O_CLOEXEC) != 0;
             int fileFlags = info.Flags & ~LibC.O_CLOEXEC;
 
+            var (ttyKind, _) = type == LibC.S_IFCHR ? Tty.Classify(st.st_rdev) : (TtyKind.None, -1);
+            if (TerminalRefusal(ttyKind) is string tty)
+                throw new CrispException($"process {pid}: fd {fd} is {tty} ({link}): not supported yet");
             FdTypes kind;
-            if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
+            if (ttyKind is TtyKind.PtyMaster or TtyKind.PtySlave or TtyKind.CurrentTty) kind = FdTypes.Tty;
+            else if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
             else if (type == LibC.S_IFIFO && link.StartsWith('/')) kind = FdTypes.Fifo;
             else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
@@ -86,8 +90,6 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             else if (AnonKind(link) is FdTypes anon) kind = anon;
             else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
-            if (type == LibC.S_IFCHR && TerminalRefusal(st.st_rdev) is string tty)
-                throw new CrispException($"process {pid}: fd {fd} is {tty} ({link}): not supported yet");
             bool deleted = kind is FdTypes.Reg or FdTypes.Fifo && link.EndsWith(" (deleted)", StringComparison.Ordinal);
             // The shmem file behind a shared anonymous mapping: not a file that had a name.
             if (deleted && link == "/dev/zero (deleted)")
@@ -134,6 +136,10 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 {
                     _files.Add(CollectNamespaceFile(id, pid, fd, fileFlags, link, st.st_ino));
                 }
+                else if (kind == FdTypes.Tty)
+                {
+                    CollectTty(id, pid, pidfd, fd, fileFlags, link, st, ttyKind);
+                }
                 else if (kind == FdTypes.Pidfd)
                 {
                     _files.Add(CollectPidfd(id, pid, pidfd, fd, fileFlags, info, st.st_ino));
@@ -161,7 +167,9 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             }
             if (kind == FdTypes.Unixsk) kind = _files[(int)id - 1].Type;   // a shared socket: its entry says which family
             CollectLocks(pid, imagePid, fd, id, info);
-            result.Add(new FdinfoEntry { Id = id, Flags = cloexec ? 1u : 0u, Type = kind, Fd = (uint)fd });
+            var fdinfo = new FdinfoEntry { Id = id, Flags = cloexec ? 1u : 0u, Type = kind, Fd = (uint)fd };
+            if (kind == FdTypes.Tty) NoteTtyFd(id, fdinfo, $"process {pid}: fd {fd} ({link})");
+            result.Add(fdinfo);
         }
         return result;
     }
@@ -236,25 +244,6 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             LibC.close(local);
             if (p[0] > 0) { LibC.close(p[0]); LibC.close(p[1]); }
         }
-    }
-
-    /// <summary>
-    /// Terminals crisp cannot bring back faithfully: reopening a pty master (/dev/ptmx) by its
-    /// path would make a new, unrelated pty, and a virtual console or serial line is not what
-    /// restore could vouch for. A pty slave (/dev/pts/N) stays a path (reopened when its pty
-    /// still exists outside the tree, or crisp's own terminal with --shell-job).
-    /// </summary>
-    private static string? TerminalRefusal(ulong rdev)
-    {
-        ulong major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & ~0xfffUL);
-        ulong minor = (rdev & 0xff) | ((rdev >> 12) & ~0xffUL);
-        return (major, minor) switch
-        {
-            (5, 2) => "a pty master",
-            (4, < 64) => "a virtual console",
-            (4, _) => "a serial terminal",
-            _ => null,
-        };
     }
 
     private static string Describe(string link, uint type) => type switch

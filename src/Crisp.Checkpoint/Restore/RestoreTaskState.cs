@@ -59,6 +59,8 @@ internal sealed unsafe partial class RestoreSession
                     if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
                     RestoreOwner(t, fd, file.Pipe.Fown);
                 }
+                // A pty description crisp made (RestoreTtys.cs): its owner is the process's business.
+                if (file.Type == FdTypes.Tty && _configuredFiles.Add(fdi.Id)) RestoreOwner(t, fd, file.Tty?.Fown);
                 continue;
             }
             switch (file.Type)
@@ -82,6 +84,9 @@ internal sealed unsafe partial class RestoreSession
                 case FdTypes.Ns:
                     PlaceNamespaceFile(p, t, file, fd, cloexec);
                     break;
+                case FdTypes.Tty when IsCtty(file):
+                    PlaceCtty(t, file, fd, cloexec);
+                    break;
                 case FdTypes.Tty when _o.ShellJob:
                     Dup(t, _extraBase + _extraCrispFds.Count - 3 + 1, fd, cloexec);
                     break;
@@ -91,7 +96,7 @@ internal sealed unsafe partial class RestoreSession
             }
             placed[fdi.Id] = fd;
             if (_configuredFiles.Add(fdi.Id))
-                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, FdTypes.Pidfd => file.Pidfd?.Fown,
+                RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, FdTypes.Pidfd => file.Pidfd?.Fown, FdTypes.Tty => file.Tty?.Fown,
                     FdTypes.Fifo => _files.GetValueOrDefault(file.Fifo?.RegfId ?? 0)?.Reg?.Fown, _ => null });
             KeepShared(t, file, fd);
         }

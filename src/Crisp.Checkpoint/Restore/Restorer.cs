@@ -95,6 +95,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("create the root process", CreateRoot);
             Step("create the process tree", CreateTree);
             Step("create threads", CreateThreads);
+            Step("create terminals", CreateTerminals);
             foreach (var p in _procs)
                 RestoreProcess(p);
             if (_repairedTcp.Count > 0) Step("take connections out of repair mode", FinishConnections);

@@ -27,6 +27,9 @@ public static unsafe partial class LibC
     [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
     public static partial int fstat(int fd, stat_t* buf);
 
+    [LibraryImport(Lib, EntryPoint = "fchown", SetLastError = true)]
+    public static partial int fchown(int fd, uint owner, uint group);
+
     public static stat_t Stat(string path)
     {
         stat_t st;

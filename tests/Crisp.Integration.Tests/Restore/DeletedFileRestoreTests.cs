@@ -91,20 +91,4 @@ public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposa
         LibC.kill(pid, LibC.SIGUSR1);
         Assert.Contains("lock=Y", WaitForLine(log, l => l.StartsWith("check "), skip: lines));
     }
-
-    [Fact]
-    public void A_pty_master_is_refused_and_the_process_keeps_running()
-    {
-        string log = Path.Combine(_dir, "ptylog");
-        string script = "import os,time,sys\nm,s=os.openpty()\nprint('ready',m,flush=True)\nwhile True:\n time.sleep(0.02)\n print('tick',flush=True)\n";
-        int pid = SpawnLogged(log, "/usr/bin/python3", "-c", script);
-        _pids.Add(pid);
-        int master = int.Parse(WaitForLine(log, l => l.StartsWith("ready ")).Split(' ')[1]);
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
-        output.WriteLine(e.Message);
-        Assert.Contains($"fd {master} is a pty master", e.Message);
-        int lines = Lines(log).Length;
-        WaitForLine(log, l => l == "tick", skip: lines);
-        Assert.True(Alive(pid));
-    }
 }
