@@ -45,6 +45,7 @@ internal sealed unsafe partial class RestoreSession
     {
         var unix = _files.Values.Where(f => f.Type == FdTypes.Unixsk && f.Usk != null).Select(f => f.Usk).ToList();
         var inet = _files.Values.Where(f => f.Type == FdTypes.Inetsk && f.Isk != null).Select(f => f.Isk).ToList();
+        CreateOtherSockets();
         if (unix.Count == 0 && inet.Count == 0) return;
         var connections = inet.Where(IsConnection).ToList();
         if (connections.Count > 0)
@@ -235,16 +236,31 @@ internal sealed unsafe partial class RestoreSession
             for (var d = dir; d != null && u.Deleted && !Directory.Exists(d); d = Path.GetDirectoryName(d)) missing.Add(d);
             foreach (var d in Enumerable.Reverse(missing)) { Directory.CreateDirectory(d); madeDirs.Add(d); }
         }
-        var addr = UnixAddress(u);
-        fixed (byte* a = addr)
-            Errno.Check(LibC.bind(fd, a, (uint)addr.Length), $"bind({NameText(u)})", target);
-        if (path == null) return;
-        if (u.Deleted)
+        // A deleted socket's name may be another file's now (zdtm fifo_upon_unix_socket00: a FIFO made
+        // where the socket was): that file steps aside while the socket is bound under the name it had.
+        string? aside = null;
+        if (path != null && u.Deleted && File.Exists(path))
         {
-            string ghost = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-ghost-{u.Ino}");
-            File.Move(path, ghost, overwrite: true);
-            ghosts[u.Ino] = ghost;
-            return;
+            aside = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-aside-{u.Ino}");
+            File.Move(path, aside);
+        }
+        try
+        {
+            var addr = UnixAddress(u);
+            fixed (byte* a = addr)
+                Errno.Check(LibC.bind(fd, a, (uint)addr.Length), $"bind({NameText(u)})", target);
+            if (path == null) return;
+            if (u.Deleted)
+            {
+                string ghost = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-ghost-{u.Ino}");
+                File.Move(path, ghost, overwrite: true);
+                ghosts[u.Ino] = ghost;
+                return;
+            }
+        }
+        finally
+        {
+            if (aside != null) File.Move(aside, path!);
         }
         _socketFiles.Add(path);
         if (u.FilePerms != null)
@@ -346,7 +362,7 @@ internal sealed unsafe partial class RestoreSession
         try
         {
             SocketOptions.RestoreBeforeBind(fd, e.Opts, target);
-            if (family == LibC.AF_INET6 && e.HasV6Only)
+            if (family == LibC.AF_INET6 && e.HasV6Only && (e.V6Only || e.Type != LibC.SOCK_RAW))   // raw ones have no IPV6_V6ONLY to clear
                 LibC.SetSockOptInt(fd, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, e.V6Only ? 1 : 0, target);
             if (e.IpOpts != null) SocketOptions.RestoreIp(fd, family, (int)e.Type, (int)e.Proto, e.IpOpts, target);
             bool anyAddr = e.SrcAddr.All(w => w == 0);

@@ -22,7 +22,7 @@ namespace Crisp.Checkpoint.Sockets;
 /// Queued data is read without consuming it: SO_PEEK_OFF set to 0 makes each MSG_PEEK read go on
 /// where the previous one stopped, then the socket's own peek offset is put back.
 /// </summary>
-internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepairDump? tcp = null, bool skipInFlight = false)
+internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, TcpRepairDump? tcp = null, bool skipInFlight = false)
 {
     public const uint USK_EXTERN = 1;
 
@@ -61,6 +61,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
             {
                 LibC.AF_UNIX => DumpUnix(pid, fd, local, id, fileFlags, (uint)ino, type, target),
                 LibC.AF_INET or LibC.AF_INET6 => DumpInet(local, id, fileFlags, (uint)ino, family, type, proto, target),
+                LibC.AF_NETLINK => DumpNetlink(local, id, fileFlags, (uint)ino, proto, target),
                 _ => throw new CrispException($"{target} is {FamilyName(family)} socket: not supported yet"),
             };
         }
