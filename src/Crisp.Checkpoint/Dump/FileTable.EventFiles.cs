@@ -33,8 +33,10 @@ internal sealed unsafe partial class FileTable
         _ => null,
     };
 
-    private static FileEntry CollectAnon(FdTypes kind, uint id, int pid, int pidfd, int fd, int flags, FdInfo info)
+    private static FileEntry CollectAnon(FdTypes kind, uint id, int pid, int pidfd, int fd, int flags, FdInfo info, int targetsOf = 0)
     {
+        // An epoll in flight (FileTable.InFlight.cs) is crisp's fd: its targets are the fds of the process it is restored in.
+        int owner = targetsOf != 0 ? targetsOf : pid;
         string where = $"process {pid}: fd {fd}";
         var f = info.Fields;
         string Field(string key) => f.TryGetValue(key, out var v) ? v
@@ -88,7 +90,7 @@ internal sealed unsafe partial class FileTable
                 if (f.TryGetValue("tfd", out var lines))
                 {
                     var toffs = new Dictionary<uint, uint>();      // registrations seen so far under each fd number
-                    var holders = new Lazy<Dictionary<ulong, List<int>>>(() => FdsByInode(pid));
+                    var holders = new Lazy<Dictionary<ulong, List<int>>>(() => FdsByInode(owner));
                     foreach (var line in lines.Split('\n'))
                     {
                         var t = Tokens("tfd:" + line);
@@ -105,7 +107,7 @@ internal sealed unsafe partial class FileTable
                         // fdinfo lists registrations in the kernel's (file, fd) order, as kcmp counts toff.
                         uint toff = toffs.TryGetValue(tfd.Tfd, out var n) ? n : 0;
                         toffs[tfd.Tfd] = toff + 1;
-                        tfd.Tfd = (uint)EpollTargetFd(pid, fd, (int)tfd.Tfd, toff, tfd.Inode, holders, where);
+                        tfd.Tfd = (uint)EpollTargetFd(pid, owner, fd, (int)tfd.Tfd, toff, tfd.Inode, holders, where);
                         e.Tfd.Add(tfd);
                     }
                     var numbers = new HashSet<uint>();
@@ -174,22 +176,23 @@ internal sealed unsafe partial class FileTable
     /// it registered under but kept the file open elsewhere; restore registers it under that fd,
     /// as CRIU does). A file no fd holds any more is refused.
     /// </summary>
-    private static int EpollTargetFd(int pid, int epfd, int tfd, uint toff, ulong ino,
+    private static int EpollTargetFd(int pid, int owner, int epfd, int tfd, uint toff, ulong ino,
         Lazy<Dictionary<ulong, List<int>>> holders, string where)
     {
-        if (SameEpollTarget(pid, epfd, tfd, toff, tfd)) return tfd;
+        if (SameEpollTarget(pid, owner, epfd, tfd, toff, tfd)) return tfd;
         if (holders.Value.TryGetValue(ino, out var fds))
             foreach (int c in fds)
-                if (c != tfd && SameEpollTarget(pid, epfd, tfd, toff, c)) return c;
+                if (c != tfd && SameEpollTarget(pid, owner, epfd, tfd, toff, c)) return c;
         throw new CrispException($"{where} is an epoll watching a file registered as fd {tfd} that no fd of the process holds any more: not supported");
     }
 
-    private static bool SameEpollTarget(int pid, int epfd, int tfd, uint toff, int candidate)
+    /// <summary>Whether fd <paramref name="candidate"/> of <paramref name="owner"/> is registration (tfd, toff) of epoll fd <paramref name="epfd"/> of <paramref name="pid"/>.</summary>
+    private static bool SameEpollTarget(int pid, int owner, int epfd, int tfd, uint toff, int candidate)
     {
         // struct kcmp_epoll_slot { __u32 efd, tfd, toff; }
         uint* slot = stackalloc uint[3];
         slot[0] = (uint)epfd; slot[1] = (uint)tfd; slot[2] = toff;
-        long r = LibC.Syscall(LibC.SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, candidate, (long)slot);
+        long r = LibC.Syscall(LibC.SYS_kcmp, owner, pid, KCMP_EPOLL_TFD, candidate, (long)slot);
         if (r == 0) return true;
         if (r > 0 || Errno.Last is Errno.EBADF or Errno.ENOENT) return false;
         throw Errno.Failure("kcmp(KCMP_EPOLL_TFD)", $"{pid}, epoll fd {epfd}, target fd {tfd}/{toff}, candidate fd {candidate}");

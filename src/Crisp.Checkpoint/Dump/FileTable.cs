@@ -32,7 +32,12 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
     /// <summary>Once every process was collected: checks socket peers, adds entries for external peers.</summary>
     public void FinishSockets()
     {
-        foreach (var e in _sockets.Finish(() => NextId)) _files.Add(e);
+        try
+        {
+            DumpFilesInFlight();
+            foreach (var e in _sockets.Finish(() => NextId)) _files.Add(e);
+        }
+        finally { CloseFilesInFlight(); }
     }
 
     private uint NextId => (uint)_files.Count + 1;
@@ -58,10 +63,10 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
     }
 
     /// <summary>Every fd of <paramref name="pid"/> as fdinfo entries; refuses what crisp cannot restore.</summary>
-    public List<FdinfoEntry> CollectFds(int pid, int pidfd, int imagePid)
+    public List<FdinfoEntry> CollectFds(int pid, int pidfd, int imagePid, IReadOnlyList<int>? only = null)
     {
         var result = new List<FdinfoEntry>();
-        foreach (int fd in Proc.Fds(pid))
+        foreach (int fd in only ?? Proc.Fds(pid))
         {
             string link = Proc.FdTarget(pid, fd);
             // crisp's own write tracker (pre-dump, --track-mem), not the process's: never restored.
@@ -146,7 +151,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
                 }
                 else if (kind != FdTypes.Reg)
                 {
-                    var anon = CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info);
+                    var anon = CollectAnon(kind, id, pid, pidfd, fd, fileFlags, info, _epollTargetsOf);
                     NoteGhostWatches(anon, $"process {pid}: fd {fd}");
                     _files.Add(anon);
                 }

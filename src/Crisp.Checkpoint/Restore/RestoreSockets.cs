@@ -35,7 +35,9 @@ internal sealed unsafe partial class RestoreSession
     private readonly List<(int Fd, bool ReuseAddr, string Target)> _repairedTcp = [];   // connections in repair mode until the end
     private NetworkLock? _netLock;
 
-    private static bool IsConnection(InetSkEntry e) => e.Proto == LibC.IPPROTO_TCP && e.DstPort != 0;
+    private static bool IsPing(InetSkEntry e) => e.Type == LibC.SOCK_DGRAM && e.Proto is SocketDump.IPPROTO_ICMP or SocketDump.IPPROTO_ICMPV6;
+
+    private static bool IsConnection(InetSkEntry e) => e.Type == LibC.SOCK_STREAM && e.Proto == LibC.IPPROTO_TCP && e.DstPort != 0;
 
     private bool TcpClosed => _o.TcpClose || (_inventory.HasTcpClose && _inventory.TcpClose);
 
@@ -43,6 +45,7 @@ internal sealed unsafe partial class RestoreSession
     {
         var unix = _files.Values.Where(f => f.Type == FdTypes.Unixsk && f.Usk != null).Select(f => f.Usk).ToList();
         var inet = _files.Values.Where(f => f.Type == FdTypes.Inetsk && f.Isk != null).Select(f => f.Isk).ToList();
+        CreateOtherSockets();
         if (unix.Count == 0 && inet.Count == 0) return;
         var connections = inet.Where(IsConnection).ToList();
         if (connections.Count > 0)
@@ -59,106 +62,151 @@ internal sealed unsafe partial class RestoreSession
 
     // ---- unix ---------------------------------------------------------------------------------
 
+    /// <summary>The unix sockets of the images while they are being made (crisp's fds and what is temporary).</summary>
+    private sealed class UnixBatch(List<UnixSkEntry> all, Dictionary<uint, List<SkPacket>> queues)
+    {
+        public Dictionary<uint, UnixSkEntry> ByIno { get; } = all.ToDictionary(u => u.Ino);
+        public List<UnixSkEntry> Sockets { get; } = all.Where(u => (u.Uflags & SocketDump.USK_EXTERN) == 0).ToList();
+        public Dictionary<uint, List<SkPacket>> Queues { get; } = queues;
+        public Dictionary<uint, int> Fds { get; } = [];        // ino → crisp's fd (in _crispCopies once HandedOver)
+        public bool HandedOver { get; set; }
+        public Dictionary<uint, int> OtherEnds { get; } = [];  // ino → the extra end of a pair whose peer was gone
+        public Dictionary<uint, string> Ghosts { get; } = [];  // ino → where a socket whose file was deleted is bound meanwhile
+        public List<string> MadeDirs { get; } = [];
+    }
+
+    private UnixBatch? _unixLater;   // sockets whose queues carry files in flight: finished once the files exist (RestoreInFlight.cs)
+
     private void CreateUnix(List<UnixSkEntry> all, Dictionary<uint, List<SkPacket>> queues)
     {
-        var byIno = all.ToDictionary(u => u.Ino);
-        var sockets = all.Where(u => (u.Uflags & SocketDump.USK_EXTERN) == 0).ToList();
-        var fds = new Dictionary<uint, int>();        // ino → crisp's fd
-        var otherEnds = new Dictionary<uint, int>();  // ino → the extra end of a pair whose peer was gone
-        var ghosts = new Dictionary<uint, string>();  // ino → where a socket whose file was deleted is bound meanwhile
-        var madeDirs = new List<string>();
+        UnixBatch? r = new(all, queues);
         try
         {
-            foreach (var u in sockets)
+            MakeUnix(r);
+            foreach (var u in r.Sockets) _crispCopies[u.Id] = r.Fds[u.Ino];
+            r.HandedOver = true;
+            if (r.Queues.Values.Any(q => q.Any(p => p.Entry.Scm.Count > 0)))
             {
-                if (fds.ContainsKey(u.Ino)) continue;
-                var peer = u.Peer != 0 && u.Peer != u.Ino ? byIno.GetValueOrDefault(u.Peer) : null;
-                if (peer != null && peer.Peer == u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0)
-                {
-                    var (a, b) = SocketPair(u);
-                    fds[u.Ino] = a;
-                    fds[peer.Ino] = b;
-                }
-                else if (u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM)
-                {
-                    var (a, b) = SocketPair(u);
-                    fds[u.Ino] = a;
-                    otherEnds[u.Ino] = b;
-                }
-                else if (u.Type == LibC.SOCK_DGRAM && u.Name.IsEmpty && queues.ContainsKey(u.Id))
-                {
-                    // Queued datagrams whose sender is gone, on a socket nobody can name: they come in
-                    // through the other end of a pair whose link is then cut from this side
-                    // (connect(AF_UNSPEC)), so this socket stays unconnected but the other end can send.
-                    var (a, b) = SocketPair(u);
-                    var unspec = new byte[2];
-                    fixed (byte* p = unspec)
-                        Errno.Check(LibC.connect(a, p, 2), "connect(AF_UNSPEC)", Describe(u));
-                    fds[u.Ino] = a;
-                    otherEnds[u.Ino] = b;
-                }
-                else
-                    fds[u.Ino] = Errno.Check(LibC.socket(LibC.AF_UNIX, (int)u.Type | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
-                        $"socket(AF_UNIX, {SocketDump.TypeName((int)u.Type)})", Describe(u));
+                // Connections and queues wait until the processes have their files: the files in flight are among them.
+                _unixLater = r;
+                r = null;
+                return;
             }
-            // Names whose file was deleted first: each is bound, then its file moved aside until every
-            // socket that connects to it has, so that a live socket of the same name can be bound after it.
-            foreach (var u in sockets.OrderBy(u => u.Deleted ? 0 : 1))
-            {
-                PrepareUnix(fds[u.Ino], u, ghosts, madeDirs);
-                if (u.State == LibC.TCP_LISTEN)
-                    Errno.Check(LibC.listen(fds[u.Ino], (int)u.Backlog), $"listen({u.Backlog})", Describe(u));
-            }
-            // Data that comes in through an extra end goes first: once this socket is connected
-            // elsewhere, only its peer may send to it.
-            foreach (var u in sockets)
-                if (otherEnds.ContainsKey(u.Ino) && queues.TryGetValue(u.Id, out var early))
-                {
-                    RestoreUnixQueue(u, early, byIno, fds, otherEnds, ghosts);
-                    queues.Remove(u.Id);
-                }
-            foreach (var u in sockets)
-            {
-                if (u.Peer == 0) continue;
-                var peer = byIno.GetValueOrDefault(u.Peer)
-                    ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"unix socket {u.Ino}: its peer {u.Peer} has no entry");
-                if (peer.Peer == u.Ino && peer.Ino != u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0) continue;   // a pair, connected already
-                if ((peer.Uflags & SocketDump.USK_EXTERN) != 0 && !_o.ExtUnixSk)
-                    throw new CrispException($"{Describe(u)} was connected to {NameText(peer)} outside the dumped tree: restore it with --ext-unix-sk");
-                var addr = UnixAddress(peer, ghosts.GetValueOrDefault(peer.Ino));
-                fixed (byte* a = addr)
-                    Errno.Check(LibC.connect(fds[u.Ino], a, (uint)addr.Length), $"connect({NameText(peer)})", Describe(u));
-            }
-            foreach (var u in sockets)
-            {
-                if (!queues.TryGetValue(u.Id, out var packets)) continue;
-                RestoreUnixQueue(u, packets, byIno, fds, otherEnds, ghosts);
-            }
-            foreach (var end in otherEnds.Values) LibC.close(end);
-            otherEnds.Clear();
-            foreach (var u in sockets)
-            {
-                int fd = fds[u.Ino];
-                int how = (int)u.Shutdown;
-                if (how != 0 && !(u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM))
-                    Errno.Check(LibC.shutdown(fd, how - 1), $"shutdown({u.Shutdown})", Describe(u));
-                Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, u.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", Describe(u));
-                SocketOptions.RestoreFilter(fd, u.Opts, Describe(u));
-            }
-            foreach (var path in ghosts.Values) File.Delete(path);
-            ghosts.Clear();
-            foreach (var dir in Enumerable.Reverse(madeDirs)) Directory.Delete(dir);
-            madeDirs.Clear();
-            foreach (var u in sockets) _crispCopies[u.Id] = fds[u.Ino];
-            fds.Clear();
+            FinishUnix(r, null);
         }
         finally
         {
-            foreach (var fd in fds.Values) LibC.close(fd);
-            foreach (var fd in otherEnds.Values) LibC.close(fd);
-            foreach (var path in ghosts.Values) try { File.Delete(path); } catch (IOException) { }
-            foreach (var dir in Enumerable.Reverse(madeDirs)) try { Directory.Delete(dir); } catch (IOException) { }
+            if (r != null) DiscardUnix(r);
         }
+    }
+
+    /// <summary>Step 1: every socket made, named, listening.</summary>
+    private void MakeUnix(UnixBatch r)
+    {
+        var fds = r.Fds;
+        foreach (var u in r.Sockets)
+        {
+            if (fds.ContainsKey(u.Ino)) continue;
+            var peer = u.Peer != 0 && u.Peer != u.Ino ? r.ByIno.GetValueOrDefault(u.Peer) : null;
+            if (peer != null && peer.Peer == u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0)
+            {
+                var (a, b) = SocketPair(u);
+                fds[u.Ino] = a;
+                fds[peer.Ino] = b;
+            }
+            else if (u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM)
+            {
+                var (a, b) = SocketPair(u);
+                fds[u.Ino] = a;
+                r.OtherEnds[u.Ino] = b;
+            }
+            else if (u.Type == LibC.SOCK_DGRAM && u.Name.IsEmpty && r.Queues.ContainsKey(u.Id))
+            {
+                // Queued datagrams whose sender is gone, on a socket nobody can name: they come in
+                // through the other end of a pair whose link is then cut from this side
+                // (connect(AF_UNSPEC)), so this socket stays unconnected but the other end can send.
+                var (a, b) = SocketPair(u);
+                fds[u.Ino] = a;
+                r.OtherEnds[u.Ino] = b;
+                var unspec = new byte[2];
+                fixed (byte* p = unspec)
+                    Errno.Check(LibC.connect(a, p, 2), "connect(AF_UNSPEC)", Describe(u));
+            }
+            else
+                fds[u.Ino] = Errno.Check(LibC.socket(LibC.AF_UNIX, (int)u.Type | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
+                    $"socket(AF_UNIX, {SocketDump.TypeName((int)u.Type)})", Describe(u));
+        }
+        // Names whose file was deleted first: each is bound, then its file moved aside until every
+        // socket that connects to it has, so that a live socket of the same name can be bound after it.
+        foreach (var u in r.Sockets.OrderBy(u => u.Deleted ? 0 : 1))
+        {
+            PrepareUnix(fds[u.Ino], u, r.Ghosts, r.MadeDirs);
+            if (u.State == LibC.TCP_LISTEN)
+                Errno.Check(LibC.listen(fds[u.Ino], (int)u.Backlog), $"listen({u.Backlog})", Describe(u));
+        }
+    }
+
+    /// <summary>
+    /// Steps 2 and 3: connections, queued data (with the files in flight, crisp's fds by file id
+    /// from <paramref name="fileOf"/>), shutdowns, flags; the temporary ends and names go.
+    /// </summary>
+    private void FinishUnix(UnixBatch r, Func<uint, int>? fileOf)
+    {
+        var fds = r.Fds;
+        var queues = r.Queues;
+        // Data that comes in through an extra end goes first: once this socket is connected
+        // elsewhere, only its peer may send to it.
+        foreach (var u in r.Sockets)
+            if (r.OtherEnds.ContainsKey(u.Ino) && queues.TryGetValue(u.Id, out var early))
+            {
+                RestoreUnixQueue(u, early, r, fileOf);
+                queues.Remove(u.Id);
+            }
+        foreach (var u in r.Sockets)
+        {
+            if (u.Peer == 0) continue;
+            var peer = r.ByIno.GetValueOrDefault(u.Peer)
+                ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"unix socket {u.Ino}: its peer {u.Peer} has no entry");
+            if (peer.Peer == u.Ino && peer.Ino != u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0) continue;   // a pair, connected already
+            if ((peer.Uflags & SocketDump.USK_EXTERN) != 0 && !_o.ExtUnixSk)
+                throw new CrispException($"{Describe(u)} was connected to {NameText(peer)} outside the dumped tree: restore it with --ext-unix-sk");
+            var addr = UnixAddress(peer, r.Ghosts.GetValueOrDefault(peer.Ino));
+            fixed (byte* a = addr)
+                Errno.Check(LibC.connect(fds[u.Ino], a, (uint)addr.Length), $"connect({NameText(peer)})", Describe(u));
+        }
+        foreach (var u in r.Sockets)
+        {
+            if (!queues.TryGetValue(u.Id, out var packets)) continue;
+            RestoreUnixQueue(u, packets, r, fileOf);
+        }
+        foreach (var end in r.OtherEnds.Values) LibC.close(end);
+        r.OtherEnds.Clear();
+        foreach (var u in r.Sockets)
+        {
+            int fd = fds[u.Ino];
+            int how = (int)u.Shutdown;
+            if (how != 0 && !(u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM))
+                Errno.Check(LibC.shutdown(fd, how - 1), $"shutdown({u.Shutdown})", Describe(u));
+            Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, u.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", Describe(u));
+            SocketOptions.RestoreFilter(fd, u.Opts, Describe(u));
+        }
+        foreach (var path in r.Ghosts.Values) File.Delete(path);
+        r.Ghosts.Clear();
+        foreach (var dir in Enumerable.Reverse(r.MadeDirs)) Directory.Delete(dir);
+        r.MadeDirs.Clear();
+    }
+
+    /// <summary>What a batch still holds goes (a failed restore, or the end of a successful one: then nothing is left).</summary>
+    private static void DiscardUnix(UnixBatch r)
+    {
+        if (!r.HandedOver) foreach (var fd in r.Fds.Values) LibC.close(fd);
+        r.Fds.Clear();
+        foreach (var fd in r.OtherEnds.Values) LibC.close(fd);
+        r.OtherEnds.Clear();
+        foreach (var path in r.Ghosts.Values) try { File.Delete(path); } catch (IOException) { }
+        r.Ghosts.Clear();
+        foreach (var dir in Enumerable.Reverse(r.MadeDirs)) try { Directory.Delete(dir); } catch (IOException) { }
+        r.MadeDirs.Clear();
     }
 
     private (int A, int B) SocketPair(UnixSkEntry u)
@@ -188,66 +236,37 @@ internal sealed unsafe partial class RestoreSession
             for (var d = dir; d != null && u.Deleted && !Directory.Exists(d); d = Path.GetDirectoryName(d)) missing.Add(d);
             foreach (var d in Enumerable.Reverse(missing)) { Directory.CreateDirectory(d); madeDirs.Add(d); }
         }
-        var addr = UnixAddress(u);
-        fixed (byte* a = addr)
-            Errno.Check(LibC.bind(fd, a, (uint)addr.Length), $"bind({NameText(u)})", target);
-        if (path == null) return;
-        if (u.Deleted)
+        // A deleted socket's name may be another file's now (zdtm fifo_upon_unix_socket00: a FIFO made
+        // where the socket was): that file steps aside while the socket is bound under the name it had.
+        string? aside = null;
+        if (path != null && u.Deleted && File.Exists(path))
         {
-            string ghost = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-ghost-{u.Ino}");
-            File.Move(path, ghost, overwrite: true);
-            ghosts[u.Ino] = ghost;
-            return;
+            aside = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-aside-{u.Ino}");
+            File.Move(path, aside);
+        }
+        try
+        {
+            var addr = UnixAddress(u);
+            fixed (byte* a = addr)
+                Errno.Check(LibC.bind(fd, a, (uint)addr.Length), $"bind({NameText(u)})", target);
+            if (path == null) return;
+            if (u.Deleted)
+            {
+                string ghost = Path.Combine(Path.GetDirectoryName(path)!, $".crisp-ghost-{u.Ino}");
+                File.Move(path, ghost, overwrite: true);
+                ghosts[u.Ino] = ghost;
+                return;
+            }
+        }
+        finally
+        {
+            if (aside != null) File.Move(aside, path!);
         }
         _socketFiles.Add(path);
         if (u.FilePerms != null)
         {
             Errno.Check(LibC.chmod(path, u.FilePerms.Mode & 0xfff), "chmod", path);
             Errno.Check(LibC.lchown(path, u.FilePerms.Uid, u.FilePerms.Gid), "lchown", path);
-        }
-    }
-
-    private void RestoreUnixQueue(UnixSkEntry u, List<SkPacket> packets, Dictionary<uint, UnixSkEntry> byIno,
-        Dictionary<uint, int> fds, Dictionary<uint, int> otherEnds, Dictionary<uint, string> ghosts)
-    {
-        string target = Describe(u);
-        var peer = u.Peer != 0 ? byIno.GetValueOrDefault(u.Peer) : null;
-        int sender;
-        byte[]? to = null;
-        int temp = -1;
-        if (otherEnds.TryGetValue(u.Ino, out int end)) sender = end;
-        else if (peer != null && peer.Peer == u.Ino && peer.Ino != u.Ino && fds.TryGetValue(peer.Ino, out int pfd)) sender = pfd;
-        else if (u.Type == LibC.SOCK_DGRAM && !u.Name.IsEmpty)
-        {
-            to = UnixAddress(u, ghosts.GetValueOrDefault(u.Ino));
-            // Only its peer may send to a connected datagram socket; anyone may send to an unconnected one.
-            if (peer != null && fds.TryGetValue(peer.Ino, out int connectedTo)) sender = connectedTo;
-            else sender = temp = Errno.Check(LibC.socket(LibC.AF_UNIX, LibC.SOCK_DGRAM | LibC.SOCK_CLOEXEC | LibC.SOCK_NONBLOCK, 0),
-                "socket(AF_UNIX, datagram)", $"queued data of {target}");
-        }
-        else throw new CrispException($"{target} has queued data but no peer that could send it again");
-        try
-        {
-            if (temp >= 0) LibC.SetSockOptInt(temp, LibC.SOL_SOCKET, LibC.SO_SNDBUFFORCE, 16 << 20, target);
-            foreach (var p in packets)
-            {
-                int off = 0;
-                do
-                {
-                    nint n;
-                    fixed (byte* d = p.Data)
-                    fixed (byte* a = to)
-                        n = LibC.sendto(sender, d + off, (nuint)(p.Data.Length - off), LibC.MSG_NOSIGNAL | LibC.MSG_DONTWAIT,
-                            a, to == null ? 0u : (uint)to.Length);
-                    if (n < 0)
-                        throw Errno.Failure("sendto", $"{p.Data.Length} queued bytes for {target}");
-                    off += (int)n;
-                } while (off < p.Data.Length && u.Type == LibC.SOCK_STREAM);
-            }
-        }
-        finally
-        {
-            if (temp >= 0) LibC.close(temp);
         }
     }
 
@@ -278,6 +297,8 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>After a failed restore: the socket files it bound go too.</summary>
     private void RemoveSocketFiles()
     {
+        if (_unixLater != null) DiscardUnix(_unixLater);
+        _unixLater = null;
         foreach (var path in _socketFiles)
             try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         _socketFiles.Clear();
@@ -288,7 +309,7 @@ internal sealed unsafe partial class RestoreSession
     private static string Describe(InetSkEntry e)
     {
         int family = (int)e.Family;
-        string s = $"{(family == LibC.AF_INET ? "IPv4" : "IPv6")} {(e.Proto == LibC.IPPROTO_TCP ? "TCP" : "UDP")} socket {e.Ino}";
+        string s = $"{(family == LibC.AF_INET ? "IPv4" : "IPv6")} {SocketDump.ProtoName((int)e.Type, (int)e.Proto)} socket {e.Ino}";
         return IsConnection(e)
             ? s + $" ({NetworkLock.Format(family, e.SrcAddr.ToArray())}:{e.SrcPort} → {NetworkLock.Format(family, e.DstAddr.ToArray())}:{e.DstPort})"
             : s + $" (port {e.SrcPort})";
@@ -341,9 +362,9 @@ internal sealed unsafe partial class RestoreSession
         try
         {
             SocketOptions.RestoreBeforeBind(fd, e.Opts, target);
-            if (family == LibC.AF_INET6 && e.HasV6Only)
+            if (family == LibC.AF_INET6 && e.HasV6Only && (e.V6Only || e.Type != LibC.SOCK_RAW))   // raw ones have no IPV6_V6ONLY to clear
                 LibC.SetSockOptInt(fd, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, e.V6Only ? 1 : 0, target);
-            if (e.IpOpts != null) SocketOptions.RestoreIp(fd, family, e.IpOpts, target);
+            if (e.IpOpts != null) SocketOptions.RestoreIp(fd, family, (int)e.Type, (int)e.Proto, e.IpOpts, target);
             bool anyAddr = e.SrcAddr.All(w => w == 0);
             bool connection = IsConnection(e);
             if (connection && !TcpClosed)
@@ -360,8 +381,9 @@ internal sealed unsafe partial class RestoreSession
                 if (LibC.shutdown(fd, LibC.SHUT_RDWR) != 0 && Errno.Last != Errno.ENOTCONN)
                     throw Errno.Failure("shutdown(SHUT_RDWR)", target);
             }
-            else if (e.SrcPort != 0 || !anyAddr)
+            else if ((e.SrcPort != 0 || !anyAddr) && !IsPing(e))
             {
+                // (A ping socket is not bound again, as CRIU does: its port is the echo identifier, picked on first send.)
                 // The address may be gone from this host, or have been bound with freebind turned off
                 // afterwards (the kernel checks it only in bind): bind freely, then put the flag back.
                 bool freebind = e.IpOpts?.Freebind ?? false;
@@ -381,7 +403,7 @@ internal sealed unsafe partial class RestoreSession
                 Errno.Check(LibC.listen(fd, (int)e.Backlog), $"listen({e.Backlog})", target);
                 if (!e.Opts.Reuseaddr) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
             }
-            if (e.Proto == LibC.IPPROTO_UDP && e.DstPort != 0)
+            if (e.Type != LibC.SOCK_STREAM && e.DstPort != 0)
             {
                 var sa = InetAddress(family, e.DstPort, e.DstAddr);
                 fixed (byte* a = sa) Errno.Check(LibC.connect(fd, a, (uint)sa.Length), "connect", target);

@@ -98,6 +98,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("create terminals", CreateTerminals);
             foreach (var p in _procs)
                 RestoreProcess(p);
+            if (_unixLater != null) Step("send files in flight", SendFilesInFlight);
             if (_repairedTcp.Count > 0) Step("take connections out of repair mode", FinishConnections);
             CloseSharedCopies();
             RemoveGhosts();
@@ -147,6 +148,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         _procs = ProcessImage.Load(_dir, _zombies);
         ReadNamespaces(inventory.RootIds, _procs[0].Ids);
         _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
+        NoteFilesInFlight();
         FindSharedFiles();
         CreateGhosts();
         CheckSharedFdTables();

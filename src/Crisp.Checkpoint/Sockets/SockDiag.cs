@@ -81,6 +81,40 @@ internal static unsafe class SockDiag
         return result;
     }
 
+    /// <summary>One AF_NETLINK socket as netlink_diag reports it; Groups is the joined-groups bit mask, 32 per word.</summary>
+    public sealed record NetlinkSocket(uint Ino, int Protocol, int State, uint PortId, uint DstPortId, uint DstGroup, uint[] Groups);
+
+    private const uint NDIAG_SHOW_GROUPS = 2;
+    private const int NETLINK_DIAG_GROUPS = 1;
+
+    /// <summary>Every netlink socket of the namespace that netlink_diag lists (bound or connected ones), by inode.</summary>
+    public static Dictionary<uint, NetlinkSocket> NetlinkSockets()
+    {
+        var req = new byte[20];
+        req[0] = LibC.AF_NETLINK;
+        req[1] = 255;                                                           // NDIAG_PROTO_ALL
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(8), NDIAG_SHOW_GROUPS);
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(12), 0xffffffff);  // no cookie
+        BinaryPrimitives.WriteUInt32LittleEndian(req.AsSpan(16), 0xffffffff);
+        var result = new Dictionary<uint, NetlinkSocket>();
+        Dump(req, "netlink_diag", msg =>
+        {
+            if (msg.Length < 28) return;
+            uint[] groups = [];
+            foreach (var (type, data) in Attributes(msg[28..]))
+                if (type == NETLINK_DIAG_GROUPS)
+                {
+                    groups = new uint[data.Length / 4];
+                    for (int i = 0; i < groups.Length; i++) groups[i] = BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(4 * i));
+                }
+            var s = new NetlinkSocket(BinaryPrimitives.ReadUInt32LittleEndian(msg[16..]), msg[2], msg[3],
+                BinaryPrimitives.ReadUInt32LittleEndian(msg[4..]), BinaryPrimitives.ReadUInt32LittleEndian(msg[8..]),
+                BinaryPrimitives.ReadUInt32LittleEndian(msg[12..]), groups);
+            result[s.Ino] = s;
+        });
+        return result;
+    }
+
     /// <summary>The inet socket with inode <paramref name="ino"/>, or null when the dump does not list it.</summary>
     public static InetSocket? FindInet(int family, int protocol, uint ino)
     {

@@ -22,7 +22,7 @@ namespace Crisp.Checkpoint.Sockets;
 /// Queued data is read without consuming it: SO_PEEK_OFF set to 0 makes each MSG_PEEK read go on
 /// where the previous one stopped, then the socket's own peek offset is put back.
 /// </summary>
-internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepairDump? tcp = null, bool skipInFlight = false)
+internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, TcpRepairDump? tcp = null, bool skipInFlight = false)
 {
     public const uint USK_EXTERN = 1;
 
@@ -32,6 +32,19 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
     private readonly List<FileEntry> _externals = [];
 
     public IReadOnlyList<SkPacket> Packets => _packets;
+
+    /// <summary>Descriptors passed with SCM_RIGHTS and not received yet, as crisp's fds: <paramref name="Rights"/> gets their file ids.</summary>
+    public sealed record FilesInFlight(ScmEntry Rights, int[] Fds, int Owner, string Queue);
+
+    private readonly List<FilesInFlight> _inFlight = [];
+
+    /// <summary>The files in flight found since the last call; the caller owns (and closes) their fds.</summary>
+    public List<FilesInFlight> TakeInFlight()
+    {
+        var list = _inFlight.ToList();
+        _inFlight.Clear();
+        return list;
+    }
 
     /// <summary>A new file entry for socket <paramref name="fd"/> of <paramref name="pid"/>; refuses what crisp cannot restore.</summary>
     public FileEntry Dump(int pid, int pidfd, int fd, uint id, int fileFlags, ulong ino)
@@ -48,6 +61,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
             {
                 LibC.AF_UNIX => DumpUnix(pid, fd, local, id, fileFlags, (uint)ino, type, target),
                 LibC.AF_INET or LibC.AF_INET6 => DumpInet(local, id, fileFlags, (uint)ino, family, type, proto, target),
+                LibC.AF_NETLINK => DumpNetlink(local, id, fileFlags, (uint)ino, proto, target),
                 _ => throw new CrispException($"{target} is {FamilyName(family)} socket: not supported yet"),
             };
         }
@@ -74,7 +88,7 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
         if (d.State == LibC.TCP_LISTEN && d.Icons.Contains(0u))
             throw new CrispException($"{target} is a listening unix socket with a connection that was closed before it was accepted: not supported yet");
         if (type == LibC.SOCK_DGRAM || d.State == LibC.TCP_ESTABLISHED)
-            PeekQueue(local, id, type, (d.Shutdown & 1) != 0, target);
+            PeekQueue(local, id, type, (d.Shutdown & 1) != 0, pid, target);
         _unix[ino] = (e, pid, fd);
         return new FileEntry { Type = FdTypes.Unixsk, Id = id, Usk = e };
     }
@@ -112,14 +126,14 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
     private static string ReadLink(string path) =>
         new FileInfo(path).LinkTarget ?? throw new CrispException($"{path}: not a link");
 
-    private void PeekQueue(int local, uint id, int type, bool readShutdown, string target)
+    private void PeekQueue(int local, uint id, int type, bool readShutdown, int owner, string target)
     {
         int oldOff = LibC.GetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, target);
         LibC.SetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, 0, target);
         try
         {
             var buf = new byte[256 * 1024];
-            byte* control = stackalloc byte[512];
+            byte* control = stackalloc byte[ControlSize];
             int offset = 0;
             while (true)
             {
@@ -128,8 +142,8 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
                 fixed (byte* b = buf)
                 {
                     var iov = new LibC.iovec((nint)b, (nuint)buf.Length);
-                    msg = new LibC.msghdr { msg_iov = &iov, msg_iovlen = 1, msg_control = control, msg_controllen = 512 };
-                    int flags = LibC.MSG_PEEK | LibC.MSG_DONTWAIT | (type == LibC.SOCK_STREAM ? 0 : LibC.MSG_TRUNC);
+                    msg = new LibC.msghdr { msg_iov = &iov, msg_iovlen = 1, msg_control = control, msg_controllen = ControlSize };
+                    int flags = LibC.MSG_PEEK | LibC.MSG_DONTWAIT | LibC.MSG_CMSG_CLOEXEC | (type == LibC.SOCK_STREAM ? 0 : LibC.MSG_TRUNC);
                     n = LibC.recvmsg(local, &msg, flags);
                 }
                 if (n < 0)
@@ -137,16 +151,26 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
                     if (Errno.Last == Errno.EAGAIN) break;
                     throw Errno.Failure("recvmsg(MSG_PEEK)", target);
                 }
-                CheckControl(control, &msg, target);
+                int[] passed = PassedFds(control, &msg, target);
                 if (n > buf.Length)
                 {
                     // A datagram larger than the buffer: look at it again, whole.
+                    foreach (int fd in passed) LibC.close(fd);
                     buf = new byte[n];
                     LibC.SetSockOptInt(local, LibC.SOL_SOCKET, LibC.SO_PEEK_OFF, offset, target);
                     continue;
                 }
-                if (n == 0 && (type == LibC.SOCK_STREAM || readShutdown)) break;   // end of file, not a packet
-                _packets.Add(new SkPacket(new SkPacketEntry { IdFor = id, Length = (uint)n }, buf.AsSpan(0, (int)n).ToArray()));
+                if (n == 0 && passed.Length == 0 && (type == LibC.SOCK_STREAM || readShutdown)) break;   // end of file, not a packet
+                var entry = new SkPacketEntry { IdFor = id, Length = (uint)n };
+                if (passed.Length > 0)
+                {
+                    // The files are dumped once the holder's own files are (FileTable.InFlight.cs):
+                    // they may be among them, and their ids are known only then.
+                    var scm = new ScmEntry { Type = LibC.SCM_RIGHTS };
+                    entry.Scm.Add(scm);
+                    _inFlight.Add(new FilesInFlight(scm, passed, owner, target));
+                }
+                _packets.Add(new SkPacket(entry, buf.AsSpan(0, (int)n).ToArray()));
                 offset += (int)n;
             }
         }
@@ -156,10 +180,14 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
         }
     }
 
-    private static void CheckControl(byte* control, LibC.msghdr* msg, string target)
+    /// <summary>
+    /// The descriptors a peeked message carries (SCM_RIGHTS): peeking installed them in crisp, so
+    /// they are crisp's own now, the very files in flight. Other ancillary data (credentials the
+    /// receiver asked for with SO_PASSCRED) is the kernel's to make again on the next receive.
+    /// </summary>
+    private static int[] PassedFds(byte* control, LibC.msghdr* msg, string target)
     {
-        if ((msg->msg_flags & LibC.MSG_CTRUNC) != 0)
-            throw new CrispException($"{target}: a queued message carries more ancillary data than crisp reads: not supported yet");
+        var fds = new List<int>();
         nuint off = 0;
         while (off + 16 <= msg->msg_controllen)
         {
@@ -167,14 +195,21 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
             if (c->cmsg_len < 16) break;
             if (c->cmsg_level == LibC.SOL_SOCKET && c->cmsg_type == LibC.SCM_RIGHTS)
             {
-                // Peeking installed the passed descriptors in crisp: close them, then refuse.
                 int count = (int)(c->cmsg_len - 16) / 4;
-                for (int i = 0; i < count; i++) LibC.close(((int*)((byte*)c + 16))[i]);
-                throw new CrispException($"{target}: a queued message carries file descriptors (SCM_RIGHTS in flight): not supported yet");
+                for (int i = 0; i < count; i++) fds.Add(((int*)((byte*)c + 16))[i]);
             }
             off += (c->cmsg_len + 7) & ~(nuint)7;
         }
+        if ((msg->msg_flags & LibC.MSG_CTRUNC) != 0)
+        {
+            foreach (int fd in fds) LibC.close(fd);
+            throw new CrispException($"{target}: a queued message carries more ancillary data than crisp reads ({ControlSize} bytes): not supported yet");
+        }
+        return [.. fds];
     }
+
+    /// <summary>Room for SCM_MAX_FD (253) descriptors and a credentials message beside them.</summary>
+    private const int ControlSize = 16 + 4 * 253 + 4 + 64;
 
     /// <summary>Checks and completes peers once every socket of the tree is known; returns extra (external) entries.</summary>
     public IReadOnlyList<FileEntry> Finish(Func<uint> nextId)
@@ -237,20 +272,27 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
     private FileEntry DumpInet(int local, uint id, int fileFlags, uint ino, int family, int type, int proto, string target)
     {
         string kind = $"{(family == LibC.AF_INET ? "IPv4" : "IPv6")} {ProtoName(type, proto)}";
-        if (!(type == LibC.SOCK_STREAM && proto == LibC.IPPROTO_TCP) && !(type == LibC.SOCK_DGRAM && proto == LibC.IPPROTO_UDP))
-            throw new CrispException($"{target} is an {kind} socket: not supported yet");
+        // CRIU's kinds: TCP, UDP, UDP-Lite, ping (ICMP datagram) sockets, and raw sockets of any protocol.
+        bool known = type switch
+        {
+            LibC.SOCK_STREAM => proto == LibC.IPPROTO_TCP,
+            LibC.SOCK_DGRAM => proto is LibC.IPPROTO_UDP or IPPROTO_UDPLITE || proto == (family == LibC.AF_INET ? IPPROTO_ICMP : IPPROTO_ICMPV6),
+            LibC.SOCK_RAW => true,
+            _ => false,
+        };
+        if (!known) throw new CrispException($"{target} is an {kind} socket: not supported yet");
         var e = new InetSkEntry
         {
             Id = id, Ino = ino, Family = (uint)family, Type = (uint)type, Proto = (uint)proto, State = LibC.TCP_CLOSE, DstPort = 0,
             Flags = (uint)fileFlags, Backlog = 0, Fown = NoOwner(), Opts = SocketOptions.Dump(local, target),
-            IpOpts = SocketOptions.DumpIp(local, family, target),
+            IpOpts = SocketOptions.DumpIp(local, family, type, proto, target),
         };
         var (srcPort, srcAddr) = Address(local, family, peer: false, target);
         e.SrcPort = srcPort;
         e.SrcAddr.AddRange(srcAddr);
         if (family == LibC.AF_INET6)
             e.V6Only = LibC.GetSockOptInt(local, LibC.IPPROTO_IPV6, LibC.IPV6_V6ONLY, target) != 0;
-        if (proto == LibC.IPPROTO_TCP)
+        if (type == LibC.SOCK_STREAM)
         {
             e.TcpOpts = SocketOptions.DumpTcp(local, target);
             int state = TcpState(local, target);
@@ -300,11 +342,15 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
             var (dstPort, dstAddr) = Address(local, family, peer: true, target);
             e.DstPort = dstPort;
             e.DstAddr.AddRange(dstAddr);
-            var diag = SockDiag.FindInet(family, proto, ino);
+            // inet_diag knows UDP and UDP-Lite sockets; raw ones only with raw_diag, ping ones not at all
+            // (and CRIU restores the shutdown of neither).
+            var diag = type == LibC.SOCK_DGRAM && proto is LibC.IPPROTO_UDP or IPPROTO_UDPLITE ? SockDiag.FindInet(family, proto, ino) : null;
             if (diag != null && diag.Shutdown != 0) e.Shutdown = (SkShutdown)(diag.Shutdown & 3);
             if (diag != null && diag.RecvQueue != 0)
-                Log.I($"{target}: {diag.RecvQueue} bytes queued on a UDP socket are dropped, as CRIU does");
+                Log.I($"{target}: {diag.RecvQueue} bytes queued on an {kind} socket are dropped, as CRIU does");
         }
+        // CRIU reads an address of the family's length even where there is none (unbound, unconnected): zeros.
+        if (e.DstAddr.Count == 0) e.DstAddr.AddRange(new uint[family == LibC.AF_INET ? 1 : 4]);
         return new FileEntry { Type = FdTypes.Inetsk, Id = id, Isk = e };
     }
 
@@ -343,12 +389,15 @@ internal sealed unsafe class SocketDump(bool extUnixSk, bool tcpClose, TcpRepair
         LibC.SOCK_RAW => "raw", _ => $"type {type}",
     };
 
-    private static string ProtoName(int type, int proto) => (type, proto) switch
+    public const int IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, IPPROTO_UDPLITE = 136;
+
+    public static string ProtoName(int type, int proto) => (type, proto) switch
     {
         (LibC.SOCK_STREAM, LibC.IPPROTO_TCP) => "TCP",
         (LibC.SOCK_DGRAM, LibC.IPPROTO_UDP) => "UDP",
-        (LibC.SOCK_DGRAM, 136) => "UDP-Lite",
-        (LibC.SOCK_DGRAM, 1) or (LibC.SOCK_DGRAM, 58) => "ICMP (ping)",
+        (LibC.SOCK_DGRAM, IPPROTO_UDPLITE) => "UDP-Lite",
+        (LibC.SOCK_DGRAM, IPPROTO_ICMP) => "ICMP (ping)",
+        (LibC.SOCK_DGRAM, IPPROTO_ICMPV6) => "ICMPv6 (ping)",
         (LibC.SOCK_RAW, _) => $"raw (protocol {proto})",
         _ => $"{TypeName(type)} (protocol {proto})",
     };

@@ -138,31 +138,81 @@ internal static unsafe class SocketOptions
         if (t.HasKeepcnt) SetInt(fd, LibC.IPPROTO_TCP, LibC.TCP_KEEPCNT, (int)t.Keepcnt, target);
     }
 
-    public static IpOptsEntry DumpIp(int fd, int family, string target)
+    // Raw sockets (CRIU's ip_opts_raw_entry): struct icmp_filter is one u32, struct icmp6_filter eight.
+    private const int SOL_RAW = 255, ICMP_FILTER = 1, SOL_ICMPV6 = 58, ICMPV6_FILTER = 1, IP_NODEFRAG = 22, IPV6_RECVPKTINFO = 49;
+
+    public static IpOptsEntry DumpIp(int fd, int family, int type, int proto, string target)
     {
-        if (family == LibC.AF_INET6)
-            return new IpOptsEntry { Freebind = Int(fd, LibC.IPV6_FREEBIND, target, LibC.IPPROTO_IPV6) != 0 };
-        return new IpOptsEntry
+        var ip = family == LibC.AF_INET6
+            ? new IpOptsEntry
+            {
+                Freebind = Int(fd, LibC.IPV6_FREEBIND, target, LibC.IPPROTO_IPV6) != 0,
+                Pktinfo = Int(fd, IPV6_RECVPKTINFO, target, LibC.IPPROTO_IPV6) != 0,
+            }
+            : new IpOptsEntry
+            {
+                Freebind = Int(fd, LibC.IP_FREEBIND, target, LibC.IPPROTO_IP) != 0,
+                Pktinfo = Int(fd, LibC.IP_PKTINFO, target, LibC.IPPROTO_IP) != 0,
+                Tos = (uint)Int(fd, LibC.IP_TOS, target, LibC.IPPROTO_IP),
+                Ttl = (uint)Int(fd, LibC.IP_TTL, target, LibC.IPPROTO_IP),
+            };
+        if (type == LibC.SOCK_RAW) ip.Raw = DumpRaw(fd, family, proto, target);
+        return ip;
+    }
+
+    private static IpOptsRawEntry DumpRaw(int fd, int family, int proto, string target)
+    {
+        bool v6 = family == LibC.AF_INET6;
+        var raw = new IpOptsRawEntry
         {
-            Freebind = Int(fd, LibC.IP_FREEBIND, target, LibC.IPPROTO_IP) != 0,
-            Pktinfo = Int(fd, LibC.IP_PKTINFO, target, LibC.IPPROTO_IP) != 0,
-            Tos = (uint)Int(fd, LibC.IP_TOS, target, LibC.IPPROTO_IP),
-            Ttl = (uint)Int(fd, LibC.IP_TTL, target, LibC.IPPROTO_IP),
+            Hdrincl = v6 ? Int(fd, LibC.IPV6_HDRINCL, target, LibC.IPPROTO_IPV6) != 0 : Int(fd, LibC.IP_HDRINCL, target, LibC.IPPROTO_IP) != 0,
         };
+        if (!v6) raw.Nodefrag = Int(fd, IP_NODEFRAG, target, LibC.IPPROTO_IP) != 0;
+        if (proto == (v6 ? SocketDump.IPPROTO_ICMPV6 : SocketDump.IPPROTO_ICMP))
+        {
+            uint* filter = stackalloc uint[8];
+            uint len = v6 ? 32u : 4u;
+            Errno.Check(LibC.getsockopt(fd, v6 ? SOL_ICMPV6 : SOL_RAW, v6 ? ICMPV6_FILTER : ICMP_FILTER, filter, &len),
+                v6 ? "getsockopt(ICMPV6_FILTER)" : "getsockopt(ICMP_FILTER)", target);
+            for (int i = 0; i < len / 4; i++) raw.IcmpvFilter.Add(filter[i]);
+        }
+        return raw;
     }
 
     /// <summary>IP options; freebind must come before bind, so this runs before it.</summary>
-    public static void RestoreIp(int fd, int family, IpOptsEntry ip, string target)
+    public static void RestoreIp(int fd, int family, int type, int proto, IpOptsEntry ip, string target)
     {
         if (family == LibC.AF_INET6)
         {
             if (ip.Freebind) SetInt(fd, LibC.IPPROTO_IPV6, LibC.IPV6_FREEBIND, 1, target);
-            return;
+            if (ip.Pktinfo) SetInt(fd, LibC.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1, target);
         }
-        if (ip.Freebind) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_FREEBIND, 1, target);
-        if (ip.Pktinfo) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_PKTINFO, 1, target);
-        if (ip.HasTos && ip.Tos != 0) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_TOS, (int)ip.Tos, target);
-        if (ip.HasTtl && ip.Ttl != 0 && ip.Ttl != DefaultTtl()) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_TTL, (int)ip.Ttl, target);
+        else
+        {
+            if (ip.Freebind) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_FREEBIND, 1, target);
+            if (ip.Pktinfo) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_PKTINFO, 1, target);
+            if (ip.HasTos && ip.Tos != 0) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_TOS, (int)ip.Tos, target);
+            if (ip.HasTtl && ip.Ttl != 0 && ip.Ttl != DefaultTtl()) SetInt(fd, LibC.IPPROTO_IP, LibC.IP_TTL, (int)ip.Ttl, target);
+        }
+        if (ip.Raw is { } raw && type == LibC.SOCK_RAW) RestoreRaw(fd, family, proto, raw, target);
+    }
+
+    private static void RestoreRaw(int fd, int family, int proto, IpOptsRawEntry raw, string target)
+    {
+        bool v6 = family == LibC.AF_INET6;
+        if (raw.Hdrincl)
+        {
+            if (v6) SetInt(fd, LibC.IPPROTO_IPV6, LibC.IPV6_HDRINCL, 1, target);
+            else SetInt(fd, LibC.IPPROTO_IP, LibC.IP_HDRINCL, 1, target);
+        }
+        if (raw.Nodefrag && !v6) SetInt(fd, LibC.IPPROTO_IP, IP_NODEFRAG, 1, target);
+        if (raw.IcmpvFilter.Count > 0 && proto == (v6 ? SocketDump.IPPROTO_ICMPV6 : SocketDump.IPPROTO_ICMP))
+        {
+            var filter = raw.IcmpvFilter.ToArray();
+            fixed (uint* f = filter)
+                Errno.Check(LibC.setsockopt(fd, v6 ? SOL_ICMPV6 : SOL_RAW, v6 ? ICMPV6_FILTER : ICMP_FILTER, f, (uint)(4 * filter.Length)),
+                    v6 ? "setsockopt(ICMPV6_FILTER)" : "setsockopt(ICMP_FILTER)", target);
+        }
     }
 
     private static uint DefaultTtl()
