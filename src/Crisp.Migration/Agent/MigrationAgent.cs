@@ -100,12 +100,13 @@ public sealed class MigrationAgent : IDisposable
             MigrationEnded?.Invoke(from, error);
             return;
         }
-        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls, _options.ReconnectTimeout).Serve(stop); }
+        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls, _options.ReconnectTimeout, _options.MoveAddressDevice).Serve(stop); }
         catch (Exception e)
         {
             error = e.Message;
             Interlocked.Increment(ref _failed);
             Log.E($"agent: migration from {from} failed: {e.Message}");
+            Log.D(e.ToString());
         }
         Interlocked.Decrement(ref _active);
         Interlocked.Increment(ref _served);
