@@ -139,16 +139,25 @@ public sealed class ConnectionMigrationTests : IDisposable
         Own(new BackgroundCrisp(_dir, "agent", [Ip, "netns", "exec", _b, .. BackgroundCrisp.InNewPidNs],
             ["agent", "--listen", $"{AgentAddr}:0", "--insecure", "--move-address-dev", Dev("b"), "-o", _dir["agent.log"], "-v", "4"]));
 
-    private BackgroundCrisp Migrate(int pid, int agentPort) =>
+    private BackgroundCrisp Migrate(int pid, int agentPort, string networkLock = "nftables", bool preCopy = false) =>
         Own(new BackgroundCrisp(_dir, "migrate", [Ip, "netns", "exec", _a],
             ["migrate", pid.ToString(CultureInfo.InvariantCulture), "--to", $"{AgentAddr}:{agentPort}", "--insecure", "--json",
-             "--tcp-established", "--move-address", Service]));
+             "--tcp-established", "--move-address", Service, "--network-lock", networkLock, .. (preCopy ? new[] { "--pre-copy" } : [])]));
 
     private bool HasService(string ns, string side) =>
         Run(Ip, "-n", ns, "-4", "addr", "show", "dev", Dev(side)).Output.Contains($"inet {Service}/32", StringComparison.Ordinal);
 
-    private void AssertNoLock(string ns) =>
+    /// <summary>Neither an nftables CRIU-* table nor an iptables rule with the lock's mark (0xc114) is left in <paramref name="ns"/>.</summary>
+    private void AssertNoLock(string ns)
+    {
         Assert.DoesNotContain("CRIU-", Run(Ip, "netns", "exec", ns, "/usr/sbin/nft", "list", "ruleset").Output);
+        foreach (var tool in new[] { "/usr/sbin/iptables", "/usr/sbin/ip6tables" })
+        {
+            var (code, rules) = Run(Ip, "netns", "exec", ns, tool, "-w", "-S");
+            Assert.True(code == 0, $"{tool} -S: {rules}");
+            Assert.DoesNotContain("0xc114", rules);
+        }
+    }
 
     private long FinOrRstSeen()
     {
@@ -157,15 +166,18 @@ public sealed class ConnectionMigrationTests : IDisposable
         return long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
     }
 
-    [Fact]
-    public void Redis_moves_to_another_namespace_with_its_address_and_its_client_keeps_the_connection()
+    [Theory]
+    [InlineData("nftables", false)]
+    [InlineData("iptables", false)]
+    [InlineData("nftables", true)]
+    public void Redis_moves_to_another_namespace_with_its_address_and_its_client_keeps_the_connection(string networkLock, bool preCopy)
     {
         const int keys = 20_000;
         var redis = StartRedis();
         StartClient(keys);
         var agent = StartAgent();
         int port = agent.Port();
-        var migrate = Migrate(redis.Pid, port);
+        var migrate = Migrate(redis.Pid, port, networkLock, preCopy);
         Assert.True(migrate.WaitExit(TimeSpan.FromSeconds(180)) == 0, migrate.Output + Poll.ReadFile(_dir["agent.log"]));
         Assert.True(Poll.Until(() => !redis.IsAlive, 10_000), "the source redis is still alive");
 
@@ -177,8 +189,8 @@ public sealed class ConnectionMigrationTests : IDisposable
         Assert.Equal(0, FinOrRstSeen());
         double gap = FinishClient(keys);
         string summary = Poll.ReadFile(migrate.Stdout).Split('\n')[0];
-        _out.WriteLine($"redis A→B with a live connection ({keys} keys): largest gap between replies {gap:F1} ms; {summary}");
-        Console.WriteLine($"connection migrate: largest client gap {gap:F1} ms; {summary}");
+        _out.WriteLine($"redis A→B with a live connection ({keys} keys, --network-lock {networkLock}{(preCopy ? ", --pre-copy" : "")}): largest gap between replies {gap:F1} ms; {summary}");
+        Console.WriteLine($"connection migrate ({networkLock}{(preCopy ? ", pre-copy" : "")}): largest client gap {gap:F1} ms; {summary}");
     }
 
     [Fact]
