@@ -185,7 +185,12 @@ public static class Commands
 
         public TcpOptions(bool dump)
         {
-            if (dump) SkipInFlight = new("--skip-in-flight") { Description = "leave out connections a listener has not accepted yet instead of refusing" };
+            // CRIU's restore takes it too (zdtm's socket-tcp-skip-in-flight passes it to both): nothing to skip there.
+            SkipInFlight = new("--skip-in-flight")
+            {
+                Description = dump ? "leave out connections a listener has not accepted yet instead of refusing"
+                                   : "accepted as CRIU does; the dump already left such connections out",
+            };
             NetworkLock.AcceptOnlyFromAmong("nftables", "iptables", "skip");
         }
 

@@ -26,6 +26,9 @@ gone() { local i; for i in $(seq $((STEP_S * 20))); do [ -e "/proc/$1" ] || retu
 first_error() { cat "$@" 2>/dev/null | grep -m1 -iE 'error|refus|unsupported|fail' | cut -c1-200; }
 hook() { [ -x "$1.hook" ] || return 0; ZDTM_TEST_PID=$2 ZDTM_IMG_DIR=$3 timeout "$STEP_S" /usr/bin/python3 "./$1.hook" "$4" >>"$3/hook.out" 2>&1; }
 leftlock() { nft list tables 2>/dev/null | grep -q 'CRIU-'; }
+# A lock a failed step left is reported, then removed: the next test (and other users of the host) must
+# not inherit it. Only this test's: the table named by the run id in its inventory.img.
+droplocks() { local t; for t in $(nft list tables 2>/dev/null | awk '$3 ~ /^CRIU-/ {print $3}'); do grep -qa -- "${t#CRIU-}" "$img/1/inventory.img" 2>/dev/null && nft delete table inet "$t"; done; }
 killtree() { local p; for p in $(ls /proc | grep -E '^[0-9]+$'); do [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$ZDTM" ] || continue; tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "^\./$1 " && kill -9 "$p" 2>/dev/null; done; }
 for t in "${TESTS[@]}"; do
 	[ -x "$t" ] || { echo "$t SKIP not-built" >>"$RES"; continue; }
@@ -41,19 +44,19 @@ for t in "${TESTS[@]}"; do
 	# shellcheck disable=SC2086
 	if ! timeout "$STEP_S" "$CR" dump -t "$pid" -D "$img/1" -o dump.log -v4 $opts $dopts </dev/null >"$img/dump.out" 2>&1; then
 		echo "$t FAIL dump: $(first_error "$img/dump.out" "$img/1/dump.log")" >>"$RES"
-		kill -9 "$pid" 2>/dev/null; killtree "$t"; leftlock && echo "$t LEFT-LOCK after failed dump" >>"$RES"; continue
+		kill -9 "$pid" 2>/dev/null; killtree "$t"; leftlock && echo "$t LEFT-LOCK after failed dump" >>"$RES"; droplocks; continue
 	fi
 	gone "$pid" || { kill -9 "$pid" 2>/dev/null; gone "$pid"; }
 	# shellcheck disable=SC2086
 	if ! timeout "$STEP_S" "$CR" restore -D "$img/1" -d -o restore.log -v4 --pidfile "$img/rpid" $opts $ropts </dev/null >"$img/restore.out" 2>&1; then
 		echo "$t FAIL restore: $(first_error "$img/restore.out" "$img/1/restore.log")" >>"$RES"
-		kill -9 "$pid" 2>/dev/null; killtree "$t"; leftlock && echo "$t LEFT-LOCK after failed restore" >>"$RES"; continue
+		kill -9 "$pid" 2>/dev/null; killtree "$t"; leftlock && echo "$t LEFT-LOCK after failed restore" >>"$RES"; droplocks; continue
 	fi
 	hook "$t" "$pid" "$img" --post-restore || echo "$t NOTE hook --post-restore failed (see $img/hook.out)" >>"$RES"
 	kill -TERM "$pid" 2>/dev/null
 	if ! gone "$pid"; then kill -9 "$pid" 2>/dev/null; killtree "$t"; echo "$t FAIL hang-after-restore" >>"$RES"; continue; fi
 	for i in $(seq 100); do [ -f "$t.out" ] && grep -q "PASS\|FAIL\|ERR" "$t.out" && break; sleep 0.05; done
-	if leftlock; then echo "$t FAIL left a CRIU-* nftables table" >>"$RES"
+	if leftlock; then echo "$t FAIL left a CRIU-* nftables table" >>"$RES"; droplocks
 	elif grep -q PASS "$t.out" 2>/dev/null; then echo "$t PASS" >>"$RES"
 	else echo "$t FAIL check: $(tail -c 300 "$t.out" 2>/dev/null | tr '\n' ' ' | cut -c1-200)" >>"$RES"; fi
 	killtree "$t"

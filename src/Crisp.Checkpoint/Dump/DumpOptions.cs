@@ -59,6 +59,13 @@ public sealed record DumpOptions
     /// <summary>CRIU's --skip-in-flight: connections a listener has not accepted yet are left out instead of refused.</summary>
     public bool SkipInFlight { get; init; }
 
+    /// <summary>
+    /// Once the tree is killed in repair mode, release the network lock too instead of leaving it for
+    /// the restore (a migration whose connections' addresses left this namespace with the tree:
+    /// nothing here can answer them any more, so the lock has nothing left to guard).
+    /// </summary>
+    public bool UnlockAfterKill { get; init; }
+
     /// <summary>CRIU's --network-lock: how established connections are kept quiet from the freeze until restore (Sockets/NetworkLock.cs).</summary>
     public Crisp.Checkpoint.Sockets.NetworkLockMethod NetworkLock { get; init; } = Crisp.Checkpoint.Sockets.NetworkLockMethod.Nftables;
 

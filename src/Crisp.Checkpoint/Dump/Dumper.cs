@@ -73,7 +73,7 @@ public static class Dumper
                 else
                 {
                     tree.Kill();
-                    tcp?.KeepLocked();
+                    tcp?.KeepLocked(release: options.UnlockAfterKill);
                 }
             }
             else if (options.HoldFrozen is { } hold)
@@ -81,10 +81,15 @@ public static class Dumper
                 end = hold();
                 if (end == LazyDumpEnd.Resume)
                 {
+                    tcp?.Resume();
                     tree.Resume();
                     Log.I($"dump of {options.Pid}: the tree was resumed");
                 }
-                else tree.Kill();
+                else
+                {
+                    tree.Kill();
+                    tcp?.KeepLocked(release: options.UnlockAfterKill);
+                }
             }
             else if (options.LeaveRunning)
             {

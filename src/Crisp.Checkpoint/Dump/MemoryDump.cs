@@ -300,7 +300,11 @@ internal static unsafe class MemoryDump
                             runs[^1] = runs[^1] with { Pages = runs[^1].Pages + pages };
                         else runs.Add(new ScanRun(r.start, pages, flags, clean));
                     }
-                    at = arg.walk_end > at ? arg.walk_end : v.Entry.End;
+                    // Measured here (6.18, a 60 MiB redis heap): a call that did not fill the vector
+                    // returned regions past the walk_end it reported, and the next call from walk_end
+                    // returned them again. Go on from the end of the last region returned, never back.
+                    ulong next = Math.Max(arg.walk_end, n > 0 ? vec[n - 1].end : 0);
+                    at = next > at ? next : v.Entry.End;
                 }
             }
         }

@@ -328,7 +328,10 @@ internal sealed unsafe partial class RestoreSession
         string runId = _inventory.HasDumpCriuRunId ? _inventory.DumpCriuRunId : $"{Environment.ProcessId}-restore";
         if (method == NetworkLockMethod.Iptables)
         {
-            _netLock = NetworkLock.Existing(method, runId, conns);
+            // The dump's rules where they are; those it did not leave here (another namespace) are made for the restore.
+            var there = conns.Where(NetworkLock.IptablesLocked).ToList();
+            _netLock = NetworkLock.Existing(method, runId, there);
+            if (makeNew) foreach (var c in conns.Except(there)) _netLock.Add(c);
             return;
         }
         if (NetworkLock.TableExists(runId))

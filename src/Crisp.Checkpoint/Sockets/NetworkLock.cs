@@ -153,17 +153,28 @@ public sealed class NetworkLock
 
     private void Iptables(TcpConnection c, bool insert)
     {
-        var (fam, src, dst) = Plain(c);
-        string tool = Tool(fam == LibC.AF_INET ? "iptables" : "ip6tables");
-        string op = insert ? "-I" : "-D";
-        foreach (var (chain, s, sp, d, dp) in new[] { ("INPUT", dst, c.DstPort, src, c.SrcPort), ("OUTPUT", src, c.SrcPort, dst, c.DstPort) })
+        foreach (var (tool, args) in IptablesRules(c, insert ? "-I" : "-D"))
         {
-            string[] args = ["-w", "-t", "filter", op, chain, "--protocol", "tcp", "-m", "mark", "!", "--mark", $"0x{SOCCR_MARK:x}",
-                "--source", Format(fam, s), "--sport", sp.ToString(), "--destination", Format(fam, d), "--dport", dp.ToString(), "-j", "DROP"];
             var (status, output) = Run(tool, args, null);
             if (status != 0)
                 throw new CrispException($"{(insert ? "locking" : "unlocking")} {c} with {Path.GetFileName(tool)} failed (status {status}): {output.Trim()}");
         }
+    }
+
+    /// <summary>
+    /// Whether both iptables rules of <paramref name="c"/> are in this network namespace (`-C`): a
+    /// restore where the dump ran finds the dump's; one in another namespace (a migration) must make its own.
+    /// </summary>
+    public static bool IptablesLocked(TcpConnection c) =>
+        IptablesRules(c, "-C").All(r => Run(r.Tool, r.Args, null).Status == 0);
+
+    private static IEnumerable<(string Tool, string[] Args)> IptablesRules(TcpConnection c, string op)
+    {
+        var (fam, src, dst) = Plain(c);
+        string tool = Tool(fam == LibC.AF_INET ? "iptables" : "ip6tables");
+        foreach (var (chain, s, sp, d, dp) in new[] { ("INPUT", dst, c.DstPort, src, c.SrcPort), ("OUTPUT", src, c.SrcPort, dst, c.DstPort) })
+            yield return (tool, ["-w", "-t", "filter", op, chain, "--protocol", "tcp", "-m", "mark", "!", "--mark", $"0x{SOCCR_MARK:x}",
+                "--source", Format(fam, s), "--sport", sp.ToString(), "--destination", Format(fam, d), "--dport", dp.ToString(), "-j", "DROP"]);
     }
 
     private static void Nft(string script, string what)

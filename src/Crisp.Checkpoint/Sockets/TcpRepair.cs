@@ -125,11 +125,16 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
         return v;
     }
 
-    /// <summary>The tree was killed: its sockets closed in repair mode, silently. The lock stays for the restore.</summary>
-    public void KeepLocked()
+    /// <summary>
+    /// The tree was killed: its sockets closed in repair mode, silently (our copies last, still in
+    /// repair). The lock stays for the restore, unless <paramref name="release"/> (the connections'
+    /// addresses left with the tree): it goes only now, after the last socket is gone.
+    /// </summary>
+    public void KeepLocked(bool release = false)
     {
         foreach (var (fd, _, _) in _repaired) LibC.close(fd);
         _repaired.Clear();
+        if (release) networkLock.Release();
     }
 
     /// <summary>The tree goes on: every connection leaves repair mode and the lock goes.</summary>

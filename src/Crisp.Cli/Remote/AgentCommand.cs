@@ -28,8 +28,13 @@ public static class AgentCommand
             Description = "seconds a migration's lazy-pages daemon keeps trying to re-establish a broken page connection before the pages not yet delivered are lost (the process is killed); 0: do not reconnect",
             DefaultValueFactory = _ => Crisp.PageServer.Client.RemotePages.DefaultReconnectTimeout.TotalSeconds,
         };
+        var moveDev = new Option<string?>("--move-address-dev")
+        {
+            Description = "the device that addresses a source moves with its process (its --move-address) are added on before the restore; " +
+                          "without it the agent moves no address and refuses a source that asks",
+        };
         var cmd = new Command("agent", "Receive live migrations (crisp migrate PID --to HOST:PORT)");
-        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure, token, reconnect }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { listen, workDir, timeout, maxConcurrent, logFile, verbosity, insecure, token, reconnect, moveDev }) cmd.Options.Add(o);
         tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("agent", () =>
         {
@@ -58,6 +63,9 @@ public static class AgentCommand
                 MaxConcurrent = concurrent,
                 Transport = transport,
                 ReconnectTimeout = TimeSpan.FromSeconds(reconnectSeconds),
+                MoveAddressDevice = r.GetValue(moveDev) is { } dev
+                    ? (Crisp.Migration.Addresses.MovedAddress.DeviceExists(dev) ? dev : throw new UsageException($"--move-address-dev {dev}: no such device here"))
+                    : null,
             });
             using var stop = new CancellationTokenSource();
             using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.Cancel(); });

@@ -24,9 +24,17 @@ public static class MigrateCommand
         var reconnect = RemoteDumpOptions.ReconnectOption();
         var preCopy = new Option<bool>("--pre-copy") { Description = "send memory in rounds while the process runs (pages written meanwhile are sent again), then freeze and send the rest eagerly" };
         var maxRounds = new Option<int>("--max-rounds") { Description = "--pre-copy: rounds while the process runs, at most", DefaultValueFactory = _ => 8 };
+        var tcp = new Commands.TcpOptions(dump: true);
+        var moveAddress = new Option<string[]>("--move-address")
+        {
+            Description = "an address of this network namespace that moves with the process (repeatable): deleted here once it is frozen, " +
+                          "added by the agent (on its --move-address-dev) before the restore, so that --tcp-established connections to it go on",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var cmd = new Command("migrate", "Move a live process to another machine running `crisp agent`");
         cmd.Arguments.Add(pidArg);
-        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token, reconnect, preCopy, maxRounds }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { to, json, timeout, verbosity, insecure, token, reconnect, preCopy, maxRounds, moveAddress }) cmd.Options.Add(o);
+        tcp.AddTo(cmd);
         tls.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("migrate", () =>
         {
@@ -47,8 +55,25 @@ public static class MigrateCommand
             };
             int rounds = r.GetValue(maxRounds);
             if (rounds < 1) throw new UsageException($"--max-rounds {rounds}: expected at least 1");
-            return Run(r.GetValue(pidArg), agent, r.GetValue(json), TimeSpan.FromSeconds(seconds), transport,
-                RemoteDumpOptions.ReconnectSeconds(r.GetValue(reconnect)), r.GetValue(preCopy), rounds);
+            var addresses = (r.GetValue(moveAddress) ?? []).Select(a =>
+                System.Net.IPAddress.TryParse(a, out var ip) && (ip.AddressFamily != System.Net.Sockets.AddressFamily.InterNetworkV6 || ip.ScopeId == 0) ? ip : throw new UsageException($"--move-address {a}: expected an IPv4 or IPv6 address (its prefix length is the one it has here)")).ToList();
+            var progress = new ProgressLine();
+            var request = new MigrationRequest
+            {
+                Progress = r.GetValue(preCopy) ? null : progress.Show,
+                Pid = r.GetValue(pidArg),
+                Agent = agent,
+                Timeout = TimeSpan.FromSeconds(seconds),
+                Transport = transport,
+                ReconnectTimeout = RemoteDumpOptions.ReconnectSeconds(r.GetValue(reconnect)),
+                PreCopy = r.GetValue(preCopy),
+                MaxRounds = rounds,
+                TcpEstablished = r.GetValue(tcp.Established),
+                SkipInFlight = r.GetValue(tcp.SkipInFlight!),
+                NetworkLock = tcp.Lock(r),
+                MoveAddresses = addresses,
+            };
+            return Run(request, progress, r.GetValue(json));
         }));
         return cmd;
     }
@@ -61,24 +86,15 @@ public static class MigrateCommand
         return (colon > 0 && !to.EndsWith(']') ? to[..colon] : to).Trim('[', ']');
     }
 
-    private static int Run(int pid, System.Net.IPEndPoint agent, bool json, TimeSpan timeout, Crisp.PageServer.Transport.PageServerTransport transport,
-        TimeSpan reconnect, bool preCopy, int maxRounds)
+    private static int Run(MigrationRequest request, ProgressLine progress, bool json)
     {
-        var progress = new ProgressLine();
+        int pid = request.Pid;
+        var agent = request.Agent;
+        bool preCopy = request.PreCopy;
         MigrationResult result;
         try
         {
-            result = MigrationSource.Run(new MigrationRequest
-            {
-                Pid = pid,
-                Agent = agent,
-                Timeout = timeout,
-                Transport = transport,
-                ReconnectTimeout = reconnect,
-                Progress = preCopy ? null : progress.Show,
-                PreCopy = preCopy,
-                MaxRounds = maxRounds,
-            });
+            result = MigrationSource.Run(request);
         }
         finally
         {

@@ -18,9 +18,10 @@ namespace Crisp.Migration;
 /// <see cref="MigrationLimits"/>; nothing runs here before the images are complete.
 /// </summary>
 internal sealed class AgentMigration(PageServerConnection connection, string baseDir, TimeSpan peerTimeout, MigrationLimits limits, TlsCredentials? tls,
-    TimeSpan reconnectTimeout)
+    TimeSpan reconnectTimeout, string? moveAddressDevice = null)
 {
     private readonly Socket client = connection.Socket;
+    private readonly Crisp.Migration.Addresses.AgentAddresses _addresses = new(moveAddressDevice);
 
     public void Serve(CancellationToken stop)
     {
@@ -87,6 +88,15 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
                         if (parent.Length > 0) File.CreateSymbolicLink(Path.Combine(into, Crisp.Images.Pages.PagemapReader.ParentLink), "../" + parent);
                         rounds.Add(name);
                         break;
+                    case MigrationWire.Address:
+                        string text = wire.ReadString(limits.MaxNameLength);
+                        try { _addresses.Want(text); }
+                        catch (IOException e)
+                        {
+                            wire.SendError(e.Message);
+                            throw;
+                        }
+                        break;
                     case MigrationWire.Go:
                         if (rounds.Count == 0) throw new IOException("'go' before any images dir");
                         Log.I($"agent: {files} image files in {rounds.Count} images dir(s) received; restoring eagerly");
@@ -116,18 +126,22 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
     }
 
     /// <summary>The last round of a pre-copy migration: an eager restore of images whose parents hold most pages.</summary>
-    private static void RunEager(MigrationWire wire, string dir)
+    private void RunEager(MigrationWire wire, string dir)
     {
         RestoredProcess restored;
         try
         {
-            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true });
+            _addresses.Add();
+            // The source decided which connections come along (--tcp-established): rebuild what the images hold.
+            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true, TcpEstablished = true });
         }
         catch (Exception e)
         {
+            _addresses.Remove();
             wire.SendError($"restore failed: {e.Message}");
             throw;
         }
+        _addresses.Announce();
         Log.I($"agent: restored {restored.Pid} in {restored.Elapsed.TotalMilliseconds:F1} ms (pre-copy, eager)");
         wire.SendRunning(restored.Pid, restored.Elapsed);
         new Thread(() =>
@@ -185,15 +199,18 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         var sw = Stopwatch.StartNew();
         try
         {
-            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true, Lazy = true });
+            _addresses.Add();
+            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true, Lazy = true, TcpEstablished = true });
         }
         catch (Exception e)
         {
             cancel.Cancel();
             daemonThread.Join(TimeSpan.FromSeconds(10));
+            _addresses.Remove();
             wire.SendError($"restore failed: {e.Message}");
             throw;
         }
+        _addresses.Announce();
         Log.I($"agent: restored {restored.Pid} in {sw.Elapsed.TotalMilliseconds:F1} ms");
         wire.SendRunning(restored.Pid, restored.Elapsed);
         // The restored root is our child: reap it whenever it exits.

@@ -55,6 +55,8 @@ public sealed class MigrationAgent : IDisposable
 
     public void Run(CancellationToken stop)
     {
+        // The protobuf descriptors a restore reads images with: set up now, not in the first migration's downtime.
+        _ = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         using var slots = new SemaphoreSlim(_options.MaxConcurrent);
         var threads = new List<Thread>();
         while (!stop.IsCancellationRequested)
@@ -100,12 +102,13 @@ public sealed class MigrationAgent : IDisposable
             MigrationEnded?.Invoke(from, error);
             return;
         }
-        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls, _options.ReconnectTimeout).Serve(stop); }
+        try { new AgentMigration(new PageServerConnection(client, stream), _baseDir, _options.PeerTimeout, _options.Limits, _options.Transport.Tls, _options.ReconnectTimeout, _options.MoveAddressDevice).Serve(stop); }
         catch (Exception e)
         {
             error = e.Message;
             Interlocked.Increment(ref _failed);
             Log.E($"agent: migration from {from} failed: {e.Message}");
+            Log.D(e.ToString());
         }
         Interlocked.Decrement(ref _active);
         Interlocked.Increment(ref _served);

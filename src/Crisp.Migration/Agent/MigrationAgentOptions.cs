@@ -25,6 +25,11 @@ public sealed class MigrationAgentOptions
     public Crisp.PageServer.Transport.PageServerTransport Transport { get; init; } = Crisp.PageServer.Transport.PageServerTransport.Plain;
     /// <summary>How long the lazy-pages daemon of a migration tries to re-establish a broken page connection (<c>--ps-reconnect-timeout</c>); zero: it does not.</summary>
     public TimeSpan ReconnectTimeout { get; init; } = Crisp.PageServer.Client.RemotePages.DefaultReconnectTimeout;
+    /// <summary>
+    /// The device that addresses a source moves with its tree (<c>--move-address</c>) are added
+    /// on before the restore; null: this agent moves no address and refuses a source that asks.
+    /// </summary>
+    public string? MoveAddressDevice { get; init; }
     /// <summary>What one source may make the agent store.</summary>
     public MigrationLimits Limits { get; init; } = new();
 }

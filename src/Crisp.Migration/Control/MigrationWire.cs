@@ -16,6 +16,8 @@ namespace Crisp.Migration;
 ///                    'D' name:str  parent:str              pre-copy: the files that follow go to the images dir
 ///                                                          `name`, whose parent images are `parent` (empty: none)
 ///                    'G'                                   pre-copy: restore eagerly from the last images dir
+///                    'A' address:str                       before 'S'/'G': add ADDR/PREFIX on the agent's
+///                                                          --move-address-dev before the restore (Addresses/)
 ///   agent → source   'R' pid:i32   restore_us:i64          the process runs on the destination
 ///                    'E' message:str                       the destination failed (before 'R': nothing ran)
 ///                    'C' rc:i32    stats:str               the lazy-pages daemon finished (rc 0: every page went in)
@@ -26,7 +28,7 @@ namespace Crisp.Migration;
 public sealed class MigrationWire(PageServerConnection connection) : IDisposable
 {
     public const byte File = (byte)'F', Start = (byte)'S', Running = (byte)'R', Error = (byte)'E', Complete = (byte)'C',
-        Dir = (byte)'D', Go = (byte)'G';
+        Dir = (byte)'D', Go = (byte)'G', Address = (byte)'A';
 
     private readonly Stream _stream = connection.Stream;
     private readonly object _sendLock = new();
@@ -57,6 +59,11 @@ public sealed class MigrationWire(PageServerConnection connection) : IDisposable
     public void SendDir(string name, string parent)
     {
         lock (_sendLock) { WriteByte(Dir); WriteString(name); WriteString(parent); _stream.Flush(); }
+    }
+
+    public void SendAddress(string address)
+    {
+        lock (_sendLock) { WriteByte(Address); WriteString(address); _stream.Flush(); }
     }
 
     public void SendGo()

@@ -37,6 +37,17 @@ public sealed class MigrationRequest
     public bool PreCopy { get; init; }
     /// <summary>Pre-copy: rounds while the tree runs, at most.</summary>
     public int MaxRounds { get; init; } = 8;
+    /// <summary>CRIU's --tcp-established: established connections move too (TCP repair); without it a tree holding one is refused.</summary>
+    public bool TcpEstablished { get; init; }
+    /// <summary>CRIU's --skip-in-flight: connections a listener has not accepted yet are left out instead of refused.</summary>
+    public bool SkipInFlight { get; init; }
+    /// <summary>CRIU's --network-lock: how the connections are kept quiet from the freeze until they run on the destination.</summary>
+    public Crisp.Checkpoint.Sockets.NetworkLockMethod NetworkLock { get; init; } = Crisp.Checkpoint.Sockets.NetworkLockMethod.Nftables;
+    /// <summary>
+    /// Addresses that move with the tree (<c>--move-address</c>, see Addresses/MovedAddress.cs):
+    /// deleted here once the tree is frozen, added by the agent before its restore.
+    /// </summary>
+    public IReadOnlyList<IPAddress> MoveAddresses { get; init; } = [];
 }
 
 /// <summary>The end of a migration: its statistics, and whether the source was resumed here (nothing moved).</summary>
@@ -95,6 +106,8 @@ public static class MigrationSource
         string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
 
         var replies = new AgentReplies(wire);
+        var moved = new Crisp.Migration.Addresses.SourceAddresses(request.MoveAddresses, local);
+        WarnIfLockStays(request, moved);
         long freezeTicks = 0;
         var server = new LazyDumpServer(new LazyDumpServerOptions
         {
@@ -110,6 +123,7 @@ public static class MigrationSource
                 foreach (var f in Directory.GetFiles(dir).Order(StringComparer.Ordinal))
                     wire.SendFile(Path.GetFileName(f), f);
                 stats.ImageBytes = wire.BytesSent;
+                foreach (var m in moved.Moved) wire.SendAddress(m.ToString());
                 if (request.Advertise?.Invoke(ep) is { } told) wire.SendStart(told.Port, told.Address.ToString(), pageKey);
                 else wire.SendStart(ep.Port, "", pageKey);
                 Log.I($"migrate: {stats.ImageBytes} bytes of images sent in {sent.Elapsed.TotalMilliseconds:F1} ms; pages served on {ep}");
@@ -127,12 +141,22 @@ public static class MigrationSource
             var result = Dumper.Dump(new DumpOptions
             {
                 Pid = pid, ImagesDir = dir, LazyPages = true,
+                TcpEstablished = request.TcpEstablished, SkipInFlight = request.SkipInFlight, NetworkLock = request.NetworkLock, UnlockAfterKill = moved.Any,
                 // The downtime starts when the tree is frozen, not before (the dump reads smaps first).
                 Frozen = () => { freezeTicks = Stopwatch.GetTimestamp(); dumpTimer.Restart(); },
                 ServeLazy = tree =>
                 {
                     stats.DumpMs = dumpTimer.Elapsed.TotalMilliseconds;
-                    var end = server.Serve(tree, dir);
+                    moved.TakeAway();
+                    LazyDumpEnd end;
+                    try { end = server.Serve(tree, dir); }
+                    catch
+                    {
+                        moved.GiveBack();
+                        throw;
+                    }
+                    // Resumed here: the addresses come back before the tree runs (the agent deleted what it added).
+                    if (end == LazyDumpEnd.Resume) moved.GiveBack();
                     // Every page read for the destination (or the transfer ended): what "total" measures.
                     stats.TotalMs = server.CompletedTicks != 0
                         ? Stopwatch.GetElapsedTime(startTicks, server.CompletedTicks).TotalMilliseconds
@@ -203,6 +227,8 @@ public static class MigrationSource
         string dir = Path.Combine(request.TempDir ?? Path.GetTempPath(), $"crisp-migrate-{pid}-{Guid.NewGuid():N}"[..40]);
         Directory.CreateDirectory(dir);
         var replies = new AgentReplies(wire);
+        var moved = new Crisp.Migration.Addresses.SourceAddresses(request.MoveAddresses, ((IPEndPoint)control.Socket.LocalEndPoint!).Address);
+        WarnIfLockStays(request, moved);
         try
         {
             void Send(string name, string parent)
@@ -235,10 +261,18 @@ public static class MigrationSource
             var result = Dumper.Dump(new DumpOptions
             {
                 Pid = pid, ImagesDir = Path.Combine(dir, "final"), PrevImagesDir = "../" + prev, TrackMem = true,
+                TcpEstablished = request.TcpEstablished, SkipInFlight = request.SkipInFlight, NetworkLock = request.NetworkLock, UnlockAfterKill = moved.Any,
                 Frozen = () => freezeTicks = Stopwatch.GetTimestamp(),
                 HoldFrozen = () =>
                 {
-                    Send("final", prev);
+                    moved.TakeAway();
+                    try { Send("final", prev); }
+                    catch
+                    {
+                        moved.GiveBack();
+                        throw;
+                    }
+                    foreach (var m in moved.Moved) wire.SendAddress(m.ToString());
                     replies.Start();
                     wire.SendGo();
                     var running = replies.Running.Task;
@@ -247,6 +281,7 @@ public static class MigrationSource
                     {
                         // The agent said its restore failed (it kills what it made): nothing runs there.
                         stats.Outcome = e.InnerException?.Message ?? e.Message;
+                        moved.GiveBack();
                         return LazyDumpEnd.Resume;
                     }
                     if (!running.IsCompletedSuccessfully)
@@ -276,6 +311,17 @@ public static class MigrationSource
         {
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }
+    }
+
+    /// <summary>
+    /// Connections whose address stays here: once the tree is killed the lock must stay (CRIU's
+    /// rule), or this host would answer the peers' packets with a RST; moved, the lock goes with the tree.
+    /// </summary>
+    private static void WarnIfLockStays(MigrationRequest request, Crisp.Migration.Addresses.SourceAddresses moved)
+    {
+        if (request.TcpEstablished && !moved.Any && request.NetworkLock != Crisp.Checkpoint.Sockets.NetworkLockMethod.Skip)
+            Log.W("migrate: --tcp-established without --move-address: the connections stay locked in this network namespace after the migration " +
+                  "(nftables table inet CRIU-<run id>, or the iptables rules) until their address is gone from here and the lock is removed");
     }
 
     /// <summary>Waits for <paramref name="task"/> up to <paramref name="timeout"/>; true if it completed successfully (a fault is an answer, not an exception).</summary>
