@@ -17,32 +17,22 @@ namespace Crisp.Integration.Tests.Restore;
 /// not yet read, and an empty one, dumped and restored eagerly and lazily, then dumped and
 /// restored once more from the state the first restore left; judged by the program.
 /// </summary>
-public sealed class AioRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed class AioRestoreTests(ITestOutputHelper output) : LiveProcessTest("aio")
 {
-    private readonly string _dir = TempDir("aio");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public unsafe void Rings_keep_head_tail_and_unread_events(bool lazy)
     {
         string bin = Gcc.Workload("aioring");
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, bin);
-        _pids.Add(pid);
+        Pids.Add(pid);
         Assert.Equal("ready head=253 tail=3 nr=255", WaitForLine(log, l => l.StartsWith("ready") || l.StartsWith("BAD")));
 
         for (int round = 0; round < 2; round++)
         {
-            string images = Path.Combine(_dir, $"img{round}");
+            string images = Path.Combine(Dir, $"img{round}");
             Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
             // The dump ended the process; reaped here when it is this test's child (a restored one may not be).
             int st;
@@ -55,7 +45,7 @@ public sealed class AioRestoreTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(2, mm.Vmas.Count(v => (v.Status & VmaStatus.VMA_AREA_AIORING) != 0));
             output.WriteLine(Crit.DecodeNode(Path.Combine(images, ImageDir.MmName(pid)))["entries"]![0]!["aios"]!.ToJsonString());
 
-            using var daemon = lazy && round == 0 ? new LazyDaemon(images, _dir) : null;
+            using var daemon = lazy && round == 0 ? new LazyDaemon(images, Dir) : null;
             int n = Lines(log).Length;
             Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = daemon != null });
             Assert.Equal(2, File.ReadAllLines($"/proc/{pid}/maps").Count(l => l.EndsWith("/[aio] (deleted)")));

@@ -15,31 +15,21 @@ namespace Crisp.Integration.Tests.Restore;
 /// inside must not have its guards filled by the daemon); judged by the program: the guarded
 /// pages still fault, the others keep their bytes.
 /// </summary>
-public sealed class GuardRestoreTests : IDisposable
+public sealed class GuardRestoreTests() : LiveProcessTest("guards")
 {
-    private readonly string _dir = TempDir("guards");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public unsafe void Guarded_pages_still_fault_and_the_rest_keep_their_bytes(bool lazy)
     {
         string bin = Gcc.Workload("guardpages");
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, bin);
-        _pids.Add(pid);
+        Pids.Add(pid);
         // A kernel without MADV_GUARD_INSTALL (before 6.13) prints "skip": this test then fails rather than pass unchecked.
         Assert.Equal("ready", WaitForLine(log, l => l == "ready" || l.StartsWith("skip") || l.StartsWith("BAD")));
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -47,7 +37,7 @@ public sealed class GuardRestoreTests : IDisposable
         Assert.Equal(2, guards.Count);
         Assert.Equal([2UL * LibC.PageSize, 1UL * LibC.PageSize], guards.Select(g => g.End - g.Start));
 
-        using var daemon = lazy ? new LazyDaemon(images, _dir) : null;
+        using var daemon = lazy ? new LazyDaemon(images, Dir) : null;
         int n = Lines(log).Length;
         Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = lazy });
         LibC.kill(pid, LibC.SIGUSR1);

@@ -14,23 +14,13 @@ namespace Crisp.Integration.Tests.Restore;
 /// namespace no process is in any more is refused at dump, naming the fd, and the process goes
 /// on as it was.
 /// </summary>
-public sealed class NamespaceFileTests : IDisposable
+public sealed class NamespaceFileTests() : LiveProcessTest("nsfiles")
 {
-    private readonly string _dir = TempDir("nsfiles");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     private int Start(string log, params string[] args)
     {
         string bin = Gcc.Workload("nsfiles");
         int pid = SpawnLogged(log, [bin, .. args]);
-        _pids.Add(pid);
+        Pids.Add(pid);
         Assert.Equal("ready", WaitForLine(log, l => l == "ready" || l.StartsWith("BAD")));
         return pid;
     }
@@ -38,9 +28,9 @@ public sealed class NamespaceFileTests : IDisposable
     [Fact]
     public unsafe void Own_namespace_fds_name_the_same_namespaces_after_restore()
     {
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = Start(log);
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -54,9 +44,9 @@ public sealed class NamespaceFileTests : IDisposable
     [Fact]
     public void An_fd_of_a_namespace_nobody_is_in_is_refused_and_the_process_goes_on()
     {
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = Start(log, "foreign");
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img") }));
         Assert.Contains("fd 10 (net:[", e.Message);
         Assert.Contains("namespace that neither crisp nor any process of the tree is in", e.Message);
         Assert.True(Alive(pid));

@@ -17,33 +17,23 @@ namespace Crisp.Integration.Tests.Restore;
 /// live child and on one exited and reaped), judged by the program (tests/workloads/seccomppidfd.c),
 /// eager and lazy; the images decode with crit.
 /// </summary>
-public sealed class SeccompPidfdRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed class SeccompPidfdRestoreTests(ITestOutputHelper output) : LiveProcessTest("seccomp")
 {
-    private readonly string _dir = TempDir("seccomp");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public unsafe void Filters_per_thread_and_pidfds_live_and_dead_come_back(bool lazy)
     {
         string bin = Gcc.Workload("seccomppidfd");
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, bin);
-        _pids.Add(pid);
+        Pids.Add(pid);
         int child = int.Parse(WaitForLine(log, l => l.StartsWith("ready ")).Split(' ')[1]);
-        _pids.Insert(0, child);
+        Pids.Insert(0, child);
         LibC.kill(pid, LibC.SIGUSR1);
         Assert.Equal("check ok", WaitForLine(log, l => l.StartsWith("check ") || l.StartsWith("BAD ")));
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -62,7 +52,7 @@ public sealed class SeccompPidfdRestoreTests(ITestOutputHelper output) : IDispos
             Assert.Single(pidfds, f => f.Pidfd.Nspid <= 0);
         }
 
-        using var daemon = lazy ? new LazyDaemon(images, _dir) : null;
+        using var daemon = lazy ? new LazyDaemon(images, Dir) : null;
         int n = Lines(log).Length;
         Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = lazy });
         Assert.Contains("Seccomp:\t2", File.ReadAllText($"/proc/{pid}/status"));

@@ -17,23 +17,13 @@ namespace Crisp.Integration.Tests.Sockets;
 /// restores crisp's images of them, and crisp CRIU's. A file in flight crisp cannot restore is
 /// refused, naming the socket whose queue holds it, and the program still receives it.
 /// </summary>
-public sealed class FilesInFlightTests(ITestOutputHelper output) : IDisposable
+public sealed class FilesInFlightTests(ITestOutputHelper output) : LiveProcessTest("inflight")
 {
-    private readonly string _dir = TempDir("inflight");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     private int Start(string log)
     {
         string bin = Gcc.Workload("filesinflight");
         int pid = SpawnLogged(log, bin);
-        _pids.Add(pid);
+        Pids.Add(pid);
         WaitForLine(log, l => l == "ready");
         return pid;
     }
@@ -56,9 +46,9 @@ public sealed class FilesInFlightTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Files_in_flight_are_received_after_restore_with_their_state()
     {
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = Start(log);
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         Reap(pid);
 
@@ -84,7 +74,7 @@ public sealed class FilesInFlightTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_file_in_flight_of_a_kind_crisp_cannot_restore_is_refused_and_still_received()
     {
-        string log = Path.Combine(_dir, "uffd.log");
+        string log = Path.Combine(Dir, "uffd.log");
         // A userfaultfd sent to itself and closed: it exists only in the socket's queue.
         string script = "import socket,ctypes,os,time,signal\n" +
                         "u=ctypes.CDLL(None,use_errno=True).syscall(323,0x80000)\n" +
@@ -92,10 +82,10 @@ public sealed class FilesInFlightTests(ITestOutputHelper output) : IDisposable
                         "def on(s,f):\n  m,fds,_,_=socket.recv_fds(b,10,4)\n  print('got',m.decode(),os.readlink('/proc/self/fd/%d'%fds[0]),flush=True)\n" +
                         "signal.signal(signal.SIGUSR1,on)\nprint('sent',b.fileno(),flush=True)\nwhile True: time.sleep(0.05)\n";
         int pid = SpawnLogged(log, "/usr/bin/python3", "-c", script);
-        _pids.Add(pid);
+        Pids.Add(pid);
         string fd = WaitForLine(log, l => l.StartsWith("sent "), timeoutMs: 30000).Split(' ')[1];
 
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img") }));
         output.WriteLine(e.Message);
         Assert.Contains($"a file passed with SCM_RIGHTS and not received yet, queued on process {pid}: fd {fd} (socket:[", e.Message);
         Assert.Contains("anon_inode:[userfaultfd]", e.Message);
@@ -108,9 +98,9 @@ public sealed class FilesInFlightTests(ITestOutputHelper output) : IDisposable
     [Criu4Fact]
     public void Criu4_restores_crisps_images_of_files_in_flight_and_crisp_restores_criu4s()
     {
-        string log = Path.Combine(_dir, "interop.log");
+        string log = Path.Combine(Dir, "interop.log");
         int pid = Start(log);
-        string images = Path.Combine(_dir, "img-crisp");
+        string images = Path.Combine(Dir, "img-crisp");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         Reap(pid);
         var (code, text) = Criu4.Run(TimeSpan.FromSeconds(60), "restore", "-D", images, "-d", "-o", "restore.log", "-v4");
@@ -121,9 +111,9 @@ public sealed class FilesInFlightTests(ITestOutputHelper output) : IDisposable
         finally { LibC.kill(pid, LibC.SIGKILL); }
         WaitGone(pid);
 
-        string log2 = Path.Combine(_dir, "interop2.log");
+        string log2 = Path.Combine(Dir, "interop2.log");
         int pid2 = Start(log2);
-        string images2 = Path.Combine(_dir, "img-criu");
+        string images2 = Path.Combine(Dir, "img-criu");
         Directory.CreateDirectory(images2);
         (code, _) = Criu4.Run(TimeSpan.FromSeconds(60), "dump", "-t", pid2.ToString(), "-D", images2, "-o", "dump.log");
         Assert.True(code == 0, $"criu4 dump: exit {code}: {Criu4.Errors(Path.Combine(images2, "dump.log"))}");

@@ -15,23 +15,11 @@ namespace Crisp.Integration.Tests.Sockets;
 /// queued both ways and shut down, a listener with a connection not accepted yet, TCP listeners
 /// (a C workload and `python3 -m http.server`), and an established TCP connection refused.
 /// </summary>
-public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed class SocketRestoreTests(ITestOutputHelper output) : LiveProcessTest("sockets")
 {
-    private readonly string _dir = TempDir("sockets");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
-    private int Track(int pid) { _pids.Add(pid); return pid; }
-
     private unsafe string DumpAndWait(int pid)
     {
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -42,7 +30,7 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
     public void Unix_socketpairs_a_pending_connection_and_a_tcp_listener_come_back_with_their_state()
     {
         string bin = Gcc.Workload("unixsockets");
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = Track(SpawnLogged(log, bin, $"crisp-test-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]));
         WaitForLine(log, l => l.StartsWith("ready "));
         string images = DumpAndWait(pid);
@@ -67,14 +55,14 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Python_http_server_answers_after_restore()
     {
-        string log = Path.Combine(_dir, "http.log");
+        string log = Path.Combine(Dir, "http.log");
         // A port outside the ephemeral range: after the dump kills the server, no other test's
         // outgoing connection can take it as its local port before the restore binds it again.
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-m", "http.server", Crisp.Integration.Tests.Lazy.LoopbackPort.OutsideEphemeral().ToString(),
-            "--bind", "127.0.0.1", "--directory", _dir));
+            "--bind", "127.0.0.1", "--directory", Dir));
         string line = WaitForLine(log, l => l.StartsWith("Serving HTTP on 127.0.0.1 port "), timeoutMs: 30000);
         int port = int.Parse(line.Split(' ')[5]);
-        File.WriteAllText(Path.Combine(_dir, "hello.txt"), "restored");
+        File.WriteAllText(Path.Combine(Dir, "hello.txt"), "restored");
         Assert.Equal("restored", Get(port, "/hello.txt"));
         string images = DumpAndWait(pid);
         Assert.False(Alive(pid));
@@ -87,7 +75,7 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_python_poll_loop_on_a_socketpair_gets_the_queued_message_and_new_ones_after_restore()
     {
-        string log = Path.Combine(_dir, "poll.log");
+        string log = Path.Combine(Dir, "poll.log");
         // The message is sent before the loop starts: it is still queued in the socket at dump time.
         string script = "import socket,select,signal,time\n" +
                         "a,b=socket.socketpair()\np=select.poll()\np.register(a,select.POLLIN)\n" +
@@ -113,13 +101,13 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
         listener.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
         listener.Listen();
         int port = ((System.Net.IPEndPoint)listener.LocalEndPoint!).Port;
-        string log = Path.Combine(_dir, "client.log");
+        string log = Path.Combine(Dir, "client.log");
         string script = $"import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nprint('connected',flush=True)\nwhile True:\n  time.sleep(0.05)\n";
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-c", script));
         using var server = listener.Accept();
         WaitForLine(log, l => l == "connected", timeoutMs: 30000);
 
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img") }));
         output.WriteLine(e.Message);
         Assert.Matches(@"fd \d+ \(socket:\[\d+\]\) is an IPv4 TCP connection in state ESTABLISHED", e.Message);
         Assert.Contains("--tcp-close", e.Message);
@@ -137,20 +125,20 @@ public sealed class SocketRestoreTests(ITestOutputHelper output) : IDisposable
         using var outside = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         outside.Bind(new UnixDomainSocketEndPoint("\0" + name));
         outside.Listen();
-        string log = Path.Combine(_dir, "unix.log");
+        string log = Path.Combine(Dir, "unix.log");
         string script = $"import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect('\\0{name}')\nprint('connected',s.fileno(),flush=True)\nwhile True:\n  time.sleep(0.05)\n";
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-c", script));
         using var accepted = outside.Accept();
         string fd = WaitForLine(log, l => l.StartsWith("connected "), timeoutMs: 30000).Split(' ')[1];
 
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img") }));
         output.WriteLine(e.Message);
         Assert.Contains($"process {pid}: fd {fd} (unix stream socket socket:[", e.Message);
         Assert.Contains("outside the dumped tree", e.Message);
         Assert.Contains("--ext-unix-sk", e.Message);
         Assert.True(Alive(pid));
         Assert.Contains("TracerPid:\t0", File.ReadAllText($"/proc/{pid}/status"));
-        Assert.False(File.Exists(Path.Combine(_dir, "img", "inventory.img")), "a failed dump must not look complete");
+        Assert.False(File.Exists(Path.Combine(Dir, "img", "inventory.img")), "a failed dump must not look complete");
     }
 
     private static string Get(int port, string path)
