@@ -21,10 +21,11 @@ internal sealed unsafe partial class RestoreSession
 
     private readonly HashSet<ulong> _memfdOriginalUsed = [];
 
-    private int OpenMemfd(MemfdFileEntry m, string what, bool mayUseOriginal = true)
+    /// <param name="openFlags">the flags to open it with instead of the entry's (a mapping's own: CRIU's vma fdflags)</param>
+    private int OpenMemfd(MemfdFileEntry m, string what, bool mayUseOriginal = true, uint? openFlags = null)
     {
         int inode = MemfdInode(m.InodeId, what);
-        int flags = ((int)m.Flags & ~(LibC.O_CREAT | LibC.O_EXCL | LibC.O_TRUNC)) | LibC.O_CLOEXEC;
+        int flags = ((int)(openFlags ?? m.Flags) & ~(LibC.O_CREAT | LibC.O_EXCL | LibC.O_TRUNC)) | LibC.O_CLOEXEC;
         int fd;
         // The description memfd_create made is O_RDWR yet holds no write count on the inode
         // (exec of the memfd works while it is open); one opened through /proc/self/fd does, and
@@ -50,10 +51,13 @@ internal sealed unsafe partial class RestoreSession
         return fd;
     }
 
-    /// <summary>A description of the memfd as a new fd of the task, for mmap (the caller closes it).</summary>
-    private int MemfdIntoTask(RestoreTask t, MemfdFileEntry m, string what)
+    /// <summary>
+    /// A description of the memfd as a new fd of the task, for mmap (the caller closes it), opened
+    /// with the entry's flags or <paramref name="openFlags"/>.
+    /// </summary>
+    private int MemfdIntoTask(RestoreTask t, MemfdFileEntry m, string what, uint? openFlags = null)
     {
-        int local = OpenMemfd(m, what, mayUseOriginal: false);
+        int local = OpenMemfd(m, what, mayUseOriginal: false, openFlags);
         try
         {
             int pidfd = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);

@@ -292,7 +292,12 @@ internal sealed unsafe partial class RestoreSession
                 uint id = (uint)v.Shmid;
                 if (!fileFds.TryGetValue(id, out var ffd) && _files.TryGetValue(id, out var mf) && mf.Type == FdTypes.Memfd)
                 {
-                    ffd = MemfdIntoTask(leader, mf.Memfd, $"memfd mapped at 0x{v.Start:x} in process {p.Pid}");
+                    // A shared mapping that may be written needs a read-write description. CRIU writes a
+                    // mapping-only memfd's file entry read-only and says read-write in the VMA's fdflags.
+                    bool shared = (v.Flags & LibC.MAP_SHARED) != 0;
+                    bool rw = shared && ((v.Prot & LibC.PROT_WRITE) != 0 || (v.HasFdflags && (v.Fdflags & LibC.O_ACCMODE) == LibC.O_RDWR));
+                    uint? openFlags = rw ? (mf.Memfd.Flags & ~(uint)LibC.O_ACCMODE) | (uint)LibC.O_RDWR : null;
+                    ffd = MemfdIntoTask(leader, mf.Memfd, $"memfd mapped at 0x{v.Start:x} in process {p.Pid}", openFlags);
                     fileFds[id] = ffd;
                 }
                 else if (!fileFds.TryGetValue(id, out ffd))
