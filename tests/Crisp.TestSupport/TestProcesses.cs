@@ -8,7 +8,9 @@ public static class TestProcesses
 {
     public static string TempDir(string name)
     {
-        string d = Path.Combine(Path.GetTempPath(), $"crisp-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}"[..48]);
+        // At most 48 characters: unix socket paths made inside must fit sun_path (108 bytes).
+        string leaf = $"crisp-{name}-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        string d = Path.Combine(Path.GetTempPath(), leaf[..Math.Min(leaf.Length, 48)]);
         Directory.CreateDirectory(d);
         return d;
     }
