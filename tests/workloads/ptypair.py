@@ -66,11 +66,16 @@ def close_master(*_):
     os.close(m)
     log.write("master closed\n")
 
-signal.signal(signal.SIGUSR1, check)
-signal.signal(signal.SIGUSR2, close_master)
+# The handlers only note the signal: run inside log.write (a signal landing in its write call),
+# a handler writing to log too would be a reentrant call of the same buffered file.
+pending = []
+signal.signal(signal.SIGUSR1, lambda *_: pending.append(check))
+signal.signal(signal.SIGUSR2, lambda *_: pending.append(close_master))
 log.write(f"ready child {child}\n")
 i = 0
 while True:
+    while pending:
+        pending.pop(0)()
     i += 1
     log.write(f"tick {i}\n")
     time.sleep(0.02)
