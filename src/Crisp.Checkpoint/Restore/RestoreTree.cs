@@ -1,0 +1,205 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using Crisp.Images;
+using Crisp.Images.Proto;
+using Crisp.Inject;
+using Crisp.Native;
+
+namespace Crisp.Checkpoint.Restore;
+
+/// <summary>Making the tasks: the root, each process cloned from its restored parent with its dumped pid, sessions and groups, threads.</summary>
+internal sealed unsafe partial class RestoreSession
+{
+    /// <summary>
+    /// clone3 from <paramref name="parent"/> with set_tid = the dumped <paramref name="tid"/>; returns
+    /// the new task, waited into its first stop. The caller sees the new task by its pid in the
+    /// caller's namespace (the dumped one); crisp traces it by its pid here, which the clone
+    /// event gives (PTRACE_GETEVENTMSG reports it in the tracer's namespace). With CLONE_NEWPID
+    /// there is no set_tid: the kernel makes the task pid 1 of the new namespace.
+    /// </summary>
+    private RestoreTask Clone(RestoreTask parent, int hostPid, int tid, ulong flags, int exitSignal)
+    {
+        var args = new LibC.clone_args { flags = flags, exit_signal = (ulong)exitSignal };
+        var scratch = new Scratch(this, parent.Pid);
+        bool newPidNs = (flags & CLONE_NEWPID) != 0;
+        if (!newPidNs)
+        {
+            args.set_tid = scratch.PutStruct(tid);
+            args.set_tid_size = 1;
+        }
+        ulong a = scratch.PutStruct(args);
+        long r = parent.Call(Code, LibC.SYS_clone3, (long)a, sizeof(LibC.clone_args));
+        if (r == -Errno.EEXIST)
+            throw new CrispException(_ownPidNs ? $"pid {tid} is in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
+        Errno.CheckRaw(r, "clone3", newPidNs ? $"CLONE_NEWPID in {parent}" : $"set_tid {tid} in {parent}");
+        int here = _ownPidNs ? parent.LastNewTask : (int)r;
+        if (newPidNs ? here != r : r != tid)
+            throw new CrispException($"clone3 made {r}, not the dumped pid {tid}");
+        if (here <= 0) throw new CrispException($"clone3 of {tid} in {parent}: no clone event gave its pid here");
+        var t = new RestoreTask(hostPid < 0 ? here : hostPid, here);
+        _created.Add(here);
+        _tasks[here] = t;
+        _hostOf[tid] = here;
+        t.WaitFirstStop();
+        return t;
+    }
+
+    private void CreateRoot()
+    {
+        var stub = _tasks[_stubPid];
+        var rootImg = _procs[0];
+        // clone3 wants exit_signal 0 with CLONE_PARENT; the child takes the stub's (SIGCHLD).
+        // A tree that owned its pid namespace gets a new one, its root pid 1 there; with it a
+        // mount namespace (for its /proc) and a UTS namespace when it owned those.
+        ulong ns = (_ownPidNs ? CLONE_NEWPID : 0) | (_ownMntNs ? CLONE_NEWNS : 0) | (_uts != null ? CLONE_NEWUTS : 0) | (_ipc != null ? CLONE_NEWIPC : 0);
+        if (_timens != null) MakeTimeNamespace(stub);
+        var root = Clone(stub, -1, rootImg.Pid, CLONE_PARENT | ns, 0);
+        SetHostIds(rootImg, root.Pid);
+        // The stub's job is done.
+        PtraceCalls.KillAndReap(_stubPid);
+        _tasks.Remove(_stubPid);
+        _stubPid = -1;
+
+        root.SetSigMask(ulong.MaxValue);
+        ulong ctl = (ulong)root.Check(Code, "mmap control page", LibC.SYS_mmap, (long)_pendingCtl, CtlSize,
+            LibC.PROT_READ | LibC.PROT_WRITE | LibC.PROT_EXEC, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_FIXED, -1, 0);
+        RemoteMemory.Write(root.Pid, ctl, [0x0f, 0x05, 0xcc]);
+        _ctl = ctl;
+        if (_ownMntNs) MountOwnProc(root);
+        if (_uts != null) SetUts(root, _uts);
+        if (_ipc != null) FillIpcNamespace(root);
+        if (rootImg.Sid == rootImg.DumpedPid) root.Check(Code, "setsid", LibC.SYS_setsid);
+    }
+
+    /// <summary>
+    /// In the new mount namespace: mounts stop propagating to the host's (as unshare makes them),
+    /// and /proc is mounted afresh, for the root's pid namespace.
+    /// </summary>
+    private void MountOwnProc(RestoreTask root)
+    {
+        var scratch = new Scratch(this, root.Pid);
+        ulong slash = scratch.PutString("/"), proc = scratch.PutString("proc"), at = scratch.PutString("/proc");
+        root.Check(Code, "mount(/, MS_REC|MS_PRIVATE)", SYS_mount, 0, (long)slash, 0, MS_REC | MS_PRIVATE, 0);
+        root.Check(Code, "mount(proc, /proc)", SYS_mount, (long)proc, (long)at, (long)proc, MS_NOSUID | MS_NODEV | MS_NOEXEC, 0);
+    }
+
+    private void SetUts(RestoreTask root, UtsnsEntry uts)
+    {
+        var scratch = new Scratch(this, root.Pid);
+        var host = System.Text.Encoding.UTF8.GetBytes(uts.Nodename);
+        var domain = System.Text.Encoding.UTF8.GetBytes(uts.Domainname);
+        root.Check(Code, $"sethostname({uts.Nodename})", SYS_sethostname, (long)scratch.Put(host), host.Length);
+        root.Check(Code, $"setdomainname({uts.Domainname})", SYS_setdomainname, (long)scratch.Put(domain), domain.Length);
+    }
+
+    /// <summary>From here on the process image names the process by its pid here.</summary>
+    private void SetHostIds(ProcessImage p, int hostPid)
+    {
+        p.Pid = hostPid;
+        p.Threads[0] = (hostPid, p.Threads[0].Core);
+    }
+
+    /// <summary>
+    /// Zombies are made with the living (they may lead a process group others join), and exit once
+    /// every group is set up (Zombies.cs).
+    /// </summary>
+    private void CreateTree()
+    {
+        var all = _procs.Select(p => (Pid: p.DumpedPid, p.Ppid, p.Pgid, p.Sid))
+            .Concat(_zombies.Select(z => (z.Pid, z.Ppid, z.Pgid, z.Sid))).ToList();
+        // Pids below are the dumped ones (the tree's view); _tasks is keyed by the pids here.
+        foreach (var p in all.Skip(1))
+        {
+            if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
+                throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
+            BeforeCloning(p.Ppid);
+            var t = Clone(parent, -1, p.Pid, SharesParentFdTable(p.Pid) ? CLONE_FILES : 0, LibC.SIGCHLD);
+            if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
+            if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
+        }
+        // Group leaders first, then members join them. getpgid/getsid run in the task: its own view.
+        foreach (var p in all.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
+            _tasks[HostPid(p.Pid)].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
+        var helpers = GroupHelpers(all);
+        foreach (var p in all.Where(p => p.Pgid != p.Pid))
+        {
+            var t = _tasks[HostPid(p.Pid)];
+            int cur = (int)t.Call(Code, LibC.SYS_getpgid, 0);
+            if (cur == p.Pgid) continue;
+            long r = t.Call(Code, LibC.SYS_setpgid, 0, p.Pgid);
+            if (r < 0) Log.W($"process {p.Pid}: cannot join process group {p.Pgid} ({Errno.Name((int)-r)}); stays in {cur}");
+        }
+        foreach (var p in all)
+        {
+            int sid = (int)_tasks[HostPid(p.Pid)].Call(Code, LibC.SYS_getsid, 0);
+            if (sid != p.Sid) Log.W($"process {p.Pid}: session {sid}, dumped in session {p.Sid} (not a session of the tree)");
+        }
+        foreach (var h in helpers) EndGroupHelper(h);
+        foreach (var z in _zombies) ExitAsZombie(z);
+    }
+
+    /// <summary>
+    /// A process group whose leader is gone (zdtm zombie01: a child made a group, forked with
+    /// CLONE_PARENT and exited; its child lives on in that group) cannot be joined unless it
+    /// exists: as CRIU does, a helper with the leader's pid makes the group and exits once the
+    /// members joined it. The helper is cloned from the root with CLONE_PARENT, so it is
+    /// crisp's child (reaped by crisp) and in the root's session; a group of another session, or
+    /// in a pid namespace of the tree's own (its init cannot use CLONE_PARENT), is left as before
+    /// (the members stay in their parent's group, with a warning).
+    /// </summary>
+    private List<RestoreTask> GroupHelpers(List<(int Pid, int Ppid, int Pgid, int Sid)> all)
+    {
+        var helpers = new List<RestoreTask>();
+        var rootSid = all[0].Sid;
+        foreach (int pgid in all.Select(p => p.Pgid).Distinct())
+        {
+            if (all.Any(p => p.Pid == pgid) || _ownPidNs || Directory.Exists($"/proc/{pgid}")) continue;
+            if (all.Any(p => p.Pgid == pgid && p.Sid != rootSid)) continue;
+            var helper = Clone(_tasks[HostPid(all[0].Pid)], -1, pgid, CLONE_PARENT, 0);
+            helper.Check(Code, $"setpgid (helper for process group {pgid})", LibC.SYS_setpgid, 0, 0);
+            helpers.Add(helper);
+        }
+        return helpers;
+    }
+
+    private void EndGroupHelper(RestoreTask h)
+    {
+        PtraceCalls.KillAndReap(h.Pid);
+        _tasks.Remove(h.Pid);
+        _created.Remove(h.Pid);
+        foreach (var k in _hostOf.Where(kv => kv.Value == h.Pid).Select(kv => kv.Key).ToList()) _hostOf.Remove(k);
+    }
+
+    /// <summary>
+    /// Whether the process has its parent's fd table (CLONE_FILES; the images give both one
+    /// files_id): it is cloned with CLONE_FILES, and the parent's files step fills the table.
+    /// </summary>
+    private bool SharesParentFdTable(int dumpedPid)
+    {
+        var img = _procs.FirstOrDefault(i => i.DumpedPid == dumpedPid);
+        var parent = img == null ? null : _procs.FirstOrDefault(i => i.DumpedPid == img.Ppid);
+        return parent != null && parent.Ids.FilesId == img!.Ids.FilesId;
+    }
+
+    /// <summary>Processes sharing an fd table must reach it through parents that have it too: only those are cloned with CLONE_FILES.</summary>
+    private void CheckSharedFdTables()
+    {
+        foreach (var g in _procs.GroupBy(p => p.Ids.FilesId).Where(g => g.Count() > 1))
+        {
+            var tops = g.Where(p => !SharesParentFdTable(p.DumpedPid)).Select(p => p.DumpedPid).ToList();
+            if (tops.Count > 1)
+                throw new CrispException($"processes {string.Join(", ", tops)} share fd table {g.Key} but not through a parent that has it: crisp cannot restore that");
+        }
+    }
+
+    private void CreateThreads()
+    {
+        const ulong flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+        foreach (var p in _procs)
+            for (int i = 1; i < p.Threads.Count; i++)
+            {
+                var t = Clone(_tasks[p.Pid], p.Pid, p.DumpedTids[i], flags, 0);
+                p.Threads[i] = (t.Tid, p.Threads[i].Core);
+            }
+    }
+}
