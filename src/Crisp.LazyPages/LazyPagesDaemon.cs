@@ -132,7 +132,7 @@ public sealed class LazyPagesDaemon : IDisposable
             throw;
         }
         _lastHandOffEvent = Stopwatch.GetTimestamp();
-        ReportReady();
+        StatusFd.Report(_options.StatusFd);
         _prefetcher.Start();
         try
         {
@@ -200,14 +200,6 @@ public sealed class LazyPagesDaemon : IDisposable
         if (_connectionsSeen > 0)
             return $"lazy-pages: a restore connected to {SocketPath} and left without handing over a process (did it fail?); no other came within {PeerTimeoutText}; giving up";
         return $"lazy-pages: no restore connected to {SocketPath} within {PeerTimeoutText}; giving up";
-    }
-
-    private unsafe void ReportReady()
-    {
-        if (_options.StatusFd < 0) return;
-        byte zero = 0;
-        Errno.Check(LibC.write(_options.StatusFd, &zero, 1), "write", $"status fd {_options.StatusFd}");
-        LibC.close(_options.StatusFd);
     }
 
     // ---------------------------------------------------------------- the poll loop

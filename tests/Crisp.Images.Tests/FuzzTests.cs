@@ -14,6 +14,7 @@ namespace Crisp.Images.Tests;
 /// Longer, with a new seed, and saving what breaks into the corpus:
 ///   CRISP_FUZZ_SECONDS=600 CRISP_FUZZ_SEED=$RANDOM dotnet test tests/Crisp.Images.Tests --filter FullyQualifiedName~FuzzTests
 /// </summary>
+[Trait("Category", "Unit")]
 public sealed class FuzzTests(ITestOutputHelper output)
 {
     private static readonly string Corpus = Path.Combine(Repo.Root, "tests", "Crisp.Images.Tests", "fuzz-corpus");

@@ -9,6 +9,7 @@ namespace Crisp.Images.Tests;
 /// read into the same values crit shows, and survive a read/write round trip
 /// with crit's decoding unchanged.
 /// </summary>
+[Trait("Category", "Unit")]
 public class ReferenceImageTests
 {
     private static readonly string Root = Repo.ReferenceImages;

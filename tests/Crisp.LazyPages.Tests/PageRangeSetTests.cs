@@ -2,6 +2,7 @@ using Crisp.LazyPages;
 
 namespace Crisp.LazyPages.Tests;
 
+[Trait("Category", "Unit")]
 public sealed class PageRangeSetTests
 {
     private const ulong P = 4096;

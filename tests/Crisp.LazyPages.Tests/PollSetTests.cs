@@ -3,6 +3,7 @@ using Crisp.Native;
 namespace Crisp.LazyPages.Tests;
 
 /// <summary>The poll loop's persistent registrations, on real pipes.</summary>
+[Trait("Category", "Unit")]
 public sealed unsafe class PollSetTests : IDisposable
 {
     private readonly List<int> _fds = new();

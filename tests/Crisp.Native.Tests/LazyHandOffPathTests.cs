@@ -4,6 +4,7 @@ using Xunit;
 namespace Crisp.Native.Tests;
 
 /// <summary>The lazy-pages socket's path must fit sun_path (with the daemon's temporary name) or be refused clearly.</summary>
+[Trait("Category", "Unit")]
 public class LazyHandOffPathTests
 {
     [Fact]

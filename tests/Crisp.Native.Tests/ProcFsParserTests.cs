@@ -3,6 +3,7 @@ using Xunit;
 
 namespace Crisp.Native.Tests;
 
+[Trait("Category", "Unit")]
 public class ProcFsParserTests
 {
     [Fact]

@@ -4,6 +4,7 @@ using Xunit;
 
 namespace Crisp.PageServer.Tests;
 
+[Trait("Category", "Unit")]
 public class CodecTests
 {
     [Fact]
@@ -104,6 +105,7 @@ public class CodecTests
     }
 }
 
+[Trait("Category", "Unit")]
 public class PageServerAddressTests
 {
     [Theory]

@@ -14,6 +14,7 @@ namespace Crisp.PageServer.Tests;
 /// after every 50 storms, and at the end, a good client is still served the right pages.
 /// Fixed seed in the suite; CRISP_FUZZ_SECONDS and CRISP_FUZZ_SEED for longer runs.
 /// </summary>
+[Trait("Category", "Unit")]
 public sealed class WireFuzzTests(ITestOutputHelper output)
 {
     private static readonly ulong[] Extremes = [0, 1, 2, 0xFFF, 0x1000, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1UL << 32, 1UL << 40, ulong.MaxValue >> 12, ulong.MaxValue];

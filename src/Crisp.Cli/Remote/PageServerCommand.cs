@@ -127,22 +127,13 @@ internal static unsafe class Daemonize
         {
             LibC.close(p[1]);
         }
-        byte* b = stackalloc byte[1];
-        int readFd = p[0];
-        long n = Errno.RetryEintr(() => LibC.read(readFd, b, 1));
-        LibC.close(p[0]);
-        if (n != 1)
+        if (!StatusFd.Await(p[0]))
         {
             int status = ProcessSpawner.Wait(pid, LibC.WNOHANG);
             throw new CrispException($"the background page server (pid {pid}) exited before listening" +
                 (status >= 0 && LibC.WIFEXITED(status) ? $" with status {LibC.WEXITSTATUS(status)}" : ""));
         }
-        if (callerStatusFd >= 0)
-        {
-            byte zero = 0;
-            LibC.write(callerStatusFd, &zero, 1);
-            LibC.close(callerStatusFd);
-        }
+        StatusFd.Report(callerStatusFd);
         Console.Out.WriteLine($"page-server: running in the background as pid {pid}");
         return CrispCommand.ExitOk;
     }

@@ -183,11 +183,7 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
             catch (Exception e) { daemonError = e; }
         }) { Name = "agent lazy-pages", IsBackground = true };
         daemonThread.Start();
-        byte* b = stackalloc byte[1];
-        int readFd = statusRead;
-        long n = Errno.RetryEintr(() => LibC.read(readFd, b, 1));
-        LibC.close(statusRead);
-        if (n != 1)
+        if (!StatusFd.Await(statusRead))
         {
             daemonThread.Join();
             string why = $"the lazy-pages daemon did not start: {daemonError?.Message ?? "no status"}";

@@ -79,7 +79,7 @@ public sealed class TcpPageServer : IAsyncDisposable
         }
         _listener = listener;
         Log($"listening on {LocalEndPoint} ({Mode}, {_options.Transport})");
-        if (_options.StatusFd >= 0) ReportReady(_options.StatusFd);
+        StatusFd.Report(_options.StatusFd);
         Volatile.Write(ref _lastActivity, Stopwatch.GetTimestamp());
         _acceptLoop = AcceptLoopAsync();
         if (_options.PeerTimeout > TimeSpan.Zero && _options.PeerTimeout != Timeout.InfiniteTimeSpan)
@@ -250,20 +250,5 @@ public sealed class TcpPageServer : IAsyncDisposable
         var log = _options.Log;
         if (log is null) return;
         lock (log) log.WriteLine($"page-server: {line}");
-    }
-
-    /// <summary>CRIU's status-fd convention: one zero byte once ready, then close.</summary>
-    private static unsafe void ReportReady(int fd)
-    {
-        byte* zero = stackalloc byte[1];
-        *zero = 0;
-        try
-        {
-            Errno.CheckRetry(() => LibC.write(fd, zero, 1), "write", $"status fd {fd}");
-        }
-        finally
-        {
-            LibC.close(fd);
-        }
     }
 }
