@@ -55,13 +55,4 @@ public static class Log
     public static void W(string message) => Write(Warn, message);
     public static void I(string message) => Write(Info, message);
     public static void D(string message) => Write(Debug, message);
-
-    /// <summary>The log as a TextWriter (for libraries that take one): each line at <paramref name="level"/>.</summary>
-    public static TextWriter AsWriter(int level) => new LineWriter(level);
-
-    private sealed class LineWriter(int level) : TextWriter
-    {
-        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
-        public override void WriteLine(string? value) => Log.Write(level, value ?? "");
-    }
 }

@@ -85,7 +85,7 @@ internal sealed unsafe partial class FileTable
             fixed (byte* b = buf)
             fixed (byte* empty = new byte[1])
                 n = LibC.Syscall(SYS_readlinkat, fd, (long)empty, (long)b, buf.Length);
-            if (n < 0) throw new SyscallException("readlinkat", Errno.Last, $"{procLink} ({where})");
+            if (n < 0) throw Errno.Failure("readlinkat", $"{procLink} ({where})");
             if (n >= buf.Length) throw new CrispException($"{where}: a symlink target longer than {buf.Length - 1} bytes");
             return System.Text.Encoding.UTF8.GetString(buf, 0, (int)n);
         }

@@ -47,7 +47,7 @@ internal sealed unsafe partial class FileTable
     {
         string where = $"process {pid}: fd {fd} ({link})";
         int local = LibC.pidfd_getfd(pidfd, fd);
-        if (local < 0) throw new SyscallException("pidfd_getfd", Errno.Last, $"{pid}, fd {fd}");
+        if (local < 0) throw Errno.Failure("pidfd_getfd", $"{pid}, fd {fd}");
         bool keep = false;
         try
         {
@@ -254,7 +254,7 @@ internal sealed unsafe partial class FileTable
             nint n;
             fixed (byte* b = buf) n = LibC.read(fd, b, (nuint)buf.Length);
             if (n < 0 && Errno.Last is Errno.EAGAIN or Errno.EIO) break;
-            if (n < 0) throw new SyscallException("read", Errno.Last, where);
+            if (n < 0) throw Errno.Failure("read", where);
             if (n == 0) break;
             var data = buf.AsSpan(0, (int)n);
             got.AddRange(packet ? Tty.PacketData(data) : data);

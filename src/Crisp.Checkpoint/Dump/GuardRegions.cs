@@ -35,7 +35,7 @@ internal static unsafe class GuardRegions
         }
         string path = $"/proc/{pid}/pagemap";
         int fd = LibC.open(path, LibC.O_RDONLY | LibC.O_CLOEXEC, 0);
-        if (fd < 0) throw new SyscallException("open", Errno.Last, path);
+        if (fd < 0) throw Errno.Failure("open", path);
         const int VecLen = 1024;
         var vec = new LibC.page_region[VecLen];
         try
@@ -55,7 +55,7 @@ internal static unsafe class GuardRegions
                     arg.vec_len = VecLen;
                     n = LibC.ioctl(fd, LibC.PAGEMAP_SCAN, &arg);
                 }
-                if (n < 0) throw new SyscallException("ioctl(PAGEMAP_SCAN, PAGE_IS_GUARD)", Errno.Last, $"{path} 0x{at:x}");
+                if (n < 0) throw Errno.Failure("ioctl(PAGEMAP_SCAN, PAGE_IS_GUARD)", $"{path} 0x{at:x}");
                 for (int i = 0; i < n; i++)
                 {
                     if (result.Count > 0 && result[^1].End == vec[i].start) result[^1].End = vec[i].end;

@@ -118,8 +118,7 @@ internal sealed unsafe partial class RestoreSession
                     // first read that reaches this packet, as it did with the packet they came with).
                     nint n = SendPacket(sender, p.Data.AsSpan(off), to, off == 0 ? passed : []);
                     if (n < 0)
-                        throw new SyscallException("sendmsg", Errno.Last,
-                            $"{p.Data.Length} queued bytes{(passed.Length > 0 ? $" and {passed.Length} file(s) in flight" : "")} for {target}");
+                        throw Errno.Failure("sendmsg", $"{p.Data.Length} queued bytes{(passed.Length > 0 ? $" and {passed.Length} file(s) in flight" : "")} for {target}");
                     off += (int)n;
                 } while (off < p.Data.Length && u.Type == LibC.SOCK_STREAM);
             }

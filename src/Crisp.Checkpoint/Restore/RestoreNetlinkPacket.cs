@@ -43,7 +43,7 @@ internal sealed unsafe partial class RestoreSession
                 fixed (byte* a = sa) rc = LibC.bind(fd, a, (uint)sa.Length);
                 if (rc != 0)
                 {
-                    if (Errno.Last != Errno.EADDRINUSE) throw new SyscallException("bind", Errno.Last, target);
+                    if (Errno.Last != Errno.EADDRINUSE) throw Errno.Failure("bind", target);
                     Log.I($"{target}: port {e.Portid} is taken, bound to one the kernel picks (as CRIU does)");
                     sa = NetlinkAddress(0, groups);
                     fixed (byte* a = sa) Errno.Check(LibC.bind(fd, a, (uint)sa.Length), "bind", target);

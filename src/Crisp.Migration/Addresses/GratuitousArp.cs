@@ -51,7 +51,7 @@ internal static unsafe class GratuitousArp
         {
             for (int i = 0; i < count; i++)
                 if (LibC.sendto(fd, arp, 28, 0, ll, 20) < 0)
-                    throw new SyscallException("sendto(gratuitous ARP)", Errno.Last, target);
+                    throw Errno.Failure("sendto(gratuitous ARP)", target);
         }
         finally
         {

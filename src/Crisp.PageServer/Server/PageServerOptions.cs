@@ -40,5 +40,5 @@ public sealed class PageServerOptions
     public Protocol.IClientGate? Gate { get; init; }
 
     /// <summary>Session and error log (one line per event); null is silent.</summary>
-    public TextWriter? Log { get; init; }
+    public Action<string>? Log { get; init; }
 }

@@ -249,6 +249,6 @@ public sealed class TcpPageServer : IAsyncDisposable
     {
         var log = _options.Log;
         if (log is null) return;
-        lock (log) log.WriteLine($"page-server: {line}");
+        lock (log) log($"page-server: {line}");
     }
 }
