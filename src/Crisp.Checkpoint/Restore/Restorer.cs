@@ -8,7 +8,7 @@ using Crisp.Native;
 namespace Crisp.Checkpoint.Restore;
 
 /// <summary>
-/// Restore by morphing a stub (../shared/DESIGN.md, docs/ARCHITECTURE.md). The sequence, all on one ptrace thread:
+/// Restore by morphing a stub (docs/ARCHITECTURE.md, docs/PROCESS-STATE.md). The sequence, all on one ptrace thread:
 ///
 ///  1. read the images; refuse if a dumped pid/tid is in use;
 ///  2. start the stub ELF (S) and seize it; patch <c>syscall; int3</c> into its text;
