@@ -39,7 +39,7 @@ public static class LazyPagesCommand
         var order = new Option<string?>("--prefetch-order")
         {
             Description = "working-set prefetch: push first, as each process is handed over, the pages FILE lists in its order (a --record-prefetch-order file) " +
-                          $"(default: {WorkingSet.FileName} in the images directory if it is there)",
+                          $"(default: {WorkingSet.FileName} in the images directory if it is there; none with --page-server)",
         };
         var noOrder = new Option<bool>("--no-prefetch-order") { Description = $"do not push the working set of {WorkingSet.FileName} in the images directory" };
         var record = new Option<string?>("--record-prefetch-order")
@@ -70,7 +70,9 @@ public static class LazyPagesCommand
             if (orderFile != null && !File.Exists(orderFile)) throw new UsageException($"--prefetch-order {orderFile}: no such file (record one with --record-prefetch-order)");
             // a run that records takes its pages by fault, not from an earlier recording
             if (orderFile != null && recordFile != null) throw new UsageException("--prefetch-order and --record-prefetch-order exclude each other");
-            if (r.GetValue(noOrder) || recordFile != null) orderFile = "";
+            // From a page server only a named order: one beside local images may not be these pages' (and
+            // pushing before restore-finished opens a second connection early, which CRIU's lazy page server refuses).
+            if (r.GetValue(noOrder) || recordFile != null || (orderFile == null && r.GetValue(pageServer))) orderFile = "";
             var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), s => Log.I(s),
                 peerTimeout: seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds), prefetchOrder: orderFile, recordOrder: recordFile,
                 policy: new LazyPagesPolicy { PrefetchHold = TimeSpan.FromSeconds(hold) });
