@@ -11,7 +11,9 @@ namespace Crisp.LazyPages;
  *
  * Threads. One poll thread (the caller of Run) polls the listening socket, the hand-off
  * connections, every uffd and every pidfd, and answers faults. One prefetch worker copies what is
- * left in big chunks on its own page-source channel. They meet at LazyProcess.Gate.
+ * left in big chunks on its own page-source channel. They meet at LazyProcess.Gate. The worker
+ * begins after restore-finished, except for a recorded working set (Prefetch/WorkingSet.cs),
+ * which it pushes from each process's hand-off on, before the process resumes.
  *
  * Where things are: this file is the poll loop (its descriptors stay registered in a PollSet from
  * one turn to the next); HandOff/ the hand-off socket (the protocol itself is Crisp.Native's
