@@ -32,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd", "migrate-precopy"]
+SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd", "migrate-precopy", "workset"]
 CRISP_ONLY = ("migrate-cmd", "migrate-precopy", "floor")
 
 
@@ -528,6 +528,8 @@ def main():
     tls = make_pki(bindir) if "migrate-tls" in args.scenarios.split(",") else None
     memtouch = os.path.join(bindir, "memtouch")
     sh(["gcc", "-O2", "-pthread", "-o", memtouch, os.path.join(ROOT, "tests", "workloads", "memtouch.c")])
+    workset = os.path.join(bindir, "workset")
+    sh(["gcc", "-O2", "-o", workset, os.path.join(ROOT, "tests", "workloads", "workset.c")])
     dirtier = os.path.join(bindir, "dirtier")
     sh(["gcc", "-O2", "-o", dirtier, os.path.join(ROOT, "tests", "workloads", "dirtier.c")])
 
@@ -570,6 +572,9 @@ def main():
                                 r = scenario_migrate(binary, memtouch, mib, tmp, tls=tls)
                             elif sc == "migrate-pidns":
                                 r = scenario_migrate(binary, memtouch, mib, tmp, pidns=True)
+                            elif sc == "workset":
+                                import workset as ws  # bench/workset.py
+                                r = ws.scenario_workset(binary, workset, mib, tmp, is_crisp)
                             elif sc == "migrate-precopy":
                                 r = scenario_migrate_precopy(binary, dirtier, mib, tmp)
                             else:
@@ -617,7 +622,8 @@ def write_report(args, tools, sizes, scenarios, results, failures):
               "The gap is the largest interval between two heartbeat lines (written every 10 ms), so it includes up to "
               "one 10 ms tick.", ""]
     for sc in scenarios:
-        figs = [f for f in FIGURES if f[0] == sc]
+        import workset as ws  # bench/workset.py: its figures
+        figs = [f for f in FIGURES + ws.FIGURES if f[0] == sc]
         lines += [f"## {sc}", "", "| figure | tool | " + " | ".join(f"{s} MiB" for s in sizes) + " | target |",
                   "|---|---|" + "---|" * len(sizes) + "---|"]
         for _, key, label, target in figs:

@@ -36,8 +36,23 @@ public static class LazyPagesCommand
             Description = "with --page-server: seconds to keep trying to re-establish a broken connection (asking again for what was in flight) before the pages not yet delivered are poisoned; 0: do not reconnect",
             DefaultValueFactory = _ => RemotePages.DefaultReconnectTimeout.TotalSeconds,
         };
+        var order = new Option<string?>("--prefetch-order")
+        {
+            Description = "working-set prefetch: push first, as each process is handed over, the pages FILE lists in its order (a --record-prefetch-order file) " +
+                          $"(default: {WorkingSet.FileName} in the images directory if it is there; none with --page-server)",
+        };
+        var noOrder = new Option<bool>("--no-prefetch-order") { Description = $"do not push the working set of {WorkingSet.FileName} in the images directory" };
+        var record = new Option<string?>("--record-prefetch-order")
+        {
+            Description = $"write the order in which this run's pages were first faulted to FILE once every page is in (FILE in the images directory named {WorkingSet.FileName}: later lazy restores use it)",
+        };
+        var window = new Option<double>("--record-window")
+        {
+            Description = "with --record-prefetch-order: hold the background prefetch this many seconds after the restore finished, so what the processes touch meanwhile comes by fault and is recorded (their working set); 0: prefetch at once, record the faults that still happen",
+            DefaultValueFactory = _ => 0,
+        };
         var cmd = new Command("lazy-pages", "Serve the page faults of lazily restored processes");
-        foreach (var o in new Option[] { statusFd, json, pageServer, address, port, peerTimeout, reconnect }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { statusFd, json, pageServer, address, port, peerTimeout, reconnect, order, noOrder, record, window }) cmd.Options.Add(o);
         tls.AddTo(cmd);
         common.AddTo(cmd);
         cmd.SetAction(r => CrispCommand.Guard("lazy-pages", () =>
@@ -46,8 +61,21 @@ public static class LazyPagesCommand
             string images = common.Images(r);
             double seconds = r.GetValue(peerTimeout);
             if (seconds < 0 || double.IsNaN(seconds)) throw new CrispException($"--peer-timeout {seconds}: not a number of seconds");
+            string? orderFile = r.GetValue(order) is { } of ? Path.GetFullPath(of) : null;
+            string? recordFile = r.GetValue(record) is { } rf ? Path.GetFullPath(rf) : null;
+            double hold = r.GetValue(window);
+            if (hold < 0 || double.IsNaN(hold)) throw new UsageException($"--record-window {hold}: not a number of seconds");
+            if (hold > 0 && recordFile == null) throw new UsageException("--record-window needs --record-prefetch-order");
+            if (orderFile != null && r.GetValue(noOrder)) throw new UsageException("--prefetch-order and --no-prefetch-order exclude each other");
+            if (orderFile != null && !File.Exists(orderFile)) throw new UsageException($"--prefetch-order {orderFile}: no such file (record one with --record-prefetch-order)");
+            // a run that records takes its pages by fault, not from an earlier recording
+            if (orderFile != null && recordFile != null) throw new UsageException("--prefetch-order and --record-prefetch-order exclude each other");
+            // From a page server only a named order: one beside local images may not be these pages' (and
+            // pushing before restore-finished opens a second connection early, which CRIU's lazy page server refuses).
+            if (r.GetValue(noOrder) || recordFile != null || (orderFile == null && r.GetValue(pageServer))) orderFile = "";
             var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), s => Log.I(s),
-                peerTimeout: seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds));
+                peerTimeout: seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds), prefetchOrder: orderFile, recordOrder: recordFile,
+                policy: new LazyPagesPolicy { PrefetchHold = TimeSpan.FromSeconds(hold) });
             var options = local;
             double reconnectSeconds = r.GetValue(reconnect);
             if (reconnectSeconds < 0 || double.IsNaN(reconnectSeconds)) throw new UsageException($"--ps-reconnect-timeout {reconnectSeconds}: not a number of seconds");
@@ -69,6 +97,8 @@ public static class LazyPagesCommand
                     Log = local.Log,
                     Policy = local.Policy,
                     PeerTimeout = local.PeerTimeout,
+                    PrefetchOrderPath = local.PrefetchOrderPath,
+                    RecordOrderPath = local.RecordOrderPath,
                     PageSource = RemotePages.Open(PageServerAddress.Resolve(addr, r.GetValue(port)), images,
                         TimeSpan.FromSeconds(reconnectSeconds), s => Log.W($"lazy-pages: {s}"), stop.Token, new RemotePageSourceOptions
                         {

@@ -11,7 +11,9 @@ namespace Crisp.LazyPages;
  *
  * Threads. One poll thread (the caller of Run) polls the listening socket, the hand-off
  * connections, every uffd and every pidfd, and answers faults. One prefetch worker copies what is
- * left in big chunks on its own page-source channel. They meet at LazyProcess.Gate.
+ * left in big chunks on its own page-source channel. They meet at LazyProcess.Gate. The worker
+ * begins after restore-finished, except for a recorded working set (Prefetch/WorkingSet.cs),
+ * which it pushes from each process's hand-off on, before the process resumes.
  *
  * Where things are: this file is the poll loop (its descriptors stay registered in a PollSet from
  * one turn to the next); HandOff/ the hand-off socket (the protocol itself is Crisp.Native's
@@ -98,6 +100,52 @@ public sealed class LazyPagesDaemon : IDisposable
         _failures = new FailurePolicy(options.Policy, _served, _events, Stats, _log);
         _copier = new PageCopier(_served, _failures, Stats, _log);
         _handOff = new HandOffListener(options.WorkDir);
+        if (!string.IsNullOrEmpty(options.PrefetchOrderPath)) LoadPrefetchOrder(options.PrefetchOrderPath);
+        if (!string.IsNullOrEmpty(options.RecordOrderPath)) _recordTo = options.RecordOrderPath;
+    }
+
+    // ---------------------------------------------------------------- working-set prefetch (Prefetch/WorkingSet.cs)
+
+    private Dictionary<int, List<(ulong Start, ulong End)>>? _workingSet;
+    private string? _recordTo;
+    private readonly List<LazyProcess> _recording = new();
+
+    private void LoadPrefetchOrder(string path)
+    {
+        try
+        {
+            _workingSet = WorkingSet.Read(path);
+            _log($"lazy-pages: pushing first the working set recorded in {path} ({_workingSet.Count} process(es))");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            // only an ordering hint: without it the pages still all come, in the ordinary order
+            _log($"lazy-pages: ignoring the prefetch order {path}: {e.Message}");
+        }
+    }
+
+    private void AttachWorkingSet(LazyProcess p)
+    {
+        if (_recordTo != null) { p.FaultOrder = new(); _recording.Add(p); }
+        if (_workingSet != null && _workingSet.TryGetValue(p.SourcePid, out var ws))
+        {
+            p.WorkingSet = [.. ws]; // the image's addresses: where the pages are at hand-off
+            _log($"lazy-pages: {p.Name}: {ws.Count} recorded range(s) to push first");
+        }
+    }
+
+    private void SavePrefetchOrder()
+    {
+        if (_recordTo == null || _failures.Count > 0 || _recording.All(p => p.FaultOrder!.Count == 0)) return;
+        try
+        {
+            WorkingSet.Write(_recordTo, _recording.Select(p => (p.SourcePid, (IReadOnlyList<(ulong, ulong)>)p.FaultOrder!)));
+            _log($"lazy-pages: fault order recorded in {_recordTo}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log($"lazy-pages: cannot record the fault order in {_recordTo}: {e.Message}");
+        }
     }
 
     /// <summary>
@@ -118,7 +166,7 @@ public sealed class LazyPagesDaemon : IDisposable
         var shared = new SharedPageChannel(first);
         _faults = new FaultServer(_options.Policy, shared.Urgent, _events, _copier, _failures, _served, Stats, _log);
         _failures.AnswerWaiting = _faults.AnswerWaiting;
-        _prefetcher = new Prefetcher(_options.Policy, _options.PageSource, shared, _served, _copier, _failures, _wake, _prefetchKick, _log);
+        _prefetcher = new Prefetcher(_options.Policy, _options.PageSource, shared, _served, _copier, _failures, _wake, _prefetchKick, Stats, _log);
         try
         {
             _handOff.Listen();
@@ -147,6 +195,7 @@ public sealed class LazyPagesDaemon : IDisposable
         {
             _prefetcher.StopAndJoin();
             Stats.Finish();
+            SavePrefetchOrder();
             Shutdown();
         }
         return _failures.Count == 0 ? 0 : 1;
@@ -357,6 +406,7 @@ public sealed class LazyPagesDaemon : IDisposable
         UffdEvents.SetNonBlocking(uffd);
         var p = new LazyProcess(uffd, local.Pid, plan.ImagePid, $"pid {pid}", plan.ToPending());
         p.PidFd = local.PidFd;
+        AttachWorkingSet(p);
         _log($"lazy-pages: {p.Name}: {p.Pending.Pages} pages to deliver ({plan})");
         _served.Publish(p);
     }

@@ -21,6 +21,11 @@ public sealed class LazyPagesPolicy
     /// <summary>Start background prefetch only after the restore-finished word (CRIU's behaviour).</summary>
     public bool PrefetchAfterRestoreFinished { get; set; } = true;
     /// <summary>
+    /// How long background prefetch waits once it may begin (working-set recording: what the
+    /// process touches in that time comes by fault and is recorded, Prefetch/WorkingSet.cs). Zero: no wait.
+    /// </summary>
+    public TimeSpan PrefetchHold { get; set; } = TimeSpan.Zero;
+    /// <summary>
     /// When the page source fails: kill the process instead of poisoning what it has not got.
     /// (Poisoning lets it live until it touches a lost page; on this kernel UFFDIO_POISON works even
     /// when UFFD_FEATURE_POISON was not asked for, so killing is a policy choice, not a fallback only.)
@@ -51,6 +56,13 @@ public sealed class LazyPagesOptions
     /// <see cref="TimeSpan.Zero"/> or <see cref="Timeout.InfiniteTimeSpan"/>: wait forever.
     /// </summary>
     public TimeSpan PeerTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    /// <summary>
+    /// Working-set prefetch (Prefetch/WorkingSet.cs): a recorded fault order whose pages are
+    /// pushed first, per process, from its hand-off on (before restore-finished). Null: none.
+    /// </summary>
+    public string? PrefetchOrderPath { get; init; }
+    /// <summary>Where this run's fault order is written once every page is in. Null: not recorded.</summary>
+    public string? RecordOrderPath { get; init; }
 }
 
 public static class LazyPagesSetup
@@ -58,10 +70,12 @@ public static class LazyPagesSetup
     /// <summary>
     /// Options for serving from a local images directory (<c>crisp lazy-pages -D DIR [-W DIR]</c>):
     /// plans from mm-PID.img + pagemap-PID.img, pages from pages-N.img. The work directory defaults
-    /// to the images directory, like CRIU's.
+    /// to the images directory, like CRIU's. The prefetch order defaults to
+    /// <see cref="WorkingSet.FileName"/> beside the images when that file exists; "" turns it off.
     /// </summary>
     public static LazyPagesOptions ForImages(string imagesDir, string? workDir = null, int statusFd = -1,
-        Action<string>? log = null, LazyPagesPolicy? policy = null, TimeSpan? peerTimeout = null)
+        Action<string>? log = null, LazyPagesPolicy? policy = null, TimeSpan? peerTimeout = null, string? prefetchOrder = null,
+        string? recordOrder = null)
     {
         var dir = new ImageDir(imagesDir);
         return new LazyPagesOptions
@@ -73,6 +87,15 @@ public static class LazyPagesSetup
             Log = log ?? Console.Error.WriteLine,
             Policy = policy ?? new LazyPagesPolicy(),
             PeerTimeout = peerTimeout ?? TimeSpan.FromMinutes(5),
+            PrefetchOrderPath = prefetchOrder ?? DefaultPrefetchOrder(imagesDir),
+            RecordOrderPath = recordOrder,
         };
+    }
+
+    /// <summary>The recorded order beside the images, if there is one (read automatically).</summary>
+    public static string? DefaultPrefetchOrder(string imagesDir)
+    {
+        string path = Path.Combine(imagesDir, WorkingSet.FileName);
+        return File.Exists(path) ? path : null;
     }
 }

@@ -9,7 +9,7 @@ namespace Crisp.LazyPages;
 public sealed class LazyPagesStats
 {
     private long _faults, _faultPages, _faultAroundPages, _prefetchPages, _zeroPages, _existPages,
-        _poisonedPages, _bytes, _copies, _processes, _forks, _eagain;
+        _poisonedPages, _bytes, _copies, _processes, _forks, _eagain, _workingSetPages;
     private readonly object _latencyLock = new();
     private readonly List<long> _latencyTicks = new();
     private readonly long _started = Stopwatch.GetTimestamp();
@@ -25,6 +25,8 @@ public sealed class LazyPagesStats
     public long PrefetchPages => Volatile.Read(ref _prefetchPages);
     /// <summary>Faults answered with UFFDIO_ZEROPAGE (page not in the image, or dropped by REMOVE/UNMAP).</summary>
     public long ZeroPages => Volatile.Read(ref _zeroPages);
+    /// <summary>Pages the working-set push took first, in the recorded order (Prefetch/WorkingSet.cs); part of <see cref="PrefetchPages"/>.</summary>
+    public long WorkingSetPages => Volatile.Read(ref _workingSetPages);
     /// <summary>Pages found already present (EEXIST): filled by someone else, counted, not an error.</summary>
     public long ExistPages => Volatile.Read(ref _existPages);
     /// <summary>Pages poisoned (UFFDIO_POISON) because the page source failed.</summary>
@@ -55,6 +57,7 @@ public sealed class LazyPagesStats
     internal void ProcessAdded() => Interlocked.Increment(ref _processes);
     internal void Forked() => Interlocked.Increment(ref _forks);
     internal void Eagain() => Interlocked.Increment(ref _eagain);
+    internal void WorkingSet(long pages) => Interlocked.Add(ref _workingSetPages, pages);
     internal void Finish() => _finished = Stopwatch.GetTimestamp();
 
     internal void FaultLatency(long ticks)
@@ -77,7 +80,7 @@ public sealed class LazyPagesStats
     public LazyPagesReport ToReport() => new()
     {
         Processes = Processes, Forks = Forks, Faults = Faults, FaultPages = FaultPages,
-        FaultAroundPages = FaultAroundPages, PrefetchPages = PrefetchPages, ZeroPages = ZeroPages,
+        FaultAroundPages = FaultAroundPages, PrefetchPages = PrefetchPages, WorkingSetPages = WorkingSetPages, ZeroPages = ZeroPages,
         ExistPages = ExistPages, PoisonedPages = PoisonedPages, Bytes = Bytes, Copies = Copies,
         EagainRetries = EagainRetries, ElapsedSeconds = Elapsed.TotalSeconds,
         FaultLatencyP50Micros = Math.Round(LatencyPercentileMicros(50), 1),
@@ -93,7 +96,7 @@ public sealed class LazyPagesStats
         double mib = r.Bytes / 1048576.0;
         sb.AppendLine($"lazy-pages: {r.Processes} process(es), {r.Forks} fork(s), {r.ElapsedSeconds:F3} s");
         sb.AppendLine($"  faults:        {r.Faults} (latency p50 {r.FaultLatencyP50Micros:F1} us, p99 {r.FaultLatencyP99Micros:F1} us)");
-        sb.AppendLine($"  pages by fault {r.FaultPages}, by fault-around {r.FaultAroundPages}, by prefetch {r.PrefetchPages}, zero {r.ZeroPages}");
+        sb.AppendLine($"  pages by fault {r.FaultPages}, by fault-around {r.FaultAroundPages}, by prefetch {r.PrefetchPages} (working set first {r.WorkingSetPages}), zero {r.ZeroPages}");
         sb.AppendLine($"  already there  {r.ExistPages}, poisoned {r.PoisonedPages}, EAGAIN retries {r.EagainRetries}");
         sb.Append($"  copied         {mib:F1} MiB in {r.Copies} UFFDIO_COPY calls");
         if (r.ElapsedSeconds > 0) sb.Append($" ({mib / r.ElapsedSeconds:F0} MiB/s over the run)");
@@ -110,6 +113,7 @@ public sealed class LazyPagesReport
     public long FaultPages { get; set; }
     public long FaultAroundPages { get; set; }
     public long PrefetchPages { get; set; }
+    public long WorkingSetPages { get; set; }
     public long ZeroPages { get; set; }
     public long ExistPages { get; set; }
     public long PoisonedPages { get; set; }

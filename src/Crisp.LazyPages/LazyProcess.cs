@@ -35,6 +35,14 @@ internal sealed class LazyProcess
     /// <summary>Where the prefetch worker continues: right after the last fault window.</summary>
     public ulong PrefetchHint;
 
+    /// <summary>Recording the fault order (working-set prefetch, Prefetch/WorkingSet.cs): image ranges in first-touch order; null: not recorded.</summary>
+    public List<(ulong Start, ulong End)>? FaultOrder;
+    /// <summary>A recorded working set to push first (run-time addresses, which are the image's at hand-off), and how far the push got.</summary>
+    public List<(ulong Start, ulong End)>? WorkingSet;
+    public int WorkingSetAt;
+    /// <summary>Whether some of the recorded working set is still to be claimed (read without Gate by the prefetch worker's pick).</summary>
+    public bool HasWorkingSetLeft => WorkingSet is { } ws && WorkingSetAt < ws.Count;
+
     public LazyProcess(int uffd, int pid, int sourcePid, string name, PageRangeSet pending)
     {
         Uffd = uffd;

@@ -37,7 +37,7 @@ public sealed unsafe class RunningDaemon : IDisposable
 
     /// <param name="expectReady">false: the daemon is expected to give up before it listens (its status fd then closes without the byte)</param>
     public RunningDaemon(IPageSource source, Func<int, LazyPlan> planFor, LazyPagesPolicy? policy = null,
-        TimeSpan? peerTimeout = null, bool expectReady = true)
+        TimeSpan? peerTimeout = null, bool expectReady = true, string? prefetchOrder = null, string? recordOrder = null)
     {
         WorkDir = Directory.CreateTempSubdirectory("crisp-lazy-").FullName;
         int* fds = stackalloc int[2];
@@ -52,6 +52,8 @@ public sealed unsafe class RunningDaemon : IDisposable
             Log = line => { lock (Log) Log.Add(line); },
             Policy = policy ?? new LazyPagesPolicy(),
             PeerTimeout = peerTimeout ?? TimeSpan.FromMinutes(5),
+            PrefetchOrderPath = prefetchOrder,
+            RecordOrderPath = recordOrder,
         });
         _thread = new Thread(() =>
         {

@@ -104,13 +104,18 @@ internal sealed unsafe class FaultServer : IDisposable
                 }
                 var outcome = _copier.CopyRange(p, window, _buf, window.ImageStart, addr);
                 if (outcome == FillStatus.Again) { _events.AfterEagain(p, ref spins); continue; }
-                if (outcome == FillStatus.Ok) _stats.FaultLatency(Stopwatch.GetTimestamp() - ticks);
+                if (outcome == FillStatus.Ok)
+                {
+                    _stats.FaultLatency(Stopwatch.GetTimestamp() - ticks);
+                    p.FaultOrder?.Add((window.ImageStart, window.ImageStart + window.Length));
+                }
                 p.PrefetchHint = window.End;
                 return;
             }
             if (p.IsClaimed(addr))
             {
                 p.Parked.Add((addr, ticks));
+                if (p.FaultOrder != null) RecordTouchedClaim(p, addr);
                 return;
             }
             // zeros: up to ZeroAroundPages forward, stopping before anything pending or claimed
@@ -136,6 +141,22 @@ internal sealed unsafe class FaultServer : IDisposable
                     return;
             }
         }
+    }
+
+    /// <summary>
+    /// A fault on a page the prefetch has claimed: the page was touched, so its fault-around block
+    /// (image addresses) joins the recorded order although the prefetch delivers it (Prefetch/WorkingSet.cs).
+    /// </summary>
+    private void RecordTouchedClaim(LazyProcess p, ulong addr)
+    {
+        foreach (var c in p.Claims)
+            if (c.TryFind(addr, out var r))
+            {
+                ulong block = (ulong)Math.Max(1, _policy.FaultAroundPages) * PageSize;
+                ulong start = r.ImageAddressOf(addr) / block * block;
+                p.FaultOrder!.Add((start, start + block));
+                return;
+            }
     }
 
     private ulong ZeroWindow(LazyProcess p, ulong addr, ulong cap)

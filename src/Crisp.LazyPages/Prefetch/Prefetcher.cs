@@ -25,12 +25,16 @@ internal sealed unsafe class Prefetcher
     private readonly WakePipe _wake;
     private readonly ManualResetEventSlim _kick;
     private readonly Action<string> _log;
+    private readonly LazyPagesStats _stats;
     private readonly Thread _thread;
     private volatile bool _released, _stopping;
+    /// <summary>Stopwatch ticks before which released prefetch still waits (LazyPagesPolicy.PrefetchHold).</summary>
+    private long _releaseAt;
 
     public Prefetcher(LazyPagesPolicy policy, IPageSource source, SharedPageChannel shared, ServedProcesses served,
-        PageCopier copier, FailurePolicy failures, WakePipe wake, ManualResetEventSlim kick, Action<string> log)
+        PageCopier copier, FailurePolicy failures, WakePipe wake, ManualResetEventSlim kick, LazyPagesStats stats, Action<string> log)
     {
+        _stats = stats;
         _policy = policy;
         _source = source;
         _shared = shared;
@@ -55,6 +59,9 @@ internal sealed unsafe class Prefetcher
     /// <summary>Prefetch may begin (restore-finished came, or no more tasks can arrive).</summary>
     public void Release()
     {
+        if (_released) return;
+        if (_policy.PrefetchHold > TimeSpan.Zero)
+            Volatile.Write(ref _releaseAt, System.Diagnostics.Stopwatch.GetTimestamp() + (long)(_policy.PrefetchHold.TotalSeconds * System.Diagnostics.Stopwatch.Frequency));
         _released = true;
         _kick.Set();
     }
@@ -77,30 +84,28 @@ internal sealed unsafe class Prefetcher
             int rr = 0;
             while (!_stopping)
             {
-                if (!_released)
-                {
-                    _kick.Wait(50);
-                    _kick.Reset();
-                    continue;
-                }
+                // Before restore-finished only a recorded working set is pushed (WorkingSet.cs):
+                // it must be in before the process resumes and touches it.
+                bool wsOnly = !_released || System.Diagnostics.Stopwatch.GetTimestamp() < Volatile.Read(ref _releaseAt);
                 var procs = _served.All;
                 LazyProcess? p = null;
                 for (int i = 0; i < procs.Length; i++)
                 {
                     var q = procs[(rr + i) % procs.Length];
-                    if (!q.Gone && !q.Failed && !q.Pending.IsEmpty) { p = q; rr = (rr + i + 1) % procs.Length; break; }
+                    if (q.Gone || q.Failed) continue;
+                    if (wsOnly ? q.HasWorkingSetLeft : !q.Pending.IsEmpty) { p = q; rr = (rr + i + 1) % procs.Length; break; }
                 }
                 if (p == null)
                 {
-                    _kick.Wait(20);
+                    _kick.Wait(wsOnly ? 50 : 20);
                     _kick.Reset();
                     continue;
                 }
                 // Opened when there is work, long after the fault channel connected: a server that
                 // takes one connection has closed its listening socket by then and refuses this one.
                 channel ??= OpenChannel(ref chunkPages);
-                if (channel is IPipelinedPageChannel pipe) PrefetchPipelined(pipe, buf, chunkPages, ref rr);
-                else PrefetchOne(p, channel, buf, chunkPages);
+                if (channel is IPipelinedPageChannel pipe) PrefetchPipelined(pipe, buf, chunkPages, ref rr, wsOnly);
+                else PrefetchOne(p, channel, buf, chunkPages, wsOnly);
             }
         }
         catch (Exception e)
@@ -139,7 +144,7 @@ internal sealed unsafe class Prefetcher
     /// left to claim and every answer is in, or on stop. Claims work as in
     /// <see cref="PrefetchOne"/>: a fault on a claimed range waits for its chunk.
     /// </summary>
-    private void PrefetchPipelined(IPipelinedPageChannel channel, byte* buf, int chunkPages, ref int rr)
+    private void PrefetchPipelined(IPipelinedPageChannel channel, byte* buf, int chunkPages, ref int rr, bool wsOnly)
     {
         var inflight = new Queue<(LazyProcess P, PendingRange Chunk, PageRangeSet Claim)>();
         try
@@ -148,7 +153,7 @@ internal sealed unsafe class Prefetcher
             {
                 while (inflight.Count < PipelineDepth && !_stopping)
                 {
-                    var next = ClaimNext(chunkPages, ref rr);
+                    var next = ClaimNext(chunkPages, ref rr, wsOnly);
                     if (next is not { } c) break;
                     channel.Request(c.P.SourcePid, c.Chunk.ImageStart, (int)(c.Chunk.Length / PageSize));
                     inflight.Enqueue(c);
@@ -170,13 +175,13 @@ internal sealed unsafe class Prefetcher
     }
 
     /// <summary>Claims the next prefetch chunk of the next process with pages left (round robin), or null.</summary>
-    private (LazyProcess P, PendingRange Chunk, PageRangeSet Claim)? ClaimNext(int chunkPages, ref int rr)
+    private (LazyProcess P, PendingRange Chunk, PageRangeSet Claim)? ClaimNext(int chunkPages, ref int rr, bool wsOnly)
     {
         var procs = _served.All;
         for (int i = 0; i < procs.Length; i++)
         {
             var p = procs[(rr + i) % procs.Length];
-            if (ClaimChunk(p, chunkPages) is not { } c) continue;
+            if (ClaimChunk(p, chunkPages, wsOnly) is not { } c) continue;
             rr = (rr + i + 1) % procs.Length;
             return (p, c.Chunk, c.Claim);
         }
@@ -184,14 +189,17 @@ internal sealed unsafe class Prefetcher
     }
 
     /// <summary>
-    /// Takes the next chunk of <paramref name="p"/>'s pending pages at its prefetch hint out of
-    /// Pending and into a claim (a fault on it waits for the chunk), or null if none is left.
+    /// Takes the next chunk of <paramref name="p"/>'s pending pages out of Pending and into a claim
+    /// (a fault on it waits for the chunk), or null if none is left: the recorded working set
+    /// first, in its order, then (unless <paramref name="wsOnly"/>) what is at the prefetch hint.
     /// </summary>
-    private static (PendingRange Chunk, PageRangeSet Claim)? ClaimChunk(LazyProcess p, int chunkPages)
+    private (PendingRange Chunk, PageRangeSet Claim)? ClaimChunk(LazyProcess p, int chunkPages, bool wsOnly)
     {
         lock (p.Gate)
         {
             if (p.Gone || p.Failed) return null;
+            if (ClaimWorkingSet(p, chunkPages) is { } ws) return ws;
+            if (wsOnly) return null;
             var first = p.Pending.FirstAtOrAfter(p.PrefetchHint);
             if (first == null) return null;
             var r = first.Value;
@@ -203,6 +211,32 @@ internal sealed unsafe class Prefetcher
             p.PrefetchHint = chunk.End;
             return (chunk, claim);
         }
+    }
+
+    /// <summary>
+    /// The next piece of the recorded working set still pending, in the recorded order (at most
+    /// one chunk, inside one pending range), claimed; null once the set is used up. Pages already
+    /// delivered or claimed (a fault got there first) are skipped, so nothing is served twice. Caller holds Gate.
+    /// </summary>
+    private (PendingRange Chunk, PageRangeSet Claim)? ClaimWorkingSet(LazyProcess p, int chunkPages)
+    {
+        var ws = p.WorkingSet;
+        while (ws != null && p.WorkingSetAt < ws.Count)
+        {
+            var (s, e) = ws[p.WorkingSetAt];
+            var first = p.Pending.FirstAtOrAfter(s);
+            if (first is not { } r || r.End <= s || r.Start >= e) { p.WorkingSetAt++; continue; }
+            ulong start = Math.Max(r.Start, s);
+            var chunk = r.Clip(start, Math.Min(e, start + (ulong)chunkPages * PageSize))!.Value;
+            if (chunk.End >= e) p.WorkingSetAt++;
+            else ws[p.WorkingSetAt] = (chunk.End, e);
+            p.Pending.Remove(chunk.Start, chunk.End);
+            var claim = new PageRangeSet([chunk]);
+            p.Claims.Add(claim);
+            _stats.WorkingSet(chunk.Pages);
+            return (chunk, claim);
+        }
+        return null;
     }
 
     /// <summary>A chunk that could not be fetched: its ranges go back to Pending and its process fails; true if the poll loop should look.</summary>
@@ -244,9 +278,9 @@ internal sealed unsafe class Prefetcher
         return wake;
     }
 
-    private void PrefetchOne(LazyProcess p, IPageChannel channel, byte* buf, int chunkPages)
+    private void PrefetchOne(LazyProcess p, IPageChannel channel, byte* buf, int chunkPages, bool wsOnly)
     {
-        if (ClaimChunk(p, chunkPages) is not { } c) return;
+        if (ClaimChunk(p, chunkPages, wsOnly) is not { } c) return;
         Exception? failure = null;
         try { channel.Read(p.SourcePid, c.Chunk.ImageStart, new Span<byte>(buf, (int)c.Chunk.Length)); }
         catch (Exception e) { failure = e; }

@@ -17,7 +17,7 @@ internal sealed unsafe class LazyDaemon : IDisposable
     public int Pid { get; }
     public int ExitCode { get; private set; } = -1;
 
-    public LazyDaemon(string images, string dir, string? workDir = null)
+    public LazyDaemon(string images, string dir, string? workDir = null, string extraArgs = "")
     {
         string fifo = Path.Combine(dir, $"status-{Guid.NewGuid():N}"[..16]);
         _stderr = Path.Combine(dir, "lazy-pages.err");
@@ -26,7 +26,7 @@ internal sealed unsafe class LazyDaemon : IDisposable
         Pid = ProcessSpawner.Spawn(new SpawnOptions
         {
             Path = "/bin/bash",
-            Argv = ["/bin/bash", "-c", $"mkfifo '{fifo}' && exec /usr/bin/dotnet '{CrispCli.Dll}' lazy-pages -D '{images}'{work} --status-fd 3 --json '{_json}' 3>'{fifo}'"],
+            Argv = ["/bin/bash", "-c", $"mkfifo '{fifo}' && exec /usr/bin/dotnet '{CrispCli.Dll}' lazy-pages -D '{images}'{work} --status-fd 3 --json '{_json}' {extraArgs} 3>'{fifo}'"],
             Envp = ["PATH=/usr/bin:/bin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
             Stdin = StdioSource.DevNull(false),
             Stdout = StdioSource.DevNull(true),
