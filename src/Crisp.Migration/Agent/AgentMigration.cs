@@ -33,10 +33,10 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         Log.I($"agent: migration from {remote} into {dir}");
         try
         {
-            var (pageServer, key, eagerDir) = Receive(wire, remote, dir, stop);
-            if (eagerDir != null) RunEager(wire, eagerDir);
+            var (pageServer, key, finalDir) = Receive(wire, remote, dir, stop);
+            if (finalDir != null) RunPreCopyFinal(wire, finalDir);
             // Pages come back over the same trust: our certificate, the source's checked against its address.
-            else Run(wire, dir, pageServer!, new PageServerTransport { Tls = tls, AccessKey = key! });
+            else RunPostCopy(wire, dir, pageServer!, new PageServerTransport { Tls = tls, AccessKey = key! });
         }
         finally
         {
@@ -47,9 +47,9 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
     /// <summary>
     /// Image files until "start" (returns the source's page server) or, for a pre-copy migration,
     /// images dirs of its rounds ('D', each linked to the previous one as its parent) until "go"
-    /// (returns the last images dir, to restore eagerly).
+    /// (returns the last images dir, restored lazily from the local images).
     /// </summary>
-    private (IPEndPoint? PageServer, byte[]? AccessKey, string? EagerDir) Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
+    private (IPEndPoint? PageServer, byte[]? AccessKey, string? FinalDir) Receive(MigrationWire wire, IPEndPoint remote, string dir, CancellationToken stop)
     {
         string into = dir;
         var rounds = new List<string>();
@@ -125,40 +125,28 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
         }
     }
 
-    /// <summary>The last round of a pre-copy migration: an eager restore of images whose parents hold most pages.</summary>
-    private void RunEager(MigrationWire wire, string dir)
-    {
-        RestoredProcess restored;
-        try
-        {
-            _addresses.Add();
-            // The source decided which connections come along (--tcp-established): rebuild what the images hold.
-            restored = Restorer.Restore(new RestoreOptions { ImagesDir = dir, WorkDir = dir, Detached = true, TcpEstablished = true });
-        }
-        catch (Exception e)
-        {
-            _addresses.Remove();
-            wire.SendError($"restore failed: {e.Message}");
-            throw;
-        }
-        _addresses.Announce();
-        Log.I($"agent: restored {restored.Pid} in {restored.Elapsed.TotalMilliseconds:F1} ms (pre-copy, eager)");
-        wire.SendRunning(restored.Pid, restored.Elapsed);
-        new Thread(() =>
-        {
-            try { Log.I($"agent: migrated process {restored.Pid} exited ({restored.WaitForExit()})"); }
-            catch (SyscallException) { }
-        }) { IsBackground = true, Name = $"reap {restored.Pid}" }.Start();
-        wire.SendComplete(0, "{}");
-    }
+    /// <summary>
+    /// Post-copy: a lazy restore whose pages come from the source's lazy dump; a broken connection
+    /// is re-established (the source keeps its tree frozen).
+    /// </summary>
+    private void RunPostCopy(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport) =>
+        Run(wire, dir, "post-copy", cancel => RemotePages.Open(pageServer, dir, reconnectTimeout, s => Log.W($"agent: {s}"), cancel,
+            new RemotePageSourceOptions { Transport = transport }));
 
-    private unsafe void Run(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport)
+    /// <summary>
+    /// The last round of a pre-copy migration: every page is here already, in the images of the
+    /// rounds (the final dir's parents hold most of them). The process is restored lazily from
+    /// them, so it runs as soon as its non-memory state is back (the downtime does not grow with
+    /// its memory), and the daemon pushes the pages in from the local images.
+    /// </summary>
+    private void RunPreCopyFinal(MigrationWire wire, string dir) =>
+        Run(wire, dir, "pre-copy, lazy from the rounds' images", _ => new ImagePageSource(new ImageDir(dir)));
+
+    private unsafe void Run(MigrationWire wire, string dir, string mode, Func<CancellationToken, IPageSource> openSource)
     {
         var images = new ImageDir(dir);
         using var cancel = new CancellationTokenSource();
-        // Pages from the source's lazy dump; a broken connection is re-established (the source keeps its tree frozen).
-        using var source = RemotePages.Open(pageServer, dir, reconnectTimeout, s => Log.W($"agent: {s}"), cancel.Token,
-            new RemotePageSourceOptions { Transport = transport });
+        using var source = openSource(cancel.Token);
         int* p = stackalloc int[2];
         Errno.Check(LibC.pipe2(p, LibC.O_CLOEXEC), "pipe2", "lazy-pages status");
         int statusRead = p[0];
@@ -207,7 +195,7 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
             throw;
         }
         _addresses.Announce();
-        Log.I($"agent: restored {restored.Pid} in {sw.Elapsed.TotalMilliseconds:F1} ms");
+        Log.I($"agent: restored {restored.Pid} in {sw.Elapsed.TotalMilliseconds:F1} ms ({mode})");
         wire.SendRunning(restored.Pid, restored.Elapsed);
         // The restored root is our child: reap it whenever it exits.
         new Thread(() =>

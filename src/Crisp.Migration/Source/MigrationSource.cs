@@ -298,12 +298,37 @@ public static class MigrationSource
             });
             stats.FinalPages = result.PagesWritten;
             stats.DumpMs = result.Total.TotalMilliseconds;
-            stats.TotalMs = total.Elapsed.TotalMilliseconds;
             stats.BytesMoved = wire.BytesSent;
             stats.PageBytes = (long)(stats.PreCopyRoundPages.Aggregate(0UL, (a, b) => a + b) + stats.FinalPages) * 4096;
             if (result.LazyEnd == LazyDumpEnd.Resume)
+            {
+                stats.TotalMs = total.Elapsed.TotalMilliseconds;
                 return new MigrationResult(stats, Resumed: true);
-            stats.Succeeded = stats.DestinationPid != 0;
+            }
+            // Killed here. The agent restored lazily from the rounds' images and says "complete"
+            // once its daemon has pushed every page in: the end of the migration.
+            bool daemonOk = true;
+            if (stats.DestinationPid != 0)
+            {
+                var complete = replies.Complete.Task;
+                if (Succeeds(complete, timeout))
+                {
+                    try { stats.DestinationDaemon = System.Text.Json.Nodes.JsonNode.Parse(complete.Result.Stats); }
+                    catch (System.Text.Json.JsonException) { Log.W("migrate: the agent's daemon statistics were not JSON"); }
+                    if (complete.Result.Rc != 0)
+                    {
+                        daemonOk = false;
+                        stats.Outcome = $"the destination's lazy-pages daemon reported failure ({complete.Result.Rc})";
+                    }
+                }
+                else
+                {
+                    daemonOk = false;
+                    stats.Outcome = $"the agent did not report every page in within {timeout.TotalSeconds:0.#} s";
+                }
+            }
+            stats.TotalMs = total.Elapsed.TotalMilliseconds;
+            stats.Succeeded = stats.DestinationPid != 0 && daemonOk;
             if (stats.Succeeded) stats.Outcome = $"{stats.PreCopyRoundPages.Count} pre-copy round(s), {stats.FinalPages} pages sent frozen";
             return new MigrationResult(stats, Resumed: false);
         }
