@@ -1,7 +1,7 @@
 /*
  * nestedpids: a tree with pid namespaces inside it, for nested pid-namespace tests.
  *
- *   nestedpids LOGFILE
+ *   nestedpids LOGFILE [sibling|unforked]
  *
  *   root            (whatever it is: a plain process, or init of its own pid namespace)
  *    └─ n1          clone(CLONE_NEWPID): init (pid 1) of namespace L1
@@ -17,6 +17,11 @@
  * (getpid, getppid, each child's pid as fork returned it and whether getpgid() finds it in the
  * process's own namespace, and the pattern check) to LOGFILE (O_APPEND). The root also writes
  * "tick N" every 50 ms. "ready" follows once all five have reported at start.
+ *
+ * Shapes crisp refuses (a second argument): "sibling": the root calls unshare(CLONE_NEWPID) and
+ * forks twice, so its second child is pid 2 of a namespace whose init is its sibling;
+ * "unforked": the root calls unshare(CLONE_NEWPID) and forks nothing. The root then reports
+ * (kids as above) and writes "ready".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -159,15 +164,30 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     int fds[2];
+    char ch;
     if (pipe(fds) != 0) return 1;
     notify_fd = fds[1];
     fill(1);
+    if (argc > 2) {
+        int sibling = strcmp(argv[2], "sibling") == 0;
+        if (!sibling && strcmp(argv[2], "unforked") != 0) { fprintf(stderr, "unknown shape %s\n", argv[2]); return 2; }
+        if (unshare(CLONE_NEWPID) != 0) { perror("unshare(CLONE_NEWPID)"); return 1; }
+        for (int i = 0; sibling && i < 2; i++) {
+            pid_t k = fork();
+            if (k < 0) return 1;
+            if (k == 0) leaf(i ? "s2" : "s1", 6 + i);
+            kids[nkids++] = k;
+            if (read(fds[0], &ch, 1) != 1) return 1;
+        }
+        report("root");
+        if (write(logfd, "ready\n", 6) != 6) return 1;
+        serve("root", 1);
+    }
     /* fork-like: no new stack, the child runs on a copy of this one. */
     long c = syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
     if (c < 0) { perror("clone(CLONE_NEWPID)"); return 1; }
     if (c == 0) n1();
     kids[nkids++] = (pid_t)c;
-    char ch;
     for (int got = 0; got < 4; got++)
         if (read(fds[0], &ch, 1) != 1) return 1;
     close(fds[0]);

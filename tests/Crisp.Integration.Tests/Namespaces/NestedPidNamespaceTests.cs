@@ -182,6 +182,36 @@ public class NestedPidNamespaceTests
     private static string WithoutRootPpid(string report) =>
         report.StartsWith("report root ", StringComparison.Ordinal) ? System.Text.RegularExpressions.Regex.Replace(report, " ppid=[0-9]+", "") : report;
 
+    [Theory]
+    [InlineData("sibling", "(pid 2 of its pid namespace) is in a pid namespace below its parent")]
+    [InlineData("unforked", "called unshare(CLONE_NEWPID) and its new pid namespace has no process yet")]
+    public void Pid_namespace_shapes_restore_cannot_make_are_refused_naming_the_process_and_left_running(string shape, string refusal)
+    {
+        using var dir = new TempDir();
+        string log = dir["tree.log"];
+        using var root = ChildProcess.Start(Nestedpids, [log, shape], newSession: true);
+        int[] kids = [];
+        try
+        {
+            Assert.True(Poll.Until(() => Lines(log).Contains("ready"), 30_000), "the tree never became ready");
+            kids = Children(root.Pid);
+            var d = CrispCli.Run(dir, "dump", "-t", S(root.Pid), "-D", dir["img"]);
+            Assert.Equal(1, d.ExitCode);
+            Assert.Contains(refusal, d.Stderr);
+            int named = shape == "sibling" ? kids.Single(k => NsPid(k).EndsWith("\t2", StringComparison.Ordinal)) : root.Pid;
+            Assert.Contains($"process {named} ", d.Stderr);
+            Assert.False(File.Exists(Path.Combine(dir["img"], "inventory.img")));
+            long last = Ticks(log);
+            Assert.True(Poll.Until(() => Ticks(log) > last + 3, 10_000), "the tree stopped running after the refused dump");
+        }
+        finally
+        {
+            // The init of the unshared namespace first: its death ends the namespace.
+            foreach (int k in kids)
+                if (Poll.ReadFile($"/proc/{k}/cmdline").Contains(log, StringComparison.Ordinal)) LibC.kill(k, LibC.SIGKILL);
+        }
+    }
+
     /// <summary>The five tasks by name, by their pids here: root → n1 → (g1, n2 → g2).</summary>
     private static Dictionary<string, int> Tasks(int root)
     {
