@@ -49,6 +49,8 @@ public static class ImageMagic
     public const uint GhostFile = 0x52583605;
     public const uint FileLocks = 0x54323616;
     public const uint TtyData = 0x59413026;
+    /// <summary>crisp's own crisp-nested-pids.img (not in CRIU's magic.h): "CRSN" little-endian.</summary>
+    public const uint CrispNestedPids = 0x4e535243;
 
     /// <summary>Whether the file starts with a second, "common" magic before its own.</summary>
     public static bool HasCommonPrefix(uint magic) => magic != Inventory;
@@ -96,6 +98,7 @@ public static class ImageMagic
         IpcnsShm => "IPCNS_SHM",
         IpcnsMsg => "IPCNS_MSG",
         IpcnsSem => "IPCNS_SEM",
+        CrispNestedPids => "CRISP_NESTED_PIDS",
         _ => $"0x{magic:x8}",
     };
 }

@@ -260,6 +260,7 @@ public static partial class Dumper
 
         // Everything is known and supported: now write.
         dir.WritePstree(dumps.Select(d => d.Pstree).Concat(zombies.Select(z => z.Pstree)));
+        if (ns.Nested.Count > 0) NestedPidsImage.Write(dir, ns.Nested);
         foreach (var z in zombies) dir.WriteCore((int)z.Pstree.Pid, z.Core);
         // Image names carry the pids as the tree sees them (CRIU's vpids).
         foreach (var d in dumps)

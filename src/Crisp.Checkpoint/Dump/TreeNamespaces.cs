@@ -10,11 +10,13 @@ namespace Crisp.Checkpoint.Dump;
  *
  * A tree "owns" a namespace when its root's differs from crisp's own. What crisp dumps:
  *
- *  - pid: the root must be init (pid 1) of its own pid namespace, one level below crisp's, and
- *    every process of the tree in that same namespace (nested pid namespaces are refused).
+ *  - pid: the root must be init (pid 1) of its own pid namespace, one level below crisp's.
  *    Pids are then recorded as CRIU records them: as the tree sees them (pstree, thread ids,
- *    image names), from the last column of NSpid/NSpgid/NSsid. A session or group whose
- *    leader is outside the namespace shows as 0 there: refused, as CRIU does.
+ *    image names), from the root's column of NSpid/NSpgid/NSsid. A session or group whose
+ *    leader is outside the namespace shows as 0 there: refused, as CRIU does. Processes of the
+ *    tree may be in pid namespaces below the root's (NestedPidNamespaces.cs): each such
+ *    namespace's init is a process of the tree, a child of a process one level up, and their
+ *    pids in the levels below the root's go to crisp's own crisp-nested-pids.img.
  *  - uts: hostname and domain name (utsns-ID.img, CRIU's format).
  *  - mnt: the same mounts as crisp's (as `ip netns exec` makes): recorded as crisp's, restored
  *    in crisp's. Or the shape `unshare --pid --fork --mount-proc` makes: crisp's mounts but a
@@ -37,7 +39,12 @@ internal sealed class TreeNamespaces
 
     private readonly Dictionary<int, int> _dumped = [];    // tid here → tid as the tree sees it
 
+    private readonly Dictionary<int, int[]> _nested = [];   // tid here → its tids below the root's namespace
+    private int _rootLevel;
+
     public bool OwnPid { get; private init; }
+    /// <summary>The tasks of pid namespaces below the root's (none for most trees): crisp-nested-pids.img.</summary>
+    public IReadOnlyList<Crisp.Images.NestedPid> Nested { get; private set; } = [];
     public bool OwnUts { get; private init; }
     public bool OwnIpc { get; private init; }
     public bool OwnTime { get; private init; }
@@ -54,10 +61,11 @@ internal sealed class TreeNamespaces
         foreach (var p in tree.Processes.Skip(1))
         {
             var theirs = Inodes(p.Pid.ToString(CultureInfo.InvariantCulture));
-            var other = Kinds.Where(k => theirs[k] != rootNs[k]).ToList();
+            // Pid namespaces below the root's are checked by NestedPidNamespaces.
+            var other = Kinds.Where(k => k != "pid" && theirs[k] != rootNs[k]).ToList();
             if (other.Count > 0)
                 throw new CrispException($"process {p.Pid} is in another {string.Join(", ", other)} namespace than the tree's root {root}: " +
-                                         "nested namespaces are not supported");
+                                         "nested namespaces are not supported (only nested pid namespaces are)");
         }
         var refused = owned.Where(k => k is not ("pid" or "uts" or "mnt" or "ipc" or "time")).ToList();
         if (refused.Count > 0)
@@ -71,14 +79,21 @@ internal sealed class TreeNamespaces
         };
 
         int selfLevels = NsIds(Proc.Status(Environment.ProcessId), "NSpid").Length;
+        // The index of the root's pid namespace in NSpid (crisp's is selfLevels - 1).
+        ns._rootLevel = selfLevels - 1 + (ownPid ? 1 : 0);
+        int rootLevels = NsIds(Proc.Status(root), "NSpid").Length;
+        if (rootLevels != ns._rootLevel + 1)
+            throw new CrispException($"process {root} is {rootLevels - selfLevels} pid namespaces below crisp's: " +
+                                     "crisp dumps a tree whose root is in crisp's pid namespace or is init of one a level below it");
         foreach (var p in tree.Processes)
             foreach (var t in p.Tasks)
-                ns._dumped[t.Tid] = ns.OwnPid ? ns.InnerPid(t.Tid, p.Pid, selfLevels, root) : t.Tid;
+                ns.Record(t.Tid, p.Pid);
         foreach (int z in tree.Zombies)
-            ns._dumped[z] = ns.OwnPid ? ns.InnerPid(z, z, selfLevels, root) : z;
+            ns.Record(z, z);
         if (ns.OwnPid && ns._dumped[root] != 1)
             throw new CrispException($"process {root} is pid {ns._dumped[root]} of its own pid namespace, not its init: " +
                                      "crisp dumps a pid namespace only from its init (pid 1)");
+        ns.Nested = NestedPidNamespaces.Check(tree, ns._nested, ns.Dumped);
         return ns;
     }
 
@@ -93,21 +108,22 @@ internal sealed class TreeNamespaces
     {
         if (!OwnPid) return (stat.Pgrp, stat.Session);
         var status = Proc.Status(pid);
-        int pgid = NsIds(status, "NSpgid")[^1], sid = NsIds(status, "NSsid")[^1];
+        int pgid = NsIds(status, "NSpgid")[_rootLevel], sid = NsIds(status, "NSsid")[_rootLevel];
         if (sid == 0 || pgid == 0)
             throw new CrispException($"process {pid}: its {(sid == 0 ? $"session leader {stat.Session}" : $"process group leader {stat.Pgrp}")} " +
                                      "is outside its pid namespace: not supported (start the tree with setsid inside the namespace)");
         return (pgid, sid);
     }
 
-    private int InnerPid(int tid, int pid, int selfLevels, int root)
+    /// <summary>The task's pid in the root's namespace and, if it is below that, in each namespace down to its own.</summary>
+    private void Record(int tid, int pid)
     {
         var status = File.ReadAllText($"/proc/{pid}/task/{tid}/status");
         var ids = NsIds(status, "NSpid");
-        if (ids.Length != selfLevels + 1)
-            throw new CrispException($"task {tid} is {ids.Length - selfLevels} pid namespaces below crisp's, the tree's root {root} one: " +
-                                     "nested pid namespaces are not supported");
-        return ids[^1];
+        if (ids.Length <= _rootLevel)
+            throw new CrispException($"task {tid} is in a pid namespace above the tree's root's (setns?): not supported");
+        _dumped[tid] = ids[_rootLevel];
+        if (ids.Length > _rootLevel + 1) _nested[tid] = ids[(_rootLevel + 1)..];
     }
 
     private static int[] NsIds(ProcStatus status, string field) =>

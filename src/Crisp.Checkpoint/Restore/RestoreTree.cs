@@ -14,32 +14,36 @@ internal sealed unsafe partial class RestoreSession
     /// clone3 from <paramref name="parent"/> with set_tid = the dumped <paramref name="tid"/>; returns
     /// the new task, waited into its first stop. The caller sees the new task by its pid in the
     /// caller's namespace (the dumped one); crisp traces it by its pid here, which the clone
-    /// event gives (PTRACE_GETEVENTMSG reports it in the tracer's namespace). With CLONE_NEWPID
-    /// there is no set_tid: the kernel makes the task pid 1 of the new namespace.
+    /// event gives (PTRACE_GETEVENTMSG reports it in the tracer's namespace). The root with
+    /// CLONE_NEWPID has no set_tid: the kernel makes it pid 1 of the new namespace. A task below
+    /// the root's pid namespace gets its pid at every level (RestoreNestedPids.cs).
     /// </summary>
     private RestoreTask Clone(RestoreTask parent, int hostPid, int tid, ulong flags, int exitSignal)
     {
         var args = new LibC.clone_args { flags = flags, exit_signal = (ulong)exitSignal };
         var scratch = new Scratch(this, parent.Pid);
-        bool newPidNs = (flags & CLONE_NEWPID) != 0;
-        if (!newPidNs)
+        bool rootPidNs = (flags & CLONE_NEWPID) != 0 && parent.Pid == _stubPid;
+        int depth = NsDepth(tid);
+        if (!rootPidNs)
         {
-            args.set_tid = scratch.PutStruct(tid);
-            args.set_tid_size = 1;
+            args.set_tid = PutSetTid(scratch, tid, out int size);
+            args.set_tid_size = (ulong)size;
         }
         ulong a = scratch.PutStruct(args);
         long r = parent.Call(Code, LibC.SYS_clone3, (long)a, sizeof(LibC.clone_args));
+        string pids = depth > 0 ? $"pids {string.Join("/", PidChain(tid))}" : $"pid {tid}";
         if (r == -Errno.EEXIST)
-            throw new CrispException(_ownPidNs ? $"pid {tid} is in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
-        Errno.CheckRaw(r, "clone3", newPidNs ? $"CLONE_NEWPID in {parent}" : $"set_tid {tid} in {parent}");
-        int here = _ownPidNs ? parent.LastNewTask : (int)r;
-        if (newPidNs ? here != r : r != tid)
-            throw new CrispException($"clone3 made {r}, not the dumped pid {tid}");
+            throw new CrispException(_ownPidNs || depth > 0 ? $"{pids} in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
+        Errno.CheckRaw(r, "clone3", rootPidNs ? $"CLONE_NEWPID in {parent}" : $"set_tid {pids}{((flags & CLONE_NEWPID) != 0 ? " with CLONE_NEWPID" : "")} in {parent}");
+        int here = _ownPidNs || depth > 0 ? parent.LastNewTask : (int)r;
+        if (rootPidNs ? here != r : r != PidSeenByParent(parent, tid))
+            throw new CrispException($"clone3 made {r}, not the dumped {pids}");
         if (here <= 0) throw new CrispException($"clone3 of {tid} in {parent}: no clone event gave its pid here");
         var t = new RestoreTask(hostPid < 0 ? here : hostPid, here);
         _created.Add(here);
         _tasks[here] = t;
         _hostOf[tid] = here;
+        _nsDepthHere[here] = depth;
         t.WaitFirstStop();
         return t;
     }
@@ -113,17 +117,20 @@ internal sealed unsafe partial class RestoreSession
             if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
             BeforeCloning(p.Ppid);
-            var t = Clone(parent, -1, p.Pid, SharesParentFdTable(p.Pid) ? CLONE_FILES : 0, LibC.SIGCHLD);
+            ulong flags = (SharesParentFdTable(p.Pid) ? CLONE_FILES : 0) | (IsNestedInit(p.Pid) ? CLONE_NEWPID : 0);
+            var t = Clone(parent, -1, p.Pid, flags, LibC.SIGCHLD);
             if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
         }
-        // Group leaders first, then members join them. getpgid/getsid run in the task: its own view.
+        // Group leaders first, then members join them. getpgid/getsid run in the task: its own view
+        // (below the root's pid namespace compared from here: RestoreNestedPids.cs).
         foreach (var p in all.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
             _tasks[HostPid(p.Pid)].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
         var helpers = GroupHelpers(all);
         foreach (var p in all.Where(p => p.Pgid != p.Pid))
         {
             var t = _tasks[HostPid(p.Pid)];
+            if (NsDepth(p.Pid) > 0) { JoinGroupNested(t, p); continue; }
             int cur = (int)t.Call(Code, LibC.SYS_getpgid, 0);
             if (cur == p.Pgid) continue;
             long r = t.Call(Code, LibC.SYS_setpgid, 0, p.Pgid);
@@ -131,6 +138,7 @@ internal sealed unsafe partial class RestoreSession
         }
         foreach (var p in all)
         {
+            if (NsDepth(p.Pid) > 0) { CheckSessionNested(_tasks[HostPid(p.Pid)], p.Pid, p.Sid); continue; }
             int sid = (int)_tasks[HostPid(p.Pid)].Call(Code, LibC.SYS_getsid, 0);
             if (sid != p.Sid) Log.W($"process {p.Pid}: session {sid}, dumped in session {p.Sid} (not a session of the tree)");
         }
@@ -154,6 +162,7 @@ internal sealed unsafe partial class RestoreSession
         foreach (int pgid in all.Select(p => p.Pgid).Distinct())
         {
             if (all.Any(p => p.Pid == pgid) || _ownPidNs || Directory.Exists($"/proc/{pgid}")) continue;
+            if (all.Any(p => p.Pgid == pgid && NsDepth(p.Pid) > 0)) continue;  // its members could not see the helper
             if (all.Any(p => p.Pgid == pgid && p.Sid != rootSid)) continue;
             var helper = Clone(_tasks[HostPid(all[0].Pid)], -1, pgid, CLONE_PARENT, 0);
             helper.Check(Code, $"setpgid (helper for process group {pgid})", LibC.SYS_setpgid, 0, 0);

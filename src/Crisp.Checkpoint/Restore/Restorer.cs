@@ -95,6 +95,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("create the root process", CreateRoot);
             Step("create the process tree", CreateTree);
             Step("create threads", CreateThreads);
+            if (_nestedPids.Count > 0) Step("set pid_for_children", EnterPidNamespacesForChildren);
             Step("create terminals", CreateTerminals);
             foreach (var p in _procs)
                 RestoreProcess(p);
@@ -196,9 +197,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             throw new CrispException($"the tree owned its own {string.Join(", ", refused)} namespace(s), which crisp cannot restore yet");
         if (_ownPidNs && _procs[0].Pid != 1)
             throw new ImageException(_dir.PathOf(ImageDir.PstreeName), $"the tree owned its pid namespace but its root is pid {_procs[0].Pid}, not 1");
-        foreach (var p in _procs.Skip(1))
-            if (p.Ids.PidNsId != ids.PidNsId)
-                throw new CrispException($"process {p.Pid} is in a nested pid namespace: not supported");
+        ReadNestedPidNamespaces();
         if (_ownPidNs) Log.I($"the tree owned its pid namespace: restored in a new one{(_ownMntNs ? " with its own /proc" : "")}{(_uts != null ? $", hostname {_uts.Nodename}" : "")}");
     }
 
@@ -256,7 +255,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         // Fds crisp passes into the tree: --inherit-fd targets, and with -j crisp's stdio.
         int maxFd = _procs.SelectMany(p => p.Fds).Select(f => (int)f.Fd).DefaultIfEmpty(2).Max();
         _extraBase = Math.Max(maxFd + 1, 3);
-        if (_ownPidNs)
+        if (_ownPidNs || _nestedPids.Count > 0)
         {
             // First of the passed fds (-j's stdio must stay the last three): see PlaceShared.
             _selfPidfd = Errno.Check(LibC.pidfd_open(Environment.ProcessId), "pidfd_open", "crisp itself");
@@ -290,7 +289,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     }
 
     private ulong _pendingCtl;
-    private int _selfPidfd = -1;                                         // crisp's pidfd, passed into a new pid namespace
+    private int _selfPidfd = -1;                                         // crisp's pidfd, passed into new pid namespaces
 
     /// <summary>
     /// Starts the stub (StubElf.Start) with crisp's fds passed on from <see cref="_extraBase"/>, and
@@ -315,8 +314,9 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         var pids = _created.Where(t => _tasks.TryGetValue(t, out var task) && task.Pid == t).ToList();
         if (_stubPid > 0) pids.Add(_stubPid);
         foreach (var pid in pids) LibC.kill(pid, LibC.SIGKILL);
-        // Threads first: a leader reports its exit once the group is empty.
-        var order = _created.Where(t => !pids.Contains(t)).Concat(pids);
+        // Threads first: a leader reports its exit once the group is empty. Then children before
+        // parents: a dying init of a nested pid namespace waits until crisp has reaped its traced children.
+        var order = _created.Where(t => !pids.Contains(t)).Concat(Enumerable.Reverse(pids));
         foreach (var tid in order)
         {
             try { PtraceCalls.Reap(tid); }

@@ -38,7 +38,7 @@ internal sealed unsafe partial class RestoreSession
             t.Check(Code, "prctl(PR_SET_DUMPABLE, 0)", LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, 0);
             t.SetSigMask(0);
             r.rax = LibC.SYS_kill;
-            r.rdi = (ulong)z.Pid;
+            r.rdi = (ulong)OwnViewPid(z.Pid);
             r.rsi = (ulong)sig;
         }
         t.SetRegs(r);

@@ -77,7 +77,10 @@ internal static class HandOffPeer
             {
                 int inner = InnermostPid(ReadOrNull($"/proc/{handOffPid}/status"));
                 int pfd = OpenPidFd(handOffPid, inner);
-                return new(handOffPid, pfd, $"pid {handOffPid} is pid {inner} of its own pid namespace (its images' pid)", inner);
+                // Not always the innermost: a task of a pid namespace nested in the tree (TreePidLevel.cs).
+                int dumped = TreePidLevel.DumpedPid(handOffPid, restorer.Pid);
+                return dumped == handOffPid ? new(handOffPid, pfd, null)
+                    : new(handOffPid, pfd, $"pid {handOffPid} is pid {dumped} of the tree's pid namespace (its images' pid)", dumped);
             }
             int fd = OpenPidFd(handOffPid, handOffPid);
             return new(handOffPid, fd, null);
