@@ -36,6 +36,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
         {
             DumpFilesInFlight();
             foreach (var e in _sockets.Finish(() => NextId)) _files.Add(e);
+            ResolveSocketMappings();
         }
         finally { CloseFilesInFlight(); }
     }

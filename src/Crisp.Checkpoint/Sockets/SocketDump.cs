@@ -62,6 +62,7 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
                 LibC.AF_UNIX => DumpUnix(pid, fd, local, id, fileFlags, (uint)ino, type, target),
                 LibC.AF_INET or LibC.AF_INET6 => DumpInet(local, id, fileFlags, (uint)ino, family, type, proto, target),
                 LibC.AF_NETLINK => DumpNetlink(local, id, fileFlags, (uint)ino, proto, target),
+                LibC.AF_PACKET => DumpPacket(local, id, fileFlags, (uint)ino, type, target),
                 _ => throw new CrispException($"{target} is {FamilyName(family)} socket: not supported yet"),
             };
         }
