@@ -406,7 +406,8 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
     private static string FamilyName(int family) => family switch
     {
         LibC.AF_NETLINK => "a netlink",
-        LibC.AF_PACKET => "a packet",
+        40 => "an AF_VSOCK",
+        44 => "an AF_XDP",
         _ => $"an address family {family}",
     };
 }
