@@ -82,7 +82,7 @@ internal static unsafe partial class MemoryDump
                 if (sharedAnon != null) sharedAnon.Add(pid, v);
                 else pages = true;
             }
-            else if (v.Inode != 0 && v.Deleted && v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
+            else if (v.Inode != 0 && v.Deleted && (v.Path.StartsWith("/memfd:", StringComparison.Ordinal) || (!v.Shared && v.Path == "/dev/zero")))
             {
                 // Like a file mapping, of the memfd's inode (its bytes are dumped with the inode).
                 status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_AREA_MEMFD | (v.Shared ? VmaStatus.VMA_FILE_SHARED : VmaStatus.VMA_FILE_PRIVATE);
@@ -138,6 +138,7 @@ internal static unsafe partial class MemoryDump
             };
             if ((status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED | VmaStatus.VMA_AREA_SOCKET)) != 0) entry.Fdflags = MappedFileMode(pid, v);
             if (socketMap) files.SocketMapping(pid, v, entry);
+            if ((status & VmaStatus.VMA_ANON_SHARED) != 0 && (status & VmaStatus.VMA_AREA_SYSVIPC) == 0 && sharedAnon != null) files.SharedAnonMapping(pid, v, entry);
             result.Add(new DumpedVma(v, entry, pages, lazy, anonOnly));
         }
         return result;
@@ -167,7 +168,7 @@ internal static unsafe partial class MemoryDump
     /// FMODE_WRITE. Without the link (a kernel hiding map_files), what the mapping allows: read-write
     /// for a shared one that may be written (VM_MAYWRITE), read-only otherwise.
     /// </summary>
-    private static uint MappedFileMode(int pid, Vma v)
+    public static uint MappedFileMode(int pid, Vma v)
     {
         LibC.stat_t st;
         if (LibC.lstat($"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}", &st) == 0)
