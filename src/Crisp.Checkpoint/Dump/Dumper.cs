@@ -250,6 +250,7 @@ public static partial class Dumper
             dumps.Add(Collect(proc, files, seccomp, sharedAnon, nsIds, ns, objectId++, early, ns.OwnUts && proc == tree.Root, parentDir, options.TrackMem, owner));
         }
         files.FinishSockets();
+        files.FinishSharedAnon(sharedAnon);
         files.FinishWatches();
         files.FinishNamespaceFiles(nsIds, dumps.Select(d => d.Ids).Append(nsIds.Own));
         files.FinishTtys();

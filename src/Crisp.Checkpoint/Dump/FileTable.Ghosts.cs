@@ -35,9 +35,13 @@ internal sealed unsafe partial class FileTable
     private void AddGhost(uint fileId, string procLink, in LibC.stat_t st, string where)
     {
         uint type = st.st_mode & LibC.S_IFMT;
-        // A /proc entry of a process that is gone (zdtm unhashed_proc): no ghost can stand for it (CRIU makes a helper with that pid).
-        if (Undeleted(LibC.ReadLink(procLink)).StartsWith("/proc/", StringComparison.Ordinal) || st.st_dev == ProcDev.Value)
-            throw new CrispException($"{where} is a /proc entry of a process that is gone: not supported yet");
+        // A /proc entry of a process that is gone (zdtm unhashed_proc): CRIU's procfs remap (FileTable.DeadProc.cs).
+        string undeleted = Undeleted(LibC.ReadLink(procLink));
+        if (undeleted.StartsWith("/proc/", StringComparison.Ordinal) || st.st_dev == ProcDev.Value)
+        {
+            AddDeadProcRemap(fileId, undeleted, where);
+            return;
+        }
         if (st.st_nlink > 0 && type != LibC.S_IFDIR)
             throw new CrispException($"{where} is a file deleted under this name but still linked under another ({st.st_nlink} link(s)): not supported yet (CRIU's --link-remap)");
         if (type is not (LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR or LibC.S_IFBLK or LibC.S_IFIFO or LibC.S_IFLNK))

@@ -23,6 +23,13 @@ internal sealed unsafe partial class FileTable
     private readonly Dictionary<ulong, MemfdInodeEntry> _memfdInodes = [];     // inode number → entry
     private readonly List<(MemfdInodeEntry Inode, List<(long Offset, byte[] Bytes)> Data)> _memfdData = [];
 
+    /// <summary>What /proc shows for the shmem file of a shared anonymous mapping.</summary>
+    private const string ShmemLink = "/dev/zero (deleted)";
+
+    /// <summary>The memfd's name as CRIU keeps it: after "/memfd:"; a shared anonymous mapping's shmem file is named "/dev/zero".</summary>
+    private static string MemfdName(string path) =>
+        path.StartsWith("/memfd:", StringComparison.Ordinal) ? path["/memfd:".Length..] : path;
+
     private static bool IsMemfdLink(string link) =>
         link.StartsWith("/memfd:", StringComparison.Ordinal) && link.EndsWith(" (deleted)", StringComparison.Ordinal);
 
@@ -32,7 +39,7 @@ internal sealed unsafe partial class FileTable
         if (!_memfdInodes.TryGetValue(st.st_ino, out var inode))
         {
             int local = Errno.Check(LibC.pidfd_getfd(pidfd, fd), "pidfd_getfd", where);
-            try { inode = AddMemfdInode(local, link["/memfd:".Length..^" (deleted)".Length], st, where); }
+            try { inode = AddMemfdInode(local, MemfdName(link[..^" (deleted)".Length]), st, where); }
             finally { LibC.close(local); }
         }
         return new FileEntry
@@ -59,7 +66,7 @@ internal sealed unsafe partial class FileTable
             Errno.Check(LibC.fstat(local, &st), "fstat", mapFile);
             if (_memfdMappingFiles.TryGetValue((st.st_ino, flags), out var known)) return known;
             if (!_memfdInodes.TryGetValue(st.st_ino, out var inode))
-                inode = AddMemfdInode(local, v.Path["/memfd:".Length..], st, where);
+                inode = AddMemfdInode(local, MemfdName(v.Path), st, where);
             uint id = NextId;
             _files.Add(new FileEntry
             {

@@ -36,6 +36,7 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
         {
             DumpFilesInFlight();
             foreach (var e in _sockets.Finish(() => NextId)) _files.Add(e);
+            ResolveSocketMappings();
         }
         finally { CloseFilesInFlight(); }
     }
@@ -86,7 +87,8 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             if (ttyKind is TtyKind.PtyMaster or TtyKind.PtySlave or TtyKind.CurrentTty) kind = FdTypes.Tty;
             else if (link.StartsWith("pipe:[", StringComparison.Ordinal) && type == LibC.S_IFIFO) kind = FdTypes.Pipe;
             else if (type == LibC.S_IFIFO && link.StartsWith('/')) kind = FdTypes.Fifo;
-            else if (type == LibC.S_IFREG && IsMemfdLink(link)) kind = FdTypes.Memfd;
+            // The shmem file of a shared anonymous mapping (opened through map_files) is dumped as a memfd, as CRIU does.
+            else if (type == LibC.S_IFREG && (IsMemfdLink(link) || link == ShmemLink)) kind = FdTypes.Memfd;
             else if (type is LibC.S_IFREG or LibC.S_IFDIR or LibC.S_IFCHR && link.StartsWith('/')) kind = FdTypes.Reg;
             // An O_PATH|O_NOFOLLOW fd on a symlink itself (the only way to hold one): reopened the same way by its path.
             else if (type == LibC.S_IFLNK && link.StartsWith('/') && (info.Flags & LibC.O_PATH) != 0) kind = FdTypes.Reg;
@@ -96,9 +98,6 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
             else if (type == LibC.S_IFSOCK) kind = FdTypes.Unixsk;   // or Inetsk: the socket's family decides below
             else throw new CrispException($"process {pid}: fd {fd} is {Describe(link, type)}: not supported yet");
             bool deleted = kind is FdTypes.Reg or FdTypes.Fifo && link.EndsWith(" (deleted)", StringComparison.Ordinal);
-            // The shmem file behind a shared anonymous mapping: not a file that had a name.
-            if (deleted && link == "/dev/zero (deleted)")
-                throw new CrispException($"process {pid}: fd {fd} is the shared anonymous memory of a mapping ({link}): not supported yet");
 
             uint id = FindShared(pid, fd, st.st_ino);
             if (id == 0)

@@ -34,7 +34,7 @@ internal static unsafe partial class MemoryDump
             uint status;
             uint flags = v.Shared ? (uint)LibC.MAP_SHARED : (uint)LibC.MAP_PRIVATE;
             ulong shmid = 0;
-            bool pages = false, lazy = false, anonOnly = false;
+            bool pages = false, lazy = false, anonOnly = false, socketMap = false;
             bool locked = (v.Flags & VmFlags.lo) != 0, huge = (v.Flags & VmFlags.ht) != 0;
             if (huge)
                 throw new CrispException($"process {pid}: hugetlb mapping {v} is not supported yet");
@@ -82,7 +82,7 @@ internal static unsafe partial class MemoryDump
                 if (sharedAnon != null) sharedAnon.Add(pid, v);
                 else pages = true;
             }
-            else if (v.Inode != 0 && v.Deleted && v.Path.StartsWith("/memfd:", StringComparison.Ordinal))
+            else if (v.Inode != 0 && v.Deleted && (v.Path.StartsWith("/memfd:", StringComparison.Ordinal) || (!v.Shared && v.Path == "/dev/zero")))
             {
                 // Like a file mapping, of the memfd's inode (its bytes are dumped with the inode).
                 status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_AREA_MEMFD | (v.Shared ? VmaStatus.VMA_FILE_SHARED : VmaStatus.VMA_FILE_PRIVATE);
@@ -117,6 +117,15 @@ internal static unsafe partial class MemoryDump
                 pages = !v.Shared;
                 anonOnly = true;
             }
+            else if (v.Inode != 0 && v.Path.StartsWith("socket:[", StringComparison.Ordinal))
+            {
+                // A packet socket's rings mapped by the process (CRIU's VMA_AREA_SOCKET): restore maps
+                // the new socket's rings here again; the frames are not carried (nor by CRIU).
+                if (v.Offset != 0)
+                    throw new CrispException($"process {pid}: mapping {v} is part of a socket's ring mapping (offset 0x{v.Offset:x}): not supported yet (the kernel maps a ring whole)");
+                status = VmaStatus.VMA_AREA_REGULAR | VmaStatus.VMA_AREA_SOCKET;
+                socketMap = true;
+            }
             else
             {
                 throw new CrispException($"process {pid}: mapping {v} is not supported yet");
@@ -127,7 +136,9 @@ internal static unsafe partial class MemoryDump
                 Start = v.Start, End = v.End, Pgoff = v.Offset, Shmid = shmid, Prot = (uint)v.Prot,
                 Flags = flags, Status = status, Fd = -1, Madv = Madvise(v.Flags),
             };
-            if ((status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED)) != 0) entry.Fdflags = 0;
+            if ((status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED | VmaStatus.VMA_AREA_SOCKET)) != 0) entry.Fdflags = MappedFileMode(pid, v);
+            if (socketMap) files.SocketMapping(pid, v, entry);
+            if ((status & VmaStatus.VMA_ANON_SHARED) != 0 && (status & VmaStatus.VMA_AREA_SYSVIPC) == 0 && sharedAnon != null) files.SharedAnonMapping(pid, v, entry);
             result.Add(new DumpedVma(v, entry, pages, lazy, anonOnly));
         }
         return result;
@@ -149,6 +160,25 @@ internal static unsafe partial class MemoryDump
                 return false;
         }
         return true;
+    }
+
+    /// <summary>
+    /// The open mode of the file a VMA maps (O_RDONLY, O_WRONLY or O_RDWR), as CRIU records it in
+    /// fdflags: the owner bits of the mapping's /proc/PID/map_files link are the file's FMODE_READ /
+    /// FMODE_WRITE. Without the link (a kernel hiding map_files), what the mapping allows: read-write
+    /// for a shared one that may be written (VM_MAYWRITE), read-only otherwise.
+    /// </summary>
+    public static uint MappedFileMode(int pid, Vma v)
+    {
+        LibC.stat_t st;
+        if (LibC.lstat($"/proc/{pid}/map_files/{v.Start:x}-{v.End:x}", &st) == 0)
+            switch (st.st_mode & 0x180)   // 0600
+            {
+                case 0x180: return (uint)LibC.O_RDWR;
+                case 0x80: return (uint)LibC.O_WRONLY;
+                case 0x100: return (uint)LibC.O_RDONLY;
+            }
+        return v.Shared && (v.Flags & VmFlags.mw) != 0 ? (uint)LibC.O_RDWR : (uint)LibC.O_RDONLY;
     }
 
     private const uint MAP_LOCKED = 0x2000, MAP_DROPPABLE = 0x08;

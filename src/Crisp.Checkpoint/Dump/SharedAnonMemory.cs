@@ -22,6 +22,9 @@ internal sealed unsafe class SharedAnonMemory
 
     public void Add(int pid, Vma v) => _objects.TryAdd(v.Inode, (pid, v));
 
+    /// <summary>Leaves out an object dumped as a memfd after all (FileTable.Shmem.cs): its bytes go with the memfd.</summary>
+    public void Drop(ulong shmid) => _objects.Remove(shmid);
+
     public void Write(ImageDir dir)
     {
         uint n = 0;

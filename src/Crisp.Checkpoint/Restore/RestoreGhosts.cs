@@ -30,6 +30,11 @@ internal sealed unsafe partial class RestoreSession
         var made = new Dictionary<uint, string>();   // ghost id → its path here
         foreach (var r in remaps)
         {
+            if (r.HasRemapType && r.RemapType == RemapType.Procfs && _files.TryGetValue(r.OrigId, out var pf) && pf.Reg != null)
+            {
+                pf.Reg.Name = DeadProcEntry(r, pf.Reg.Name);
+                continue;
+            }
             if (!r.HasRemapType || r.RemapType != RemapType.Ghost)
                 throw new CrispException($"file {r.OrigId} is remapped as {(r.HasRemapType ? r.RemapType : RemapType.Linked)}, which crisp cannot restore yet");
             if (!_files.TryGetValue(r.OrigId, out var f) || f.Reg == null)
@@ -132,6 +137,7 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>Unlinks the ghosts and removes the directories made for them: the inodes stay, held by the processes.</summary>
     private void RemoveGhosts()
     {
+        EndDeadProcHelpers();
         for (int i = _ghostPaths.Count - 1; i >= 0; i--)
         {
             var (path, dir) = _ghostPaths[i];

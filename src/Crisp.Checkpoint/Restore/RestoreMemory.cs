@@ -304,7 +304,9 @@ internal sealed unsafe partial class RestoreSession
                 {
                     string path = FilePath(id, $"VMA 0x{v.Start:x}");
                     CheckFile(id, $"mapped at 0x{v.Start:x}");
-                    bool rw = p.Mm.Vmas.Any(x => x.Shmid == id && (x.Status & VmaStatus.VMA_FILE_SHARED) != 0 && (x.Prot & LibC.PROT_WRITE) != 0);
+                    // Read-write when a shared mapping of it may be written (now, or after an mprotect: CRIU's fdflags say O_RDWR).
+                    bool rw = p.Mm.Vmas.Any(x => x.Shmid == id && (x.Status & VmaStatus.VMA_FILE_SHARED) != 0 &&
+                        ((x.Prot & LibC.PROT_WRITE) != 0 || (x.HasFdflags && (x.Fdflags & LibC.O_ACCMODE) == LibC.O_RDWR)));
                     scratch = new Scratch(this, p.Pid);
                     ulong at = scratch.PutString(path);
                     ffd = (int)leader.Check(Code, $"openat {path}", LibC.SYS_openat, -100, (long)at,
@@ -314,14 +316,14 @@ internal sealed unsafe partial class RestoreSession
                 fd = ffd;
                 flags &= ~LibC.MAP_ANONYMOUS;
             }
-            bool sharedAnon = IsSharedAnon(v);
-            if (sharedAnon)
+            bool sharedAnon = IsSharedAnon(v), socketMap = IsSocketMap(v);
+            if (sharedAnon || socketMap)
             {
-                fd = SharedAnonIntoTask(p, leader, v);
+                fd = sharedAnon ? SharedAnonIntoTask(p, leader, v) : PacketRingIntoTask(p, leader, v);
                 flags &= ~LibC.MAP_ANONYMOUS;
             }
-            long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked || sharedAnon ? (long)v.Pgoff : 0);
-            if (sharedAnon) leader.Call(Code, LibC.SYS_close, fd);
+            long r = leader.Call(Code, LibC.SYS_mmap, (long)v.Start, (long)(v.End - v.Start), prot, flags, fd, fileBacked || sharedAnon || socketMap ? (long)v.Pgoff : 0);
+            if (sharedAnon || socketMap) leader.Call(Code, LibC.SYS_close, fd);
             Errno.CheckRaw(r, "mmap", $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
             if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
             if (v.HasMadv && v.Madv != 0)

@@ -15,7 +15,10 @@ internal sealed unsafe partial class RestoreSession
     private void CreateOtherSockets()
     {
         foreach (var f in _files.Values)
+        {
             if (f.Type == FdTypes.Netlinksk && f.Nlsk != null) _crispCopies[f.Id] = CreateNetlink(f.Nlsk);
+            else if (f.Type == FdTypes.Packetsk && f.Psk != null) _crispCopies[f.Id] = CreatePacket(f.Psk);
+        }
     }
 
     private static byte[] NetlinkAddress(uint portId, uint groups)

@@ -155,7 +155,8 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
         CheckSharedFdTables();
         foreach (var p in _procs)
             foreach (var v in p.Mm.Vmas)
-                if ((v.Status & VmaStatus.VMA_AREA_SOCKET) != 0 || ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _ipc == null))
+                if (((v.Status & VmaStatus.VMA_AREA_SOCKET) != 0 && !(_files.TryGetValue((uint)v.Shmid, out var sk) && sk.Type == FdTypes.Packetsk)) ||
+                    ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _ipc == null))
                     throw new CrispException($"process {p.Pid}: VMA 0x{v.Start:x}-0x{v.End:x} (status 0x{v.Status:x}) is of a kind crisp cannot restore yet");
     }
 

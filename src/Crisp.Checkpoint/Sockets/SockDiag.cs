@@ -9,7 +9,7 @@ namespace Crisp.Checkpoint.Sockets;
 /// socket's peer inode, its shutdown state, the connections waiting in a listener's queue
 /// (UNIX_DIAG_ICONS) and a listener's backlog; getsockopt tells none of them.
 /// </summary>
-internal static unsafe class SockDiag
+internal static unsafe partial class SockDiag
 {
     private const int NETLINK_SOCK_DIAG = 4, SOCK_DIAG_BY_FAMILY = 20;
     private const ushort NLM_F_REQUEST = 1, NLM_F_DUMP = 0x300;

@@ -62,6 +62,7 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
                 LibC.AF_UNIX => DumpUnix(pid, fd, local, id, fileFlags, (uint)ino, type, target),
                 LibC.AF_INET or LibC.AF_INET6 => DumpInet(local, id, fileFlags, (uint)ino, family, type, proto, target),
                 LibC.AF_NETLINK => DumpNetlink(local, id, fileFlags, (uint)ino, proto, target),
+                LibC.AF_PACKET => DumpPacket(local, id, fileFlags, (uint)ino, type, target),
                 _ => throw new CrispException($"{target} is {FamilyName(family)} socket: not supported yet"),
             };
         }
@@ -405,7 +406,8 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
     private static string FamilyName(int family) => family switch
     {
         LibC.AF_NETLINK => "a netlink",
-        LibC.AF_PACKET => "a packet",
+        40 => "an AF_VSOCK",
+        44 => "an AF_XDP",
         _ => $"an address family {family}",
     };
 }

@@ -133,12 +133,12 @@ public class DumpTests
     }
 
     [Fact]
-    public void Dump_refusing_a_packet_socket_names_the_fd_and_leaves_the_process_running_unchanged()
+    public void Dump_refusing_an_xdp_socket_names_the_fd_and_leaves_the_process_running_unchanged()
     {
         using var dir = new TempDir();
         var log = dir["sock.log"];
         using var py = ChildProcess.Start("/usr/bin/python3", ["-u", "-c",
-            "import socket,time\ns=socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)\nprint('fd', s.fileno(), flush=True)\ni=0\nwhile True:\n i+=1\n print('tick', i, flush=True)\n time.sleep(0.02)"],
+            "import socket,time\ns=socket.socket(44, socket.SOCK_RAW, 0)\nprint('fd', s.fileno(), flush=True)\ni=0\nwhile True:\n i+=1\n print('tick', i, flush=True)\n time.sleep(0.02)"],
             stdoutFile: log, newSession: true);
         Assert.True(Poll.Until(() => Poll.ReadFile(log).Contains("tick 3"), 20_000), "python did not start");
         string fd = Poll.ReadFile(log).Split('\n')[0].Split(' ')[1];
@@ -148,7 +148,7 @@ public class DumpTests
         var r = CrispCli.Run(dir, "dump", "-t", py.Pid.ToString(CultureInfo.InvariantCulture), "-D", dir["img"], "-o", "dump.log", "-v4");
         Assert.Equal(1, r.ExitCode);
         Assert.Contains($"fd {fd}", r.Stderr);
-        Assert.Contains("packet socket: not supported yet", r.Stderr);
+        Assert.Contains("is an AF_XDP socket: not supported yet", r.Stderr);
         Assert.False(File.Exists(Path.Combine(dir["img"], "inventory.img")), "a failed dump must not look complete");
 
         // Running as before: not traced, same layout and handlers, output continues.
