@@ -36,6 +36,11 @@ public sealed class PreCopyMigrateTests(ITestOutputHelper output)
         ulong final = json["final_pages"]!.GetValue<ulong>();
         Assert.True(final < rounds[0] / 4, $"{final} pages were left for the frozen round");
         Assert.True(json["downtime_ms"]!.GetValue<double>() > 0);
+        // The final round is restored lazily from the rounds' images: the agent's daemon pushed the pages in.
+        var daemon = json["destination_daemon"];
+        Assert.True(daemon is not null, "no statistics from the agent's lazy-pages daemon: " + r.Stdout);
+        long pushed = new[] { "fault_pages", "fault_around_pages", "prefetch_pages", "working_set_pages" }.Sum(k => daemon![k]?.GetValue<long>() ?? 0);
+        Assert.True(pushed >= (long)rounds[0] / 2, $"the agent's daemon brought in {pushed} pages of {rounds[0]}");
 
         int inner = json["destination_pid"]!.GetValue<int>();
         int pid = WaitOuterPid(inner, agent);
