@@ -195,6 +195,8 @@ public sealed class ConnectionMigrationTests : IDisposable
         Assert.True(Poll.Until(() => !redis.IsAlive, 10_000), "the source redis is still alive");
 
         AssertClientContinues();
+        // The agent announced the address (gratuitous ARP, or IPv6's unsolicited neighbour advertisement) without an error.
+        Assert.DoesNotContain("announcing", Poll.ReadFile(_dir["agent.log"]));
         Assert.False(HasService(_a, "a"), "the service address is still on A");
         Assert.True(HasService(_b, "b"), "the service address is not on B");
         AssertNoLock(_a);
