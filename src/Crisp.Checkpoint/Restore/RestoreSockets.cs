@@ -56,7 +56,9 @@ internal sealed unsafe partial class RestoreSession
             LockConnections(connections, makeNew: !TcpClosed);
         }
         var queues = _dir.ReadSkQueues().GroupBy(p => p.Entry.IdFor).ToDictionary(g => g.Key, g => g.ToList());
+        _reuseLater.Clear();
         foreach (var i in inet) _crispCopies[i.Id] = CreateInet(i);
+        PutReuseBack();
         if (unix.Count > 0) CreateUnix(unix, queues);
     }
 
@@ -393,19 +395,18 @@ internal sealed unsafe partial class RestoreSession
                 int level = family == LibC.AF_INET ? LibC.IPPROTO_IP : LibC.IPPROTO_IPV6;
                 int opt = family == LibC.AF_INET ? LibC.IP_FREEBIND : LibC.IPV6_FREEBIND;
                 LibC.SetSockOptInt(fd, level, opt, 1, target);
-                // A port the dumped connection's TIME_WAIT (or a closed twin) still holds: bind with
-                // SO_REUSEADDR as CRIU does, then put the program's own value back.
+                // Sockets sharing a port (a closed twin, listeners with SO_REUSEPORT whose flag was
+                // cleared later): bind with SO_REUSEADDR and SO_REUSEPORT as CRIU does; the program's
+                // own values go back once every socket of the images is bound and listening.
                 LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, target);
+                LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEPORT, 1, target);
+                _reuseLater.Add((fd, e.Opts.Reuseaddr, e.Opts.SoReuseport, target));
                 var sa = InetAddress(family, e.SrcPort, e.SrcAddr);
                 fixed (byte* a = sa) Errno.Check(LibC.bind(fd, a, (uint)sa.Length), "bind", target);
                 if (!freebind) LibC.SetSockOptInt(fd, level, opt, 0, target);
-                if (!e.Opts.Reuseaddr && e.State != LibC.TCP_LISTEN) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
             }
             if (e.State == LibC.TCP_LISTEN)
-            {
                 Errno.Check(LibC.listen(fd, (int)e.Backlog), $"listen({e.Backlog})", target);
-                if (!e.Opts.Reuseaddr) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
-            }
             if (e.Type != LibC.SOCK_STREAM && e.DstPort != 0)
             {
                 var sa = InetAddress(family, e.DstPort, e.DstAddr);
@@ -425,9 +426,23 @@ internal sealed unsafe partial class RestoreSession
         catch
         {
             _repairedTcp.RemoveAll(r => r.Fd == fd);
+            _reuseLater.RemoveAll(r => r.Fd == fd);
             LibC.close(fd);
             throw;
         }
+    }
+
+    private readonly List<(int Fd, bool ReuseAddr, bool ReusePort, string Target)> _reuseLater = [];   // bound sockets, reuse flags forced on
+
+    /// <summary>The dumped SO_REUSEADDR/SO_REUSEPORT of bound sockets, once all of them are bound (CRIU's post_open).</summary>
+    private void PutReuseBack()
+    {
+        foreach (var (fd, addr, port, target) in _reuseLater)
+        {
+            if (!addr) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
+            if (!port) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEPORT, 0, target);
+        }
+        _reuseLater.Clear();
     }
 
     private static byte[] InetAddress(int family, uint port, IList<uint> words)

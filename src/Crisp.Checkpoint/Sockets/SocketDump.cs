@@ -311,8 +311,15 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
                     Log.I($"{target}: {diag.RecvQueue} connection(s) not accepted yet are left out (--skip-in-flight)");
                 }
             }
-            else if (state != LibC.TCP_CLOSE)
+            else if (state == LibC.TCP_CLOSE && Address(local, family, peer: true, target).Port == 0)
             {
+                // Never connected, or disconnected (connect(AF_UNSPEC)).
+                if (ClosedShutdown(local, target) is var how && how != SkShutdown.None) e.Shutdown = how;
+            }
+            else
+            {
+                // A connection, also one that ended (reset, or closed both ways: state CLOSE) but whose
+                // socket is still open, and one whose handshake is not done (SYN_SENT): CRIU's cases.
                 var (dstPort, dstAddr) = Address(local, family, peer: true, target);
                 string conn = $"{kind} connection in state {TcpStates.Name(state)} ({NetworkLock.Format(family, srcAddr)}:{srcPort} → " +
                               $"{(dstAddr.Length == 0 ? "?" : NetworkLock.Format(family, dstAddr))}:{dstPort})";
@@ -364,15 +371,22 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
     }
 
     /// <summary>Local or peer port (host order) and address (CRIU's u32 words, network byte order in memory); (0, []) when not connected.</summary>
+    private const int SO_PEERNAME = 28;
+    private const short POLLRDHUP = 0x2000;
+
+    /// <summary>
+    /// The socket's name, or its peer's: through SO_PEERNAME, which (unlike getpeername) tells it in
+    /// the states CLOSE and SYN_SENT too, as long as the socket has one (CRIU reads it so).
+    /// </summary>
     private static (uint Port, uint[] Addr) Address(int fd, int family, bool peer, string target)
     {
         byte* sa = stackalloc byte[128];
-        uint len = 128;
-        int rc = peer ? LibC.getpeername(fd, sa, &len) : LibC.getsockname(fd, sa, &len);
+        uint len = peer ? (family == LibC.AF_INET ? 16u : 28u) : 128;   // SO_PEERNAME wants no more room than the name takes
+        int rc = peer ? LibC.getsockopt(fd, LibC.SOL_SOCKET, SO_PEERNAME, sa, &len) : LibC.getsockname(fd, sa, &len);
         if (rc != 0)
         {
             if (peer && Errno.Last == Errno.ENOTCONN) return (0, []);
-            throw Errno.Failure(peer ? "getpeername" : "getsockname", target);
+            throw Errno.Failure(peer ? "getsockopt(SO_PEERNAME)" : "getsockname", target);
         }
         var s = new ReadOnlySpan<byte>(sa, (int)len);
         uint port = BinaryPrimitives.ReadUInt16BigEndian(s[2..]);
@@ -380,6 +394,17 @@ internal sealed unsafe partial class SocketDump(bool extUnixSk, bool tcpClose, T
         var a = new uint[4];
         for (int i = 0; i < 4; i++) a[i] = BinaryPrimitives.ReadUInt32LittleEndian(s[(8 + 4 * i)..]);
         return (port, a);
+    }
+
+    /// <summary>
+    /// An unconnected TCP socket's shutdown, which no call reports: poll does (CRIU's way). A closed
+    /// socket always polls HUP; RDHUP means its reading side was shut down.
+    /// </summary>
+    private static SkShutdown ClosedShutdown(int fd, string target)
+    {
+        var p = new LibC.PollFd { fd = fd, events = LibC.POLLHUP | POLLRDHUP };
+        if (Errno.Check(LibC.poll(&p, 1, 0), "poll", target) != 1 || (p.revents & LibC.POLLHUP) == 0) return SkShutdown.None;
+        return (p.revents & POLLRDHUP) != 0 ? SkShutdown.Read : SkShutdown.None;
     }
 
     private static FownEntry NoOwner() => new() { Uid = 0, Euid = 0, Signum = 0, PidType = 0, Pid = 0 };

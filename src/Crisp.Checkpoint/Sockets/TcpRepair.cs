@@ -22,8 +22,8 @@ namespace Crisp.Checkpoint.Sockets;
 /// on instead (--leave-running, a failed dump) repair goes off, SO_REUSEADDR is put back (leaving
 /// repair resets it) and the lock is released.
 ///
-/// Half-closed connections (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING) need a FIN put in one queue or
-/// the other; those are refused for now, naming the connection.
+/// Half-closed connections (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING) get a FIN put in one queue or
+/// the other (below); a connection in SYN_SENT is connected again out of repair mode.
 /// </summary>
 internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
 {
@@ -64,6 +64,9 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
             MssClamp = (uint)LibC.GetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_MAXSEG, target),
             OptMask = options, SndWscale = 0,
         };
+        // A connection that was reset may still count unacknowledged bytes it will never send and
+        // nobody can read: none are kept (soccr's rule), so a CLOSE connection is always restored as closed by FINs.
+        if (state == LibC.TCP_CLOSE) e.OutqLen = e.UnsqLen = 0;
         // Our FIN sits in the send queue as one byte of sequence space, not data.
         if (TcpStates.Has(state, TcpStates.SndqFirstFin | TcpStates.SndqSecondFin))
         {
@@ -177,22 +180,30 @@ internal static unsafe class TcpRepairRestore
         // A FIN received or sent took one sequence number: the queues start one before it.
         uint inqSeq = t.InqSeq, outqSeq = t.OutqSeq;
         if (TcpStates.Has(state, TcpStates.RcvqFirstFin | TcpStates.RcvqSecondFin)) inqSeq--;
-        if (TcpStates.Has(state, TcpStates.SndqFirstFin | TcpStates.SndqSecondFin)) outqSeq--;
+        // So did the SYN of a connection still in SYN_SENT.
+        if (TcpStates.Has(state, TcpStates.SndqFirstFin | TcpStates.SndqSecondFin) || state == LibC.TCP_SYN_SENT) outqSeq--;
         SetSeq(fd, LibC.TCP_RECV_QUEUE, inqSeq - t.InqLen, target);
         SetSeq(fd, LibC.TCP_SEND_QUEUE, outqSeq - t.OutqLen, target);
         var dst = address(e.DstPort, e.DstAddr);
+        bool synSent = state == LibC.TCP_SYN_SENT;
+        // A handshake not done yet is started again for real (soccr's way): out of repair mode, connect
+        // sends a SYN with the dumped initial sequence number (the lock drops it until the restore ends;
+        // the kernel sends it again).
+        if (synSent) LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 0, target);
         fixed (byte* a = dst)
             if (LibC.connect(fd, a, (uint)dst.Length) != 0 && Errno.Last != Errno.EINPROGRESS)
-                throw Errno.Failure("connect (repair)", target);
+                throw Errno.Failure(synSent ? "connect (SYN_SENT)" : "connect (repair)", target);
+        if (synSent) LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR, 1, target);
         var opts = new List<LibC.tcp_repair_opt>();
         if ((t.OptMask & LibC.TCPI_OPT_SACK) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_SACK_PERM });
         if ((t.OptMask & LibC.TCPI_OPT_WSCALE) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_WINDOW, opt_val = t.SndWscale + (t.RcvWscale << 16) });
         if ((t.OptMask & LibC.TCPI_OPT_TIMESTAMPS) != 0) opts.Add(new() { opt_code = LibC.TCPOPT_TIMESTAMP });
         opts.Add(new() { opt_code = LibC.TCPOPT_MAXSEG, opt_val = t.MssClamp });
         var arr = opts.ToArray();
-        fixed (LibC.tcp_repair_opt* o = arr)
-            Errno.Check(LibC.setsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_OPTIONS, o, (uint)(arr.Length * sizeof(LibC.tcp_repair_opt))),
-                "setsockopt(TCP_REPAIR_OPTIONS)", target);
+        if (!synSent)   // nothing negotiated yet: the SYN-ACK will
+            fixed (LibC.tcp_repair_opt* o = arr)
+                Errno.Check(LibC.setsockopt(fd, LibC.IPPROTO_TCP, LibC.TCP_REPAIR_OPTIONS, o, (uint)(arr.Length * sizeof(LibC.tcp_repair_opt))),
+                    "setsockopt(TCP_REPAIR_OPTIONS)", target);
         if ((t.OptMask & LibC.TCPI_OPT_TIMESTAMPS) != 0)
             LibC.SetSockOptInt(fd, LibC.IPPROTO_TCP, LibC.TCP_TIMESTAMP, (int)t.Timestamp, target);
         if (s.RecvQueue.Length > 0)
@@ -382,8 +393,11 @@ internal static class TcpStates
 
     public static bool Has(int state, int mask) => ((1 << state) & mask) != 0;
 
-    /// <summary>States TCP repair brings back: established and the half-closed ones.</summary>
-    public static bool Repairable(int s) => s is LibC.TCP_ESTABLISHED or LibC.TCP_FIN_WAIT1 or LibC.TCP_FIN_WAIT2 or
+    /// <summary>
+    /// States TCP repair brings back (soccr's list): established, the half-closed ones, a connect not
+    /// answered yet, and a connection that ended (CLOSE: both FINs in, or reset) on a socket still open.
+    /// </summary>
+    public static bool Repairable(int s) => s is LibC.TCP_ESTABLISHED or LibC.TCP_SYN_SENT or LibC.TCP_CLOSE or LibC.TCP_FIN_WAIT1 or LibC.TCP_FIN_WAIT2 or
         LibC.TCP_CLOSE_WAIT or LibC.TCP_LAST_ACK or LibC.TCP_CLOSING;
 
     public static string Name(int s) => s switch

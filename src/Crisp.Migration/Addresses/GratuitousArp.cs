@@ -59,7 +59,7 @@ internal static unsafe class GratuitousArp
         }
     }
 
-    private static byte[] Mac(string device)
+    internal static byte[] Mac(string device)
     {
         string text = File.ReadAllText($"/sys/class/net/{device}/address").Trim();
         var parts = text.Split(':');

@@ -17,7 +17,8 @@ namespace Crisp.Migration.Addresses;
 ///  3. the agent adds ADDR/PREFIX on its device (IPv6 with nodad: it is free, it was just taken
 ///     away, and a tentative address cannot be bound) and restores;
 ///  4. the restored tree runs: the agent announces ADDR (a gratuitous ARP for IPv4, see
-///     <see cref="GratuitousArp"/>) so that the clients' neighbour caches point at it at once;
+///     <see cref="GratuitousArp"/>; an unsolicited neighbour advertisement for IPv6, see
+///     <see cref="UnsolicitedNa"/>) so that the clients' neighbour caches point at it at once;
 ///  5. failure before anything ran on the destination: the agent deletes what it added, then says
 ///     so; the source adds ADDR back and announces it before its tree resumes.
 /// </summary>
@@ -67,11 +68,14 @@ public sealed record MovedAddress(IPAddress Address, int PrefixLength)
         if (status != 0) throw new CrispException($"deleting {this} from {device}: ip failed (status {status}): {output.Trim()}");
     }
 
-    /// <summary>Tells the link the address is here now (IPv4: gratuitous ARP; IPv6: the first packet's neighbour solicitation does it).</summary>
+    /// <summary>Tells the link the address is here now (IPv4: a gratuitous ARP; IPv6: an unsolicited neighbour advertisement).</summary>
     public void Announce(string device)
     {
-        if (!IsV4) return;
-        try { GratuitousArp.Send(device, Address); }
+        try
+        {
+            if (IsV4) GratuitousArp.Send(device, Address);
+            else UnsolicitedNa.Send(device, Address);
+        }
         catch (Exception e) when (e is SyscallException or CrispException or IOException)
         {
             // The connections still go on: the peers' neighbour caches expire and ask again, only later.
