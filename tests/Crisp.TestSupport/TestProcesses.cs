@@ -40,11 +40,24 @@ public static class TestProcesses
         throw new TimeoutException($"no matching line in {path} after {timeoutMs} ms; last lines: {string.Join(" | ", Lines(path).TakeLast(5))}");
     }
 
-    public static unsafe void KillAndReap(int pid)
+    public static void KillAndReap(int pid)
     {
         LibC.kill(pid, LibC.SIGKILL);
+        Reap(pid);
+    }
+
+    /// <summary>Waits for our child <paramref name="pid"/> to exit (a dump killed it) and reaps it.</summary>
+    public static unsafe void Reap(int pid)
+    {
         int status;
         LibC.waitpid(pid, &status, 0);
+    }
+
+    /// <summary>Reaps <paramref name="pid"/> if it is our child and has exited; never waits.</summary>
+    public static unsafe void TryReap(int pid)
+    {
+        int status;
+        LibC.waitpid(pid, &status, LibC.WNOHANG);
     }
 
     public static bool Alive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ");

@@ -38,12 +38,6 @@ public sealed class FileMappingModeTests(ITestOutputHelper output) : LiveProcess
         return line;
     }
 
-    private static unsafe void Reap(int pid)
-    {
-        int st;
-        LibC.waitpid(pid, &st, 0);
-    }
-
     private string Dump(int pid, string name)
     {
         string images = Path.Combine(Dir, name);

@@ -40,18 +40,6 @@ public sealed class ShmemFdTests(ITestOutputHelper output) : LiveProcessTest("sh
         return check;
     }
 
-    private static unsafe void ReapIfChild(int pid)
-    {
-        int st;
-        LibC.waitpid(pid, &st, LibC.WNOHANG);
-    }
-
-    private static unsafe void Reap(int pid)
-    {
-        int st;
-        LibC.waitpid(pid, &st, 0);
-    }
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -95,7 +83,7 @@ public sealed class ShmemFdTests(ITestOutputHelper output) : LiveProcessTest("sh
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         Reap(pid);
         // The child, killed with the tree, came to this process (a subreaper): its pid must be free for criu4.
-        Assert.True(Poll.Until(() => { ReapIfChild(child); return !Directory.Exists($"/proc/{child}"); }, 10_000), $"process {child} did not go away");
+        Assert.True(Poll.Until(() => { TryReap(child); return !Directory.Exists($"/proc/{child}"); }, 10_000), $"process {child} did not go away");
         var (code, text) = Criu4.Run(TimeSpan.FromSeconds(60), "restore", "-D", images, "-d", "-o", "restore.log", "-v4");
         output.WriteLine(text);
         Assert.True(code == 0, $"criu4 restore: exit {code}: {Criu4.Errors(Path.Combine(images, "restore.log"))}");

@@ -28,12 +28,6 @@ public sealed class FilesInFlightTests(ITestOutputHelper output) : LiveProcessTe
         return pid;
     }
 
-    private static unsafe void Reap(int pid)
-    {
-        int st;
-        LibC.waitpid(pid, &st, 0);
-    }
-
     private string Check(int pid, string log)
     {
         int before = Lines(log).Length;

@@ -41,12 +41,6 @@ public sealed class PacketSocketTests(ITestOutputHelper output) : LiveProcessTes
         return check;
     }
 
-    private static unsafe void Reap(int pid)
-    {
-        int st;
-        LibC.waitpid(pid, &st, 0);
-    }
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
