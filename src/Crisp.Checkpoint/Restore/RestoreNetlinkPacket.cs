@@ -58,8 +58,7 @@ internal sealed unsafe partial class RestoreSession
                 fixed (byte* a = sa) Errno.Check(LibC.connect(fd, a, (uint)sa.Length), $"connect(port {e.DstPortid}, group {e.DstGroup})", target);
             }
             SocketOptions.Restore(fd, e.Opts, target);
-            Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, e.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
-            SocketOptions.RestoreFilter(fd, e.Opts, target);
+            FinishSocket(fd, e.Flags, e.Opts, target);
             return fd;
         }
         catch

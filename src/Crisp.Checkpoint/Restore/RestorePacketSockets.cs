@@ -47,8 +47,7 @@ internal sealed unsafe partial class RestoreSession
                 if (e.HasFanout) LibC.SetSockOptInt(fd, P, SocketDump.PACKET_FANOUT, (int)e.Fanout, target);
             }
             SocketOptions.Restore(fd, e.Opts, target);
-            Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, e.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
-            SocketOptions.RestoreFilter(fd, e.Opts, target);
+            FinishSocket(fd, e.Flags, e.Opts, target);
             return fd;
         }
         catch

@@ -29,6 +29,16 @@ namespace Crisp.Checkpoint.Restore;
 internal sealed unsafe partial class RestoreSession
 {
     private const int FASYNC = 0x2000;                 // O_ASYNC
+
+    /// <summary>
+    /// The last steps of every socket kind: its file status flags, then its socket filter
+    /// (after the other options: a filter could drop what they need).
+    /// </summary>
+    private static void FinishSocket(int fd, uint flags, SkOptsEntry opts, string target)
+    {
+        Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
+        SocketOptions.RestoreFilter(fd, opts, target);
+    }
     private readonly List<string> _socketFiles = [];   // paths bound by this restore, removed if it fails
 
     private InventoryEntry _inventory = null!;
@@ -189,8 +199,7 @@ internal sealed unsafe partial class RestoreSession
             int how = (int)u.Shutdown;
             if (how != 0 && !(u.Peer == 0 && u.State == LibC.TCP_ESTABLISHED && u.Type != LibC.SOCK_DGRAM))
                 Errno.Check(LibC.shutdown(fd, how - 1), $"shutdown({u.Shutdown})", Describe(u));
-            Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, u.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", Describe(u));
-            SocketOptions.RestoreFilter(fd, u.Opts, Describe(u));
+            FinishSocket(fd, u.Flags, u.Opts, Describe(u));
         }
         foreach (var path in r.Ghosts.Values) File.Delete(path);
         r.Ghosts.Clear();
@@ -419,8 +428,7 @@ internal sealed unsafe partial class RestoreSession
                 int rc = LibC.shutdown(fd, (int)e.Shutdown - 1);
                 if (rc != 0 && Errno.Last != Errno.ENOTCONN) throw Errno.Failure("shutdown", target);
             }
-            Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, e.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
-            SocketOptions.RestoreFilter(fd, e.Opts, target);
+            FinishSocket(fd, e.Flags, e.Opts, target);
             return fd;
         }
         catch

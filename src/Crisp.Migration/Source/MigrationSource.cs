@@ -180,15 +180,10 @@ public static class MigrationSource
             }
             if (stats.TotalMs == 0) stats.TotalMs = total.Elapsed.TotalMilliseconds;
             server.WaitAndStopAsync(LazyDump.InFlightGrace).GetAwaiter().GetResult();
-            var complete = replies.Complete.Task;
-            if (Succeeds(complete, TimeSpan.FromSeconds(15)))
+            int? daemonRc = AwaitComplete(replies, stats, TimeSpan.FromSeconds(15));
+            if (daemonRc is not (null or 0))
             {
-                try { stats.DestinationDaemon = System.Text.Json.Nodes.JsonNode.Parse(complete.Result.Stats); }
-                catch (System.Text.Json.JsonException) { Log.W("migrate: the agent's daemon statistics were not JSON"); }
-            }
-            if (complete.IsCompletedSuccessfully && complete.Result.Rc != 0)
-            {
-                stats.Outcome += $"; the destination's lazy-pages daemon reported failure ({complete.Result.Rc})";
+                stats.Outcome += $"; the destination's lazy-pages daemon reported failure ({daemonRc})";
                 server.MarkFailed();
             }
             stats.Succeeded = server.Succeeded && stats.DestinationPid != 0;
@@ -310,22 +305,10 @@ public static class MigrationSource
             bool daemonOk = true;
             if (stats.DestinationPid != 0)
             {
-                var complete = replies.Complete.Task;
-                if (Succeeds(complete, timeout))
-                {
-                    try { stats.DestinationDaemon = System.Text.Json.Nodes.JsonNode.Parse(complete.Result.Stats); }
-                    catch (System.Text.Json.JsonException) { Log.W("migrate: the agent's daemon statistics were not JSON"); }
-                    if (complete.Result.Rc != 0)
-                    {
-                        daemonOk = false;
-                        stats.Outcome = $"the destination's lazy-pages daemon reported failure ({complete.Result.Rc})";
-                    }
-                }
-                else
-                {
-                    daemonOk = false;
-                    stats.Outcome = $"the agent did not report every page in within {timeout.TotalSeconds:0.#} s";
-                }
+                int? daemonRc = AwaitComplete(replies, stats, timeout);
+                daemonOk = daemonRc == 0;
+                if (daemonRc is null) stats.Outcome = $"the agent did not report every page in within {timeout.TotalSeconds:0.#} s";
+                else if (daemonRc != 0) stats.Outcome = $"the destination's lazy-pages daemon reported failure ({daemonRc})";
             }
             stats.TotalMs = total.Elapsed.TotalMilliseconds;
             stats.Succeeded = stats.DestinationPid != 0 && daemonOk;
@@ -350,6 +333,19 @@ public static class MigrationSource
     }
 
     /// <summary>Waits for <paramref name="task"/> up to <paramref name="timeout"/>; true if it completed successfully (a fault is an answer, not an exception).</summary>
+    /// <summary>
+    /// Waits for the agent's "complete" (its lazy-pages daemon is done) and keeps the daemon's
+    /// statistics in <paramref name="stats"/>. Returns the daemon's exit code, or null without an answer in time.
+    /// </summary>
+    private static int? AwaitComplete(AgentReplies replies, MigrationStats stats, TimeSpan timeout)
+    {
+        var complete = replies.Complete.Task;
+        if (!Succeeds(complete, timeout)) return null;
+        try { stats.DestinationDaemon = System.Text.Json.Nodes.JsonNode.Parse(complete.Result.Stats); }
+        catch (System.Text.Json.JsonException) { Log.W("migrate: the agent's daemon statistics were not JSON"); }
+        return complete.Result.Rc;
+    }
+
     private static bool Succeeds(Task task, TimeSpan timeout)
     {
         try { task.Wait(timeout); }
