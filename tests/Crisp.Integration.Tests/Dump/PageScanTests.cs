@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using Crisp.Checkpoint.Dump;
 using Crisp.Native;
 using Crisp.Native.ProcFs;
@@ -7,28 +8,19 @@ using static Crisp.TestSupport.TestProcesses;
 namespace Crisp.Integration.Tests.Dump;
 
 /// <summary>PAGEMAP_SCAN and the pagemap file must pick exactly the same pages to dump.</summary>
-public sealed class PageScanTests : IDisposable
+public sealed class PageScanTests() : LiveProcessTest("pagescan")
 {
-    private readonly string _dir = TempDir("pagescan");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in _pids) if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     [Fact]
     public void Scan_and_pagemap_agree_on_written_zero_untouched_and_cow_pages()
     {
-        string exe = Gcc.Workload("pagekinds"), data = Path.Combine(_dir, "data"), ready = Path.Combine(_dir, "ready");
+        string exe = Gcc.Workload("pagekinds"), data = Path.Combine(Dir, "data"), ready = Path.Combine(Dir, "ready");
         File.WriteAllBytes(data, new byte[64 * 1024]);
         int pid = ProcessSpawner.Spawn(new SpawnOptions
         {
             Path = exe, Argv = [exe, data, ready], Envp = ["LANG=C"],
             Stdin = StdioSource.DevNull(false), Stdout = StdioSource.DevNull(true), Stderr = StdioSource.DevNull(true),
         });
-        _pids.Add(pid);
+        Pids.Add(pid);
         var line = WaitForLine(ready, l => l.StartsWith("ready "));
         ulong anon = Convert.ToUInt64(line.Split(' ')[1], 16), file = Convert.ToUInt64(line.Split(' ')[2], 16);
         LibC.kill(pid, LibC.SIGSTOP);

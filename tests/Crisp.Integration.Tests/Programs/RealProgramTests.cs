@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Net;
@@ -20,32 +21,25 @@ namespace Crisp.Integration.Tests.Programs;
 /// runtime's defaults (W^X through /memfd:doublemapper, the diagnostics IPC socket) keeps its
 /// state and its diagnostics socket answers the ProcessInfo command.
 /// </summary>
-public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
+public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest("programs")
 {
-    private readonly string _dir = TempDir("programs");
-    private readonly List<int> _pids = [];
     private readonly List<LazyDaemon> _daemons = [];
 
-    public void Dispose()
+    protected override void AfterKill()
     {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
         foreach (var d in _daemons) d.Dispose();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
-
-    private int Track(int pid) { _pids.Add(pid); return pid; }
 
     /// <summary>Dumps (the tree is killed), then restores eagerly or through a lazy-pages daemon.</summary>
     private unsafe Action DumpAndRestore(int pid, bool lazy)
     {
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
         Assert.False(Alive(pid));
         LazyDaemon? daemon = null;
-        if (lazy) { daemon = new LazyDaemon(images, _dir); _daemons.Add(daemon); }
+        if (lazy) { daemon = new LazyDaemon(images, Dir); _daemons.Add(daemon); }
         var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = lazy });
         Assert.Equal(pid, r.Pid);
         // Called once the program was judged: every page delivered, nothing poisoned.
@@ -76,14 +70,14 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
     [InlineData(true)]
     public void Redis_keeps_its_keys_and_serves_new_clients(bool lazy)
     {
-        string log = Path.Combine(_dir, "redis.log");
+        string log = Path.Combine(Dir, "redis.log");
         int pid = -1, port = 0;
         // The port is the kernel's pick released at once: another program may take it first; then try another.
         for (int attempt = 0; attempt < 3 && pid < 0; attempt++)
         {
             port = LoopbackPort.OutsideEphemeral();
             int p = Track(SpawnLogged(log, "/usr/bin/redis-server", "--port", port.ToString(), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", _dir));
+                "--save", "", "--appendonly", "no", "--dir", Dir));
             if (WaitForRedis(port, p)) pid = p;
             else if (Alive(p)) KillAndReap(p);
         }
@@ -172,8 +166,8 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
     [InlineData(true)]
     public void Python_http_server_answers(bool lazy)
     {
-        string log = Path.Combine(_dir, "http.log");
-        string root = Path.Combine(_dir, "www");
+        string log = Path.Combine(Dir, "http.log");
+        string root = Path.Combine(Dir, "www");
         Directory.CreateDirectory(root);
         File.WriteAllText(Path.Combine(root, "hello.txt"), "served");
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", root));
@@ -226,7 +220,7 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
     [InlineData(true)]
     public void Python_asyncio_loop_with_a_socketpair_and_timers_keeps_running(bool lazy)
     {
-        string log = Path.Combine(_dir, "asyncio.log");
+        string log = Path.Combine(Dir, "asyncio.log");
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-u", "-c", AsyncioScript));
         WaitForLine(log, l => l.StartsWith("tick 20 "), timeoutMs: 30000);
         var finish = DumpAndRestore(pid, lazy);
@@ -263,11 +257,11 @@ public sealed class RealProgramTests(ITestOutputHelper output) : IDisposable
     public void Dotnet_console_app_keeps_its_state_and_its_diagnostics_socket_answers(bool lazy)
     {
         string dll = DotnetApp.Dll;
-        string log = Path.Combine(_dir, "app.log");
-        string tmp = Path.Combine(_dir, "tmp");
+        string log = Path.Combine(Dir, "app.log");
+        string tmp = Path.Combine(Dir, "tmp");
         Directory.CreateDirectory(tmp);
         // The runtime's defaults: W^X and diagnostics on. TMPDIR keeps its IPC socket in the test's directory.
-        int pid = Track(SpawnIn(log, ["PATH=/usr/bin:/bin", $"HOME={_dir}", $"TMPDIR={tmp}/", "DOTNET_CLI_TELEMETRY_OPTOUT=1"],
+        int pid = Track(SpawnIn(log, ["PATH=/usr/bin:/bin", $"HOME={Dir}", $"TMPDIR={tmp}/", "DOTNET_CLI_TELEMETRY_OPTOUT=1"],
             "/usr/bin/dotnet", dll));
         string ready = WaitForLine(log, l => l.StartsWith("ready "), timeoutMs: 60000);
         string hash = ready.Split(' ')[2];

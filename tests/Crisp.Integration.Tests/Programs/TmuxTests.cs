@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using System.Diagnostics;
 using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
@@ -16,46 +17,41 @@ namespace Crisp.Integration.Tests.Programs;
 /// tmux clients talk to the restored server through the same socket (capture-pane shows the
 /// pane as the restored server keeps drawing it).
 /// </summary>
-public sealed class TmuxTests(ITestOutputHelper output) : IDisposable
+public sealed class TmuxTests(ITestOutputHelper output) : LiveProcessTest("tmuxserver")
 {
-    private readonly string _dir = TempDir("tmuxserver");
-    private readonly List<int> _pids = [];
     private readonly List<LazyDaemon> _daemons = [];
     private static readonly string[] Env = ["PATH=/usr/bin:/bin", "LANG=C", "TERM=xterm"];
 
-    public void Dispose()
+    protected override void AfterKill()
     {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
         foreach (var d in _daemons) d.Dispose();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private string Sock => Path.Combine(_dir, "s");
+    private string Sock => Path.Combine(Dir, "s");
 
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void A_tmux_server_keeps_its_pane_running_and_answers_clients(bool lazy)
     {
-        string counter = Path.Combine(_dir, "counter");
+        string counter = Path.Combine(Dir, "counter");
         string loop = $"i=0; while :; do i=$((i+1)); echo \"tick $i\"; echo $i > {counter}; sleep 0.05; done";
         var (rc, text) = Tmux("-f", "/dev/null", "new-session", "-d", "-x", "80", "-y", "24", "/bin/sh", "-c", loop);
         Assert.True(rc == 0, $"tmux new-session: {text}");
         // The server daemonized: its pid and the pane's from the server itself.
         int server = int.Parse(TmuxOk("display-message", "-p", "#{pid}").Trim());
-        _pids.Add(server);
+        Pids.Add(server);
         int pane = int.Parse(TmuxOk("display-message", "-p", "#{pane_pid}").Trim());
-        _pids.Insert(0, pane);
+        Pids.Insert(0, pane);
         long before = WaitForCounter(counter, c => c >= 5);
         Assert.Contains("tick", TmuxOk("capture-pane", "-p"));
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = server, ImagesDir = images });
         Assert.True(WaitGone(server) && WaitGone(pane), "the dumped tmux tree is still there");
         long dumped = ReadCounter(counter) ?? before;
         LazyDaemon? daemon = null;
-        if (lazy) { daemon = new LazyDaemon(images, _dir); _daemons.Add(daemon); }
+        if (lazy) { daemon = new LazyDaemon(images, Dir); _daemons.Add(daemon); }
         var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = lazy });
         Assert.Equal(server, r.Pid);
         Assert.Contains(pane, r.Pids);
@@ -90,7 +86,7 @@ public sealed class TmuxTests(ITestOutputHelper output) : IDisposable
     /// <summary>Runs a tmux client against the test's server socket; its exit code and output.</summary>
     private (int Rc, string Output) Tmux(params string[] args)
     {
-        string log = Path.Combine(_dir, $"client-{Guid.NewGuid():N}.log");
+        string log = Path.Combine(Dir, $"client-{Guid.NewGuid():N}.log");
         int pid = ProcessSpawner.Spawn(new SpawnOptions
         {
             Path = "/usr/bin/tmux", Argv = ["tmux", "-S", Sock, .. args], Envp = Env,

@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using System.Diagnostics;
 using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
@@ -13,19 +14,10 @@ namespace Crisp.Integration.Tests.Restore;
 /// restore (RestoreCow.cs): the same physical page in both pagemaps, while the pages either
 /// process wrote or dropped are its own; both processes check their own bytes all along.
 /// </summary>
-public sealed class CowRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed class CowRestoreTests(ITestOutputHelper output) : LiveProcessTest("cow")
 {
     private const int Pages = 16;
     private static readonly int[] Differ = [3, 5, 7];
-    private readonly string _dir = TempDir("cow");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
 
     /// <summary>The pagemap entries (PFN and flags) of the workload's pages in <paramref name="pid"/>.</summary>
     private static ulong[] Pagemap(int pid, ulong addr)
@@ -46,18 +38,18 @@ public sealed class CowRestoreTests(ITestOutputHelper output) : IDisposable
     public unsafe void Pages_a_child_shares_with_its_parent_stay_shared_and_the_written_ones_stay_apart()
     {
         string bin = Gcc.Workload("cowpages");
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, bin);
-        _pids.Add(pid);
+        Pids.Add(pid);
         ulong addr = Convert.ToUInt64(WaitForLine(log, l => l.StartsWith("addr "))["addr 0x".Length..], 16);
         int child = int.Parse(WaitForLine(log, l => l.StartsWith("child "))["child ".Length..]);
-        _pids.Add(child);
+        Pids.Add(child);
         WaitForLine(log, l => l == "ok c 1");
         WaitForLine(log, l => l == "ok p 1");
         var expected = Enumerable.Range(0, Pages).Except(Differ).ToList();
         Assert.Equal(expected, Shared(Pagemap(pid, addr), Pagemap(child, addr)));
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);

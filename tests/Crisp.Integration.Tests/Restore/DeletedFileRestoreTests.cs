@@ -17,28 +17,23 @@ namespace Crisp.Integration.Tests.Restore;
 /// what the program sees after the restore; and the refusals: locks without --file-locks, a
 /// ghost above --ghost-limit, a pty master.
 /// </summary>
-public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : LiveProcessTest("deletedfiles")
 {
-    private readonly string _dir = TempDir("deletedfiles");
-    private readonly List<int> _pids = [];
     private readonly List<IDisposable> _daemons = [];
 
-    public void Dispose()
+    protected override void AfterKill()
     {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
         foreach (var d in _daemons) d.Dispose();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
     private (int Pid, string Log, string Work) Start()
     {
         string bin = Gcc.Workload("deletedfiles");
-        string work = Path.Combine(_dir, "work");
+        string work = Path.Combine(Dir, "work");
         Directory.CreateDirectory(work);
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, bin, work);
-        _pids.Add(pid);
+        Pids.Add(pid);
         WaitForLine(log, l => l == "tick 2");
         return (pid, log, work);
     }
@@ -54,7 +49,7 @@ public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposa
         Assert.Equal("check ghost=hello far=far! pos=3 size=1048580 blocks_small=1 nlink=0 deleted=1 map=mapped dir_nlink=0 " +
                      "fifo=queued gfifo_mode=604 lock=Y", before);
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images, FileLocks = true });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -65,7 +60,7 @@ public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposa
         Assert.True(Directory.GetFiles(images, "ghost-file-*.img").Sum(f => new FileInfo(f).Length) < 64 << 10);
         int lines = Lines(log).Length;
 
-        if (lazy) _daemons.Add(new LazyDaemon(images, _dir));
+        if (lazy) _daemons.Add(new LazyDaemon(images, Dir));
         Restorer.Restore(new RestoreOptions { ImagesDir = images, Lazy = lazy, FileLocks = true });
         WaitForLine(log, l => l.StartsWith("tick "), skip: lines);
         LibC.kill(pid, LibC.SIGUSR1);
@@ -78,13 +73,13 @@ public sealed class DeletedFileRestoreTests(ITestOutputHelper output) : IDisposa
     public void Locks_without_file_locks_and_a_ghost_above_the_limit_are_refused_and_the_process_keeps_running()
     {
         var (pid, log, _) = Start();
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img1") }));
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img1") }));
         output.WriteLine(e.Message);
         Assert.Contains("--file-locks", e.Message);
-        e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img2"), FileLocks = true, GhostLimit = 1024 }));
+        e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img2"), FileLocks = true, GhostLimit = 1024 }));
         output.WriteLine(e.Message);
         Assert.Contains("above the ghost limit of 1024", e.Message);
-        Assert.False(File.Exists(Path.Combine(_dir, "img2", ImageDir.InventoryName)), "a failed dump must not look complete");
+        Assert.False(File.Exists(Path.Combine(Dir, "img2", ImageDir.InventoryName)), "a failed dump must not look complete");
 
         Assert.Equal("0", Crisp.Native.ProcFs.Proc.Status(pid).TracerPid.ToString());
         int lines = Lines(log).Length;

@@ -19,30 +19,19 @@ namespace Crisp.Integration.Tests.Restore;
 /// timerfds, inotify and nested epolls, dumped and restored eagerly and lazily, judged by what
 /// the program itself sees afterwards; and the epoll crisp must refuse.
 /// </summary>
-public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : LiveProcessTest("eventfiles")
 {
-    private readonly string _dir = TempDir("eventfiles");
-    private readonly List<int> _pids = [];
     private readonly List<IDisposable> _daemons = [];
 
-    public void Dispose()
+    protected override void AfterKill()
     {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
         foreach (var d in _daemons) d.Dispose();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
     private string Compile(string workload)
     {
         string bin = Gcc.Workload(workload);
         return bin;
-    }
-
-    private int Track(int pid)
-    {
-        _pids.Add(pid);
-        return pid;
     }
 
     private static string FdInfo(int pid, int fd) => File.ReadAllText($"/proc/{pid}/fdinfo/{fd}");
@@ -64,17 +53,17 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
     [InlineData(true)]
     public unsafe void An_event_loop_keeps_its_counters_signals_timers_watches_and_epoll_registrations(bool lazy)
     {
-        string watched = Path.Combine(_dir, "watched");
+        string watched = Path.Combine(Dir, "watched");
         Directory.CreateDirectory(watched);
         File.WriteAllText(Path.Combine(watched, "a"), "");
         File.WriteAllText(Path.Combine(watched, "b"), "");
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = Track(SpawnLogged(log, Compile("eventfiles"), watched));
         Assert.Equal("ready wd=3", WaitForLine(log, l => l.StartsWith("ready") || l.StartsWith("BAD")));
         WaitForLine(log, l => l == "oneshot fired");
         WaitForLine(log, l => l == "tick 3");
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -88,7 +77,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
         LazyDaemon? daemon = null;
         if (lazy)
         {
-            daemon = new LazyDaemon(images, _dir);
+            daemon = new LazyDaemon(images, Dir);
             _daemons.Add(daemon);
         }
         var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, Lazy = lazy });
@@ -141,17 +130,17 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
     [Fact]
     public void An_epoll_watching_a_file_no_fd_of_its_process_holds_is_refused_and_the_tree_keeps_running()
     {
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = Track(SpawnLogged(log, Compile("epollescaped")));
         var first = WaitForLine(log, l => l.StartsWith("epoll ")).Split(' ');
         int epfd = int.Parse(first[1]);
         Track(int.Parse(first[3]));
         WaitForLine(log, l => l == "tick 3");
 
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(_dir, "img") }));
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = Path.Combine(Dir, "img") }));
         output.WriteLine(e.Message);
         Assert.Contains($"fd {epfd} is an epoll", e.Message);
-        Assert.False(File.Exists(Path.Combine(_dir, "img", ImageDir.InventoryName)), "a failed dump must not look complete");
+        Assert.False(File.Exists(Path.Combine(Dir, "img", ImageDir.InventoryName)), "a failed dump must not look complete");
 
         Assert.Equal("0", Crisp.Native.ProcFs.Proc.Status(pid).TracerPid.ToString());
         long at = LastTick(log);
@@ -162,7 +151,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
     [InlineData(true)]
     public unsafe void Memfds_and_their_mappings_keep_name_size_seals_contents_offsets_and_one_inode_per_memfd(bool lazy)
     {
-        string log = Path.Combine(_dir, "mlog");
+        string log = Path.Combine(Dir, "mlog");
         int pid = Track(SpawnLogged(log, Compile("memfdfds")));
         WaitForLine(log, l => l == "tick 2");
         LibC.kill(pid, LibC.SIGUSR1);
@@ -170,7 +159,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
         Assert.Contains("head=hello memfd tail=tail m2=x same_inode=1 shared_bytes=1 dup_shares_offset=1", before);
         Assert.Contains("map=hello map_shared=1 priv=P", before);
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         int st;
         LibC.waitpid(pid, &st, 0);
@@ -178,7 +167,7 @@ public sealed partial class EventFileRestoreTests(ITestOutputHelper output) : ID
             Crit.DecodeNode(Path.Combine(images, f!));
         int lines = Lines(log).Length;
 
-        if (lazy) _daemons.Add(new LazyDaemon(images, _dir));
+        if (lazy) _daemons.Add(new LazyDaemon(images, Dir));
         Restorer.Restore(new RestoreOptions { ImagesDir = images, Lazy = lazy });
         WaitForLine(log, l => l.StartsWith("tick "), skip: lines);
         LibC.kill(pid, LibC.SIGUSR1);

@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Support;
@@ -14,23 +15,8 @@ namespace Crisp.Integration.Tests.Restore;
 /// <see cref="ProcessSnapshot.Differs"/> explains; and the state only the process itself can
 /// read (capability sets, prctl flags, timers, ...) is what it reads after the restore.
 /// </summary>
-public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
+public sealed class ProcessStateTests(ITestOutputHelper output) : LiveProcessTest("procstate")
 {
-    private readonly string _dir = TempDir("procstate");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in _pids) if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
-    private int Track(int pid)
-    {
-        _pids.Add(pid);
-        return pid;
-    }
-
     /// <summary>
     /// Snapshot with the tree frozen by the dump, dump (killing), reap, restore with the same pid,
     /// snapshot: the differences not explained. A workload that appends to <paramref name="log"/>
@@ -40,7 +26,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     {
         var logFds = log == null ? [] : Crisp.Native.ProcFs.Proc.Fds(pid).Where(fd => Crisp.Native.ProcFs.Proc.FdTarget(pid, fd) == log).ToHashSet();
         bool explained(string key) => logFds.Any(fd => key == $"fd {fd}.pos");
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         ProcessSnapshot? before = null;
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images, Frozen = () => before = ProcessSnapshot.Take(pid) });
         int st;
@@ -81,7 +67,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Capabilities_prctl_flags_scheduling_loginuid_membarrier_timers_and_file_owners_come_back_as_they_were()
     {
-        string bin = Gcc.Workload("procstate"), log = Path.Combine(_dir, "log");
+        string bin = Gcc.Workload("procstate"), log = Path.Combine(Dir, "log");
         int pid = Track(SpawnLogged(log, bin, log));
         WaitForLine(log, l => l.StartsWith("ready") || l.StartsWith("error"));
         Assert.DoesNotContain(Lines(log), l => l.StartsWith("error"));
@@ -106,7 +92,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     {
         using var tmp = new Crisp.TestSupport.TempDir();
         using var m = new Memtouch(tmp, 8, threads: 2);
-        _pids.Add(m.Pid);
+        Pids.Add(m.Pid);
         Assert.Empty(DumpRestoreDiff(m.Pid, m.LogPath));
         Assert.StartsWith("check ok", m.Check(m.Pid));
     }
@@ -114,7 +100,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void Python3_looks_the_same_from_outside_after_the_restore()
     {
-        string log = Path.Combine(_dir, "py.log");
+        string log = Path.Combine(Dir, "py.log");
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-c",
             "import sys, time\nprint('ready', flush=True)\nn = 0\nwhile True:\n    n += 1\n    print('tick', n, flush=True)\n    time.sleep(0.02)\n"));
         WaitForLine(log, l => l.StartsWith("tick 5"));
@@ -140,7 +126,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     /// </summary>
     private unsafe List<string> DumpRestoreTreeDiff(int root, int expectedProcesses, string log)
     {
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         var before = new Dictionary<int, ProcessSnapshot>();
         var logFds = new Dictionary<int, HashSet<int>>();
         Dumper.Dump(new DumpOptions
@@ -155,7 +141,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
                 }
             },
         });
-        foreach (var pid in before.Keys) _pids.Add(pid);
+        foreach (var pid in before.Keys) Pids.Add(pid);
         Assert.Equal(expectedProcesses, before.Count);
         int st;
         LibC.waitpid(root, &st, 0);
@@ -184,7 +170,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_bash_tree_with_a_pipeline_looks_the_same_from_outside_after_the_restore()
     {
-        string log = Path.Combine(_dir, "bash.log");
+        string log = Path.Combine(Dir, "bash.log");
         // bash, a sleep it reads from (read -t on its silent pipe is bash's own sleep), and a pipeline
         // of two subshells; the reader appends every line to the log.
         int root = Track(SpawnLogged(log, "/bin/bash", "-c",
@@ -200,7 +186,7 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_python3_parent_and_child_keep_sharing_anonymous_memory_after_the_restore()
     {
-        string log = Path.Combine(_dir, "pyshm.log");
+        string log = Path.Combine(Dir, "pyshm.log");
         // The child counts in a MAP_SHARED|MAP_ANONYMOUS page (zdtm maps01's kind); the parent prints what it reads there.
         int root = Track(SpawnLogged(log, "/usr/bin/python3", "-c",
             "import mmap, os, struct, time\n" +
@@ -227,11 +213,11 @@ public sealed class ProcessStateTests(ITestOutputHelper output) : IDisposable
     public void State_the_image_cannot_carry_is_refused_at_dump_and_the_process_keeps_running(string setup, string named)
     {
         if (setup.Contains("affinity") && Environment.ProcessorCount < 2) return; // nothing to narrow
-        string log = Path.Combine(_dir, "refused.log");
+        string log = Path.Combine(Dir, "refused.log");
         int pid = Track(SpawnLogged(log, "/usr/bin/python3", "-c",
             $"import ctypes, os, time\n{setup}\nn = 0\nwhile True:\n    n += 1\n    print('tick', n, flush=True)\n    time.sleep(0.02)\n"));
         WaitForLine(log, l => l.StartsWith("tick 3"));
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images }));
         output.WriteLine(e.Message);
         Assert.Contains(named, e.Message);

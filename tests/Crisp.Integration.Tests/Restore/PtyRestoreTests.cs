@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Lazy;
@@ -16,19 +17,14 @@ namespace Crisp.Integration.Tests.Restore;
 /// and the child's SIGHUP when the master is closed. And the refusal: a master whose session
 /// leader is outside the dumped tree.
 /// </summary>
-public sealed class PtyRestoreTests(ITestOutputHelper output) : IDisposable
+public sealed class PtyRestoreTests(ITestOutputHelper output) : LiveProcessTest("ptypairs")
 {
-    private readonly string _dir = TempDir("ptypairs");
-    private readonly List<int> _pids = [];
     private readonly List<LazyDaemon> _daemons = [];
     private static readonly string Script = Path.Combine(Repo.Workloads, "ptypair.py");
 
-    public void Dispose()
+    protected override void AfterKill()
     {
-        foreach (var pid in Enumerable.Reverse(_pids))
-            if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
         foreach (var d in _daemons) d.Dispose();
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
     [Theory]
@@ -36,20 +32,20 @@ public sealed class PtyRestoreTests(ITestOutputHelper output) : IDisposable
     [InlineData(true)]
     public void A_pty_pair_keeps_its_state_session_and_queued_bytes(bool lazy)
     {
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, "/usr/bin/python3", Script, log, "pair");
-        _pids.Add(pid);
+        Pids.Add(pid);
         int child = int.Parse(WaitForLine(log, l => l.StartsWith("ready child ")).Split(' ')[2]);
-        _pids.Insert(0, child);
+        Pids.Insert(0, child);
         WaitForLine(log, l => l == "tick 3");
         ulong ctty = (uint)Proc.Stat(child).TtyNr;
         Assert.Equal(TtyKind.PtySlave, Tty.Classify(ctty).Kind);
 
-        string images = Path.Combine(_dir, "img");
+        string images = Path.Combine(Dir, "img");
         Dumper.Dump(new DumpOptions { Pid = pid, ImagesDir = images });
         KillAndReap(pid);
         LazyDaemon? daemon = null;
-        if (lazy) { daemon = new LazyDaemon(images, _dir); _daemons.Add(daemon); }
+        if (lazy) { daemon = new LazyDaemon(images, Dir); _daemons.Add(daemon); }
         var r = Restorer.Restore(new RestoreOptions { ImagesDir = images, Detached = true, Lazy = lazy });
         Assert.Equal(new[] { pid, child }.Order(), r.Pids.Order());
 
@@ -74,15 +70,15 @@ public sealed class PtyRestoreTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void A_master_whose_session_leader_is_outside_the_tree_is_refused_and_the_process_keeps_running()
     {
-        string log = Path.Combine(_dir, "log");
+        string log = Path.Combine(Dir, "log");
         int pid = SpawnLogged(log, "/usr/bin/python3", Script, log, "outside");
-        _pids.Add(pid);
+        Pids.Add(pid);
         int child = int.Parse(WaitForLine(log, l => l.StartsWith("child ")).Split(' ')[1]);
-        _pids.Insert(0, child);
+        Pids.Insert(0, child);
         var g = WaitForLine(log, l => l.StartsWith("grandchild ")).Split(' ');
         int grandchild = int.Parse(g[1]);
-        _pids.Insert(0, grandchild);
-        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = grandchild, ImagesDir = Path.Combine(_dir, "img") }));
+        Pids.Insert(0, grandchild);
+        var e = Assert.Throws<CrispException>(() => Dumper.Dump(new DumpOptions { Pid = grandchild, ImagesDir = Path.Combine(Dir, "img") }));
         output.WriteLine(e.Message);
         Assert.Contains($"fd {g[3]} (/dev/ptmx)", e.Message);
         Assert.Contains($"controlling terminal of session {child}", e.Message);

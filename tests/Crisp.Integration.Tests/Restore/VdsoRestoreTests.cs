@@ -1,3 +1,4 @@
+using Crisp.TestSupport;
 using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
 using Crisp.Images;
@@ -14,25 +15,16 @@ namespace Crisp.Integration.Tests.Restore;
 /// with its entry points jumping into this kernel's. ForceVdsoProxy takes that path on any
 /// machine; the CRIU reference images (another kernel build) take it for real.
 /// </summary>
-public sealed class VdsoRestoreTests : IDisposable
+public sealed class VdsoRestoreTests() : LiveProcessTest("vdso")
 {
-    private readonly string _dir = TempDir("vdso");
-    private readonly List<int> _pids = [];
-
-    public void Dispose()
-    {
-        foreach (var pid in _pids) if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        try { Directory.Delete(_dir, true); } catch (IOException) { }
-    }
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public unsafe void Cached_vdso_pointers_give_correct_time_after_a_forced_proxy_restore(bool lazy)
     {
-        string bin = Gcc.Workload("vdsocache"), log = Path.Combine(_dir, "log"), images = Path.Combine(_dir, "img");
+        string bin = Gcc.Workload("vdsocache"), log = Path.Combine(Dir, "log"), images = Path.Combine(Dir, "img");
         int pid = SpawnLogged(log, bin, log);
-        _pids.Add(pid);
+        Pids.Add(pid);
         var ready = WaitForLine(log, l => l.StartsWith("ready "));
         Assert.EndsWith("selftest-ok", ready);
         WaitForLine(log, l => l == "tick 3");
@@ -46,15 +38,15 @@ public sealed class VdsoRestoreTests : IDisposable
         RestoredProcess r;
         if (lazy)
         {
-            using var daemon = new Crisp.Integration.Tests.Lazy.LazyDaemon(images, _dir);
+            using var daemon = new Crisp.Integration.Tests.Lazy.LazyDaemon(images, Dir);
             r = Restorer.Restore(new RestoreOptions { ImagesDir = images, Lazy = true, ForceVdsoProxy = true });
-            _pids.Add(r.Pid);
+            Pids.Add(r.Pid);
             Assert.Equal(0, daemon.WaitExit());
         }
         else
         {
             r = Restorer.Restore(new RestoreOptions { ImagesDir = images, ForceVdsoProxy = true });
-            _pids.Add(r.Pid);
+            Pids.Add(r.Pid);
         }
 
         var maps = Proc.Maps(r.Pid);
