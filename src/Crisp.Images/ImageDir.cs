@@ -300,12 +300,3 @@ public sealed class ImageDir
             writer.Write(m);
     }
 }
-
-/// <summary>A pipe's buffered bytes as stored in pipes-data.img.</summary>
-public sealed record PipeData(PipeDataEntry Entry, byte[] Data);
-
-/// <summary>One packet (or, for a stream socket, a run of bytes) queued on a socket, as stored in sk-queues.img.</summary>
-public sealed record SkPacket(SkPacketEntry Entry, byte[] Data);
-
-/// <summary>One established TCP connection: its tcp_stream_entry and the bytes of its queues.</summary>
-public sealed record TcpStream(TcpStreamEntry Entry, byte[] RecvQueue, byte[] SendQueue);

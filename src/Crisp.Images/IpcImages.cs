@@ -84,12 +84,3 @@ public sealed class IpcNamespaceImage
 
     private static uint Padded(uint n) => (n + 7) & ~7u;
 }
-
-/// <summary>A semaphore set and its values.</summary>
-public sealed record IpcSemSet(IpcSemEntry Entry, ushort[] Values);
-
-/// <summary>A message queue and its messages, oldest first.</summary>
-public sealed record IpcMsgQueue(IpcMsgEntry Entry)
-{
-    public List<(IpcMsg Msg, byte[] Data)> Messages { get; } = [];
-}

@@ -2,9 +2,6 @@ using Crisp.Native;
 
 namespace Crisp.Inject;
 
-/// <summary>A signal that arrived while seizing (signal-delivery-stop) and must be given back on resume.</summary>
-public readonly record struct HeldSignal(int Signo, SigInfo Info);
-
 /// <summary>
 /// One seized thread, held in a ptrace stop. Every public method marshals onto the
 /// <see cref="PtraceThread"/>, so callers may use it from any thread.

@@ -1,17 +1,5 @@
 namespace Crisp.LazyPages;
 
-/// <summary>A VMA that was registered with the uffd (private anonymous, not locked, not hugetlb, not vdso/vvar).</summary>
-public readonly record struct LazyVma(ulong Start, ulong End)
-{
-    public override string ToString() => $"{Start:x}-{End:x}";
-}
-
-/// <summary>A pagemap run: <see cref="NrPages"/> pages at <see cref="Vaddr"/> whose bytes are in the pages image.</summary>
-public readonly record struct PageRun(ulong Vaddr, ulong NrPages)
-{
-    public ulong End => Vaddr + (NrPages << 12);
-}
-
 /// <summary>
 /// What the daemon must deliver for one dumped task: its lazy VMAs and, inside them, the runs that
 /// have data in the image. Pages of a lazy VMA outside those runs are answered with zeros (they were

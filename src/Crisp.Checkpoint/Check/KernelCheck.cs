@@ -3,9 +3,6 @@ using Crisp.Native;
 
 namespace Crisp.Checkpoint.Check;
 
-/// <summary>One kernel facility crisp relies on, whether it is there, and what needs it.</summary>
-public sealed record KernelFeature(string Name, bool Present, string Detail, string NeededBy, bool Required = true);
-
 /// <summary>
 /// What `crisp check` asks the kernel, like `criu check`: each probe makes the real call
 /// and records the answer; <see cref="Evaluate"/> turns the raw answers into a verdict.
@@ -135,7 +132,7 @@ public static unsafe class KernelCheck
             category_inverted, category_mask, category_anyof_mask, return_mask;
     }
 
-    private const ulong PAGEMAP_SCAN = 0xC0606610, PAGE_IS_PRESENT = 1 << 3;
+    private const ulong PAGE_IS_PRESENT = 1 << 3;
 
     private static int ProbePagemapScan()
     {
@@ -153,7 +150,7 @@ public static unsafe class KernelCheck
                 size = (ulong)sizeof(pm_scan_arg), start = (ulong)page, end = (ulong)page + 4096,
                 vec = (ulong)regions, vec_len = 1, category_anyof_mask = PAGE_IS_PRESENT, return_mask = PAGE_IS_PRESENT,
             };
-            int rc = LibC.ioctl(fd, PAGEMAP_SCAN, &arg);
+            int rc = LibC.ioctl(fd, LibC.PAGEMAP_SCAN, &arg);
             err = rc < 0 ? Errno.Last : rc == 1 && regions[0] == (ulong)page ? 0 : Errno.EINVAL;
             LibC.close(fd);
         }

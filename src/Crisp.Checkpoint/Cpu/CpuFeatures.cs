@@ -5,21 +5,6 @@ using Crisp.Native;
 
 namespace Crisp.Checkpoint.Cpu;
 
-/// <summary>CRIU's --cpu-cap: which checks a restore makes of the dumped CPU against this one.</summary>
-[Flags]
-public enum CpuCap
-{
-    None = 0,
-    /// <summary>FPU state: FPU, FXSR, OSXSAVE, XSAVES present; XSAVE features a subset; XSAVE area size equal.</summary>
-    Fpu = 1,
-    /// <summary>Strict: every feature word equal.</summary>
-    Cpu = 2,
-    /// <summary>Instruction sets: every instruction feature the dump's CPU had (SSE4.2, AVX2, AVX-512, …) present here.</summary>
-    Ins = 4,
-    All = Fpu | Cpu | Ins,
-    Default = Fpu | Ins,
-}
-
 /// <summary>
 /// The CPU a process ran on, as CRIU's cpuinfo.img records it (criu/arch/x86/cpu.c): vendor,
 /// family, model, stepping, 19 feature words in CRIU's word order (raw CPUID registers; the

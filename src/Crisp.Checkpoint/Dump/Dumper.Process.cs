@@ -76,7 +76,7 @@ public static partial class Dumper
             dumpable = (int)sys.Check("prctl(PR_GET_DUMPABLE)", LibC.SYS_prctl, LibC.PR_GET_DUMPABLE);
             thpDisabled = sys.Check("prctl(PR_GET_THP_DISABLE)", LibC.SYS_prctl, LibC.PR_GET_THP_DISABLE) != 0;
             // The MEMBARRIER_CMD_REGISTER_* bits this mm has (Linux 6.3+); restore issues each again.
-            membarriers = (uint)sys.Check("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
+            membarriers = (uint)sys.Check("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", LibC.SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
             if (readUts) uts = ReadUts(sys);
         }
         if (membarriers != 0) cores[pid].Tc.MembarrierRegistrationMask = membarriers;

@@ -23,7 +23,6 @@ namespace Crisp.Checkpoint.Dump;
 /// </summary>
 public static partial class Dumper
 {
-    private const long SYS_membarrier = 324;
     private const int MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
 
     public static DumpResult Dump(DumpOptions options)

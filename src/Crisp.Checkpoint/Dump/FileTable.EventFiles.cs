@@ -18,9 +18,7 @@ namespace Crisp.Checkpoint.Dump;
 /// </summary>
 internal sealed unsafe partial class FileTable
 {
-    private const long SYS_open_by_handle_at = 304;
     private const int KCMP_EPOLL_TFD = 7;
-    private const int EFD_SEMAPHORE = 1;
 
     private static FdTypes? AnonKind(string link) => link switch
     {
@@ -50,7 +48,7 @@ internal sealed unsafe partial class FileTable
                     Type = kind, Id = id,
                     Efd = new EventfdFileEntry
                     {
-                        Id = id, Flags = (uint)(flags | (semaphore ? EFD_SEMAPHORE : 0)), Fown = NoOwner(),
+                        Id = id, Flags = (uint)(flags | (semaphore ? LibC.EFD_SEMAPHORE : 0)), Fown = NoOwner(),
                         Counter = ulong.Parse(Field("eventfd-count"), NumberStyles.HexNumber, CultureInfo.InvariantCulture),
                     },
                 };
@@ -313,7 +311,7 @@ internal sealed unsafe partial class FileTable
         {
             int target;
             fixed (byte* h = fh)
-                target = (int)LibC.Syscall(SYS_open_by_handle_at, mfd, (long)h, LibC.O_PATH | LibC.O_CLOEXEC);
+                target = (int)LibC.Syscall(LibC.SYS_open_by_handle_at, mfd, (long)h, LibC.O_PATH | LibC.O_CLOEXEC);
             if (target < 0)
             {
                 if (Errno.Last == 116) // ESTALE

@@ -98,7 +98,7 @@ internal sealed unsafe partial class FileTable
 
     private const long SYS_readlinkat = 267;
 
-    /// <summary>The bytes of a deleted regular file: whole, or its data extents (SEEK_DATA/SEEK_HOLE).</summary>
+    /// <summary>The bytes of a deleted regular file: whole, or its data extents (LibC.SEEK_DATA/LibC.SEEK_HOLE).</summary>
     private static List<(long, byte[])> GhostData(int fd, long size, bool chunks, string where)
     {
         var runs = new List<(long, byte[])>();

@@ -13,7 +13,7 @@ namespace Crisp.Checkpoint.Dump;
 /// </summary>
 internal sealed unsafe partial class FileTable
 {
-    private const int F_GET_SEALS = 1034, SEEK_DATA = 3, SEEK_HOLE = 4;
+    private const int F_GET_SEALS = 1034;
     /// <summary>
     /// pages-N ids of memfd contents start here, far above the ones process pagemaps get (a page
     /// server allocates those on its side during a remote dump).
@@ -99,7 +99,7 @@ internal sealed unsafe partial class FileTable
         return inode;
     }
 
-    /// <summary>The memfd's data extents (SEEK_DATA/SEEK_HOLE), in whole pages, all-zero pages left out.</summary>
+    /// <summary>The memfd's data extents (LibC.SEEK_DATA/LibC.SEEK_HOLE), in whole pages, all-zero pages left out.</summary>
     private static List<(long, byte[])> ReadData(int fd, long size, string where)
     {
         const int Page = LibC.PageSize;
@@ -109,9 +109,9 @@ internal sealed unsafe partial class FileTable
         var page = new byte[Page];
         while (at < end)
         {
-            long data = LibC.lseek(fd, at, SEEK_DATA);
+            long data = LibC.lseek(fd, at, LibC.SEEK_DATA);
             if (data < 0) break; // ENXIO: no data from here on
-            long hole = Math.Min(Errno.Check(LibC.lseek(fd, data, SEEK_HOLE), "lseek(SEEK_HOLE)", where), end);
+            long hole = Math.Min(Errno.Check(LibC.lseek(fd, data, LibC.SEEK_HOLE), "lseek(SEEK_HOLE)", where), end);
             for (long off = data / Page * Page; off < hole; off += Page)
             {
                 Array.Clear(page);

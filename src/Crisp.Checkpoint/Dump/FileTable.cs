@@ -259,10 +259,10 @@ internal sealed unsafe partial class FileTable(bool extUnixSk = false, bool tcpC
         _ => $"an unsupported file ({link})",
     };
 
-    private const int F_SETSIG = 10, F_GETSIG = 11, F_GETOWN_EX = 16, F_GETOWNER_UIDS = 17;
+    private const int F_GETSIG = 11, F_GETOWN_EX = 16, F_GETOWNER_UIDS = 17;
 
     /// <summary>
-    /// The file's owner (F_SETOWN/F_SETOWN_EX: who gets SIGIO/SIGURG), its F_SETSIG signal and the
+    /// The file's owner (F_SETOWN/F_SETOWN_EX: who gets SIGIO/SIGURG), its LibC.F_SETSIG signal and the
     /// uids recorded with the owner (the signal's permission check uses them), read from crisp on
     /// a copy of the fd: they belong to the open file description, not the fd.
     /// </summary>

@@ -5,22 +5,21 @@ using Crisp.Native;
 namespace Crisp.Checkpoint.Dump;
 
 /// <summary>
-/// Guard regions (madvise MADV_GUARD_INSTALL, Linux 6.13): page ranges inside a VMA whose
+/// Guard regions (madvise LibC.MADV_GUARD_INSTALL, Linux 6.13): page ranges inside a VMA whose
 /// access raises SIGSEGV, kept as markers in the page tables, not as VMAs. As CRIU records
-/// them, each range found by PAGEMAP_SCAN (category PAGE_IS_GUARD, Linux 6.14+) becomes a
+/// them, each range found by LibC.PAGEMAP_SCAN (category PAGE_IS_GUARD, Linux 6.14+) becomes a
 /// pseudo-VMA with status VMA_AREA_GUARD at the end of mm.vmas; restore installs them again
-/// with MADV_GUARD_INSTALL once the memory is in (Restore/RestoreGuards.cs). Their pages are
+/// with LibC.MADV_GUARD_INSTALL once the memory is in (Restore/RestoreGuards.cs). Their pages are
 /// never read: a guard marker holds none.
 /// </summary>
 internal static unsafe class GuardRegions
 {
-    private const int MADV_GUARD_INSTALL = 102;
     /// <summary>x86-64's user address space: TASK_SIZE with 4-level page tables (5-level has more, and guards there are found too when the scan goes on).</summary>
     private const ulong TaskSize = 0x7ffffffff000;
 
     private static readonly Lazy<bool> ScanKnowsGuards = new(Probe);
 
-    /// <summary>PAGE_IS_GUARD when the kernel's PAGEMAP_SCAN knows it (an unknown bit is EINVAL), else 0.</summary>
+    /// <summary>PAGE_IS_GUARD when the kernel's LibC.PAGEMAP_SCAN knows it (an unknown bit is EINVAL), else 0.</summary>
     public static ulong ScanMask => ScanKnowsGuards.Value ? LibC.PAGE_IS_GUARD : 0;
 
     /// <summary>The guard ranges of <paramref name="pid"/> as VMA_AREA_GUARD entries, in address order.</summary>
@@ -103,7 +102,7 @@ internal static unsafe class GuardRegions
     {
         nint page = LibC.mmap(0, LibC.PageSize, LibC.PROT_READ, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS, -1, 0);
         if (page == LibC.MAP_FAILED) return false;
-        try { return LibC.madvise(page, LibC.PageSize, MADV_GUARD_INSTALL) == 0; }
+        try { return LibC.madvise(page, LibC.PageSize, LibC.MADV_GUARD_INSTALL) == 0; }
         finally { LibC.munmap(page, LibC.PageSize); }
     });
 }

@@ -21,7 +21,6 @@ namespace Crisp.Checkpoint.Dump;
 /// </summary>
 internal sealed unsafe class SeccompDump
 {
-    private const int SECCOMP_MODE_STRICT = 1, SECCOMP_MODE_FILTER = 2;
     private const ulong SECCOMP_FILTER_FLAG_TSYNC = 1, SECCOMP_FILTER_FLAG_NEW_LISTENER = 8;
     private const int BPF_MAXINSNS = 4096, SockFilterSize = 8;
 
@@ -41,19 +40,19 @@ internal sealed unsafe class SeccompDump
             if (!task.SeccompSuspended)
                 throw new CrispException($"thread {task.Tid} of {proc.Pid} entered seccomp mode {mode} while crisp seized it; dump again");
             // ptrace requests only work from the thread that seized the task.
-            chains.Add((task, mode, mode == SECCOMP_MODE_FILTER ? task.Thread.Invoke(() => ReadChain(proc.Pid, task.Tid)) : []));
+            chains.Add((task, mode, mode == LibC.SECCOMP_MODE_FILTER ? task.Thread.Invoke(() => ReadChain(proc.Pid, task.Tid)) : []));
         }
         if (chains.Count == 0) return;
 
         // CRIU's TSYNC rule: every thread in filter mode with one equal chain → the leader's, with TSYNC.
-        bool tsync = chains.Count == proc.Tasks.Count && chains.All(c => c.Mode == SECCOMP_MODE_FILTER)
+        bool tsync = chains.Count == proc.Tasks.Count && chains.All(c => c.Mode == LibC.SECCOMP_MODE_FILTER)
                      && chains.All(c => SameChain(c.Chain, chains[0].Chain)) && proc.Tasks.Count > 1;
         foreach (var (task, mode, chain) in chains)
         {
             var tc = cores[task.Tid].ThreadCore;
             if (tsync && task.Tid != proc.Pid) continue;
             tc.SeccompMode = (SeccompMode)mode;
-            if (mode != SECCOMP_MODE_FILTER) continue;
+            if (mode != LibC.SECCOMP_MODE_FILTER) continue;
             // Newest first: each older filter's prev is the index of the newer one written before it.
             int first = Entry.SeccompFilters.Count;
             for (int i = chain.Count - 1; i >= 0; i--)

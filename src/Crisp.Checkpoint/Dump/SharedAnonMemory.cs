@@ -10,11 +10,10 @@ namespace Crisp.Checkpoint.Dump;
 /// images each VMA names the object by its inode (vma.shmid) and carries no pages of its own;
 /// the object's bytes are written once, to pagemap-shmem-SHMID.img, with offsets into the
 /// object as addresses. They are read through /proc/PID/map_files of the first VMA seen, which
-/// opens the object itself (SEEK_DATA/SEEK_HOLE skip what was never touched).
+/// opens the object itself (LibC.SEEK_DATA/LibC.SEEK_HOLE skip what was never touched).
 /// </summary>
 internal sealed unsafe class SharedAnonMemory
 {
-    private const int SEEK_DATA = 3, SEEK_HOLE = 4;
     /// <summary>pages-N ids of shared anonymous contents start here (memfds' start at FileTable.MemfdPagesIdBase).</summary>
     public const uint PagesIdBase = 0x53000000;
 
@@ -54,9 +53,9 @@ internal sealed unsafe class SharedAnonMemory
         var buf = new byte[Chunk];
         for (long at = 0; at < end;)
         {
-            long data = LibC.lseek(fd, at, SEEK_DATA);
+            long data = LibC.lseek(fd, at, LibC.SEEK_DATA);
             if (data < 0) break; // ENXIO: no data from here on
-            long hole = Math.Min(Errno.Check(LibC.lseek(fd, data, SEEK_HOLE), "lseek(SEEK_HOLE)", where), end);
+            long hole = Math.Min(Errno.Check(LibC.lseek(fd, data, LibC.SEEK_HOLE), "lseek(SEEK_HOLE)", where), end);
             hole = (hole + Page - 1) / Page * Page;
             for (long off = data / Page * Page; off < hole;)
             {

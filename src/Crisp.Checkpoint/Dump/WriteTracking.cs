@@ -11,7 +11,7 @@ namespace Crisp.Checkpoint.Dump;
  * This kernel has no soft-dirty bits. What it has is userfaultfd write-protection in async mode
  * (UFFD_FEATURE_WP_ASYNC, Linux 6.7): on a VMA registered with UFFDIO_REGISTER_MODE_WP, a write
  * to a write-protected page is resolved by the kernel itself (no event, no reader), and the page
- * reads as PAGE_IS_WRITTEN in PAGEMAP_SCAN until PAGEMAP_SCAN with PM_SCAN_WP_MATCHING protects
+ * reads as PAGE_IS_WRITTEN in LibC.PAGEMAP_SCAN until LibC.PAGEMAP_SCAN with PM_SCAN_WP_MATCHING protects
  * it again. So:
  *
  *   - pre-dump (and any dump that leaves the tree running) makes, while the tree is frozen, a
@@ -173,7 +173,7 @@ internal static unsafe class WriteTracking
         return tracked;
     }
 
-    /// <summary>PAGEMAP_SCAN with PM_SCAN_WP_MATCHING over the written pages: all of them are write-protected again.</summary>
+    /// <summary>LibC.PAGEMAP_SCAN with PM_SCAN_WP_MATCHING over the written pages: all of them are write-protected again.</summary>
     private static void WriteProtect(int pid, List<(ulong Start, ulong End)> ranges)
     {
         string path = $"/proc/{pid}/pagemap";

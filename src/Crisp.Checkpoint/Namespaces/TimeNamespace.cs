@@ -76,11 +76,10 @@ internal static class TimeNamespace
     private static unsafe long Now(int clock)
     {
         long* ts = stackalloc long[2];
-        Errno.Check(LibC.Syscall(SYS_clock_gettime, clock, (long)ts), "clock_gettime", $"clock {clock}");
+        Errno.Check(LibC.Syscall(LibC.SYS_clock_gettime, clock, (long)ts), "clock_gettime", $"clock {clock}");
         return ts[0] * 1_000_000_000 + ts[1];
     }
 
-    private const long SYS_clock_gettime = 228;
 
     /// <summary>/proc/ENTRY/timens_offsets: "monotonic SEC NSEC" and "boottime SEC NSEC", in ns.</summary>
     private static (long Monotonic, long Boottime) Offsets(string procEntry)

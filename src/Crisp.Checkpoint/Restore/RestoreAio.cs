@@ -63,7 +63,7 @@ internal sealed unsafe partial class RestoreSession
 
         // The events, whatever the process had not read yet; the header stays the kernel's but for head (set above).
         RemoteMemory.Write(p.Pid, ctx + AioRings.HeaderSize, old.AsSpan(AioRings.HeaderSize));
-        long r = leader.Check(Code, $"mremap {what}", SYS_mremap, (long)ctx, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)ring.Id);
+        long r = leader.Check(Code, $"mremap {what}", LibC.SYS_mremap, (long)ctx, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)ring.Id);
         if ((ulong)r != ring.Id) throw new CrispException($"{what}: mremap put the ring at 0x{r:x}");
         Log.D($"{what}: restored (head {head}, tail {tail}, {nr} events)");
     }

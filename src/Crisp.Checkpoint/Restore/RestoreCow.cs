@@ -23,7 +23,7 @@ namespace Crisp.Checkpoint.Restore;
 /// Not under --lazy-pages: lazy VMAs are registered with a userfaultfd per process and filled
 /// by the daemon, so nothing of them exists in the parent to inherit at fork time; each
 /// process then gets its pages apart (correct contents, not shared). Not for VMAs that are
-/// mlock'ed, hugetlb, MADV_DONTFORK or MADV_WIPEONFORK (fork does not pass them on as they are).
+/// mlock'ed, hugetlb, MADV_DONTFORK or LibC.MADV_WIPEONFORK (fork does not pass them on as they are).
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {

@@ -21,10 +21,8 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const long SYS_signalfd4 = 289, SYS_eventfd2 = 290, SYS_epoll_create1 = 291, SYS_epoll_ctl = 233,
-        SYS_timerfd_create = 283, SYS_timerfd_settime = 286, SYS_clock_gettime = 228,
-        SYS_inotify_init1 = 294, SYS_inotify_add_watch = 254, SYS_open_by_handle_at = 304;
-    private const int EFD_SEMAPHORE = 1, TFD_TIMER_ABSTIME = 1, EPOLL_CTL_ADD = 1;
+    private const long SYS_signalfd4 = 289, SYS_eventfd2 = 290, SYS_epoll_create1 = 291, SYS_epoll_ctl = 233, SYS_timerfd_create = 283, SYS_timerfd_settime = 286, SYS_inotify_init1 = 294, SYS_inotify_add_watch = 254;
+    private const int TFD_TIMER_ABSTIME = 1, EPOLL_CTL_ADD = 1;
     private const uint TFD_IOC_SET_TICKS = 0x40085400, INOTIFY_IOC_SETNEXTWD = 0x40044900;
 
     private static bool IsEventFile(FdTypes t) =>
@@ -64,8 +62,8 @@ internal sealed unsafe partial class RestoreSession
 
     private static int MakeEventfd(EventfdFileEntry e, string what)
     {
-        // Bit 0 of flags is crisp's EFD_SEMAPHORE mark (see eventfd.proto).
-        int fd = Made(LibC.Syscall(SYS_eventfd2, 0, LibC.O_CLOEXEC | ((e.Flags & EFD_SEMAPHORE) != 0 ? EFD_SEMAPHORE : 0)),
+        // Bit 0 of flags is crisp's LibC.EFD_SEMAPHORE mark (see eventfd.proto).
+        int fd = Made(LibC.Syscall(SYS_eventfd2, 0, LibC.O_CLOEXEC | ((e.Flags & LibC.EFD_SEMAPHORE) != 0 ? LibC.EFD_SEMAPHORE : 0)),
             "eventfd2", what, e.Flags);
         try
         {
@@ -100,7 +98,7 @@ internal sealed unsafe partial class RestoreSession
                 {
                     // The image holds the time left: an absolute timer is re-armed absolute, due that long from now.
                     long* now = stackalloc long[2];
-                    Errno.Check(LibC.Syscall(SYS_clock_gettime, e.Clockid, (long)now), "clock_gettime", what);
+                    Errno.Check(LibC.Syscall(LibC.SYS_clock_gettime, e.Clockid, (long)now), "clock_gettime", what);
                     long ns = now[1] + its[3];
                     its[2] += now[0] + ns / 1_000_000_000;
                     its[3] = ns % 1_000_000_000;
@@ -174,7 +172,7 @@ internal sealed unsafe partial class RestoreSession
                 BinaryPrimitives.WriteInt32LittleEndian(raw.AsSpan(4), (int)fh.Type);
                 handle.CopyTo(raw, 8);
                 int target;
-                fixed (byte* h = raw) target = (int)LibC.Syscall(SYS_open_by_handle_at, mfd, (long)h, LibC.O_PATH | LibC.O_CLOEXEC);
+                fixed (byte* h = raw) target = (int)LibC.Syscall(LibC.SYS_open_by_handle_at, mfd, (long)h, LibC.O_PATH | LibC.O_CLOEXEC);
                 LibC.close(mfd);
                 if (target >= 0)
                 {

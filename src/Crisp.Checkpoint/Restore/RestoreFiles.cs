@@ -29,8 +29,8 @@ internal sealed unsafe partial class RestoreSession
     {
         // Nothing of the stub's fds stays, except the inherited ones at _extraBase...
         int extraEnd = _extraBase + _extraCrispFds.Count;
-        t.Check(Code, "close_range", SYS_close_range, 0, _extraBase - 1, 0);
-        t.Check(Code, "close_range", SYS_close_range, extraEnd, uint.MaxValue, 0);
+        t.Check(Code, "close_range", LibC.SYS_close_range, 0, _extraBase - 1, 0);
+        t.Check(Code, "close_range", LibC.SYS_close_range, extraEnd, uint.MaxValue, 0);
 
         var placed = new Dictionary<uint, int>();              // file id → first fd holding it
         var pipes = new Dictionary<uint, (int R, int W)>();     // pipe_id → temporary ends in the task
@@ -105,14 +105,14 @@ internal sealed unsafe partial class RestoreSession
             if (r >= 0) t.Call(Code, LibC.SYS_close, r);
             if (w >= 0) t.Call(Code, LibC.SYS_close, w);
         }
-        if (_extraCrispFds.Count > 0) t.Check(Code, "close_range", SYS_close_range, _extraBase, extraEnd - 1, 0);
+        if (_extraCrispFds.Count > 0) t.Check(Code, "close_range", LibC.SYS_close_range, _extraBase, extraEnd - 1, 0);
     }
 
-    private const int F_SETSIG = 10, F_SETOWN_EX = 15, O_ASYNC = 0x2000;
+    private const int F_SETOWN_EX = 15, O_ASYNC = 0x2000;
     private readonly HashSet<uint> _configuredFiles = [];   // file ids whose status flags and owner are set
 
     /// <summary>
-    /// F_SETSIG and F_SETOWN_EX as dumped. The kernel records the caller's uid and euid with the
+    /// LibC.F_SETSIG and F_SETOWN_EX as dumped. The kernel records the caller's uid and euid with the
     /// owner (they decide whether the signal may be sent), so the owner is set with the dumped
     /// ones: setresuid around the call, with SECURE_NO_SETUID_FIXUP so the task keeps its
     /// capabilities for the way back (the creds step sets the dumped securebits later).
@@ -120,7 +120,7 @@ internal sealed unsafe partial class RestoreSession
     private void RestoreOwner(RestoreTask t, int fd, FownEntry? fown)
     {
         if (fown == null) return;
-        if (fown.Signum != 0) t.Check(Code, $"fcntl(fd {fd}, F_SETSIG, {fown.Signum})", LibC.SYS_fcntl, fd, F_SETSIG, fown.Signum);
+        if (fown.Signum != 0) t.Check(Code, $"fcntl(fd {fd}, F_SETSIG, {fown.Signum})", LibC.SYS_fcntl, fd, LibC.F_SETSIG, fown.Signum);
         if (fown.Pid == 0) return;
         var scratch = new Scratch(this, t.Pid);
         Span<byte> owner = stackalloc byte[8];

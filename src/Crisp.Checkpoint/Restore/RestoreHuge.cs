@@ -26,7 +26,7 @@ namespace Crisp.Checkpoint.Restore;
  * the blocks move, then unregistered, which leaves their flags as they were.
  *
  * Only private anonymous read-write VMAs qualify (the staging area must have the same
- * protection for the move), not locked, not a stack, not marked MADV_NOHUGEPAGE and not in a
+ * protection for the move), not locked, not a stack, not marked LibC.MADV_NOHUGEPAGE and not in a
  * process that had THP disabled; a process that never used huge pages gets some, with the same
  * contents and no more memory, since only fully dumped blocks move. A kernel without
  * UFFD_FEATURE_MOVE gets the blocks page by page.
@@ -49,7 +49,7 @@ internal sealed unsafe partial class RestoreSession
         if (!_o.HugePages || (p.Mm.HasThpDisabled && p.Mm.ThpDisabled)) return false;
         if ((v.Status & VmaStatus.VMA_ANON_PRIVATE) == 0 || (v.Status & VmaStatus.VMA_AREA_STACK) != 0) return false;
         if ((v.Flags & (LibC.MAP_SHARED | LibC.MAP_GROWSDOWN | LibC.MAP_LOCKED)) != 0) return false;
-        if (v.HasMadv && (v.Madv & (1UL << MADV_NOHUGEPAGE)) != 0) return false;
+        if (v.HasMadv && (v.Madv & (1UL << LibC.MADV_NOHUGEPAGE)) != 0) return false;
         int prot = (int)v.Prot | (_writeFirst.Contains(v) ? LibC.PROT_WRITE : 0);
         return prot == (LibC.PROT_READ | LibC.PROT_WRITE);
     }
@@ -132,7 +132,7 @@ internal sealed unsafe partial class RestoreSession
             staging = (ulong)leader.Check(Code, "mmap (huge-page staging area)", LibC.SYS_mmap, 0, (long)stagingLen,
                 LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_NORESERVE, -1, 0);
             ulong stage = (staging + HugeSize - 1) & ~(HugeSize - 1);
-            leader.Check(Code, "madvise(MADV_HUGEPAGE) on the staging area", LibC.SYS_madvise, (long)stage, (long)StagingSize, MADV_HUGEPAGE);
+            leader.Check(Code, "madvise(MADV_HUGEPAGE) on the staging area", LibC.SYS_madvise, (long)stage, (long)StagingSize, LibC.MADV_HUGEPAGE);
 
             int batch = (int)(StagingSize / HugeSize);
             var mv = new byte[sizeof(LibC.uffdio_move)];

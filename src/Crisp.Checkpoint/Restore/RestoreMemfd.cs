@@ -60,8 +60,8 @@ internal sealed unsafe partial class RestoreSession
         int local = OpenMemfd(m, what, mayUseOriginal: false, openFlags);
         try
         {
-            int pidfd = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);
-            try { return (int)t.Check(Code, $"pidfd_getfd(crisp fd {local})", SYS_pidfd_getfd, pidfd, local, 0); }
+            int pidfd = (int)t.Check(Code, "pidfd_open(crisp)", LibC.SYS_pidfd_open, Environment.ProcessId, 0);
+            try { return (int)t.Check(Code, $"pidfd_getfd(crisp fd {local})", LibC.SYS_pidfd_getfd, pidfd, local, 0); }
             finally { t.Call(Code, LibC.SYS_close, pidfd); }
         }
         finally { LibC.close(local); }

@@ -10,7 +10,6 @@ namespace Crisp.Checkpoint.Restore;
 /// <summary>The address space: stub mappings out, vDSO moved, VMAs in, pages written, mm fields set.</summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const int MADV_RANDOM = 1, MADV_SEQUENTIAL = 2, MADV_MERGEABLE = 12, MADV_HUGEPAGE = 14, MADV_NOHUGEPAGE = 15, MADV_DONTDUMP = 16, MADV_WIPEONFORK = 18;
 
     private static bool IsSpecial(VmaEntry v) =>
         (v.Status & (VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_AREA_VSYSCALL)) != 0;
@@ -165,13 +164,13 @@ internal sealed unsafe partial class RestoreSession
         ulong tmp = _temp;
         foreach (var v in pieces)
         {
-            leader.Check(Code, "mremap vdso (temporary)", SYS_mremap, (long)v.Start, (long)v.Length, (long)v.Length,
+            leader.Check(Code, "mremap vdso (temporary)", LibC.SYS_mremap, (long)v.Start, (long)v.Length, (long)v.Length,
                 LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)tmp);
             moves.Add((tmp, v.Length, target(v)));
             tmp += v.Length;
         }
         foreach (var (from, len, to) in moves)
-            leader.Check(Code, "mremap vdso", SYS_mremap, (long)from, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)to);
+            leader.Check(Code, "mremap vdso", LibC.SYS_mremap, (long)from, (long)len, (long)len, LibC.MREMAP_MAYMOVE | LibC.MREMAP_FIXED, (long)to);
     }
 
     /// <summary>
@@ -327,7 +326,7 @@ internal sealed unsafe partial class RestoreSession
             Errno.CheckRaw(r, "mmap", $"VMA 0x{v.Start:x}-0x{v.End:x} in process {p.Pid}");
             if ((ulong)r != v.Start) throw new CrispException($"mmap placed VMA 0x{v.Start:x} at 0x{r:x}");
             if (v.HasMadv && v.Madv != 0)
-                foreach (int adv in new[] { MADV_RANDOM, MADV_SEQUENTIAL, MADV_MERGEABLE, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_DONTDUMP, MADV_WIPEONFORK, LibC.MADV_DONTFORK })
+                foreach (int adv in new[] { LibC.MADV_RANDOM, LibC.MADV_SEQUENTIAL, LibC.MADV_MERGEABLE, LibC.MADV_HUGEPAGE, LibC.MADV_NOHUGEPAGE, LibC.MADV_DONTDUMP, LibC.MADV_WIPEONFORK, LibC.MADV_DONTFORK })
                     if ((v.Madv & (1UL << adv)) != 0)
                         leader.Check(Code, $"madvise(0x{v.Start:x}, {adv})", LibC.SYS_madvise, (long)v.Start, (long)(v.End - v.Start), adv);
         }

@@ -21,7 +21,6 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const long SYS_setns = 308;  // SYS_pidfd_open: SharedFiles.cs
 
     private Dictionary<int, NestedPid> _nestedPids = [];                 // root-namespace tid → its pids below
 
@@ -120,8 +119,8 @@ internal sealed unsafe partial class RestoreSession
                       ?? throw new ImageException(_dir.PathOf(NestedPidsImage.Name), $"task {n.Tid}: parent_forks_into on a task that is not a live process");
             var parent = _tasks[HostPid(img.Ppid)];
             int child = PidSeenByParent(parent, n.Tid);
-            int fd = (int)parent.Check(Code, $"pidfd_open({child}) (its child {n.Tid}, init of a pid namespace)", SYS_pidfd_open, child, 0);
-            try { parent.Check(Code, $"setns(pidfd of {child}, CLONE_NEWPID) (pid_for_children)", SYS_setns, fd, (long)CLONE_NEWPID); }
+            int fd = (int)parent.Check(Code, $"pidfd_open({child}) (its child {n.Tid}, init of a pid namespace)", LibC.SYS_pidfd_open, child, 0);
+            try { parent.Check(Code, $"setns(pidfd of {child}, CLONE_NEWPID) (pid_for_children)", LibC.SYS_setns, fd, (long)CLONE_NEWPID); }
             finally { parent.Call(Code, LibC.SYS_close, fd); }
         }
     }

@@ -15,8 +15,8 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const int SYS_seccomp = 317, PR_SET_SECCOMP = 22;
-    private const int SECCOMP_SET_MODE_FILTER = 1, SECCOMP_MODE_STRICT = 1, SECCOMP_MODE_FILTER = 2;
+    private const int SYS_seccomp = 317;
+    private const int SECCOMP_SET_MODE_FILTER = 1;
     private SeccompEntry? _seccomp;
 
     private void RestoreSeccomp(ProcessImage p)
@@ -28,12 +28,12 @@ internal sealed unsafe partial class RestoreSession
             if (tc == null || !tc.HasSeccompMode || tc.SeccompMode == SeccompMode.Disabled) continue;
             var t = _tasks[tid];
             RestoreTask.Req(LibC.PTRACE_SETOPTIONS, t.Tid, 0, StubPtraceOptions | LibC.PTRACE_O_SUSPEND_SECCOMP, "PTRACE_SETOPTIONS(SUSPEND_SECCOMP)");
-            if ((int)tc.SeccompMode == SECCOMP_MODE_STRICT)
+            if ((int)tc.SeccompMode == LibC.SECCOMP_MODE_STRICT)
             {
-                t.Check(Code, "prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)", LibC.SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_STRICT);
+                t.Check(Code, "prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)", LibC.SYS_prctl, LibC.PR_SET_SECCOMP, LibC.SECCOMP_MODE_STRICT);
                 continue;
             }
-            if ((int)tc.SeccompMode != SECCOMP_MODE_FILTER)
+            if ((int)tc.SeccompMode != LibC.SECCOMP_MODE_FILTER)
                 throw new CrispException($"thread {tid}: unknown seccomp mode {(int)tc.SeccompMode} in its core image");
             foreach (var (f, i) in Chain(tid, tc.SeccompFilter))
             {

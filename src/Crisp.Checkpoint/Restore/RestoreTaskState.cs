@@ -11,7 +11,6 @@ namespace Crisp.Checkpoint.Restore;
 /// <summary>Files, fs, signals, limits, per-thread state, credentials, and the final resume.</summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const long SYS_close_range = 436, SYS_capset = 126;
 
     // ---- fs -----------------------------------------------------------------------------
 
@@ -172,7 +171,7 @@ internal sealed unsafe partial class RestoreSession
                     BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 4), (uint)(prm >> (32 * i)));
                     BinaryPrimitives.WriteUInt32LittleEndian(data.AsSpan(i * 12 + 8), (uint)(inh >> (32 * i)));
                 }
-                t.Check(Code, $"capset(eff 0x{eff:x}, prm 0x{prm:x}, inh 0x{inh:x})", SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
+                t.Check(Code, $"capset(eff 0x{eff:x}, prm 0x{prm:x}, inh 0x{inh:x})", LibC.SYS_capset, (long)scratch.Put(hdr), (long)scratch.Put(data));
             }
             for (int cap = 0; cap <= lastCap; cap++)
                 if ((amb & (1UL << cap)) != 0)
@@ -189,7 +188,7 @@ internal sealed unsafe partial class RestoreSession
         return v;
     }
 
-    private const long SYS_setitimer = 38, SYS_setpriority = 141, SYS_sched_setscheduler = 144, SYS_membarrier = 324;
+    private const long SYS_setitimer = 38, SYS_setpriority = 141, SYS_sched_setscheduler = 144;
 
     /// <summary>
     /// The audit login uid of every thread. Only the task itself may write it (through
@@ -246,7 +245,7 @@ internal sealed unsafe partial class RestoreSession
         if (task == null) return;
         for (int bit = 0; bit < 32; bit++)
             if ((task.MembarrierRegistrationMask & (1u << bit)) != 0)
-                leader.Check(Code, $"membarrier(1 << {bit})", SYS_membarrier, 1L << bit, 0, 0);
+                leader.Check(Code, $"membarrier(1 << {bit})", LibC.SYS_membarrier, 1L << bit, 0, 0);
         if (task.Timers is { } timers)
         {
             RestorePosixTimers(p, leader, timers);

@@ -48,7 +48,7 @@ public static class Restorer
 internal sealed unsafe partial class RestoreSession(RestoreOptions options)
 {
     // x86-64 syscall numbers not in LibC.
-    private const long SYS_dup3 = 292, SYS_mremap = 25;
+    private const long SYS_dup3 = 292;
     private const ulong CLONE_VM = 0x100, CLONE_FS = 0x200, CLONE_FILES = 0x400, CLONE_SIGHAND = 0x800,
         CLONE_PARENT = 0x8000, CLONE_THREAD = 0x10000, CLONE_SYSVSEM = 0x40000,
         CLONE_NEWNS = 0x20000, CLONE_NEWUTS = 0x4000000, CLONE_NEWPID = 0x20000000;

@@ -20,7 +20,6 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private const long SYS_pidfd_open = 434, SYS_pidfd_getfd = 438;
 
     private HashSet<uint> _crossProcessIds = null!;     // file ids held by two or more processes
     private HashSet<uint> _crossProcessPipes = null!;   // pipe inodes with ends in two or more processes
@@ -94,7 +93,7 @@ internal sealed unsafe partial class RestoreSession
         if (_selfPidfd >= 0 && !_crispPidfdIn.ContainsKey(p.Pid)) _crispPidfdIn[p.Pid] = _extraBase + _extraCrispFds.IndexOf(_selfPidfd);
         if (!_crispPidfdIn.TryGetValue(p.Pid, out int pidfd))
         {
-            int first = (int)t.Check(Code, "pidfd_open(crisp)", SYS_pidfd_open, Environment.ProcessId, 0);
+            int first = (int)t.Check(Code, "pidfd_open(crisp)", LibC.SYS_pidfd_open, Environment.ProcessId, 0);
             // Above every fd number this process uses, and above its temporary pipe ends.
             pidfd = _extraBase + _extraCrispFds.Count + 2 * p.Fds.Count;
             // A process cloned from a restored parent (RestoreCow.cs) has the parent's fds too: the
@@ -106,7 +105,7 @@ internal sealed unsafe partial class RestoreSession
             }
             _crispPidfdIn[p.Pid] = pidfd;
         }
-        return (int)t.Check(Code, $"pidfd_getfd({what})", SYS_pidfd_getfd, pidfd, local, 0);
+        return (int)t.Check(Code, $"pidfd_getfd({what})", LibC.SYS_pidfd_getfd, pidfd, local, 0);
     }
 
     private readonly HashSet<uint> _fdTablesDone = [];                                // files_ids whose files step ran
@@ -119,9 +118,8 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private bool OwnsPipeEnd(PipeEntry pipe)
     {
-        // O_LARGEFILE comes with an open() (bash's `exec 3< <(...)` opens /dev/fd/63): pipe2's ends never have it.
-        const int O_LARGEFILE = 0x8000;
-        if (((int)pipe.Flags & O_LARGEFILE) != 0) return false;
+        // LibC.O_LARGEFILE comes with an open() (bash's `exec 3< <(...)` opens /dev/fd/63): pipe2's ends never have it.
+        if (((int)pipe.Flags & LibC.O_LARGEFILE) != 0) return false;
         var key = (pipe.PipeId, ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY);
         if (_pipeEndOwners.TryAdd(key, pipe.Id)) return true;
         return _pipeEndOwners[key] == pipe.Id;

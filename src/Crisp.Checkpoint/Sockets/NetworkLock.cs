@@ -4,21 +4,6 @@ using Crisp.Native;
 
 namespace Crisp.Checkpoint.Sockets;
 
-/// <summary>CRIU's --network-lock methods, numbered as inventory.img's network_lock_method.</summary>
-public enum NetworkLockMethod
-{
-    Iptables = 0,
-    Nftables = 1,
-    Skip = 2,
-}
-
-/// <summary>One TCP connection as the lock sees it: addresses as CRIU's u32 words (network byte order in memory).</summary>
-public sealed record TcpConnection(int Family, uint[] SrcAddr, uint SrcPort, uint[] DstAddr, uint DstPort)
-{
-    public override string ToString() =>
-        $"{NetworkLock.Format(Family, SrcAddr)}:{SrcPort} → {NetworkLock.Format(Family, DstAddr)}:{DstPort}";
-}
-
 /// <summary>
 /// The network lock: from the moment a connection is frozen until its restored socket is live,
 /// no packet of it may reach a socket that would answer with RST (a closed port, or the old

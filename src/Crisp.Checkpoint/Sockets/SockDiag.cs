@@ -23,7 +23,7 @@ internal static unsafe partial class SockDiag
         UNIX_DIAG_RQLEN = 4, UNIX_DIAG_SHUTDOWN = 6;
     private const int INET_DIAG_SHUTDOWN = 8;
 
-    /// <summary>One AF_UNIX socket as unix_diag reports it.</summary>
+    /// <summary>One LibC.AF_UNIX socket as unix_diag reports it.</summary>
     public sealed record UnixSocket(uint Ino, int Type, int State)
     {
         public byte[] Name { get; set; } = [];

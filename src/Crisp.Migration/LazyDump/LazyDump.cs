@@ -2,9 +2,6 @@ using Crisp.Checkpoint.Dump;
 
 namespace Crisp.Migration;
 
-/// <summary>How a lazy dump ended: the dump's result, whether the tree was resumed, and the transfer's outcome.</summary>
-public sealed record LazyDumpResult(DumpResult Dump, bool Resumed, bool Succeeded, string Outcome, long BytesSent);
-
 /// <summary>
 /// <c>crisp dump --lazy-pages</c>: dump every image but the lazy memory, keep the tree frozen and
 /// serve that memory from it with <paramref name="server"/> until <see cref="LazyDumpServer"/>'s

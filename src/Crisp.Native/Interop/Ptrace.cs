@@ -45,32 +45,3 @@ public static unsafe partial class LibC
         public uint pad;
     }
 }
-
-/// <summary>struct user_regs_struct (x86_64), 27 × u64, kernel order.</summary>
-[StructLayout(LayoutKind.Sequential)]
-public struct UserRegs
-{
-    public ulong r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax,
-        rip, cs, eflags, rsp, ss, fs_base, gs_base, ds, es, fs, gs;
-}
-
-/// <summary>struct user_fpregs_struct (x86_64 FXSAVE area), 512 bytes.</summary>
-[StructLayout(LayoutKind.Sequential, Size = 512)]
-public unsafe struct UserFpregs
-{
-    public ushort cwd, swd, ftw, fop;
-    public ulong rip, rdp;
-    public uint mxcsr, mxcr_mask;
-    public fixed uint st_space[32];
-    public fixed uint xmm_space[64];
-    public fixed uint padding[24];
-}
-
-/// <summary>siginfo_t is 128 bytes; the fields crisp looks at sit at fixed offsets.</summary>
-[StructLayout(LayoutKind.Sequential, Size = 128)]
-public unsafe struct SigInfo
-{
-    public int si_signo, si_errno, si_code;
-    private int _pad;
-    public fixed byte fields[112];
-}

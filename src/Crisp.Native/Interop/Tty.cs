@@ -2,9 +2,6 @@ using System.Buffers.Binary;
 
 namespace Crisp.Native;
 
-/// <summary>What kind of terminal a character device number is (linux/major.h).</summary>
-public enum TtyKind { None, PtyMaster, PtySlave, CurrentTty, Console, VirtualConsole, Serial }
-
 /// <summary>
 /// Terminal ioctls (asm-generic/ioctls.h, x86-64 values) and the kernel's own struct termios
 /// and struct winsize as TCGETS and TIOCGWINSZ fill them (not glibc's termios, which is larger).

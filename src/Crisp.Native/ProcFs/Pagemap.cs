@@ -13,49 +13,10 @@ public readonly record struct PagemapEntry(ulong Raw)
     public bool SoftDirty => (Raw & (1UL << 55)) != 0;
     /// <summary>Bit 57: userfaultfd write-protected.</summary>
     public bool UffdWp => (Raw & (1UL << 57)) != 0;
-    /// <summary>Bit 58: a MADV_GUARD_INSTALL guard marker (Linux 6.15+); it reads as swapped, but holds no page.</summary>
+    /// <summary>Bit 58: a LibC.MADV_GUARD_INSTALL guard marker (Linux 6.15+); it reads as swapped, but holds no page.</summary>
     public bool Guard => (Raw & (1UL << 58)) != 0;
     /// <summary>Page frame number (0 without CAP_SYS_ADMIN); swap type/offset when swapped.</summary>
     public ulong Pfn => Raw & ((1UL << 55) - 1);
     /// <summary>Has content a dump must carry: present or swapped.</summary>
     public bool HasData => (Raw & (3UL << 62)) != 0;
-}
-
-/// <summary>Reads /proc/PID/pagemap in big pread batches.</summary>
-public sealed unsafe class ProcPagemap : IDisposable
-{
-    private readonly int _fd;
-    private readonly string _path;
-
-    public ProcPagemap(int pid)
-    {
-        _path = $"/proc/{pid}/pagemap";
-        _fd = Errno.Check(LibC.open(_path, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", _path);
-    }
-
-    /// <summary>Fills <paramref name="entries"/> with the entries of the pages from <paramref name="start"/> (page aligned).</summary>
-    public void Read(ulong start, Span<ulong> entries)
-    {
-        long offset = (long)(start >> LibC.PageShift) * 8;
-        int done = 0;
-        fixed (ulong* p = entries)
-        {
-            while (done < entries.Length)
-            {
-                nint n = Errno.Check(LibC.pread(_fd, (byte*)(p + done), (nuint)(entries.Length - done) * 8, offset + done * 8L), "pread", _path);
-                if (n == 0) throw new SyscallException("pread", Errno.EIO, _path + ": short read");
-                done += (int)(n / 8);
-            }
-        }
-    }
-
-    /// <summary>Entries for [start, end) in one array.</summary>
-    public ulong[] Read(ulong start, ulong end)
-    {
-        var a = new ulong[(end - start) >> LibC.PageShift];
-        Read(start, a);
-        return a;
-    }
-
-    public void Dispose() => LibC.close(_fd);
 }

@@ -3,46 +3,6 @@ using System.Text;
 
 namespace Crisp.Native;
 
-/// <summary>Where one standard stream of a spawned process comes from.</summary>
-public readonly record struct StdioSource
-{
-    /// <summary>An fd of ours duplicated onto the child's stream (-1: none).</summary>
-    public int Fd { get; init; }
-    /// <summary>A file opened in the child (with <see cref="Flags"/>), used when <see cref="Fd"/> is -1.</summary>
-    public string? Path { get; init; }
-    public int Flags { get; init; }
-
-    public static StdioSource FromFd(int fd) => new() { Fd = fd };
-    public static StdioSource FromFile(string path, int flags) => new() { Fd = -1, Path = path, Flags = flags };
-    public static StdioSource DevNull(bool write) =>
-        FromFile("/dev/null", write ? LibC.O_WRONLY : LibC.O_RDONLY);
-}
-
-/// <summary>What to start and how.</summary>
-public sealed class SpawnOptions
-{
-    public required string Path { get; init; }
-    /// <summary>argv, including argv[0]. Empty means { Path }.</summary>
-    public IReadOnlyList<string> Argv { get; init; } = [];
-    /// <summary>envp as "NAME=value". Null means an empty environment.</summary>
-    public IReadOnlyList<string>? Envp { get; init; }
-    public StdioSource? Stdin { get; init; }
-    public StdioSource? Stdout { get; init; }
-    public StdioSource? Stderr { get; init; }
-    /// <summary>Extra fds of ours to pass: (our fd, fd number in the child).</summary>
-    public IReadOnlyList<(int Fd, int ChildFd)> ExtraFds { get; init; } = [];
-    /// <summary>Our fds to leave open through <see cref="CloseOtherFds"/> under their own numbers, e.g. a
-    /// CLOEXEC memfd executed as /proc/self/fd/N (it must survive until exec, which then closes it).</summary>
-    public IReadOnlyList<int> KeepOpenFds { get; init; } = [];
-    /// <summary>Start the child in a new session (setsid).</summary>
-    public bool NewSession { get; init; }
-    /// <summary>Close every fd in the child except 0..2 and <see cref="ExtraFds"/> (default true).</summary>
-    public bool CloseOtherFds { get; init; } = true;
-    /// <summary>Reset every signal to its default action and unblock all signals (default true;
-    /// .NET blocks or handles some signals that a child would otherwise inherit).</summary>
-    public bool ResetSignals { get; init; } = true;
-}
-
 /// <summary>
 /// posix_spawn through P/Invoke. Never Process.Start for anything that will be
 /// ptraced: .NET's SIGCHLD handling reaps and misreports stops of tracees.

@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Net;
 using System.Net.Sockets;
 
@@ -5,15 +6,13 @@ namespace Crisp.PageServer.Client;
 
 internal static class TcpTuning
 {
-    private const int SOL_TCP = 6;
-    private const int TCP_CORK = 3;
 
     /// <summary>
-    /// TCP_CORK holds partial segments until uncorked, so a 32-byte header and the pages after it
+    /// LibC.TCP_CORK holds partial segments until uncorked, so a 32-byte header and the pages after it
     /// leave as full segments. Uncorking pushes whatever is pending; do it before waiting for a reply.
     /// </summary>
     public static void Cork(Socket socket, bool on) =>
-        socket.SetRawSocketOption(SOL_TCP, TCP_CORK, BitConverter.GetBytes(on ? 1 : 0));
+        socket.SetRawSocketOption(LibC.SOL_TCP, LibC.TCP_CORK, BitConverter.GetBytes(on ? 1 : 0));
 
     /// <summary>Connects with a deadline (Socket.Connect alone may wait for minutes on a dead host).</summary>
     public static Socket Connect(EndPoint server, TimeSpan timeout)

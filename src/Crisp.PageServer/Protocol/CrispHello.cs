@@ -74,19 +74,3 @@ public readonly record struct CrispHello(ulong Session, ulong Client)
         _ => $"status {status}",
     };
 }
-
-/// <summary>
-/// Who may fetch pages from a page server (a lazy dump binds its tree to one destination). Called
-/// on a hello (<paramref name="fetching"/> false) and before a connection's first GET (true), with
-/// the connection's hello or null if it sent none. Returns a CrispHello status: 0 to serve.
-/// </summary>
-public interface IClientGate
-{
-    int Admit(CrispHello? hello, bool fetching);
-}
-
-/// <summary>The page server refused explicitly (crisp's hello refused, or a GET answered with 0 pages): asking again is useless.</summary>
-public sealed class PageServerRefusedException : Exception
-{
-    public PageServerRefusedException(string message) : base(message) { }
-}

@@ -8,15 +8,6 @@ public sealed class PageServerProtocolException : Exception
     public PageServerProtocolException(string message) : base(message) { }
 }
 
-/// <summary>
-/// The connection ended under us: EOF in the middle of a message, reset, broken pipe, timeout.
-/// This is the normal way for a peer to die and is reported as such, not as a bug.
-/// </summary>
-public sealed class PeerGoneException : Exception
-{
-    public PeerGoneException(string message, Exception? inner = null) : base(message, inner) { }
-}
-
 internal static class SocketErrors
 {
     /// <summary>Errors that mean "the peer (or the path to it) went away", as opposed to our own bugs.</summary>

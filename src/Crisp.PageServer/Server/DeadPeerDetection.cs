@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Net.Sockets;
 
 namespace Crisp.PageServer.Server;
@@ -11,7 +12,7 @@ namespace Crisp.PageServer.Server;
 /// </summary>
 internal static class DeadPeerDetection
 {
-    private const int SOL_TCP = 6, TCP_USER_TIMEOUT = 18;
+    private const int TCP_USER_TIMEOUT = 18;
 
     public static void Apply(Socket socket)
     {
@@ -21,7 +22,7 @@ internal static class DeadPeerDetection
             socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, 10);
             socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, 5);
             socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveRetryCount, 3);
-            socket.SetRawSocketOption(SOL_TCP, TCP_USER_TIMEOUT, BitConverter.GetBytes(30_000));
+            socket.SetRawSocketOption(LibC.SOL_TCP, TCP_USER_TIMEOUT, BitConverter.GetBytes(30_000));
         }
         catch (SocketException)
         {

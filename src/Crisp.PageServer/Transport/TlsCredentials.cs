@@ -170,9 +170,3 @@ public sealed class TlsCredentials
         return null;
     }
 }
-
-/// <summary>The TLS files could not be used (missing, unreadable, not PEM, key does not match).</summary>
-public sealed class TlsSetupException(string message, Exception? inner = null) : Exception(message, inner);
-
-/// <summary>The peer failed authentication (TLS handshake, certificate, or access key): the connection was closed before any protocol byte.</summary>
-public sealed class PeerRefusedException(string message, Exception? inner = null) : IOException(message, inner);

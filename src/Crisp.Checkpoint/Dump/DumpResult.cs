@@ -1,0 +1,14 @@
+namespace Crisp.Checkpoint.Dump;
+
+/// <summary>What a dump did, for the log and the command's summary.</summary>
+public sealed record DumpResult(int Processes, int Threads, ulong PagesWritten, TimeSpan Frozen, TimeSpan Total)
+{
+    /// <summary>Incremental dumps: pages written as PE_PARENT (their bytes are in the parent images).</summary>
+    public ulong ParentPages { get; init; }
+
+    /// <summary>Lazy dumps: pages left in the frozen processes for the page server (PE_LAZY entries).</summary>
+    public ulong LazyPages { get; init; }
+
+    /// <summary>Lazy dumps: how the serving ended.</summary>
+    public LazyDumpEnd? LazyEnd { get; init; }
+}
