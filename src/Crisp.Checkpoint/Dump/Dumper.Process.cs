@@ -55,7 +55,7 @@ public static partial class Dumper
         var stat = Proc.Stat(pid);
         var status = Proc.Status(pid);
 
-        var cores = TaskState.Collect(proc);
+        var cores = TaskState.Collect(proc, ns.Dumped);
         seccomp.Collect(proc, cores);
         double tCores = sw.Elapsed.TotalMilliseconds;
         // Layout after the injections above: their scratch pages are gone again.

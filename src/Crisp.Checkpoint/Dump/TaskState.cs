@@ -26,8 +26,12 @@ internal static unsafe class TaskState
     [StructLayout(LayoutKind.Sequential)]
     private struct ITimerVal { public long isec, iusec, vsec, vusec; }
 
-    /// <summary>Builds core entries for every thread (the leader's carries <c>tc</c>).</summary>
-    public static Dictionary<int, CoreEntry> Collect(SeizedProcess proc)
+    /// <summary>
+    /// Builds core entries for every thread (the leader's carries <c>tc</c>). <paramref name="treeTid"/>
+    /// turns a tid as crisp sees it into the tid the dumped tree sees (they differ when the tree
+    /// owns its pid namespace).
+    /// </summary>
+    public static Dictionary<int, CoreEntry> Collect(SeizedProcess proc, Func<int, int> treeTid)
     {
         int pid = proc.Pid;
         var status = Proc.Status(pid);
@@ -43,7 +47,7 @@ internal static unsafe class TaskState
         {
             sigactions = ReadSigactions(sys, scratch);
             timers = ReadTimers(sys, scratch);
-            timers.Posix.AddRange(ReadPosixTimers(pid, sys, scratch));
+            timers.Posix.AddRange(ReadPosixTimers(pid, sys, scratch, treeTid));
             ulong at = scratch.Reserve(4);
             sys.Check("prctl(PR_GET_CHILD_SUBREAPER)", LibC.SYS_prctl, PR_GET_CHILD_SUBREAPER, (long)at);
             subreaper = scratch.ReadStruct<int>(at) != 0;
@@ -175,7 +179,6 @@ internal static unsafe class TaskState
     }
 
     private const int SYS_timer_gettime = 224, SYS_timer_getoverrun = 225;
-    private const int SIGEV_SIGNAL = 0, SIGEV_NONE = 1, SIGEV_THREAD = 2, SIGEV_THREAD_ID = 4;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct ITimerSpec { public long isec, insec, vsec, vnsec; }
@@ -185,7 +188,7 @@ internal static unsafe class TaskState
     /// /proc/PID/timers (proc_timers_show), the time left and interval with an injected
     /// timer_gettime, the overrun with timer_getoverrun.
     /// </summary>
-    private static List<PosixTimerEntry> ReadPosixTimers(int pid, RemoteSyscall sys, ScratchArea scratch)
+    private static List<PosixTimerEntry> ReadPosixTimers(int pid, RemoteSyscall sys, ScratchArea scratch, Func<int, int> treeTid)
     {
         var list = new List<PosixTimerEntry>();
         PosixTimerEntry? cur = null;
@@ -223,14 +226,16 @@ internal static unsafe class TaskState
                     int who = int.Parse(kind[2]);
                     if (kind[1] == "tid")
                     {
-                        cur.ItSigevNotify = SIGEV_THREAD_ID;
-                        cur.NotifyThreadId = who;
+                        // /proc/PID/timers names the thread as crisp's /proc sees it; the image
+                        // carries it as the tree sees it (restore makes the timer inside the task).
+                        cur.ItSigevNotify = LibC.SIGEV_THREAD_ID;
+                        cur.NotifyThreadId = treeTid(who);
                     }
                     else cur.ItSigevNotify = kind[0] switch
                     {
-                        "signal" => SIGEV_SIGNAL,
-                        "thread" => SIGEV_THREAD,
-                        "none" => SIGEV_NONE,
+                        "signal" => LibC.SIGEV_SIGNAL,
+                        "thread" => LibC.SIGEV_THREAD,
+                        "none" => LibC.SIGEV_NONE,
                         _ => throw new CrispException($"process {pid}: POSIX timer {cur.ItId} notifies as '{val}', which crisp does not know"),
                     };
                     break;

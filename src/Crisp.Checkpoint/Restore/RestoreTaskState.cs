@@ -292,7 +292,7 @@ internal sealed unsafe partial class RestoreSession
                 BinaryPrimitives.WriteUInt64LittleEndian(sev, t.SivalPtr);
                 BinaryPrimitives.WriteUInt32LittleEndian(sev[8..], t.SiSigno);
                 BinaryPrimitives.WriteUInt32LittleEndian(sev[12..], t.ItSigevNotify);
-                BinaryPrimitives.WriteInt32LittleEndian(sev[16..], t.NotifyThreadId);
+                BinaryPrimitives.WriteInt32LittleEndian(sev[16..], t.ItSigevNotify == LibC.SIGEV_THREAD_ID ? OwnViewPid(t.NotifyThreadId) : t.NotifyThreadId);
                 RemoteMemory.Write(leader.Pid, sevAt, sev);
                 RemoteMemory.Write(leader.Pid, idAt, BitConverter.GetBytes(t.ItId));
                 leader.Check(Code, $"timer_create(clock {(int)t.ClockId}, id {t.ItId})", SYS_timer_create, (int)t.ClockId, (long)sevAt, (long)idAt);

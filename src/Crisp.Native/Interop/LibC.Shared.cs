@@ -13,6 +13,7 @@ public static partial class LibC
     public const int SECCOMP_MODE_STRICT = 1;
     public const int SEEK_DATA = 3;
     public const int SEEK_HOLE = 4;
+    public const int SIGEV_SIGNAL = 0, SIGEV_NONE = 1, SIGEV_THREAD = 2, SIGEV_THREAD_ID = 4;
     public const int SOL_TCP = 6;
     public const long SYS_clock_gettime = 228;
     public const long SYS_membarrier = 324;

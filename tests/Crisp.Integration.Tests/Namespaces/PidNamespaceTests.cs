@@ -239,6 +239,80 @@ public class PidNamespaceTests
     private static int[] Children(int pid) =>
         Read($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
 
+    private static readonly Lazy<string> ThreadtimerPath = new(() =>
+        Gcc.Compile(BinDir.Value, "threadtimer", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "threadtimer.c")), "-O2", "-pthread"));
+
+    /// <summary>
+    /// A POSIX timer that signals one thread (SIGEV_THREAD_ID, what glibc's SIGEV_THREAD timers use)
+    /// names that thread by its tid; /proc/PID/timers shows it as crisp's /proc sees it, but the
+    /// timer is re-created inside the tree, where the tid is the namespace's.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_timer_that_signals_one_thread_in_a_pid_namespace_still_signals_that_thread_after_restore(bool nested)
+    {
+        using var dir = new TempDir();
+        string log = dir["timer.log"];
+        // Nested: sh (pid 1) -> unshare -> threadtimer, init of a pid namespace inside the tree's.
+        string script = nested
+            ? $"exec /usr/bin/setsid /bin/sh -c '/usr/bin/unshare --pid --fork {ThreadtimerPath.Value} {log}; :'"
+            : $"exec /usr/bin/setsid {ThreadtimerPath.Value} {log}";
+        using var tree = NsTree.Start(["--mount-proc"], script, () => Lines(log).Any(l => l.StartsWith("ready", StringComparison.Ordinal)));
+        string ready = Lines(log).First(l => l.StartsWith("ready", StringComparison.Ordinal));
+        string tid = ready.Split(' ')[1];
+        int timerProc = Timerproc(tree.Root);
+        int hostTid = Directory.GetDirectories($"/proc/{timerProc}/task").Select(d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture)).Single(t => t != timerProc);
+        Assert.NotEqual("tid=" + hostTid.ToString(CultureInfo.InvariantCulture), tid);   // else the test could not tell the two views apart
+
+        var d = CrispCli.Run(dir, "dump", "-t", S(tree.Root), "-D", dir["img"]);
+        Assert.True(d.ExitCode == 0, d.ToString());
+        if (!nested)
+        {
+            // As the tree sees it (CRIU's meaning); a nested task's pids below the root's are in crisp-nested-pids.img.
+            var core = Crit.DecodeNode(Path.Combine(dir["img"], "core-1.img"))["entries"]![0]!;
+            var timer = core["tc"]!["timers"]!["posix"]![0]!;
+            Assert.Equal(tid, "tid=" + (int)timer["notify_thread_id"]!);
+        }
+
+        var r = CrispCli.Run(dir, "restore", "-D", dir["img"], "-d", "--pidfile", dir["pid"]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        int restoredRoot = int.Parse(File.ReadAllText(dir["pid"]), CultureInfo.InvariantCulture);
+        tree.Adopt(restoredRoot);
+        int restored = Timerproc(restoredRoot);
+
+        // Two reports 100 ms apart: the hits keep coming, on the worker only.
+        long Hits(string line) => long.Parse(line.Split(' ')[2]["hits=".Length..], CultureInfo.InvariantCulture);
+        string Report(int n)
+        {
+            Errno.Check(LibC.kill(restored, LibC.SIGUSR1), "kill", $"{restored}, SIGUSR1");
+            Assert.True(Poll.Until(() => Reports(log).Count >= n, 10_000), $"the restored process did not report:\n{string.Join('\n', Lines(log))}");
+            return Reports(log)[n - 1];
+        }
+        string first = Report(1);
+        Assert.True(Poll.Until(() => Hits(Report(Reports(log).Count + 1)) >= Hits(first) + 5, 10_000),
+            $"the timer stopped signalling its thread after restore:\n{string.Join('\n', Lines(log))}");
+        foreach (var line in Reports(log))
+        {
+            Assert.StartsWith($"report {tid} ", line);
+            Assert.EndsWith(" wrong=0", line);
+        }
+    }
+
+    /// <summary>The threadtimer process at or below <paramref name="root"/>.</summary>
+    private static int Timerproc(int root)
+    {
+        var todo = new Stack<int>([root]);
+        while (todo.Count > 0)
+        {
+            int p = todo.Pop();
+            if (Read($"/proc/{p}/comm").Trim() == "threadtimer") return p;
+            foreach (var c in Read($"/proc/{p}/task/{p}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                todo.Push(int.Parse(c, CultureInfo.InvariantCulture));
+        }
+        throw new InvalidOperationException($"no threadtimer below {root}");
+    }
+
     private static string[] Lines(string path) => Poll.ReadFile(path).Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
     private static List<string> Reports(string path) => Lines(path).Where(l => l.StartsWith("report", StringComparison.Ordinal)).ToList();
