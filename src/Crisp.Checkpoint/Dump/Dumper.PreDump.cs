@@ -42,6 +42,7 @@ public static partial class Dumper
             try { tree = SeizedTree.Seize(ptrace, options.Pid); }
             catch (SyscallException e) { throw new CrispException($"cannot freeze process {options.Pid}: {e.Message}", e); }
             var frozen = Stopwatch.StartNew();
+            long frozenAt = DumpResult.UnixNowNs();
             try
             {
                 var ns = TreeNamespaces.Check(tree);
@@ -54,8 +55,11 @@ public static partial class Dumper
                     inParent += p;
                     all.Add((proc, vmas));
                 }
+                Log.D($"pre-dump: seized in {(frozenAt - freezeStart) / 1e6:F1} ms; VMAs and pages scanned in {frozen.Elapsed.TotalMilliseconds:F1} ms");
                 // Re-armed before the tree runs: from here every write shows to the next dump.
+                var reset = Stopwatch.StartNew();
                 foreach (var (proc, vmas) in all) WriteTracking.Reset(proc, vmas, dir.Path);
+                Log.D($"pre-dump: write tracking reset in {reset.Elapsed.TotalMilliseconds:F1} ms");
                 processes = tree.Processes.Count;
                 threads = tree.Processes.Sum(p => p.Tasks.Count);
                 tree.Resume();
