@@ -415,6 +415,9 @@ def scenario_migrate_precopy(tool, dirtier, mib, tmp):
         if mode == "precopy":
             out["precopy_rounds"] = len(r["stats"]["pre_copy_round_pages"])
             out["precopy_frozen_mib"] = r["stats"]["final_pages"] * 4096 / (1 << 20)
+            rounds = r["stats"].get("pre_copy_rounds") or []
+            if rounds:
+                out["precopy_round_frozen_max_s"] = max(x["frozen_ms"] for x in rounds) / 1000
     return out
 
 
@@ -496,6 +499,7 @@ FIGURES = [
     ("migrate-precopy", "precopy_mib_moved", "10%/s, pre-copy: MiB moved (all rounds)", ""),
     ("migrate-precopy", "precopy_rounds", "10%/s, pre-copy: rounds while running (count)", ""),
     ("migrate-precopy", "precopy_frozen_mib", "10%/s, pre-copy: MiB sent while frozen", ""),
+    ("migrate-precopy", "precopy_round_frozen_max_s", "10%/s, pre-copy: longest freeze of a round while running (s)", ""),
 ]
 
 

@@ -11,4 +11,13 @@ public sealed record DumpResult(int Processes, int Threads, ulong PagesWritten, 
 
     /// <summary>Lazy dumps: how the serving ended.</summary>
     public LazyDumpEnd? LazyEnd { get; init; }
+
+    /// <summary>CLOCK_REALTIME (ns) when the freeze began (before the first seize) and when the tree ran again (0: it did not).</summary>
+    public long FreezeStartUnixNs { get; init; }
+
+    /// <summary>See <see cref="FreezeStartUnixNs"/>.</summary>
+    public long ResumedUnixNs { get; init; }
+
+    /// <summary>Now on CLOCK_REALTIME in ns, to set timestamps others (a workload's log) can be compared with.</summary>
+    public static long UnixNowNs() => (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100;
 }

@@ -10,7 +10,7 @@ using PagemapEntry = Crisp.Native.ProcFs.PagemapEntry;
 
 namespace Crisp.Checkpoint.Dump;
 
-/// <summary>The page-copy half of a dump: reading the frozen process's pages in batches and handing them to a sink.</summary>
+/// <summary>The page-copy half of a dump: reading the process's pages (frozen; for a pre-dump, running) in batches and handing them to a sink.</summary>
 internal static unsafe partial class MemoryDump
 {
     /// <summary>
@@ -19,7 +19,22 @@ internal static unsafe partial class MemoryDump
     /// alternate so that reading the next batch overlaps writing the previous one (two copies
     /// that each run near memcpy speed, on two cores). Returns the number of pages written.
     /// </summary>
-    public static ulong WritePages(int pid, IReadOnlyList<ScanRun> runs, IDumpPagemap writer, bool lazy = false)
+    public static ulong WritePages(int pid, IReadOnlyList<ScanRun> runs, IDumpPagemap writer, bool lazy = false) =>
+        WritePages(pid, runs, writer, running: false, out _, lazy);
+
+    /// <summary>
+    /// As above; with <paramref name="running"/> the process is not frozen (a pre-dump after its
+    /// thaw, Dumper.PreDump.cs): a page it unmapped since the runs were found cannot be read, and
+    /// is left out of the pagemap instead of failing the dump (<paramref name="unreadable"/> counts them).
+    /// </summary>
+    public static ulong WritePages(int pid, IReadOnlyList<ScanRun> runs, IDumpPagemap writer, bool running, out ulong unreadable, bool lazy = false)
+    {
+        ulong lost = 0;
+        try { return WritePages(pid, runs, writer, lazy, running, ref lost); }
+        finally { unreadable = lost; }
+    }
+
+    private static ulong WritePages(int pid, IReadOnlyList<ScanRun> runs, IDumpPagemap writer, bool lazy, bool running, ref ulong lost)
     {
         var buffers = new[] { (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize), (nint)NativeMemory.AlignedAlloc(BatchBytes, PageSize) };
         Task? writing = null;
@@ -27,13 +42,19 @@ internal static unsafe partial class MemoryDump
         {
             var ranges = new List<RemoteRange>();
             var pieces = new List<ScanRun>();
-            ulong total = 0;
+            ulong total = 0, lostHere = 0;
             int used = 0, current = 0;
             void Flush()
             {
                 if (pieces.Count == 0) return;
                 byte* buffer = (byte*)buffers[current];
-                if (ranges.Count > 0) ReadRanges(pid, ranges, new Span<byte>(buffer, used));
+                HashSet<ulong>? missing = null;
+                if (ranges.Count > 0)
+                {
+                    if (running) missing = ReadRunning(pid, ranges, new Span<byte>(buffer, used));
+                    else ReadRanges(pid, ranges, new Span<byte>(buffer, used));
+                }
+                if (missing != null) lostHere += (ulong)missing.Count;
                 writing?.GetAwaiter().GetResult();
                 var batch = pieces.ToArray();
                 writing = Task.Run(() =>
@@ -52,7 +73,8 @@ internal static unsafe partial class MemoryDump
                             continue;
                         }
                         int len = p.Pages * PageSize;
-                        writer.Write(p.Vaddr, new ReadOnlySpan<byte>(buffer + off, len), p.Flags);
+                        if (missing is null) writer.Write(p.Vaddr, new ReadOnlySpan<byte>(buffer + off, len), p.Flags);
+                        else WriteReadable(writer, p, buffer + off, missing);
                         off += len;
                     }
                 });
@@ -92,7 +114,8 @@ internal static unsafe partial class MemoryDump
             Flush();
             writing?.GetAwaiter().GetResult();
             writing = null;
-            return total;
+            lost = lostHere;
+            return total - lostHere;
         }
         finally
         {
@@ -123,6 +146,63 @@ internal static unsafe partial class MemoryDump
             mem.Read(r.Address, dest.Slice(off, r.Length));
             off += r.Length;
         }
+    }
+
+    /// <summary>The pages of <paramref name="p"/> not in <paramref name="missing"/>, as runs of consecutive readable pages.</summary>
+    private static void WriteReadable(IDumpPagemap writer, ScanRun p, byte* data, HashSet<ulong> missing)
+    {
+        int start = 0;
+        for (int i = 0; i <= p.Pages; i++)
+        {
+            if (i < p.Pages && !missing.Contains(p.Vaddr + (ulong)i * PageSize)) continue;
+            if (i > start)
+                writer.Write(p.Vaddr + (ulong)start * PageSize, new ReadOnlySpan<byte>(data + (long)start * PageSize, (i - start) * PageSize), p.Flags);
+            start = i + 1;
+        }
+    }
+
+    /// <summary>
+    /// Reads the ranges from a process that runs. One process_vm_readv as a rule; if it fails
+    /// (a range unmapped or made PROT_NONE since the runs were found), /proc/PID/mem page by page
+    /// for the ranges that fail, and the pages that cannot be read at all are returned (zeroed
+    /// in <paramref name="dest"/>), or null when every page was read. A process that is gone fails the read.
+    /// </summary>
+    private static HashSet<ulong>? ReadRunning(int pid, List<RemoteRange> ranges, Span<byte> dest)
+    {
+        try
+        {
+            RemoteMemory.ReadBatch(pid, CollectionsMarshal.AsSpan(ranges), dest);
+            return null;
+        }
+        catch (SyscallException e) when (!e.Is(Errno.ESRCH)) { }
+        HashSet<ulong>? missing = null;
+        using (var mem = new ProcMem(pid, writable: false))
+        {
+            int off = 0;
+            foreach (var r in ranges)
+            {
+                var slice = dest.Slice(off, r.Length);
+                off += r.Length;
+                try
+                {
+                    mem.Read(r.Address, slice);
+                    continue;
+                }
+                catch (SyscallException) { }
+                for (int at = 0; at < r.Length; at += PageSize)
+                {
+                    try { mem.Read(r.Address + (ulong)at, slice.Slice(at, PageSize)); }
+                    catch (SyscallException)
+                    {
+                        slice.Slice(at, PageSize).Clear();
+                        (missing ??= []).Add(r.Address + (ulong)at);
+                    }
+                }
+            }
+        }
+        if (missing != null && !Directory.Exists($"/proc/{pid}/task"))
+            throw new CrispException($"process {pid} exited while its pages were copied");
+        return missing;
     }
 
     /// <summary>The PFN of the kernel's shared zero page, seen through our own pagemap.</summary>

@@ -198,6 +198,11 @@ public static class MigrationSource
                 });
                 Send(name, prev);
                 stats.PreCopyRoundPages.Add(r.PagesWritten);
+                stats.PreCopyRounds.Add(new PreCopyRound
+                {
+                    Pages = r.PagesWritten, FrozenMs = r.Frozen.TotalMilliseconds, RoundMs = sw.Elapsed.TotalMilliseconds,
+                    FreezeUnixNs = r.FreezeStartUnixNs, ResumedUnixNs = r.ResumedUnixNs,
+                });
                 Log.I($"migrate: pre-copy round {round}: {r.PagesWritten} pages sent in {sw.Elapsed.TotalMilliseconds:F1} ms (frozen {r.Frozen.TotalMilliseconds:F1} ms)");
                 request.Progress?.Invoke((ulong)round, 0, wire.BytesSent, total.Elapsed);
                 prev = name;
@@ -241,10 +246,12 @@ public static class MigrationSource
                     stats.DestinationPid = running.Result.Pid;
                     stats.RestoreMs = running.Result.Restore.TotalMilliseconds;
                     stats.DowntimeMs = Stopwatch.GetElapsedTime(freezeTicks, running.Result.AtTicks).TotalMilliseconds;
+                    stats.RunningUnixNs = DumpResult.UnixNowNs() - (long)(Stopwatch.GetElapsedTime(running.Result.AtTicks).TotalMilliseconds * 1e6);
                     return LazyDumpEnd.Kill;
                 },
             });
             stats.FinalPages = result.PagesWritten;
+            stats.FinalFreezeUnixNs = result.FreezeStartUnixNs;
             stats.DumpMs = result.Total.TotalMilliseconds;
             stats.BytesMoved = wire.BytesSent;
             stats.PageBytes = (long)(stats.PreCopyRoundPages.Aggregate(0UL, (a, b) => a + b) + stats.FinalPages) * 4096;

@@ -29,11 +29,28 @@ public sealed class MigrationStats
     public List<ulong> PreCopyRoundPages { get; set; } = [];
     /// <summary>Pre-copy: pages written since the last round, sent while the tree was frozen.</summary>
     public ulong FinalPages { get; set; }
+    /// <summary>Pre-copy: each round's timing (when its freeze began and the tree ran again, CLOCK_REALTIME ns), for comparing with the workload's own clock.</summary>
+    public List<PreCopyRound> PreCopyRounds { get; set; } = [];
+    /// <summary>Pre-copy: CLOCK_REALTIME (ns) when the final round's freeze began, and when the agent's "running" came back.</summary>
+    public long FinalFreezeUnixNs { get; set; }
+    /// <summary>See <see cref="FinalFreezeUnixNs"/>.</summary>
+    public long RunningUnixNs { get; set; }
 
     public string ToJson() => System.Text.Json.JsonSerializer.Serialize(this, MigrationJsonContext.Default.MigrationStats);
+}
+
+/// <summary>One pre-copy round: pages, frozen time, whole round (copy and send included), freeze start and resume on CLOCK_REALTIME (ns).</summary>
+public sealed class PreCopyRound
+{
+    public ulong Pages { get; set; }
+    public double FrozenMs { get; set; }
+    public double RoundMs { get; set; }
+    public long FreezeUnixNs { get; set; }
+    public long ResumedUnixNs { get; set; }
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(MigrationStats))]
 [JsonSerializable(typeof(List<ulong>))]
+[JsonSerializable(typeof(List<PreCopyRound>))]
 internal sealed partial class MigrationJsonContext : JsonSerializerContext;

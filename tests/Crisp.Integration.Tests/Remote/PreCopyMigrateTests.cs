@@ -49,4 +49,32 @@ public sealed class PreCopyMigrateTests(ITestOutputHelper output)
         Assert.StartsWith("check ok", w.Check(pid));
         LibC.kill(pid, LibC.SIGKILL);
     }
+
+    /// <summary>
+    /// The rounds copy while the process runs: with the process rewriting all of its memory five
+    /// times a second, many pages change while a round reads them. Each of those must come again
+    /// in a later round or the frozen one; the copy's check of every page fails on a single stale one.
+    /// </summary>
+    [Fact]
+    public void Pre_copy_loses_no_page_written_while_a_round_copies()
+    {
+        const int mib = 128;
+        using var dir = new TempDir();
+        using var w = new Dirtier(dir, mib, percentPerSecond: 500);
+        using var agent = new BackgroundCrisp(dir, "agent", BackgroundCrisp.InNewPidNs, ["agent", "--listen", "127.0.0.1:0"]);
+        int port = agent.Port();
+        var r = CrispCli.Run(dir, "migrate", S(w.Pid), "--to", $"127.0.0.1:{port}", "--pre-copy", "--max-rounds", "3", "--json");
+        output.WriteLine(r.Stdout);
+        Assert.True(r.ExitCode == 0, r.ToString() + agent.Output);
+        w.Reap();
+        var json = JsonNode.Parse(r.Stdout[r.Stdout.IndexOf('{')..])!;
+        Assert.True(json["succeeded"]!.GetValue<bool>());
+        var rounds = json["pre_copy_rounds"]!.AsArray();
+        Assert.True(rounds.Count >= 2, $"{rounds.Count} round(s)");
+        int pid = WaitOuterPid(json["destination_pid"]!.GetValue<int>(), agent);
+        long before = w.Written();
+        Assert.True(Poll.Until(() => w.Written() > before, 20_000), "the migrated copy does not write");
+        Assert.StartsWith("check ok", w.Check(pid));
+        LibC.kill(pid, LibC.SIGKILL);
+    }
 }
