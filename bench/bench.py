@@ -32,8 +32,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ["floor", "dump", "restore", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd", "migrate-precopy", "workset"]
-CRISP_ONLY = ("migrate-cmd", "migrate-precopy", "floor")
+SCENARIOS = ["floor", "dump", "restore", "restore-huge", "lazy", "migrate", "migrate-tls", "migrate-pidns", "migrate-cmd", "migrate-precopy", "workset"]
+CRISP_ONLY = ("migrate-cmd", "migrate-precopy", "floor", "restore-huge")
 
 
 class BenchError(Exception):
@@ -230,7 +230,19 @@ def scenario_floor(mib, tmp, bindir):
             r["uffd_copied_read_s"] = float(line.split()[2])
         elif line.startswith("self-written:"):
             r["self_written_read_s"] = float(line.split()[2])
-    if len(r) != 3:
+        elif line.startswith("memfd 2nd mapping:"):
+            r["remap_read_s"] = float(line.split()[4])
+        elif line.startswith("pread, THP:"):
+            r["thp_pread_read_s"] = float(line.split()[3])
+        elif line.startswith("  fill: pread into a MADV_HUGEPAGE range"):
+            r["thp_pread_fill_s"] = float(line.split()[-4])
+        elif line.startswith("  fill: pread into 4 KiB pages"):
+            r["pread_fill_s"] = float(line.split()[-4])
+        elif line.startswith("pread, 4 KiB:"):
+            r["pread_read_s"] = float(line.split()[4])
+        elif line.startswith("  MADV_COLLAPSE of it: ok"):
+            r["collapse_s"] = float(line.split()[4])
+    if not {"uffd_copy_fill_s", "uffd_copied_read_s", "self_written_read_s"} <= r.keys():
         raise BenchError(f"firsttouch printed no figures: {text}")
     return r
 
@@ -252,7 +264,7 @@ def scenario_dump(tool, memtouch, mib, tmp):
         w.proc.wait()
 
 
-def scenario_restore(tool, memtouch, mib, tmp):
+def scenario_restore(tool, memtouch, mib, tmp, huge=False):
     images = os.path.join(tmp, "img")
     os.makedirs(images)
     w = Workload(memtouch, mib, tmp)
@@ -260,14 +272,15 @@ def scenario_restore(tool, memtouch, mib, tmp):
     w.proc.wait()
     pidfile = os.path.join(tmp, "restored.pid")
     t0 = now()
-    sh([tool, "restore", "-D", images, "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile])
+    sh([tool, "restore", "-D", images, "-d", "-o", "restore.log", "-v2", "--pidfile", pidfile] + (["--huge-pages"] if huge else []))
     elapsed = now() - t0
     pid = read_pidfile(pidfile)
     try:
         touch = w.check(pid)
     finally:
         kill_pid(pid)
-    return {"restore_s": elapsed, "eager_touch_s": touch / 1e9, "eager_full_speed_s": elapsed + touch / 1e9}
+    p = "huge_" if huge else ""
+    return {p + "restore_s": elapsed, p + "eager_touch_s": touch / 1e9, p + "eager_full_speed_s": elapsed + touch / 1e9}
 
 
 def daemon_stats(path):
@@ -468,10 +481,19 @@ FIGURES = [
     ("floor", "uffd_copy_fill_s", "machine floor: UFFDIO_COPY of every page, 512 KiB chunks, no tool (s)", ""),
     ("floor", "self_written_read_s", "machine floor: first read of pages the process wrote itself (s)", ""),
     ("floor", "uffd_copied_read_s", "machine floor: first read of pages UFFDIO_COPY put in (s)", ""),
+    ("floor", "remap_read_s", "machine floor: first read through a second mapping of page-cache pages just read (new 4 KiB translations only) (s)", ""),
+    ("floor", "pread_fill_s", "machine floor: pread of every page into 4 KiB pages (s)", ""),
+    ("floor", "pread_read_s", "machine floor: first read after that pread (s)", ""),
+    ("floor", "thp_pread_fill_s", "machine floor: pread of every page into a MADV_HUGEPAGE range (s)", ""),
+    ("floor", "thp_pread_read_s", "machine floor: first read after that pread (huge pages) (s)", ""),
+    ("floor", "collapse_s", "machine floor: MADV_COLLAPSE of the UFFDIO_COPY-filled range (s)", ""),
     ("dump", "dump_s", "dump (s)", "≤ 0.5× CRIU"),
     ("restore", "eager_full_speed_s", "time to full speed, eager (restore + first full read) (s)", "≤ 0.5× CRIU"),
     ("restore", "restore_s", "eager restore returns (s)", ""),
     ("restore", "eager_touch_s", "first full read after eager restore (s)", ""),
+    ("restore-huge", "huge_eager_full_speed_s", "time to full speed, eager restore --huge-pages (s)", ""),
+    ("restore-huge", "huge_restore_s", "eager restore --huge-pages returns (s)", ""),
+    ("restore-huge", "huge_eager_touch_s", "first full read after eager restore --huge-pages (s)", ""),
     ("lazy", "lazy_full_speed_s", "time to full speed, lazy (restore + first full read) (s)", "≤ 0.5× CRIU"),
     ("lazy", "lazy_every_page_s", "lazy restore: every page in, daemon exits (s)", "≤ 0.5× CRIU"),
     ("lazy", "lazy_restore_return_s", "lazy restore: restore command returns (s)", "≤ 0.5× CRIU, flat"),
@@ -568,6 +590,8 @@ def main():
                                 r = scenario_dump(binary, memtouch, mib, tmp)
                             elif sc == "restore":
                                 r = scenario_restore(binary, memtouch, mib, tmp)
+                            elif sc == "restore-huge":
+                                r = scenario_restore(binary, memtouch, mib, tmp, huge=True)
                             elif sc == "lazy":
                                 r = scenario_lazy(binary, memtouch, mib, tmp, is_crisp)
                             elif sc == "migrate":
