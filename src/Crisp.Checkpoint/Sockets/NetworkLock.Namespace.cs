@@ -68,6 +68,7 @@ public sealed partial class NetworkLock
         }
         else
         {
+            _tablesBefore = NftTables();
             string conf = $"*filter\n:CRIU - [0:0]\n-I INPUT -j CRIU\n-I OUTPUT -j CRIU\n-A CRIU -m mark --mark 0x{SOCCR_MARK:x} -j ACCEPT\n-A CRIU -j DROP\nCOMMIT\n";
             foreach (var tool in new[] { "iptables-restore", "ip6tables-restore" })
                 IptablesRestore(tool, conf, "locking the network namespace");
@@ -83,16 +84,31 @@ public sealed partial class NetworkLock
             if (_method == NetworkLockMethod.Nftables)
                 Nft($"delete table {_table}\n", "unlocking the network namespace");
             else
+            {
                 foreach (var tool in new[] { "iptables-restore", "ip6tables-restore" })
                 {
                     IptablesRestore(tool, "*filter\n:CRIU - [0:0]\n-D INPUT -j CRIU\n-D OUTPUT -j CRIU\nCOMMIT\n", "unlocking the network namespace");
                     IptablesRestore(tool, "*filter\n:CRIU - [0:0]\n-X CRIU\nCOMMIT\n", "unlocking the network namespace");
                 }
+                // nft-backed iptables made its filter tables for the lock: the ones the namespace did not have go again.
+                foreach (var t in NftTables().Except(_tablesBefore ?? []).Where(t => t is "ip filter" or "ip6 filter"))
+                    Nft($"delete table {t}\n", "unlocking the network namespace");
+            }
         }
         finally
         {
             ForgetNamespace();
         }
+    }
+
+    private HashSet<string>? _tablesBefore;
+
+    /// <summary>The namespace's nftables tables ("FAMILY NAME"), where nft is installed.</summary>
+    private HashSet<string> NftTables()
+    {
+        if (Net.NetTool.Find("nft") is not { } nft) return [];
+        var (status, output) = Run(nft, ["list", "tables"], null);
+        return status != 0 ? [] : output.Split('\n').Where(l => l.StartsWith("table ", StringComparison.Ordinal)).Select(l => l[6..].Trim()).ToHashSet();
     }
 
     private void IptablesRestore(string tool, string conf, string what)
