@@ -32,6 +32,8 @@ public static class ImageMagic
     public const uint Seccomp = 0x64413049;
     public const uint Timens = 0x43114433;
     public const uint Utsns = 0x54473203;
+    public const uint Netdev = 0x57373951;
+    public const uint Netns = 0x55933752;
     public const uint Cpuinfo = 0x61404013;
     public const uint TtyFiles = 0x59433025;
     public const uint TtyInfo = 0x59453036;
@@ -87,6 +89,8 @@ public static class ImageMagic
         Seccomp => "SECCOMP",
         Timens => "TIMENS",
         Utsns => "UTSNS",
+        Netdev => "NETDEV",
+        Netns => "NETNS",
         TtyFiles => "TTY_FILES",
         TtyInfo => "TTY_INFO",
         UnixSk => "UNIXSK",

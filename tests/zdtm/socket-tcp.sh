@@ -12,8 +12,8 @@
 #
 # Tests zdtm runs only in the ns/uns flavors (their own namespaces, e.g. socket-tcp-closed) run in a
 # network namespace this script makes for them (lo up), test, dump and restore all inside it: it is
-# not part of the dumped tree (crisp does not dump network namespaces), so the result line says
-# "PASS (private netns)". Rules a test adds to iptables/ip6tables (socket-tcp-syn-sent adds a DROP
+# crisp's namespace too, so the tree does not own it and it is not dumped; the result line says
+# "PASS (private netns)". (The nfconntrack tests unshare a namespace of their own: that one is dumped.) Rules a test adds to iptables/ip6tables (socket-tcp-syn-sent adds a DROP
 # and removes it only after a restore that worked) are removed after it, whatever happened, so one
 # failed test cannot break the next ones.
 #

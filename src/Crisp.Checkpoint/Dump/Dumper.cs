@@ -155,6 +155,7 @@ public static partial class Dumper
         _parentPages = 0;
         // Refuses namespaces crisp cannot restore before anything is collected (TreeNamespaces.cs).
         var ns = TreeNamespaces.Check(tree);
+        using var netns = DumpedNetns.Begin(tree, ns, tcp);
         var files = new FileTable(options.ExtUnixSk, options.TcpClose, tcp, options.SkipInFlight) { GhostLimit = options.GhostLimit, FileLocks = options.FileLocks };
         files.TreePid = host => ns.Contains(host) ? ns.Dumped(host) : null;
         var nsIds = new NamespaceIds();
@@ -198,6 +199,7 @@ public static partial class Dumper
             if (!fdTableOwner.ContainsKey(d.Process.Pid)) dir.WriteFdinfo(d.Ids.FilesId, d.Fds);
         }
         if (dumps[0].Uts is { } uts) dir.WriteUtsns(uts, dumps[0].Ids.UtsNsId);
+        netns?.Write(dir, dumps[0].Ids.NetNsId);
         OwnedNamespaces.Write(tree.Root.Pid, ns, dumps[0].Ids, dumps.SelectMany(d => d.Vmas.Select(v => (d.Process.Pid, v.Entry))), dir);
         dir.WriteFiles(files.Files);
         if (files.PipesData.Count > 0) dir.WritePipesData(files.PipesData);

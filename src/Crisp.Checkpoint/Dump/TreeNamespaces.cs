@@ -26,7 +26,9 @@ namespace Crisp.Checkpoint.Dump;
  *    (ipcns-*-ID.img, Namespaces/IpcNamespace.cs). Not owned: the tree shares the host's, and
  *    an attachment of a host segment is refused (MemoryDump).
  *  - time: CLOCK_MONOTONIC and CLOCK_BOOTTIME as seen inside (timens-ID.img, Namespaces/TimeNamespace.cs).
- *  - net, user, cgroup: refused by name. Restoring them in the host's would silently change
+ *  - net: lo, its addresses and routes, iptables and nftables rules (Net/NetnsDump.cs, which
+ *    also refuses other devices and a namespace shared with processes outside the tree).
+ *  - user, cgroup: refused by name. Restoring them in the host's would silently change
  *    what the tree sees.
  *
  * Namespace ids follow CRIU's numbering: one counter over all kinds, crisp's own namespaces
@@ -48,6 +50,8 @@ internal sealed class TreeNamespaces
     public bool OwnUts { get; private init; }
     public bool OwnIpc { get; private init; }
     public bool OwnTime { get; private init; }
+    /// <summary>The tree's root is in a network namespace other than crisp's (DumpedNetns.cs).</summary>
+    public bool OwnNet { get; private init; }
     /// <summary>The tree needs a mount namespace of its own (a fresh /proc). False also when it sits in another one that shows crisp's mounts.</summary>
     public bool OwnMnt { get; private init; }
 
@@ -67,7 +71,7 @@ internal sealed class TreeNamespaces
                 throw new CrispException($"process {p.Pid} is in another {string.Join(", ", other)} namespace than the tree's root {root}: " +
                                          "nested namespaces are not supported (only nested pid namespaces are)");
         }
-        var refused = owned.Where(k => k is not ("pid" or "uts" or "mnt" or "ipc" or "time")).ToList();
+        var refused = owned.Where(k => k is not ("pid" or "uts" or "mnt" or "ipc" or "time" or "net")).ToList();
         if (refused.Count > 0)
             throw new CrispException($"the tree of {root} has its own {string.Join(", ", refused)} namespace{(refused.Count > 1 ? "s" : "")}, " +
                                      "which crisp cannot dump yet (restoring the tree in the host's would change what it sees)");
@@ -75,6 +79,7 @@ internal sealed class TreeNamespaces
         var ns = new TreeNamespaces
         {
             OwnPid = ownPid, OwnUts = owned.Contains("uts"), OwnIpc = owned.Contains("ipc"), OwnTime = owned.Contains("time"),
+            OwnNet = owned.Contains("net"),
             OwnMnt = owned.Contains("mnt") && MountsNeedOwnNamespace(root, ownPid),
         };
 

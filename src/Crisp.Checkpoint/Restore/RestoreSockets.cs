@@ -8,8 +8,8 @@ using Crisp.Native;
 namespace Crisp.Checkpoint.Restore;
 
 /// <summary>
-/// Sockets are made by crisp itself, in its own network namespace (the dumped tree's: crisp does
-/// not restore network namespaces), before any process gets its files. Each one is then handed
+/// Sockets are made by crisp itself, in the tree's network namespace (crisp's, or the new one
+/// RestoreNetns.cs made and the restore thread is in), before any process gets its files. Each one is then handed
 /// to the processes that hold it exactly like a description shared between processes
 /// (SharedFiles.cs): it sits in <c>_crispCopies</c> under its file id, and every process takes
 /// it with pidfd_getfd, so dup'd and inherited descriptors stay one socket.
@@ -337,6 +337,7 @@ internal sealed unsafe partial class RestoreSession
         if (method == NetworkLockMethod.Skip) return;
         var conns = connections.Select(c => new TcpConnection((int)c.Family, c.SrcAddr.ToArray(), c.SrcPort, c.DstAddr.ToArray(), c.DstPort)).ToList();
         string runId = _inventory.HasDumpCriuRunId ? _inventory.DumpCriuRunId : $"{Environment.ProcessId}-restore";
+        if (LockNetns(conns, method, runId, makeNew)) return;
         if (method == NetworkLockMethod.Iptables)
         {
             // The dump's rules where they are; those it did not leave here (another namespace) are made for the restore.

@@ -90,6 +90,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             Step("read images", LoadImages);
             Step("check pids", CheckPids);
             Step("find memory shared with parents", FindInheritedVmas);
+            if (_netnsImages != null) Step("create the network namespace", CreateNetns);
             Step("create sockets", CreateSockets);
             Step("start the stub", StartStub);
             Step("create the root process", CreateRoot);
@@ -105,6 +106,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             RemoveGhosts();
             Step("resume", ResumeAll);
             if (_netLock != null) Step("unlock the network", UnlockNetwork);
+            LeaveNetns();
         }
         catch (Exception e)
         {
@@ -115,6 +117,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             if (_selfPidfd >= 0) LibC.close(_selfPidfd);
             _selfPidfd = -1;
             KillEverything();
+            LeaveNetns();
             _lazy?.Dispose();
             _lazy = null;
             if (e is CrispException ce && ce.Message.StartsWith("restore failed", StringComparison.Ordinal)) throw;
@@ -176,7 +179,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     /// Which namespaces the tree owned: its root's ids differ from root_ids (the dumper's own).
     /// pid: the tree is restored in a new pid namespace (its pids are free there whatever
     /// runs here). mnt: a new mount namespace with a fresh /proc (the dump checked that nothing
-    /// else differed). uts: its hostname and domain name. Any other owned namespace is refused.
+    /// else differed). uts: its hostname and domain name. net: a new one, filled before the sockets (RestoreNetns.cs). Any other owned namespace is refused.
     /// </summary>
     private void ReadNamespaces(TaskKobjIdsEntry? rootIds, TaskKobjIdsEntry ids)
     {
@@ -188,7 +191,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             _uts = _dir.Exists(ImageDir.UtsnsName(ids.UtsNsId)) ? _dir.ReadUtsns(ids.UtsNsId)
                 : throw new ImageException(_dir.PathOf(ImageDir.UtsnsName(ids.UtsNsId)), "the tree owned a UTS namespace but its image is missing");
         var refused = new List<string>();
-        if (Owns(ids.NetNsId, rootIds.NetNsId)) refused.Add("net");
+        if (Owns(ids.NetNsId, rootIds.NetNsId)) ReadNetns(ids.NetNsId);
         if (Owns(ids.IpcNsId, rootIds.IpcNsId)) ReadIpcNamespace(ids.IpcNsId);
         if (Owns(ids.TimeNsId, rootIds.TimeNsId)) ReadTimeNamespace(ids.TimeNsId);
         if (Owns(ids.UserNsId, rootIds.UserNsId)) refused.Add("user");

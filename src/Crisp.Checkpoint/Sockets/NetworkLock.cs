@@ -23,7 +23,7 @@ namespace Crisp.Checkpoint.Sockets;
 /// the peer's retransmissions must not be answered by a RST before the socket is back). Every
 /// other end of a dump and every end of a restore removes it.
 /// </summary>
-public sealed class NetworkLock
+public sealed partial class NetworkLock
 {
     public const int SOCCR_MARK = 0xC114;
 
@@ -62,6 +62,12 @@ public sealed class NetworkLock
     /// <summary>Drops the connection's packets both ways from now on.</summary>
     public void Add(TcpConnection c)
     {
+        if (_netnsFd >= 0)
+        {
+            if (_method != NetworkLockMethod.Skip && !_tableMade) LockNamespace();
+            _locked.Add(c);
+            return;
+        }
         switch (_method)
         {
             case NetworkLockMethod.Skip: return;
@@ -87,7 +93,12 @@ public sealed class NetworkLock
         bool ok = true;
         try
         {
-            if (_method == NetworkLockMethod.Nftables && _tableMade)
+            if (_netnsFd >= 0)
+            {
+                if (_tableMade) UnlockNamespace();
+                else ForgetNamespace();
+            }
+            else if (_method == NetworkLockMethod.Nftables && _tableMade)
             {
                 _tableMade = false;
                 Nft($"delete table {_table}\n", "unlocking the network");
@@ -111,7 +122,7 @@ public sealed class NetworkLock
     /// <summary>Whether the table exists now (the tests check the ruleset after every run).</summary>
     public static bool TableExists(string runId)
     {
-        var (status, output) = Run(Tool("nft"), ["list", "tables"], null);
+        var (status, output) = RunHere(Tool("nft"), ["list", "tables"], null);
         return status == 0 && output.Contains($"CRIU-{runId}", StringComparison.Ordinal);
     }
 
@@ -151,7 +162,7 @@ public sealed class NetworkLock
     /// restore where the dump ran finds the dump's; one in another namespace (a migration) must make its own.
     /// </summary>
     public static bool IptablesLocked(TcpConnection c) =>
-        IptablesRules(c, "-C").All(r => Run(r.Tool, r.Args, null).Status == 0);
+        IptablesRules(c, "-C").All(r => RunHere(r.Tool, r.Args, null).Status == 0);
 
     private static IEnumerable<(string Tool, string[] Args)> IptablesRules(TcpConnection c, string op)
     {
@@ -162,7 +173,7 @@ public sealed class NetworkLock
                 "--source", Format(fam, s), "--sport", sp.ToString(), "--destination", Format(fam, d), "--dport", dp.ToString(), "-j", "DROP"]);
     }
 
-    private static void Nft(string script, string what)
+    private void Nft(string script, string what)
     {
         var (status, output) = Run(Tool("nft"), ["-f", "-"], script);
         if (status != 0) throw new CrispException($"{what}: nft failed (status {status}): {output.Trim()}");
@@ -194,7 +205,11 @@ public sealed class NetworkLock
     }
 
     /// <summary>Runs a tool with <paramref name="stdin"/> fed in; returns its exit status and what it printed.</summary>
-    private static unsafe (int Status, string Output) Run(string path, string[] args, string? stdin)
+    private (int Status, string Output) Run(string path, string[] args, string? stdin) =>
+        _netnsFd >= 0 ? NamespaceThread.Run($"/proc/self/fd/{_netnsFd}", Net.NetTool.CLONE_NEWNET, () => RunHere(path, args, stdin))
+                      : RunHere(path, args, stdin);
+
+    private static unsafe (int Status, string Output) RunHere(string path, string[] args, string? stdin)
     {
         string tmp = Path.Combine(Path.GetTempPath(), $"crisp-netlock-{Environment.ProcessId}-{Guid.NewGuid():N}");
         string inFile = tmp + ".in", outFile = tmp + ".out";

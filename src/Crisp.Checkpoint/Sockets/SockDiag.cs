@@ -4,8 +4,8 @@ using Crisp.Native;
 namespace Crisp.Checkpoint.Sockets;
 
 /// <summary>
-/// What NETLINK_SOCK_DIAG says about the sockets of crisp's network namespace (which is the dumped
-/// tree's: crisp does not dump network namespaces). It is the only place the kernel tells a unix
+/// What NETLINK_SOCK_DIAG says about the sockets of the dumped tree's network namespace (crisp's,
+/// or the one the tree owns: SockDiag.Netns.cs). It is the only place the kernel tells a unix
 /// socket's peer inode, its shutdown state, the connections waiting in a listener's queue
 /// (UNIX_DIAG_ICONS) and a listener's backlog; getsockopt tells none of them.
 /// </summary>
@@ -145,8 +145,7 @@ internal static unsafe partial class SockDiag
     /// <summary>Sends one SOCK_DIAG_BY_FAMILY dump request and hands every answer's payload to <paramref name="handle"/>.</summary>
     private static void Dump(byte[] request, string what, MessageHandler handle)
     {
-        int nl = Errno.Check(LibC.socket(LibC.AF_NETLINK, LibC.SOCK_RAW | LibC.SOCK_CLOEXEC, NETLINK_SOCK_DIAG),
-            "socket(AF_NETLINK, NETLINK_SOCK_DIAG)", what);
+        int nl = OpenDiagSocket(NETLINK_SOCK_DIAG, what);
         try
         {
             var msg = new byte[16 + request.Length];

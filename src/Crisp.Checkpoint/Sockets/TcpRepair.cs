@@ -138,6 +138,7 @@ internal sealed unsafe class TcpRepairDump(NetworkLock networkLock)
         foreach (var (fd, _, _) in _repaired) LibC.close(fd);
         _repaired.Clear();
         if (release) networkLock.Release();
+        networkLock.ForgetNamespace();   // a lock of the tree's own namespace dies with it
     }
 
     /// <summary>The tree goes on: every connection leaves repair mode and the lock goes.</summary>
