@@ -147,6 +147,17 @@ internal sealed unsafe partial class RestoreSession
         t.Check(Code, $"dup3 {from} → {to}", SYS_dup3, from, to, cloexec ? LibC.O_CLOEXEC : 0);
     }
 
+    /// <summary>What the task opened at <paramref name="tmp"/> goes to <paramref name="fd"/>; close-on-exec set when asked.</summary>
+    private void MoveFd(RestoreTask t, int tmp, int fd, bool cloexec)
+    {
+        if (tmp != fd)
+        {
+            Dup(t, tmp, fd, cloexec);
+            t.Call(Code, LibC.SYS_close, tmp);
+        }
+        else if (cloexec) Dup(t, fd, fd, true);
+    }
+
     private void PlaceRegular(RestoreTask t, RegFileEntry reg, int fd, bool cloexec)
     {
         var inherited = InheritedFor(reg.Name);
@@ -166,12 +177,7 @@ internal sealed unsafe partial class RestoreSession
         if ((flags & __O_TMPFILE) != 0) flags &= ~(__O_TMPFILE | LibC.O_DIRECTORY);
         var scratch = new Scratch(this, t.Pid);
         int tmp = (int)t.Check(Code, $"openat {reg.Name}", LibC.SYS_openat, -100, (long)scratch.PutString(reg.Name), flags, 0);
-        if (tmp != fd)
-        {
-            Dup(t, tmp, fd, cloexec);
-            t.Call(Code, LibC.SYS_close, tmp);
-        }
-        else if (cloexec) Dup(t, fd, fd, true);
+        MoveFd(t, tmp, fd, cloexec);
         // open(2) ignores O_ASYNC: only F_SETFL turns on SIGIO delivery (the file's fasync).
         if (((int)reg.Flags & O_ASYNC) != 0)
             t.Check(Code, "fcntl(F_SETFL, O_ASYNC)", LibC.SYS_fcntl, fd, LibC.F_SETFL, (int)reg.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | LibC.O_DIRECT | LibC.O_NOATIME | O_ASYNC));

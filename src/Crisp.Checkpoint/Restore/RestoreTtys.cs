@@ -227,12 +227,7 @@ internal sealed unsafe partial class RestoreSession
         long r = t.Call(Code, LibC.SYS_openat, -100, (long)scratch.PutString("/dev/tty"), flags, 0);
         if (r < 0) throw new CrispException($"fd {fd} of {t} was /dev/tty, but its session has no controlling terminal here: openat(/dev/tty): {Errno.Name((int)-r)}");
         int tmp = (int)r;
-        if (tmp != fd)
-        {
-            Dup(t, tmp, fd, cloexec);
-            t.Call(Code, LibC.SYS_close, tmp);
-        }
-        else if (cloexec) Dup(t, fd, fd, true);
+        MoveFd(t, tmp, fd, cloexec);
     }
 
     private TermiosEntry CheckedTermios(TermiosEntry e, string where) =>
