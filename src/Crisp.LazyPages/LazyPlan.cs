@@ -1,3 +1,5 @@
+using Crisp.Images.Pages;
+
 namespace Crisp.LazyPages;
 
 /// <summary>
@@ -9,9 +11,9 @@ public sealed class LazyPlan
 {
     public int ImagePid { get; }
     public IReadOnlyList<LazyVma> Vmas { get; }
-    public IReadOnlyList<PageRun> DataRuns { get; }
+    public IReadOnlyList<PageRange> DataRuns { get; }
 
-    public LazyPlan(int imagePid, IEnumerable<LazyVma> vmas, IEnumerable<PageRun> dataRuns)
+    public LazyPlan(int imagePid, IEnumerable<LazyVma> vmas, IEnumerable<PageRange> dataRuns)
     {
         ImagePid = imagePid;
         Vmas = vmas.OrderBy(v => v.Start).ToArray();

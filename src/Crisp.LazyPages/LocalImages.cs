@@ -18,7 +18,7 @@ public static class LocalImages
     public static LazyPlan Plan(int pid, MmEntry mm, IEnumerable<PagemapRun> runs)
     {
         var vmas = mm.Vmas.Where(LazyVmas.IsLazy).Select(v => new LazyVma(v.Start, v.End)).ToList();
-        var data = new List<PageRun>();
+        var data = new List<PageRange>();
         foreach (var r in runs)
         {
             bool inLazy = vmas.Any(v => v.Start < r.End && r.Vaddr < v.End);
@@ -26,7 +26,7 @@ public static class LocalImages
             if ((r.Flags & PagemapFlags.Parent) != 0 && !r.IsPresent)
                 throw new ImageException($"pagemap-{pid}.img", $"pages at 0x{r.Vaddr:x} are in a parent image (pre-dump); lazy-pages cannot serve them yet");
             // PE_LAZY without PE_PRESENT (a lazy dump, CRIU's too): the bytes are at the page server.
-            if (r.IsPresent || r.IsLazy) data.Add(new PageRun(r.Vaddr, r.NrPages));
+            if (r.IsPresent || r.IsLazy) data.Add(r.Range);
         }
         return new LazyPlan(pid, vmas, data);
     }

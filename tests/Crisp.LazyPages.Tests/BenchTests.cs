@@ -1,4 +1,5 @@
 using System.Text;
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 using Xunit.Abstractions;
 
@@ -21,7 +22,7 @@ public sealed class BenchTests(ITestOutputHelper output)
     {
         string bench = NativePrograms.Build("lazy_bench");
         ulong pages = (ulong)mib * 256;
-        var plan = new LazyPlan(1, [new LazyVma(Base, Base + pages * 4096)], [new PageRun(Base, pages)]);
+        var plan = new LazyPlan(1, [new LazyVma(Base, Base + pages * 4096)], [new PageRange(Base, pages)]);
         using var source = MemoryPageSource.FromBytes(1, Base, image);
         using var d = new RunningDaemon(source, _ => plan, policy);
         var args = new List<string> { d.SocketPath, mib.ToString(), pattern, finish };

@@ -31,7 +31,7 @@ public sealed class ImagesTests
         Assert.Contains(new LazyVma(0x564a0c3e0000, 0x564a0c401000), plan.Vmas);
         Assert.DoesNotContain(plan.Vmas, v => v.Start == 0x7f796ad58000 || v.Start == 0x7f796ad52000 || v.Start == 0xffffffffff600000);
         Assert.DoesNotContain(plan.Vmas, v => v.Start == 0x5649e7470000);
-        Assert.Contains(new PageRun(0x7f796aa61000, 254), plan.DataRuns);
+        Assert.Contains(new PageRange(0x7f796aa61000, 254), plan.DataRuns);
         Assert.DoesNotContain(plan.DataRuns, r => r.Vaddr == 0x7f796ad58000 || r.Vaddr == 0x5649e7470000);
         var pending = plan.ToPending();
         Assert.Equal(plan.DataPages, pending.Pages);

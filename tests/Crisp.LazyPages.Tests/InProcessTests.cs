@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text.Json;
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 using Crisp.Native;
 
@@ -33,7 +34,7 @@ public sealed unsafe class InProcessTests
             int uffd = MakeUffd(b, (ulong)(pages * PageSize));
             int pid = LibC.getpid();
             var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))],
-                [new PageRun(b, (ulong)holeStart), new PageRun(b + (ulong)(holeEnd * PageSize), (ulong)(pages - holeEnd))]);
+                [new PageRange(b, (ulong)holeStart), new PageRange(b + (ulong)(holeEnd * PageSize), (ulong)(pages - holeEnd))]);
             var source = Pattern.Source();
             using var d = new RunningDaemon(source, p => p == pid ? plan : throw new InvalidOperationException($"unexpected pid {p}"));
             using var s = HandOver(d.SocketPath, pid, uffd);
@@ -93,7 +94,7 @@ public sealed unsafe class InProcessTests
         {
             int uffd = MakeUffd(b, (ulong)(pages * PageSize));
             int pid = LibC.getpid();
-            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))], [new PageRun(b, (ulong)pages)]);
+            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))], [new PageRange(b, (ulong)pages)]);
             ulong broken = b + 512 * PageSize;
             var source = Pattern.Source((vaddr, len) =>
             {

@@ -1,3 +1,4 @@
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 
 namespace Crisp.LazyPages.Tests;
@@ -10,5 +11,5 @@ internal static class LazyClientLayout
 
     public static LazyPlan PlanFor(int pid) => new(pid,
         [new LazyVma(Base, Base + Pages * 4096)],
-        [new PageRun(Base, HoleStart), new PageRun(Base + HoleEnd * 4096, Pages - HoleEnd)]);
+        [new PageRange(Base, HoleStart), new PageRange(Base + HoleEnd * 4096, Pages - HoleEnd)]);
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using Crisp.Images;
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 using Crisp.Native;
 
@@ -130,7 +131,7 @@ public sealed unsafe class LifetimeTests
         {
             int uffd = InProcessClient.MakeUffd(b, (ulong)(pages * PageSize));
             int pid = LibC.getpid();
-            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))], [new PageRun(b, (ulong)pages)]);
+            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))], [new PageRange(b, (ulong)pages)]);
             using var d = new RunningDaemon(Pattern.Source(), _ => plan);
             using var s = InProcessClient.HandOver(d.SocketPath, pid, uffd);
             LibC.close(uffd);

@@ -1,3 +1,4 @@
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 
 namespace Crisp.LazyPages.Tests;
@@ -59,7 +60,7 @@ public sealed class PageRangeSetTests
     public void Plan_clips_data_to_lazy_VMAs()
     {
         var plan = new LazyPlan(1, [new LazyVma(0x10000, 0x20000), new LazyVma(0x30000, 0x40000)],
-            [new PageRun(0x8000, 0x10), new PageRun(0x1f000, 0x12)]);
+            [new PageRange(0x8000, 0x10), new PageRange(0x1f000, 0x12)]);
         var p = plan.ToPending();
         Assert.Equal([new PendingRange(0x10000, 0x18000, 0x10000), new PendingRange(0x1f000, 0x20000, 0x1f000), new PendingRange(0x30000, 0x31000, 0x30000)], p.Ranges);
     }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Crisp.Images;
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 using Crisp.Native;
 
@@ -58,7 +59,7 @@ public sealed unsafe class SharedChannelTests
         {
             int uffd = InProcessClient.MakeUffd(b, (ulong)(pages * PageSize));
             int pid = LibC.getpid();
-            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))], [new PageRun(b, (ulong)pages)]);
+            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(pages * PageSize))], [new PageRange(b, (ulong)pages)]);
             var source = new OneConnectionSource(Pattern.Source());
             var policy = new LazyPagesPolicy();
             using var d = new RunningDaemon(source, _ => plan, policy);

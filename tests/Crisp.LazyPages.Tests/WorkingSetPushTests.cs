@@ -1,3 +1,4 @@
+using Crisp.Images.Pages;
 using Crisp.LazyPages;
 using Crisp.Native;
 using Crisp.TestSupport;
@@ -29,7 +30,7 @@ public sealed unsafe class WorkingSetPushTests : IDisposable
         {
             int uffd = InProcessClient.MakeUffd(b, (ulong)(Pages * PageSize));
             int pid = LibC.getpid();
-            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(Pages * PageSize))], [new PageRun(b, (ulong)Pages)]);
+            var plan = new LazyPlan(pid, [new LazyVma(b, b + (ulong)(Pages * PageSize))], [new PageRange(b, (ulong)Pages)]);
             using var d = new RunningDaemon(Pattern.Source(), p => p == pid ? plan : throw new InvalidOperationException($"unexpected pid {p}"),
                 prefetchOrder: prefetchOrder(b), recordOrder: recordOrder);
             using var s = InProcessClient.HandOver(d.SocketPath, pid, uffd);

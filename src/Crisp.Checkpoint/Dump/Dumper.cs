@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Crisp.Images;
+using Crisp.Images.Pages;
 using Crisp.Images.Proto;
 using Crisp.Inject;
 using Crisp.Native;
@@ -149,7 +150,7 @@ public static partial class Dumper
         public UtsnsEntry? Uts { get; init; }
     }
 
-    private static (ulong Pages, Dictionary<int, IReadOnlyList<LazyRun>> LazyRuns, Dictionary<int, int> HostPids) WriteImages(
+    private static (ulong Pages, Dictionary<int, IReadOnlyList<PageRange>> LazyRuns, Dictionary<int, int> HostPids) WriteImages(
         SeizedTree tree, ImageDir dir, IDumpPageSink sink, bool lazy, EarlySmaps? early, DumpOptions options, Sockets.TcpRepairDump? tcp, string? parentDir)
     {
         _parentPages = 0;
@@ -216,7 +217,7 @@ public static partial class Dumper
         Log.D($"dump: wrote state images in {phase.Elapsed.TotalMilliseconds:F1} ms (GCs so far: {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, {GC.GetTotalAllocatedBytes() >> 10} KiB allocated)");
         phase.Restart();
         ulong pages = 0;
-        var lazyRuns = new Dictionary<int, IReadOnlyList<LazyRun>>();
+        var lazyRuns = new Dictionary<int, IReadOnlyList<PageRange>>();
         var hostPids = new Dictionary<int, int>();
         foreach (var d in dumps)
         {
@@ -227,7 +228,7 @@ public static partial class Dumper
             writer.Complete();
             if (lazy)
                 lazyRuns[vpid] = d.Runs.Where(r => (r.Flags & PagemapFlags.Lazy) != 0)
-                    .Select(r => new LazyRun(r.Vaddr, (ulong)r.Pages)).ToList();
+                    .Select(r => new PageRange(r.Vaddr, (ulong)r.Pages)).ToList();
         }
         sink.Finish();
         Log.D($"dump: {pages} pages written in {phase.Elapsed.TotalMilliseconds:F1} ms");

@@ -1,7 +1,12 @@
+using Crisp.Images.Pages;
+
 namespace Crisp.Checkpoint.Dump;
 
-/// <summary>A lazily dumped tree, still frozen: which pages of which process the page server must deliver.</summary>
-public sealed record LazyDumpTree(IReadOnlyList<int> Pids, IReadOnlyDictionary<int, IReadOnlyList<LazyRun>> LazyRuns)
+/// <summary>
+/// A lazily dumped tree, still frozen: which pages of which process the page server must deliver
+/// (<see cref="LazyRuns"/>: the runs dumped as PE_LAZY, their bytes still in the frozen process).
+/// </summary>
+public sealed record LazyDumpTree(IReadOnlyList<int> Pids, IReadOnlyDictionary<int, IReadOnlyList<PageRange>> LazyRuns)
 {
     public ulong TotalLazyPages => LazyRuns.Values.SelectMany(r => r).Aggregate(0UL, (s, r) => s + r.NrPages);
 

@@ -38,21 +38,20 @@ namespace Crisp.Checkpoint.Restore;
 
 internal sealed unsafe partial class RestoreSession
 {
-    private LazyHandOffConnection? _lazy;
 
     private bool IsLazyVma(VmaEntry v) => _o.Lazy && LazyVmas.IsLazy(v);
 
     /// <summary>Sends restore-finished and closes the hand-off connection (the very last step of a lazy restore).</summary>
     public void FinishLazy()
     {
-        if (_lazy == null) return;
-        try { _lazy.Finish(); }
-        finally { _lazy.Dispose(); _lazy = null; }
+        if (_c.Lazy == null) return;
+        try { _c.Lazy.Finish(); }
+        finally { _c.Lazy.Dispose(); _c.Lazy = null; }
     }
 
     private void ConnectLazyPages()
     {
-        _lazy = LazyHandOffConnection.Connect(_o.WorkDir ?? _o.ImagesDir);
+        _c.Lazy = LazyHandOffConnection.Connect(_o.WorkDir ?? _o.ImagesDir);
     }
 
     /// <summary>Steps 1–4 of the comment above for one process; a process without lazy VMAs gets no uffd.</summary>
@@ -77,7 +76,7 @@ internal sealed unsafe partial class RestoreSession
                 if (LibC.ioctl(uffd, LibC.UFFDIO_REGISTER, &reg) != 0)
                     throw Errno.Failure("ioctl(UFFDIO_REGISTER)", $"0x{start:x}-0x{end:x} in process {p.Pid}");
             }
-            _lazy!.Send(p.Pid, uffd);
+            _c.Lazy!.Send(p.Pid, uffd);
         }
         finally
         {

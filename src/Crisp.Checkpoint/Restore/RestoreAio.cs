@@ -39,13 +39,13 @@ internal sealed unsafe partial class RestoreSession
         string what = $"AIO ring 0x{ring.Id:x} ({ring.RingLen} bytes) of process {p.Pid}";
         ulong len = ring.RingLen;
         if (!p.Mm.Vmas.Any(v => IsAioRing(v) && v.Start == ring.Id && v.End - v.Start == len))
-            throw new ImageException(_dir.PathOf(ImageDir.MmName(p.DumpedPid)), $"{what}: no AIO ring VMA of that address and length");
+            throw new ImageException(_c.Dir.PathOf(ImageDir.MmName(p.DumpedPid)), $"{what}: no AIO ring VMA of that address and length");
         var old = new byte[len];
         RemoteMemory.Read(p.Pid, ring.Id, old);
         uint nr = BitConverter.ToUInt32(old, 4), head = BitConverter.ToUInt32(old, 8), tail = BitConverter.ToUInt32(old, 12);
         ulong expect = AioRings.EventsIn(len);
         if (nr != expect || head >= nr || tail >= nr)
-            throw new ImageException(_dir.PathOf(ImageDir.PagemapName(p.DumpedPid)), $"{what}: the dumped header says {nr} events, head {head}, tail {tail}; a ring of this length has {expect}");
+            throw new ImageException(_c.Dir.PathOf(ImageDir.PagemapName(p.DumpedPid)), $"{what}: the dumped header says {nr} events, head {head}, tail {tail}; a ring of this length has {expect}");
 
         var scratch = new Scratch(this, p.Pid);
         ulong ctxAt = scratch.Put(new byte[8]);

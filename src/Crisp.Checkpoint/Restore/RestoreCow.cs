@@ -27,23 +27,17 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    /// <summary>Dumped pid → its VMAs inherited from its parent (by start).</summary>
-    private readonly Dictionary<int, Dictionary<ulong, VmaEntry>> _inherited = [];
-    /// <summary>Dumped pids whose children inherit some of their memory: restored before those are cloned.</summary>
-    private readonly HashSet<int> _cowParents = [];
-    /// <summary>Dumped pid → the fds of mapped files, for processes whose address space is restored (RestoreAddressSpace).</summary>
-    private readonly Dictionary<int, Dictionary<uint, int>> _addressSpaces = [];
 
     private void FindInheritedVmas()
     {
         if (_o.Lazy)
         {
-            if (_procs.Count > 1) Log.D("lazy restore: private memory is restored apart per process (not shared copy-on-write)");
+            if (_c.Procs.Count > 1) Log.D("lazy restore: private memory is restored apart per process (not shared copy-on-write)");
             return;
         }
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
         {
-            var parent = _procs.FirstOrDefault(x => x.DumpedPid == p.Ppid);
+            var parent = _c.Procs.FirstOrDefault(x => x.DumpedPid == p.Ppid);
             if (parent == null || parent.Mm.ExeFileId != p.Mm.ExeFileId) continue;
             var theirs = parent.Mm.Vmas.Where(CanInherit).ToDictionary(v => v.Start);
             var mine = new Dictionary<ulong, VmaEntry>();
@@ -51,8 +45,8 @@ internal sealed unsafe partial class RestoreSession
                 if (theirs.TryGetValue(v.Start, out var pv) && SameVma(v, pv))
                     mine[v.Start] = v;
             if (mine.Count == 0) continue;
-            _inherited[p.DumpedPid] = mine;
-            _cowParents.Add(parent.DumpedPid);
+            _c.Inherited[p.DumpedPid] = mine;
+            _c.CowParents.Add(parent.DumpedPid);
             Log.D($"process {p.DumpedPid}: {mine.Count} private VMAs may share pages with its parent {parent.DumpedPid}");
         }
     }
@@ -73,20 +67,20 @@ internal sealed unsafe partial class RestoreSession
         ((v.Status & VmaStatus.VMA_FILE_PRIVATE) == 0 || (v.Shmid == pv.Shmid && v.Pgoff == pv.Pgoff));
 
     private bool IsInherited(ProcessImage p, VmaEntry v) =>
-        _inherited.TryGetValue(p.DumpedPid, out var m) && m.ContainsKey(v.Start);
+        _c.Inherited.TryGetValue(p.DumpedPid, out var m) && m.ContainsKey(v.Start);
 
     /// <summary>Before a child of a parent it shares memory with is cloned: the parent's address space first.</summary>
     private void BeforeCloning(int dumpedParent)
     {
-        if (!_cowParents.Contains(dumpedParent)) return;
-        string step = _step;
-        RestoreAddressSpace(_procs.First(x => x.DumpedPid == dumpedParent));
-        _step = step;
+        if (!_c.CowParents.Contains(dumpedParent) || _c.AddressSpaces.ContainsKey(dumpedParent)) return;
+        string step = _c.CurrentStep;
+        RunSteps(AddressSpaceSteps(_c.Procs.First(x => x.DumpedPid == dumpedParent)));
+        _c.CurrentStep = step;
     }
 
     /// <summary>Ranges a child cloned from a restored parent keeps: its inherited VMAs.</summary>
     private List<(ulong Start, ulong End)> KeptRanges(ProcessImage p) =>
-        _inherited.TryGetValue(p.DumpedPid, out var m) ? m.Values.Select(v => (v.Start, v.End)).OrderBy(r => r.Start).ToList() : [];
+        _c.Inherited.TryGetValue(p.DumpedPid, out var m) ? m.Values.Select(v => (v.Start, v.End)).OrderBy(r => r.Start).ToList() : [];
 
     /// <summary>Unmaps [start, end) except the kept ranges.</summary>
     private void UnmapExcept(RestoreTask leader, ulong start, ulong end, List<(ulong Start, ulong End)> keep)
@@ -107,10 +101,10 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void WriteInheritedPages(ProcessImage p, PagemapReader? pm)
     {
-        if (!_inherited.TryGetValue(p.DumpedPid, out var vmas)) return;
-        var parent = _procs.First(x => x.DumpedPid == p.Ppid);
-        using var ppm = _dir.Exists(Crisp.Images.ImageDir.PagemapName(parent.DumpedPid)) ? _dir.OpenPagemap(parent.DumpedPid) : null;
-        var leader = _tasks[p.Pid];
+        if (!_c.Inherited.TryGetValue(p.DumpedPid, out var vmas)) return;
+        var parent = _c.Procs.First(x => x.DumpedPid == p.Ppid);
+        using var ppm = _c.Dir.Exists(Crisp.Images.ImageDir.PagemapName(parent.DumpedPid)) ? _c.Dir.OpenPagemap(parent.DumpedPid) : null;
+        var leader = _c.Tasks[p.Pid];
         using var mem = new ProcMem(p.Pid);
         const int Page = PagemapRun.PageSize, Batch = 64;
         var mine = new byte[Page * Batch];

@@ -15,7 +15,6 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private readonly List<int> _deadProcHelpers = [];   // stand-in pids, until the tree resumes
 
     [GeneratedRegex(@"^/proc/(\d+)(/.*)?$")]
     private static partial Regex DeadProcPath();
@@ -31,7 +30,7 @@ internal sealed unsafe partial class RestoreSession
             Path = "/bin/sleep", Argv = ["sleep", "3600"],
             Stdin = StdioSource.DevNull(false), Stdout = StdioSource.DevNull(true), Stderr = StdioSource.DevNull(true),
         });
-        _deadProcHelpers.Add(helper);
+        _c.DeadProcHelpers.Add(helper);
         string here = $"/proc/{helper}{m.Groups[2].Value}";
         Log.D($"restore: {path} of the dead process {r.RemapId} stands in as {here} until the tree resumes");
         return here;
@@ -40,11 +39,11 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>Kills and reaps the stand-ins: what the tasks entered under their /proc directories is a dead process's from now on.</summary>
     private void EndDeadProcHelpers()
     {
-        foreach (int pid in _deadProcHelpers)
+        foreach (int pid in _c.DeadProcHelpers)
         {
             LibC.kill(pid, LibC.SIGKILL);
             ProcessSpawner.Wait(pid);
         }
-        _deadProcHelpers.Clear();
+        _c.DeadProcHelpers.Clear();
     }
 }

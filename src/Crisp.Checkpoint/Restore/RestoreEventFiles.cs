@@ -43,7 +43,7 @@ internal sealed unsafe partial class RestoreSession
             FdTypes.Eventpoll => Made(LibC.Syscall(SYS_epoll_create1, LibC.O_CLOEXEC), "epoll_create1", what, file.Epfd.Flags),
             _ => throw new InvalidOperationException(what),
         };
-        _crispCopies[file.Id] = local;
+        _c.CrispCopies[file.Id] = local;
         PlaceShared(p, t, file, fd, cloexec);
     }
 
@@ -152,7 +152,7 @@ internal sealed unsafe partial class RestoreSession
         LibC.stat_t st;
         if (recorded != null && LibC.stat(recorded, &st) == 0 && st.st_ino == ino) return recorded;
         // A watch on a deleted file: the ghost made for that inode (Dump/FileTable.GhostWatches.cs).
-        if (recorded == null && _ghostInodes.TryGetValue(((uint)Dump.FileTable.UserDev(sdev), ino), out var ghost)) return ghost;
+        if (recorded == null && _c.GhostInodes.TryGetValue(((uint)Dump.FileTable.UserDev(sdev), ino), out var ghost)) return ghost;
 
         var handle = new byte[fh.Bytes];
         var words = new byte[fh.Handle.Count * 8];

@@ -13,25 +13,23 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private readonly Dictionary<uint, int> _fifoHolds = [];   // pipe id → crisp's O_RDWR fd
-    private Dictionary<uint, PipeData>? _fifoData;
 
     private void PlaceFifo(RestoreTask t, FifoEntry fifo, int fd, bool cloexec)
     {
-        if (!fifo.HasRegfId || !_files.TryGetValue(fifo.RegfId, out var rf) || rf.Reg == null)
-            throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"FIFO {fifo.Id}: no regular entry {fifo.RegfId} with its path");
+        if (!fifo.HasRegfId || !_c.Files.TryGetValue(fifo.RegfId, out var rf) || rf.Reg == null)
+            throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"FIFO {fifo.Id}: no regular entry {fifo.RegfId} with its path");
         var reg = rf.Reg;
-        if (!_fifoHolds.ContainsKey(fifo.PipeId))
+        if (!_c.FifoHolds.ContainsKey(fifo.PipeId))
         {
             string what = $"FIFO {reg.Name} (fd {fd} of {t})";
             int hold = Errno.Check(LibC.open(reg.Name, LibC.O_RDWR | LibC.O_NONBLOCK | LibC.O_CLOEXEC, 0), "open(O_RDWR)", what);
-            _fifoHolds[fifo.PipeId] = hold;
+            _c.FifoHolds[fifo.PipeId] = hold;
             LibC.stat_t st;
             Errno.Check(LibC.fstat(hold, &st), "fstat", what);
             if ((st.st_mode & LibC.S_IFMT) != LibC.S_IFIFO)
                 throw new CrispException($"{what}: the path is no longer a FIFO (mode 0{st.st_mode:o})");
-            _fifoData ??= _dir.ReadFifoData().ToDictionary(d => d.Entry.PipeId);
-            if (_fifoData.TryGetValue(fifo.PipeId, out var d) && d.Data.Length > 0)
+            _c.FifoData ??= _c.Dir.ReadFifoData().ToDictionary(d => d.Entry.PipeId);
+            if (_c.FifoData.TryGetValue(fifo.PipeId, out var d) && d.Data.Length > 0)
             {
                 if (d.Entry.HasSize && d.Entry.Size > 65536 || d.Data.Length > 65536)
                     Errno.Check(LibC.fcntl(hold, LibC.F_SETPIPE_SZ, Math.Max(d.Data.Length, (int)d.Entry.Size)), "fcntl(F_SETPIPE_SZ)", what);
@@ -45,7 +43,7 @@ internal sealed unsafe partial class RestoreSession
 
     private void CloseFifoHolds()
     {
-        foreach (var fd in _fifoHolds.Values) LibC.close(fd);
-        _fifoHolds.Clear();
+        foreach (var fd in _c.FifoHolds.Values) LibC.close(fd);
+        _c.FifoHolds.Clear();
     }
 }

@@ -19,12 +19,11 @@ internal sealed unsafe partial class RestoreSession
     private const long SYS_flock = 73;
     private const uint FL_POSIX = 1, FL_FLOCK = 2, FL_OFD = 4, FL_LEASE = 8;
 
-    private List<FileLockEntry>? _fileLocks;
 
     private void RestoreFileLocks(ProcessImage p, RestoreTask t)
     {
-        _fileLocks ??= _dir.ReadFileLocks();
-        var mine = _fileLocks.Where(l => l.Pid == p.Pid).ToList();
+        _c.FileLocks ??= _c.Dir.ReadFileLocks();
+        var mine = _c.FileLocks.Where(l => l.Pid == p.Pid).ToList();
         if (mine.Count == 0) return;
         if (!_o.FileLocks)
             throw new CrispException($"process {p.Pid} held {mine.Count} file lock(s): restore with --file-locks to take them again");
@@ -34,7 +33,7 @@ internal sealed unsafe partial class RestoreSession
             string what = $"{Kind(l.Flag)} lock (type {l.Type}, {l.Start}+{l.Len}) on fd {l.Fd} of {t}";
             if ((l.Flag & FL_FLOCK) != 0)
             {
-                int cmd = l.Type switch { 0 => LOCK_SH, 1 => LOCK_EX, 2 => LOCK_UN, _ => throw new ImageException(_dir.PathOf(ImageDir.FileLocksName), $"{what}: unknown flock type") };
+                int cmd = l.Type switch { 0 => LOCK_SH, 1 => LOCK_EX, 2 => LOCK_UN, _ => throw new ImageException(_c.Dir.PathOf(ImageDir.FileLocksName), $"{what}: unknown flock type") };
                 t.Check(Code, $"flock {what}", SYS_flock, l.Fd, cmd | LOCK_NB);
             }
             else if ((l.Flag & (FL_POSIX | FL_OFD)) != 0)
@@ -51,7 +50,7 @@ internal sealed unsafe partial class RestoreSession
             else if ((l.Flag & FL_LEASE) != 0)
                 t.Check(Code, $"fcntl(F_SETLEASE) {what}", LibC.SYS_fcntl, l.Fd, F_SETLEASE, l.Type);
             else
-                throw new ImageException(_dir.PathOf(ImageDir.FileLocksName), $"{what}: unknown lock kind {l.Flag}");
+                throw new ImageException(_c.Dir.PathOf(ImageDir.FileLocksName), $"{what}: unknown lock kind {l.Flag}");
         }
     }
 

@@ -21,20 +21,20 @@ internal sealed unsafe partial class RestoreSession
     {
         foreach (var k in new[] { key, key.TrimStart('/'), "/" + key })
             if (_o.InheritFds.TryGetValue(k, out var crispFd))
-                return _extraBase + _extraCrispFds.IndexOf(crispFd);
+                return _c.ExtraBase + _c.ExtraCrispFds.IndexOf(crispFd);
         return null;
     }
 
     private void RestoreFiles(ProcessImage p, RestoreTask t)
     {
-        // Nothing of the stub's fds stays, except the inherited ones at _extraBase...
-        int extraEnd = _extraBase + _extraCrispFds.Count;
-        t.Check(Code, "close_range", LibC.SYS_close_range, 0, _extraBase - 1, 0);
+        // Nothing of the stub's fds stays, except the inherited ones at _c.ExtraBase...
+        int extraEnd = _c.ExtraBase + _c.ExtraCrispFds.Count;
+        t.Check(Code, "close_range", LibC.SYS_close_range, 0, _c.ExtraBase - 1, 0);
         t.Check(Code, "close_range", LibC.SYS_close_range, extraEnd, uint.MaxValue, 0);
 
         var placed = new Dictionary<uint, int>();              // file id → first fd holding it
         var pipes = new Dictionary<uint, (int R, int W)>();     // pipe_id → temporary ends in the task
-        var pipeData = _dir.ReadPipesData().ToDictionary(d => d.Entry.PipeId);
+        var pipeData = _c.Dir.ReadPipesData().ToDictionary(d => d.Entry.PipeId);
         var epolls = new List<(EventpollFileEntry, int)>();      // epolls this process made, filled at the end
         foreach (var fdi in p.Fds.OrderBy(f => f.Fd))
         {
@@ -45,20 +45,20 @@ internal sealed unsafe partial class RestoreSession
                 Dup(t, first, fd, cloexec);
                 continue;
             }
-            if (!_files.TryGetValue(fdi.Id, out var file))
-                throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"fd {fd}: no file with id {fdi.Id}");
+            if (!_c.Files.TryGetValue(fdi.Id, out var file))
+                throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"fd {fd}: no file with id {fdi.Id}");
             if (PlaceShared(p, t, file, fd, cloexec))
             {
                 placed[fdi.Id] = fd;
                 // The first process to use this end of a shared pipe: it came from crisp's copy, as made.
-                if (file.Type == FdTypes.Pipe && _configuredFiles.Add(fdi.Id))
+                if (file.Type == FdTypes.Pipe && _c.ConfiguredFiles.Add(fdi.Id))
                 {
                     int fl = (int)file.Pipe.Flags & (LibC.O_NONBLOCK | LibC.O_DIRECT | O_ASYNC);
                     if (fl != 0) t.Check(Code, "fcntl(F_SETFL)", LibC.SYS_fcntl, fd, LibC.F_SETFL, fl);
                     RestoreOwner(t, fd, file.Pipe.Fown);
                 }
                 // A pty description crisp made (RestoreTtys.cs): its owner is the process's business.
-                if (file.Type == FdTypes.Tty && _configuredFiles.Add(fdi.Id)) RestoreOwner(t, fd, file.Tty?.Fown);
+                if (file.Type == FdTypes.Tty && _c.ConfiguredFiles.Add(fdi.Id)) RestoreOwner(t, fd, file.Tty?.Fown);
                 continue;
             }
             switch (file.Type)
@@ -86,16 +86,16 @@ internal sealed unsafe partial class RestoreSession
                     PlaceCtty(t, file, fd, cloexec);
                     break;
                 case FdTypes.Tty when _o.ShellJob:
-                    Dup(t, _extraBase + _extraCrispFds.Count - 3 + 1, fd, cloexec);
+                    Dup(t, _c.ExtraBase + _c.ExtraCrispFds.Count - 3 + 1, fd, cloexec);
                     break;
                 default:
                     throw new CrispException($"process {p.Pid}: fd {fd} is a {file.Type} file, which crisp cannot restore yet" +
                                              (file.Type == FdTypes.Tty ? " (a terminal: use -j/--shell-job)" : ""));
             }
             placed[fdi.Id] = fd;
-            if (_configuredFiles.Add(fdi.Id))
+            if (_c.ConfiguredFiles.Add(fdi.Id))
                 RestoreOwner(t, fd, file.Type switch { FdTypes.Reg => file.Reg?.Fown, FdTypes.Pipe => file.Pipe?.Fown, FdTypes.Pidfd => file.Pidfd?.Fown, FdTypes.Tty => file.Tty?.Fown,
-                    FdTypes.Fifo => _files.GetValueOrDefault(file.Fifo?.RegfId ?? 0)?.Reg?.Fown, _ => null });
+                    FdTypes.Fifo => _c.Files.GetValueOrDefault(file.Fifo?.RegfId ?? 0)?.Reg?.Fown, _ => null });
             KeepShared(t, file, fd);
         }
         RegisterEpolls(t, epolls);
@@ -105,11 +105,10 @@ internal sealed unsafe partial class RestoreSession
             if (r >= 0) t.Call(Code, LibC.SYS_close, r);
             if (w >= 0) t.Call(Code, LibC.SYS_close, w);
         }
-        if (_extraCrispFds.Count > 0) t.Check(Code, "close_range", LibC.SYS_close_range, _extraBase, extraEnd - 1, 0);
+        if (_c.ExtraCrispFds.Count > 0) t.Check(Code, "close_range", LibC.SYS_close_range, _c.ExtraBase, extraEnd - 1, 0);
     }
 
     private const int F_SETOWN_EX = 15, O_ASYNC = 0x2000;
-    private readonly HashSet<uint> _configuredFiles = [];   // file ids whose status flags and owner are set
 
     /// <summary>
     /// LibC.F_SETSIG and F_SETOWN_EX as dumped. The kernel records the caller's uid and euid with the
@@ -148,6 +147,17 @@ internal sealed unsafe partial class RestoreSession
         t.Check(Code, $"dup3 {from} → {to}", SYS_dup3, from, to, cloexec ? LibC.O_CLOEXEC : 0);
     }
 
+    /// <summary>What the task opened at <paramref name="tmp"/> goes to <paramref name="fd"/>; close-on-exec set when asked.</summary>
+    private void MoveFd(RestoreTask t, int tmp, int fd, bool cloexec)
+    {
+        if (tmp != fd)
+        {
+            Dup(t, tmp, fd, cloexec);
+            t.Call(Code, LibC.SYS_close, tmp);
+        }
+        else if (cloexec) Dup(t, fd, fd, true);
+    }
+
     private void PlaceRegular(RestoreTask t, RegFileEntry reg, int fd, bool cloexec)
     {
         var inherited = InheritedFor(reg.Name);
@@ -156,7 +166,7 @@ internal sealed unsafe partial class RestoreSession
         {
             int acc = (int)reg.Flags & LibC.O_ACCMODE;
             int stdio = acc == LibC.O_RDONLY ? 0 : 1;
-            Dup(t, _extraBase + _extraCrispFds.Count - 3 + stdio, fd, cloexec);
+            Dup(t, _c.ExtraBase + _c.ExtraCrispFds.Count - 3 + stdio, fd, cloexec);
             return;
         }
         if (!File.Exists(reg.Name) && !Directory.Exists(reg.Name))
@@ -167,12 +177,7 @@ internal sealed unsafe partial class RestoreSession
         if ((flags & __O_TMPFILE) != 0) flags &= ~(__O_TMPFILE | LibC.O_DIRECTORY);
         var scratch = new Scratch(this, t.Pid);
         int tmp = (int)t.Check(Code, $"openat {reg.Name}", LibC.SYS_openat, -100, (long)scratch.PutString(reg.Name), flags, 0);
-        if (tmp != fd)
-        {
-            Dup(t, tmp, fd, cloexec);
-            t.Call(Code, LibC.SYS_close, tmp);
-        }
-        else if (cloexec) Dup(t, fd, fd, true);
+        MoveFd(t, tmp, fd, cloexec);
         // open(2) ignores O_ASYNC: only F_SETFL turns on SIGIO delivery (the file's fasync).
         if (((int)reg.Flags & O_ASYNC) != 0)
             t.Check(Code, "fcntl(F_SETFL, O_ASYNC)", LibC.SYS_fcntl, fd, LibC.F_SETFL, (int)reg.Flags & (LibC.O_NONBLOCK | LibC.O_APPEND | LibC.O_DIRECT | LibC.O_NOATIME | O_ASYNC));
@@ -199,7 +204,7 @@ internal sealed unsafe partial class RestoreSession
             // Move the ends above every fd number the process uses, so later placements cannot hit them.
             // F_DUPFD, not dup3 to fixed numbers: pipe2 may have returned one of those (a bash tree
             // did: dup3 onto the write end closed it).
-            int hi = _extraBase + _extraCrispFds.Count + 2 * pipes.Count;
+            int hi = _c.ExtraBase + _c.ExtraCrispFds.Count + 2 * pipes.Count;
             int rEnd = (int)t.Check(Code, "fcntl(F_DUPFD_CLOEXEC)", LibC.SYS_fcntl, ends.R, LibC.F_DUPFD_CLOEXEC, hi);
             int wEnd = (int)t.Check(Code, "fcntl(F_DUPFD_CLOEXEC)", LibC.SYS_fcntl, ends.W, LibC.F_DUPFD_CLOEXEC, hi);
             t.Call(Code, LibC.SYS_close, ends.R);

@@ -20,25 +20,22 @@ internal sealed unsafe partial class RestoreSession
     private const long SYS_mkdirat = 258, SYS_mknodat = 259, SYS_unlinkat = 263, SYS_utimensat = 280;
     private const int AT_FDCWD = -100, AT_REMOVEDIR = 0x200;
 
-    private readonly List<(string Path, bool Dir)> _ghostPaths = [];   // in creation order
-    private readonly List<string> _ghostParents = [];                  // directories made for them
-    private readonly Dictionary<(uint Dev, ulong Ino), string> _ghostInodes = [];   // the dumped inode → its ghost's path here
 
     private void CreateGhosts()
     {
-        var remaps = _dir.ReadRemaps();
+        var remaps = _c.Dir.ReadRemaps();
         var made = new Dictionary<uint, string>();   // ghost id → its path here
         foreach (var r in remaps)
         {
-            if (r.HasRemapType && r.RemapType == RemapType.Procfs && _files.TryGetValue(r.OrigId, out var pf) && pf.Reg != null)
+            if (r.HasRemapType && r.RemapType == RemapType.Procfs && _c.Files.TryGetValue(r.OrigId, out var pf) && pf.Reg != null)
             {
                 pf.Reg.Name = DeadProcEntry(r, pf.Reg.Name);
                 continue;
             }
             if (!r.HasRemapType || r.RemapType != RemapType.Ghost)
                 throw new CrispException($"file {r.OrigId} is remapped as {(r.HasRemapType ? r.RemapType : RemapType.Linked)}, which crisp cannot restore yet");
-            if (!_files.TryGetValue(r.OrigId, out var f) || f.Reg == null)
-                throw new ImageException(_dir.PathOf(ImageDir.RemapFpathName), $"remap of {r.OrigId}: no regular file with that id");
+            if (!_c.Files.TryGetValue(r.OrigId, out var f) || f.Reg == null)
+                throw new ImageException(_c.Dir.PathOf(ImageDir.RemapFpathName), $"remap of {r.OrigId}: no regular file with that id");
             if (!made.TryGetValue(r.RemapId, out var path))
                 made[r.RemapId] = path = MakeGhost(r.RemapId, f.Reg.Name);
             f.Reg.Name = path;
@@ -48,7 +45,7 @@ internal sealed unsafe partial class RestoreSession
 
     private string MakeGhost(uint id, string name)
     {
-        var (e, data) = _dir.ReadGhostFile(id);
+        var (e, data) = _c.Dir.ReadGhostFile(id);
         string what = $"ghost file {id:x} of {name}";
         MakeParents(name);
         uint type = e.Mode & LibC.S_IFMT;
@@ -62,14 +59,14 @@ internal sealed unsafe partial class RestoreSession
                 LibC.S_IFIFO => Sys(SYS_mknodat, path, e.Mode, 0),
                 LibC.S_IFREG => MakeRegularGhost(path, e, data, what),
                 LibC.S_IFLNK when e.HasSymlnkTarget => Symlink(e.SymlnkTarget, path),
-                _ => throw new ImageException(_dir.PathOf(ImageDir.GhostFileName(id)), $"{what}: mode 0{e.Mode:o}{(type is LibC.S_IFCHR or LibC.S_IFBLK ? " without rdev" : "")} is not one crisp restores"),
+                _ => throw new ImageException(_c.Dir.PathOf(ImageDir.GhostFileName(id)), $"{what}: mode 0{e.Mode:o}{(type is LibC.S_IFCHR or LibC.S_IFBLK ? " without rdev" : "")} is not one crisp restores"),
             };
             if (r >= 0) break;
             if (Errno.Last != Errno.EEXIST || attempt > 0) throw Errno.Failure(type switch { LibC.S_IFDIR => "mkdir", LibC.S_IFREG => "open(O_CREAT|O_EXCL)", LibC.S_IFLNK => "symlink", _ => "mknod" }, $"{path} ({what})");
             path = $"{name}.cr.{id:x}.ghost";
         }
-        _ghostPaths.Add((path, type == LibC.S_IFDIR));
-        if (e.HasIno) _ghostInodes[(e.Dev, e.Ino)] = path;
+        _c.GhostPaths.Add((path, type == LibC.S_IFDIR));
+        if (e.HasIno) _c.GhostInodes[(e.Dev, e.Ino)] = path;
         // A symlink's own owner and times (never its target's); its mode bits mean nothing and cannot be set.
         bool link = type == LibC.S_IFLNK;
         fixed (byte* pp = Encoding.UTF8.GetBytes(path + "\0"))
@@ -130,7 +127,7 @@ internal sealed unsafe partial class RestoreSession
         {
             string d = missing.Pop();
             Errno.Check(Sys(SYS_mkdirat, d, 0x1c0), "mkdir", $"{d} (parent of the deleted file {path})");
-            _ghostParents.Add(d);
+            _c.GhostParents.Add(d);
         }
     }
 
@@ -138,17 +135,17 @@ internal sealed unsafe partial class RestoreSession
     private void RemoveGhosts()
     {
         EndDeadProcHelpers();
-        for (int i = _ghostPaths.Count - 1; i >= 0; i--)
+        for (int i = _c.GhostPaths.Count - 1; i >= 0; i--)
         {
-            var (path, dir) = _ghostPaths[i];
+            var (path, dir) = _c.GhostPaths[i];
             if (Sys(SYS_unlinkat, path, dir ? AT_REMOVEDIR : 0) < 0)
                 Log.W($"cannot remove the ghost file {path}: {Errno.Name(Errno.Last)}");
         }
-        for (int i = _ghostParents.Count - 1; i >= 0; i--)
-            if (Sys(SYS_unlinkat, _ghostParents[i], AT_REMOVEDIR) < 0)
-                Log.W($"cannot remove the directory {_ghostParents[i]} made for a ghost file: {Errno.Name(Errno.Last)}");
-        _ghostPaths.Clear();
-        _ghostParents.Clear();
+        for (int i = _c.GhostParents.Count - 1; i >= 0; i--)
+            if (Sys(SYS_unlinkat, _c.GhostParents[i], AT_REMOVEDIR) < 0)
+                Log.W($"cannot remove the directory {_c.GhostParents[i]} made for a ghost file: {Errno.Name(Errno.Last)}");
+        _c.GhostPaths.Clear();
+        _c.GhostParents.Clear();
     }
 
     /// <summary>syscall(nr, AT_FDCWD, path, a, b) with a NUL-terminated path.</summary>

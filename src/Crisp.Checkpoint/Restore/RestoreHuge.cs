@@ -50,7 +50,7 @@ internal sealed unsafe partial class RestoreSession
         if ((v.Status & VmaStatus.VMA_ANON_PRIVATE) == 0 || (v.Status & VmaStatus.VMA_AREA_STACK) != 0) return false;
         if ((v.Flags & (LibC.MAP_SHARED | LibC.MAP_GROWSDOWN | LibC.MAP_LOCKED)) != 0) return false;
         if (v.HasMadv && (v.Madv & (1UL << LibC.MADV_NOHUGEPAGE)) != 0) return false;
-        int prot = (int)v.Prot | (_writeFirst.Contains(v) ? LibC.PROT_WRITE : 0);
+        int prot = (int)v.Prot | (_c.WriteFirst.Contains(v) ? LibC.PROT_WRITE : 0);
         return prot == (LibC.PROT_READ | LibC.PROT_WRITE);
     }
 

@@ -20,34 +20,33 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private readonly List<(ProcessImage P, int Fd)> _inFlightFds = [];   // descriptors made only to open a file in flight
 
     /// <summary>Gives each file in flight that no process holds a descriptor in a process that can open it (before FindSharedFiles).</summary>
     private void NoteFilesInFlight()
     {
-        if (!_dir.Exists(ImageDir.SkQueuesName)) return;
-        var held = _procs.SelectMany(p => p.Fds).Select(f => f.Id).ToHashSet();
+        if (!_c.Dir.Exists(ImageDir.SkQueuesName)) return;
+        var held = _c.Procs.SelectMany(p => p.Fds).Select(f => f.Id).ToHashSet();
         var next = new Dictionary<ProcessImage, int>();
-        foreach (var packet in _dir.ReadSkQueues())
+        foreach (var packet in _c.Dir.ReadSkQueues())
         {
             if (packet.Entry.Scm.Count > 1)
-                throw new ImageException(_dir.PathOf(ImageDir.SkQueuesName), $"a packet for file {packet.Entry.IdFor} has {packet.Entry.Scm.Count} scm entries (the kernel merges them into one)");
+                throw new ImageException(_c.Dir.PathOf(ImageDir.SkQueuesName), $"a packet for file {packet.Entry.IdFor} has {packet.Entry.Scm.Count} scm entries (the kernel merges them into one)");
             foreach (var scm in packet.Entry.Scm)
             {
                 if (scm.Type != LibC.SCM_RIGHTS)
-                    throw new ImageException(_dir.PathOf(ImageDir.SkQueuesName), $"a packet for file {packet.Entry.IdFor} has an scm entry of type {scm.Type}: only SCM_RIGHTS is known");
+                    throw new ImageException(_c.Dir.PathOf(ImageDir.SkQueuesName), $"a packet for file {packet.Entry.IdFor} has an scm entry of type {scm.Type}: only SCM_RIGHTS is known");
                 foreach (uint id in scm.Rights)
                 {
-                    if (!_files.TryGetValue(id, out var file))
-                        throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"a file in flight to file {packet.Entry.IdFor} has id {id}, which has no entry");
+                    if (!_c.Files.TryGetValue(id, out var file))
+                        throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"a file in flight to file {packet.Entry.IdFor} has id {id}, which has no entry");
                     if (file.Type is FdTypes.Unixsk or FdTypes.Inetsk || !held.Add(id)) continue;
                     // In a process that holds the receiving socket, with its own fd table.
-                    var p = _procs.FirstOrDefault(q => !SharesParentFdTable(q.DumpedPid) && q.Fds.Any(f => f.Id == packet.Entry.IdFor))
-                            ?? _procs[0];
+                    var p = _c.Procs.FirstOrDefault(q => !SharesParentFdTable(q.DumpedPid) && q.Fds.Any(f => f.Id == packet.Entry.IdFor))
+                            ?? _c.Procs[0];
                     if (!next.TryGetValue(p, out int fd)) fd = p.Fds.Select(f => (int)f.Fd).DefaultIfEmpty(2).Max() + 1;
                     next[p] = fd + 1;
                     p.Fds.Add(new FdinfoEntry { Id = id, Flags = LibC.FD_CLOEXEC, Type = file.Type, Fd = (uint)fd });
-                    _inFlightFds.Add((p, fd));
+                    _c.InFlightFds.Add((p, fd));
                 }
             }
         }
@@ -56,24 +55,24 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>Once every process has its files: the unix sockets that waited are connected and filled, files in flight and all.</summary>
     private void SendFilesInFlight()
     {
-        var r = _unixLater!;
-        _unixLater = null;
+        var r = _c.UnixLater!;
+        _c.UnixLater = null;
         var taken = new Dictionary<uint, int>();
         int FileOf(uint id)
         {
-            if (_crispCopies.TryGetValue(id, out int fd) || taken.TryGetValue(id, out fd)) return fd;
-            foreach (var p in _procs)
+            if (_c.CrispCopies.TryGetValue(id, out int fd) || taken.TryGetValue(id, out fd)) return fd;
+            foreach (var p in _c.Procs)
                 foreach (var fdi in p.Fds)
                     if (fdi.Id == id)
-                        return taken[id] = TakeFd(_tasks[p.Pid], (int)fdi.Fd);
-            throw new ImageException(_dir.PathOf(ImageDir.SkQueuesName), $"a file in flight has id {id}, which no process holds");
+                        return taken[id] = TakeFd(_c.Tasks[p.Pid], (int)fdi.Fd);
+            throw new ImageException(_c.Dir.PathOf(ImageDir.SkQueuesName), $"a file in flight has id {id}, which no process holds");
         }
         try
         {
             FinishUnix(r, FileOf);
-            foreach (var (p, fd) in _inFlightFds)
-                _tasks[p.Pid].Check(Code, $"close(fd {fd}, a file in flight)", LibC.SYS_close, fd);
-            _inFlightFds.Clear();
+            foreach (var (p, fd) in _c.InFlightFds)
+                _c.Tasks[p.Pid].Check(Code, $"close(fd {fd}, a file in flight)", LibC.SYS_close, fd);
+            _c.InFlightFds.Clear();
         }
         finally
         {

@@ -16,10 +16,7 @@ internal sealed unsafe partial class RestoreSession
     private const int MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2, F_ADD_SEALS = 1033, F_SEAL_SEAL = 1;
     private const long SYS_fchmod = 91, SYS_fchown = 93;
 
-    private Dictionary<ulong, MemfdInodeEntry>? _memfdInodes;
-    private readonly Dictionary<ulong, int> _memfdInodeFds = [];    // inode_id → crisp's fd
 
-    private readonly HashSet<ulong> _memfdOriginalUsed = [];
 
     /// <param name="openFlags">the flags to open it with instead of the entry's (a mapping's own: CRIU's vma fdflags)</param>
     private int OpenMemfd(MemfdFileEntry m, string what, bool mayUseOriginal = true, uint? openFlags = null)
@@ -30,7 +27,7 @@ internal sealed unsafe partial class RestoreSession
         // The description memfd_create made is O_RDWR yet holds no write count on the inode
         // (exec of the memfd works while it is open); one opened through /proc/self/fd does, and
         // makes execveat(memfd) fail with ETXTBSY. The first O_RDWR description gets that one.
-        if (mayUseOriginal && ((int)m.Flags & LibC.O_ACCMODE) == LibC.O_RDWR && _memfdOriginalUsed.Add(m.InodeId))
+        if (mayUseOriginal && ((int)m.Flags & LibC.O_ACCMODE) == LibC.O_RDWR && _c.MemfdOriginalUsed.Add(m.InodeId))
         {
             fd = Errno.Check(LibC.fcntl(inode, LibC.F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)", what);
             int status = (int)m.Flags & (LibC.O_APPEND | LibC.O_NONBLOCK | LibC.O_NOATIME);
@@ -69,19 +66,19 @@ internal sealed unsafe partial class RestoreSession
 
     private int MemfdInode(ulong inodeId, string what)
     {
-        if (_memfdInodeFds.TryGetValue(inodeId, out int fd)) return fd;
-        _memfdInodes ??= _dir.ReadMemfdInodes().ToDictionary(i => i.InodeId);
-        if (!_memfdInodes.TryGetValue(inodeId, out var e))
-            throw new ImageException(_dir.PathOf(ImageDir.MemfdName), $"{what}: no memfd inode {inodeId}");
+        if (_c.MemfdInodeFds.TryGetValue(inodeId, out int fd)) return fd;
+        _c.MemfdInodes ??= _c.Dir.ReadMemfdInodes().ToDictionary(i => i.InodeId);
+        if (!_c.MemfdInodes.TryGetValue(inodeId, out var e))
+            throw new ImageException(_c.Dir.PathOf(ImageDir.MemfdName), $"{what}: no memfd inode {inodeId}");
         // A memfd made without MFD_ALLOW_SEALING has exactly F_SEAL_SEAL.
         bool sealable = e.Seals != F_SEAL_SEAL;
         fd = Errno.Check(LibC.memfd_create(e.Name, (uint)(MFD_CLOEXEC | (sealable ? MFD_ALLOW_SEALING : 0))), $"memfd_create({e.Name})", what);
         try
         {
             Errno.Check(LibC.ftruncate(fd, (long)e.Size), "ftruncate(memfd)", what);
-            if (_dir.Exists(ImageDir.ShmemPagemapName(e.Shmid)))
+            if (_c.Dir.Exists(ImageDir.ShmemPagemapName(e.Shmid)))
             {
-                using var pm = _dir.OpenShmemPagemap(e.Shmid);
+                using var pm = _c.Dir.OpenShmemPagemap(e.Shmid);
                 var buf = new byte[1 << 20];
                 foreach (var run in pm.Runs.Where(r => r.IsPresent))
                     for (ulong off = 0; off < run.End - run.Vaddr; off += (ulong)buf.Length)
@@ -101,14 +98,14 @@ internal sealed unsafe partial class RestoreSession
             if (sealable && e.Seals != 0) Errno.Check(LibC.fcntl(fd, F_ADD_SEALS, e.Seals), "fcntl(F_ADD_SEALS)", what);
         }
         catch { LibC.close(fd); throw; }
-        _memfdInodeFds[inodeId] = fd;
+        _c.MemfdInodeFds[inodeId] = fd;
         return fd;
     }
 
     private void CloseMemfdInodes()
     {
-        foreach (var fd in _memfdInodeFds.Values) LibC.close(fd);
-        _memfdInodeFds.Clear();
-        _memfdOriginalUsed.Clear();
+        foreach (var fd in _c.MemfdInodeFds.Values) LibC.close(fd);
+        _c.MemfdInodeFds.Clear();
+        _c.MemfdOriginalUsed.Clear();
     }
 }

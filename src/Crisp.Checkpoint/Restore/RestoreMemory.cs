@@ -14,55 +14,6 @@ internal sealed unsafe partial class RestoreSession
     private static bool IsSpecial(VmaEntry v) =>
         (v.Status & (VmaStatus.VMA_AREA_VDSO | VmaStatus.VMA_AREA_VVAR | VmaStatus.VMA_AREA_VSYSCALL)) != 0;
 
-    private void RestoreProcess(ProcessImage p)
-    {
-        var leader = _tasks[p.Pid];
-        var fileFds = RestoreAddressSpace(p);
-        Step($"process {p.Pid}: mm fields", () => SetMm(p, leader, fileFds));
-        foreach (var fd in fileFds.Values) leader.Call(Code, LibC.SYS_close, fd);
-        if (SharesParentFdTable(p.DumpedPid)) Log.D($"process {p.Pid}: fd table of its parent (CLONE_FILES), restored there");
-        else
-        {
-            Step($"process {p.Pid}: files", () => RestoreFiles(p, leader));
-            Step($"process {p.Pid}: file locks", () => RestoreFileLocks(p, leader));
-        }
-        _fdTablesDone.Add(p.Ids.FilesId);
-        Step($"process {p.Pid}: fs", () => RestoreFs(p, leader));
-        Step($"process {p.Pid}: signal handlers", () => RestoreSigactions(p, leader));
-        Step($"process {p.Pid}: rlimits", () => RestoreRlimits(p));
-        Step($"process {p.Pid}: task state", () => RestoreTaskState(p, leader));
-        foreach (var (tid, core) in p.Threads)
-            Step($"thread {tid}: per-thread state", () => RestoreThreadState(p, _tasks[tid], core));
-        Step($"process {p.Pid}: audit login uid", () => RestoreLoginuid(p));
-        Step($"process {p.Pid}: seccomp", () => RestoreSeccomp(p));
-        Step($"process {p.Pid}: credentials", () => RestoreCreds(p));
-        Step($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
-        Step($"process {p.Pid}: prctl state, scheduling, timers", () => RestoreLateState(p));
-    }
-
-    /// <summary>
-    /// The VMAs and their pages, once per process: a parent whose children inherit some of its
-    /// memory has this done before they are cloned (RestoreCow.cs). Returns the fds of mapped files.
-    /// </summary>
-    private Dictionary<uint, int> RestoreAddressSpace(ProcessImage p)
-    {
-        if (_addressSpaces.TryGetValue(p.DumpedPid, out var done)) return done;
-        var leader = _tasks[p.Pid];
-        Step($"process {p.Pid}: clear the stub's mappings", () => ClearStub(p, leader));
-        Step($"process {p.Pid}: move the vDSO", () => MoveVdso(p, leader));
-        var fileFds = new Dictionary<uint, int>();
-        Step($"process {p.Pid}: map VMAs", () => MapVmas(p, leader, fileFds));
-        if (_o.Lazy) Step($"process {p.Pid}: register lazy memory and hand it over", () => RegisterLazy(p, leader));
-        Step($"process {p.Pid}: write memory", () => WritePages(p));
-        foreach (var v in _writeFirst)
-            leader.Check(Code, "mprotect", LibC.SYS_mprotect, (long)v.Start, (long)(v.End - v.Start), v.Prot);
-        _writeFirst.Clear();
-        if (p.Mm.Aios.Count > 0) Step($"process {p.Pid}: AIO rings", () => RestoreAioRings(p, leader));
-        if (p.Guards.Count > 0) Step($"process {p.Pid}: guard regions", () => InstallGuards(p, leader));
-        _addressSpaces[p.DumpedPid] = fileFds;
-        return fileFds;
-    }
-
     /// <summary>Unmaps what the task had (the stub's, or a restored parent's mappings) but the control page, the vDSO and the VMAs it inherits.</summary>
     private void ClearStub(ProcessImage p, RestoreTask leader)
     {
@@ -70,7 +21,7 @@ internal sealed unsafe partial class RestoreSession
         foreach (var v in Proc.Maps(p.Pid))
         {
             if (v.IsVdso || v.IsVvar || v.IsVsyscall) continue;
-            if (v.Start >= _ctl && v.End <= _ctl + CtlSize) continue;
+            if (v.Start >= _c.Ctl && v.End <= _c.Ctl + CtlSize) continue;
             UnmapExcept(leader, v.Start, v.End, keep);
         }
     }
@@ -125,7 +76,7 @@ internal sealed unsafe partial class RestoreSession
             // Each piece keeps its distance to the vDSO, which matches the dump's.
             long shift = (long)vd.Start - (long)nowVdso[0].Start;
             MoveBlock(leader, now, v => (ulong)((long)v.Start + shift));
-            _vdsoSyscall[p.Pid] = FindSyscall(mine, vd.Start);
+            _c.VdsoSyscall[p.Pid] = FindSyscall(mine, vd.Start);
             return;
         }
         if (dumped == null || dumpedSyms == null)
@@ -134,7 +85,7 @@ internal sealed unsafe partial class RestoreSession
         // Proxy: this kernel's block is parked where the dumped layout is free, the dumped vDSO
         // goes back at its address with every entry point jumping into the parked one.
         ulong blockStart = now[0].Start, blockSize = now[^1].End - blockStart;
-        var busy = p.Mm.Vmas.Select(v => (v.Start, v.End)).Append((_pendingCtl, _pendingCtl + CtlBlockSize));
+        var busy = p.Mm.Vmas.Select(v => (v.Start, v.End)).Append((_c.PendingCtl, _c.PendingCtl + CtlBlockSize));
         var stack = p.Mm.Vmas.Where(v => (v.Flags & LibC.MAP_GROWSDOWN) != 0).OrderByDescending(v => v.End).FirstOrDefault();
         ulong park = VdsoProxy.ChoosePark(busy, blockSize, stack?.Start, StackRoom(p));
         MoveBlock(leader, now, v => park + (v.Start - blockStart));
@@ -150,7 +101,7 @@ internal sealed unsafe partial class RestoreSession
                 LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_FIXED, -1, 0);
         Log.I($"process {p.Pid}: vDSO proxy at 0x{vd.Start:x} ({redirected} entry points redirected to this kernel's vDSO at 0x{parkedVdso:x}, " +
               $"{fallbacks} to system calls){(force ? " (forced)" : "")}");
-        _vdsoSyscall[p.Pid] = FindSyscall(mine, parkedVdso);
+        _c.VdsoSyscall[p.Pid] = FindSyscall(mine, parkedVdso);
     }
 
     /// <summary>
@@ -161,7 +112,7 @@ internal sealed unsafe partial class RestoreSession
     private void MoveBlock(RestoreTask leader, List<Crisp.Native.ProcFs.Vma> pieces, Func<Crisp.Native.ProcFs.Vma, ulong> target)
     {
         var moves = new List<(ulong From, ulong Len, ulong To)>();
-        ulong tmp = _temp;
+        ulong tmp = _c.Temp;
         foreach (var v in pieces)
         {
             leader.Check(Code, "mremap vdso (temporary)", LibC.SYS_mremap, (long)v.Start, (long)v.Length, (long)v.Length,
@@ -180,8 +131,8 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private byte[]? ReadDumpedVdso(ProcessImage p, VmaEntry vd)
     {
-        if (!_dir.Exists(ImageDir.PagemapName(p.DumpedPid))) return null;
-        using var pm = _dir.OpenPagemap(p.DumpedPid);
+        if (!_c.Dir.Exists(ImageDir.PagemapName(p.DumpedPid))) return null;
+        using var pm = _c.Dir.OpenPagemap(p.DumpedPid);
         if (!pm.IsPresent(vd.Start)) return null;
         var dumped = new byte[vd.End - vd.Start];
         for (ulong a = vd.Start; a < vd.End; a += PagemapRun.PageSize)
@@ -202,7 +153,6 @@ internal sealed unsafe partial class RestoreSession
         return Math.Min(cur, 1UL << 30);
     }
 
-    private readonly Dictionary<int, ulong> _vdsoSyscall = new();
 
     /// <summary>
     /// A <c>syscall</c> instruction (the bytes 0f 05 anywhere: the task stops at the call's exit
@@ -233,15 +183,15 @@ internal sealed unsafe partial class RestoreSession
 
     private string FilePath(uint id, string what)
     {
-        if (!_files.TryGetValue(id, out var f) || f.Reg == null)
-            throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"{what}: no regular file with id {id}");
+        if (!_c.Files.TryGetValue(id, out var f) || f.Reg == null)
+            throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"{what}: no regular file with id {id}");
         return f.Reg.Name;
     }
 
     /// <summary>Checks that a file a mapping or the exe needs is still there with its dumped size.</summary>
     private void CheckFile(uint id, string what)
     {
-        var reg = _files[id].Reg;
+        var reg = _c.Files[id].Reg;
         string path = reg.Name;
         var info = new FileInfo(path);
         if (!info.Exists) throw new CrispException($"file {path} is gone ({what})");
@@ -249,7 +199,6 @@ internal sealed unsafe partial class RestoreSession
             throw new CrispException($"file {path} changed size: {reg.Size} bytes at dump, {info.Length} now ({what})");
     }
 
-    private readonly List<VmaEntry> _writeFirst = [];
 
     private static bool HasPages(Crisp.Images.Pages.PagemapReader? pm, VmaEntry v)
     {
@@ -264,12 +213,12 @@ internal sealed unsafe partial class RestoreSession
 
     private void MapVmas(ProcessImage p, RestoreTask leader, Dictionary<uint, int> fileFds)
     {
-        using var pm = _dir.Exists(ImageDir.PagemapName(p.DumpedPid)) ? _dir.OpenPagemap(p.DumpedPid) : null;
+        using var pm = _c.Dir.Exists(ImageDir.PagemapName(p.DumpedPid)) ? _c.Dir.OpenPagemap(p.DumpedPid) : null;
         var scratch = new Scratch(this, p.Pid);
         foreach (var v in p.Mm.Vmas)
         {
             if (IsSpecial(v) || IsInherited(p, v)) continue;
-            if (v.Start < _ctl + CtlSize && _ctl < v.End)
+            if (v.Start < _c.Ctl + CtlSize && _c.Ctl < v.End)
                 throw new CrispException($"VMA 0x{v.Start:x}-0x{v.End:x} overlaps the control page (internal error)");
             if ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0) { AttachSysvShm(p, leader, v); continue; }
             int flags = (int)v.Flags | LibC.MAP_FIXED;
@@ -282,14 +231,14 @@ internal sealed unsafe partial class RestoreSession
             if ((prot & LibC.PROT_WRITE) == 0 && (v.Flags & LibC.MAP_SHARED) == 0 && HasPages(pm, v))
             {
                 prot |= LibC.PROT_WRITE;
-                _writeFirst.Add(v);
+                _c.WriteFirst.Add(v);
             }
             long fd = -1;
             bool fileBacked = (v.Status & (VmaStatus.VMA_FILE_PRIVATE | VmaStatus.VMA_FILE_SHARED)) != 0;
             if (fileBacked)
             {
                 uint id = (uint)v.Shmid;
-                if (!fileFds.TryGetValue(id, out var ffd) && _files.TryGetValue(id, out var mf) && mf.Type == FdTypes.Memfd)
+                if (!fileFds.TryGetValue(id, out var ffd) && _c.Files.TryGetValue(id, out var mf) && mf.Type == FdTypes.Memfd)
                 {
                     // A shared mapping that may be written needs a read-write description. CRIU writes a
                     // mapping-only memfd's file entry read-only and says read-write in the VMA's fdflags.
@@ -331,7 +280,7 @@ internal sealed unsafe partial class RestoreSession
                         leader.Check(Code, $"madvise(0x{v.Start:x}, {adv})", LibC.SYS_madvise, (long)v.Start, (long)(v.End - v.Start), adv);
         }
         // The files step starts by closing every fd but the inherited ones: a pidfd opened here is gone then.
-        if (_selfPidfd < 0) ForgetCrispPidfd(p, leader);
+        if (_c.SelfPidfd < 0) ForgetCrispPidfd(p, leader);
     }
 
     /// <summary>
@@ -344,8 +293,8 @@ internal sealed unsafe partial class RestoreSession
     private void WritePages(ProcessImage p)
     {
         // Inherited VMAs (RestoreCow.cs) get only the pages that differ from the parent's.
-        if (!_dir.Exists(ImageDir.PagemapName(p.DumpedPid))) { WriteInheritedPages(p, null); return; }
-        using var pm = _dir.OpenPagemap(p.DumpedPid);
+        if (!_c.Dir.Exists(ImageDir.PagemapName(p.DumpedPid))) { WriteInheritedPages(p, null); return; }
+        using var pm = _c.Dir.OpenPagemap(p.DumpedPid);
         WriteInheritedPages(p, pm);
         if (pm.PagesFileLength == 0) return;
         // Lazy VMAs are left out: their pages come from the lazy-pages daemon, and runs inside them are skipped below.
@@ -380,7 +329,7 @@ internal sealed unsafe partial class RestoreSession
                     var v = vmas[vi];
                     ulong end = Math.Min(run.End, v.End);
                     long off = run.FileOffset + (long)(a - run.Vaddr);
-                    bool writable = (v.Prot & LibC.PROT_WRITE) != 0 || _writeFirst.Contains(v);
+                    bool writable = (v.Prot & LibC.PROT_WRITE) != 0 || _c.WriteFirst.Contains(v);
                     if (writable && isBlock.Count > 0)
                     {
                         // Leave out the blocks that move in whole.
@@ -407,7 +356,7 @@ internal sealed unsafe partial class RestoreSession
         }
         finally { mem?.Dispose(); }
         PageWriter.Write(p.Pid, pm, segs);
-        if (blocks.Count > 0 && !MoveHuge(p, _tasks[p.Pid], pm, blocks))
+        if (blocks.Count > 0 && !MoveHuge(p, _c.Tasks[p.Pid], pm, blocks))
         {
             segs.Clear();
             foreach (var (dst, off) in blocks) AddWritable(dst, HugeSize, off);

@@ -17,15 +17,15 @@ internal sealed partial class RestoreSession
 
     private void PlaceNamespaceFile(ProcessImage p, RestoreTask t, FileEntry file, int fd, bool cloexec)
     {
-        var e = file.Nsf ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"file {file.Id} is a namespace file without its entry");
+        var e = file.Nsf ?? throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"file {file.Id} is a namespace file without its entry");
         string kind = NamespaceKinds.FirstOrDefault(k => FileTable.CloneFlag(k) == e.NsCflag)
-            ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"file {file.Id}: namespace flag 0x{e.NsCflag:x} is not one crisp knows");
+            ?? throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"file {file.Id}: namespace flag 0x{e.NsCflag:x} is not one crisp knows");
         string what = $"{kind} namespace file for fd {fd} of {t}";
         string path;
-        if (FileTable.IdOf(_inventory.RootIds, kind) == e.NsId) path = $"/proc/self/ns/{kind}";
-        else if (_procs.FirstOrDefault(q => FileTable.IdOf(q.Ids, kind) == e.NsId) is ProcessImage q) path = $"/proc/{q.Pid}/ns/{kind}";
+        if (FileTable.IdOf(_c.Inventory.RootIds, kind) == e.NsId) path = $"/proc/self/ns/{kind}";
+        else if (_c.Procs.FirstOrDefault(q => FileTable.IdOf(q.Ids, kind) == e.NsId) is ProcessImage q) path = $"/proc/{q.Pid}/ns/{kind}";
         else throw new CrispException($"{what}: its namespace {e.NsId} is neither crisp's nor one of a restored process");
-        _crispCopies[file.Id] = Errno.Check(LibC.open(path, ((int)e.Flags & LibC.O_ACCMODE) | LibC.O_CLOEXEC, 0), "open", $"{path} ({what})");
+        _c.CrispCopies[file.Id] = Errno.Check(LibC.open(path, ((int)e.Flags & LibC.O_ACCMODE) | LibC.O_CLOEXEC, 0), "open", $"{path} ({what})");
         PlaceShared(p, t, file, fd, cloexec);
     }
 }

@@ -22,20 +22,19 @@ namespace Crisp.Checkpoint.Restore;
 internal sealed unsafe partial class RestoreSession
 {
 
-    private Dictionary<int, NestedPid> _nestedPids = [];                 // root-namespace tid → its pids below
 
     /// <summary>The task's pids from the root's namespace inward: [root's, ..., its own].</summary>
     private int[] PidChain(int dumpedTid) =>
-        _nestedPids.TryGetValue(dumpedTid, out var n) ? [dumpedTid, .. n.NsTids] : [dumpedTid];
+        _c.NestedPids.TryGetValue(dumpedTid, out var n) ? [dumpedTid, .. n.NsTids] : [dumpedTid];
 
     /// <summary>How many pid namespaces below the root's the task is (0: in the root's).</summary>
-    private int NsDepth(int dumpedTid) => _nestedPids.TryGetValue(dumpedTid, out var n) ? n.NsTids.Length : 0;
+    private int NsDepth(int dumpedTid) => _c.NestedPids.TryGetValue(dumpedTid, out var n) ? n.NsTids.Length : 0;
 
     /// <summary>The task's pid as it sees it itself (in its own pid namespace).</summary>
     private int OwnViewPid(int dumpedTid) => PidChain(dumpedTid)[^1];
 
     /// <summary>Whether the process is init of a pid namespace below the root's (cloned with CLONE_NEWPID).</summary>
-    private bool IsNestedInit(int dumpedPid) => _nestedPids.TryGetValue(dumpedPid, out var n) && n.NsTids[^1] == 1;
+    private bool IsNestedInit(int dumpedPid) => _c.NestedPids.TryGetValue(dumpedPid, out var n) && n.NsTids[^1] == 1;
 
     /// <summary>
     /// Reads crisp-nested-pids.img when a process is in another pid namespace than its parent, and
@@ -44,26 +43,26 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void ReadNestedPidNamespaces()
     {
-        var byPid = _procs.ToDictionary(p => p.DumpedPid);
-        var nested = _procs.Skip(1).Where(p => byPid.TryGetValue(p.Ppid, out var parent) && parent.Ids.PidNsId != p.Ids.PidNsId).ToList();
-        if (!NestedPidsImage.Exists(_dir))
+        var byPid = _c.Procs.ToDictionary(p => p.DumpedPid);
+        var nested = _c.Procs.Skip(1).Where(p => byPid.TryGetValue(p.Ppid, out var parent) && parent.Ids.PidNsId != p.Ids.PidNsId).ToList();
+        if (!NestedPidsImage.Exists(_c.Dir))
         {
             if (nested.Count > 0)
-                throw new ImageException(_dir.PathOf(NestedPidsImage.Name),
+                throw new ImageException(_c.Dir.PathOf(NestedPidsImage.Name),
                     $"process {nested[0].DumpedPid} is in a pid namespace below its parent's, but the images have no {NestedPidsImage.Name} with its pids there");
             return;
         }
-        _nestedPids = NestedPidsImage.Read(_dir);
-        string where = _dir.PathOf(NestedPidsImage.Name);
-        foreach (var tid in _nestedPids.Keys)
-            if (!_procs.Any(p => p.DumpedTids.Contains(tid)) && !_zombies.Any(z => z.Pid == tid))
+        _c.NestedPids = NestedPidsImage.Read(_c.Dir);
+        string where = _c.Dir.PathOf(NestedPidsImage.Name);
+        foreach (var tid in _c.NestedPids.Keys)
+            if (!_c.Procs.Any(p => p.DumpedTids.Contains(tid)) && !_c.Zombies.Any(z => z.Pid == tid))
                 throw new ImageException(where, $"task {tid} is not in pstree.img");
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
         {
             foreach (int t in p.DumpedTids.Skip(1))
                 if (NsDepth(t) != NsDepth(p.DumpedPid))
                     throw new ImageException(where, $"thread {t} of {p.DumpedPid} is at another pid namespace depth than its leader");
-            if (p == _procs[0])
+            if (p == _c.Procs[0])
             {
                 if (NsDepth(p.DumpedPid) != 0) throw new ImageException(where, $"the root {p.DumpedPid} has pids below its own namespace");
                 continue;
@@ -71,10 +70,10 @@ internal sealed unsafe partial class RestoreSession
             bool newNs = byPid.TryGetValue(p.Ppid, out var parent) && parent.Ids.PidNsId != p.Ids.PidNsId;
             CheckNestedShape(p.DumpedPid, p.Ppid, newNs, where);
         }
-        foreach (var z in _zombies)
+        foreach (var z in _c.Zombies)
             CheckNestedShape(z.Pid, z.Ppid, NsDepth(z.Pid) != NsDepth(z.Ppid), where);
-        int inits = _procs.Count(p => IsNestedInit(p.DumpedPid)) + _zombies.Count(z => IsNestedInit(z.Pid));
-        Log.I($"{inits} pid namespace(s) below the root's, {_nestedPids.Count} task(s) in them: each made with clone3(CLONE_NEWPID) and set_tid");
+        int inits = _c.Procs.Count(p => IsNestedInit(p.DumpedPid)) + _c.Zombies.Count(z => IsNestedInit(z.Pid));
+        Log.I($"{inits} pid namespace(s) below the root's, {_c.NestedPids.Count} task(s) in them: each made with clone3(CLONE_NEWPID) and set_tid");
     }
 
     private void CheckNestedShape(int pid, int ppid, bool newNs, string where)
@@ -100,12 +99,11 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>What clone3 returns in <paramref name="parent"/>: the new task's pid in the parent's namespace.</summary>
     private int PidSeenByParent(RestoreTask parent, int dumpedTid)
     {
-        int depth = _nsDepthHere.GetValueOrDefault(parent.Pid);
+        int depth = _c.NsDepthHere.GetValueOrDefault(parent.Pid);
         var chain = PidChain(dumpedTid);
         return depth < chain.Length ? chain[depth] : throw new CrispException($"task {dumpedTid} would be above its parent {parent}'s pid namespace");
     }
 
-    private readonly Dictionary<int, int> _nsDepthHere = [];             // pid here → its depth below the root's namespace
 
     /// <summary>
     /// A parent that had called unshare(CLONE_NEWPID) and forked a nested init gets its
@@ -113,11 +111,11 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void EnterPidNamespacesForChildren()
     {
-        foreach (var n in _nestedPids.Values.Where(n => n.ParentForksInto))
+        foreach (var n in _c.NestedPids.Values.Where(n => n.ParentForksInto))
         {
-            var img = _procs.FirstOrDefault(p => p.DumpedPid == n.Tid)
-                      ?? throw new ImageException(_dir.PathOf(NestedPidsImage.Name), $"task {n.Tid}: parent_forks_into on a task that is not a live process");
-            var parent = _tasks[HostPid(img.Ppid)];
+            var img = _c.Procs.FirstOrDefault(p => p.DumpedPid == n.Tid)
+                      ?? throw new ImageException(_c.Dir.PathOf(NestedPidsImage.Name), $"task {n.Tid}: parent_forks_into on a task that is not a live process");
+            var parent = _c.Tasks[HostPid(img.Ppid)];
             int child = PidSeenByParent(parent, n.Tid);
             int fd = (int)parent.Check(Code, $"pidfd_open({child}) (its child {n.Tid}, init of a pid namespace)", LibC.SYS_pidfd_open, child, 0);
             try { parent.Check(Code, $"setns(pidfd of {child}, CLONE_NEWPID) (pid_for_children)", LibC.SYS_setns, fd, (long)CLONE_NEWPID); }
@@ -134,8 +132,8 @@ internal sealed unsafe partial class RestoreSession
     {
         int want = HostPid(p.Pgid);
         if (Crisp.Native.ProcFs.Proc.Stat(t.Pid).Pgrp == want) return;
-        var me = _procs.FirstOrDefault(i => i.DumpedPid == p.Pid);
-        var leader = _procs.FirstOrDefault(i => i.DumpedPid == p.Pgid);
+        var me = _c.Procs.FirstOrDefault(i => i.DumpedPid == p.Pid);
+        var leader = _c.Procs.FirstOrDefault(i => i.DumpedPid == p.Pgid);
         if (me != null && leader != null && leader.Ids.PidNsId == me.Ids.PidNsId)
         {
             long r = t.Call(Code, LibC.SYS_setpgid, 0, OwnViewPid(p.Pgid));

@@ -7,17 +7,17 @@ namespace Crisp.Checkpoint.Restore;
 
 /// <summary>
 /// Netlink sockets, made by crisp like the others (RestoreSockets.cs) and handed to the processes
-/// from <c>_crispCopies</c>: bound to the dumped port id and groups (to a port the kernel picks if
+/// from <c>_c.CrispCopies</c>: bound to the dumped port id and groups (to a port the kernel picks if
 /// that one is taken: port ids are usually the kernel's choice, as CRIU does), connected again.
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
     private void CreateOtherSockets()
     {
-        foreach (var f in _files.Values)
+        foreach (var f in _c.Files.Values)
         {
-            if (f.Type == FdTypes.Netlinksk && f.Nlsk != null) _crispCopies[f.Id] = CreateNetlink(f.Nlsk);
-            else if (f.Type == FdTypes.Packetsk && f.Psk != null) _crispCopies[f.Id] = CreatePacket(f.Psk);
+            if (f.Type == FdTypes.Netlinksk && f.Nlsk != null) _c.CrispCopies[f.Id] = CreateNetlink(f.Nlsk);
+            else if (f.Type == FdTypes.Packetsk && f.Psk != null) _c.CrispCopies[f.Id] = CreatePacket(f.Psk);
         }
     }
 

@@ -16,50 +16,47 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed partial class RestoreSession
 {
-    private NetnsImages? _netnsImages;
-    private int _treeNetnsFd = -1, _crispNetnsFd = -1;
-
     private void ReadNetns(uint id)
     {
-        if (!NetnsImages.ExistsIn(_dir, id))
-            throw new ImageException(_dir.PathOf(NetnsImages.NetnsName(id)), "the tree owned a network namespace but its image is missing");
-        _netnsImages = NetnsImages.Read(_dir, id);
+        if (!NetnsImages.ExistsIn(_c.Dir, id))
+            throw new ImageException(_c.Dir.PathOf(NetnsImages.NetnsName(id)), "the tree owned a network namespace but its image is missing");
+        _c.NetnsImages = NetnsImages.Read(_c.Dir, id);
     }
 
     private void CreateNetns()
     {
         const string self = "/proc/thread-self/ns/net";
-        _crispNetnsFd = Errno.Check(LibC.open(self, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", self);
+        _c.CrispNetnsFd = Errno.Check(LibC.open(self, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", self);
         Errno.Check(LibC.Syscall(SYS_unshare, NetTool.CLONE_NEWNET), "unshare(CLONE_NEWNET)", "the restore thread");
-        _treeNetnsFd = Errno.Check(LibC.open(self, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", self);
-        NetnsRestore.Fill(_treeNetnsFd, _netnsImages!, _dir.Path);
-        Log.I($"the tree owned its network namespace: restored in a new one ({string.Join(", ", _netnsImages!.Devices.Select(d => d.Name))}; " +
-              $"{string.Join(", ", _netnsImages.Raw.Keys.Where(k => k.Contains("tables", StringComparison.Ordinal)))})");
+        _c.TreeNetnsFd = Errno.Check(LibC.open(self, LibC.O_RDONLY | LibC.O_CLOEXEC, 0), "open", self);
+        NetnsRestore.Fill(_c.TreeNetnsFd, _c.NetnsImages!, _c.Dir.Path);
+        Log.I($"the tree owned its network namespace: restored in a new one ({string.Join(", ", _c.NetnsImages!.Devices.Select(d => d.Name))}; " +
+              $"{string.Join(", ", _c.NetnsImages.Raw.Keys.Where(k => k.Contains("tables", StringComparison.Ordinal)))})");
     }
 
     /// <summary>For a tree with its own namespace: the whole new namespace is locked instead of each connection. False otherwise.</summary>
     private bool LockNetns(IEnumerable<TcpConnection> connections, NetworkLockMethod method, string runId, bool makeNew)
     {
-        if (_treeNetnsFd < 0) return false;
+        if (_c.TreeNetnsFd < 0) return false;
         if (!makeNew) return true;   // --tcp-close: the dump's lock went with its namespace
-        _netLock = NetworkLock.ForNamespace(method, runId, _treeNetnsFd);
-        foreach (var c in connections) _netLock.Add(c);
+        _c.NetLock = NetworkLock.ForNamespace(method, runId, _c.TreeNetnsFd);
+        foreach (var c in connections) _c.NetLock.Add(c);
         return true;
     }
 
     /// <summary>The restore thread back in crisp's namespace; crisp lets go of the tree's.</summary>
     private void LeaveNetns()
     {
-        if (_crispNetnsFd >= 0)
+        if (_c.CrispNetnsFd >= 0)
         {
-            try { Errno.Check(LibC.Syscall(LibC.SYS_setns, _crispNetnsFd, NetTool.CLONE_NEWNET), "setns(crisp's network namespace)", "the restore thread"); }
+            try { Errno.Check(LibC.Syscall(LibC.SYS_setns, _c.CrispNetnsFd, NetTool.CLONE_NEWNET), "setns(crisp's network namespace)", "the restore thread"); }
             finally
             {
-                LibC.close(_crispNetnsFd);
-                _crispNetnsFd = -1;
+                LibC.close(_c.CrispNetnsFd);
+                _c.CrispNetnsFd = -1;
             }
         }
-        if (_treeNetnsFd >= 0) LibC.close(_treeNetnsFd);
-        _treeNetnsFd = -1;
+        if (_c.TreeNetnsFd >= 0) LibC.close(_c.TreeNetnsFd);
+        _c.TreeNetnsFd = -1;
     }
 }

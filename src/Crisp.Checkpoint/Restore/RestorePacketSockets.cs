@@ -8,7 +8,7 @@ namespace Crisp.Checkpoint.Restore;
 
 /// <summary>
 /// AF_PACKET sockets (Sockets/PacketSocketDump.cs), made by crisp like the others and handed to
-/// the processes from <c>_crispCopies</c>. In the order the kernel needs: bound to the dumped
+/// the processes from <c>_c.CrispCopies</c>. In the order the kernel needs: bound to the dumped
 /// device (a SOCK_PACKET one by the device's name, which SIOCGIFNAME gives for the index), then
 /// PACKET_VERSION and PACKET_RESERVE before the rings (a ring's frame layout depends on them),
 /// the switches, the memberships, the rings, and the fanout group last (joining one needs a bound
@@ -99,7 +99,7 @@ internal sealed unsafe partial class RestoreSession
     private int PacketRingIntoTask(ProcessImage p, RestoreTask t, VmaEntry v)
     {
         string what = $"the packet socket (file {v.Shmid}) mapped at 0x{v.Start:x} in process {p.Pid}";
-        if (!_crispCopies.TryGetValue((uint)v.Shmid, out int local))
+        if (!_c.CrispCopies.TryGetValue((uint)v.Shmid, out int local))
             throw new CrispException($"{what}: the images have no packet socket with that id");
         return CrispFdIntoTask(p, t, local, what);
     }

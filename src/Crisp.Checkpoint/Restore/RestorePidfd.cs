@@ -18,15 +18,15 @@ internal sealed unsafe partial class RestoreSession
 
     private void PlacePidfd(ProcessImage p, RestoreTask t, FileEntry file, int fd, bool cloexec)
     {
-        var e = file.Pidfd ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"file {file.Id} is a pidfd without its entry");
+        var e = file.Pidfd ?? throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"file {file.Id} is a pidfd without its entry");
         string what = $"pidfd for fd {fd} of {t}";
         if (e.Nspid > 0)
         {
-            if (!_hostOf.TryGetValue(e.Nspid, out int host))
+            if (!_c.HostOf.TryGetValue(e.Nspid, out int host))
                 throw new CrispException($"{what}: it refers to process {e.Nspid}, which the images do not restore");
-            _crispCopies[file.Id] = (int)Errno.Check(LibC.pidfd_open(host, e.Flags & PIDFD_NONBLOCK), "pidfd_open", $"{what}: process {e.Nspid} (here {host})");
+            _c.CrispCopies[file.Id] = (int)Errno.Check(LibC.pidfd_open(host, e.Flags & PIDFD_NONBLOCK), "pidfd_open", $"{what}: process {e.Nspid} (here {host})");
         }
-        else if (!_crispCopies.ContainsKey(file.Id))
+        else if (!_c.CrispCopies.ContainsKey(file.Id))
             OpenDeadPidfds(e.Ino, what);
         PlaceShared(p, t, file, fd, cloexec);
     }
@@ -34,7 +34,7 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>Every dead-process pidfd of inode <paramref name="ino"/>, opened on one helper that then dies.</summary>
     private void OpenDeadPidfds(uint ino, string what)
     {
-        var entries = _files.Values.Where(f => f.Type == FdTypes.Pidfd && f.Pidfd is { Nspid: <= 0 } d && d.Ino == ino).ToList();
+        var entries = _c.Files.Values.Where(f => f.Type == FdTypes.Pidfd && f.Pidfd is { Nspid: <= 0 } d && d.Ino == ino).ToList();
         int helper = ProcessSpawner.Spawn(new SpawnOptions
         {
             Path = "/bin/sleep", Argv = ["sleep", "600"], Envp = [],
@@ -43,7 +43,7 @@ internal sealed unsafe partial class RestoreSession
         try
         {
             foreach (var f in entries)
-                _crispCopies[f.Id] = (int)Errno.Check(LibC.pidfd_open(helper, f.Pidfd.Flags & PIDFD_NONBLOCK), "pidfd_open", $"{what}: the stand-in for a process gone at the dump");
+                _c.CrispCopies[f.Id] = (int)Errno.Check(LibC.pidfd_open(helper, f.Pidfd.Flags & PIDFD_NONBLOCK), "pidfd_open", $"{what}: the stand-in for a process gone at the dump");
         }
         finally
         {

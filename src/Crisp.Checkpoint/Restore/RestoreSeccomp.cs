@@ -17,7 +17,6 @@ internal sealed unsafe partial class RestoreSession
 {
     private const int SYS_seccomp = 317;
     private const int SECCOMP_SET_MODE_FILTER = 1;
-    private SeccompEntry? _seccomp;
 
     private void RestoreSeccomp(ProcessImage p)
     {
@@ -26,7 +25,7 @@ internal sealed unsafe partial class RestoreSession
         {
             var tc = core.ThreadCore;
             if (tc == null || !tc.HasSeccompMode || tc.SeccompMode == SeccompMode.Disabled) continue;
-            var t = _tasks[tid];
+            var t = _c.Tasks[tid];
             RestoreTask.Req(LibC.PTRACE_SETOPTIONS, t.Tid, 0, StubPtraceOptions | LibC.PTRACE_O_SUSPEND_SECCOMP, "PTRACE_SETOPTIONS(SUSPEND_SECCOMP)");
             if ((int)tc.SeccompMode == LibC.SECCOMP_MODE_STRICT)
             {
@@ -50,15 +49,15 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>The chain starting at <paramref name="first"/> (the oldest filter), bounds checked.</summary>
     private List<(SeccompFilter Filter, uint Index)> Chain(int tid, uint first)
     {
-        _seccomp ??= _dir.Exists(Crisp.Images.ImageDir.SeccompName) ? _dir.ReadSeccomp()
+        _c.Seccomp ??= _c.Dir.Exists(Crisp.Images.ImageDir.SeccompName) ? _c.Dir.ReadSeccomp()
             : throw new CrispException($"thread {tid} is in seccomp filter mode but the images have no seccomp.img");
         var chain = new List<(SeccompFilter, uint)>();
         uint? at = first;
         while (at is uint i)
         {
-            if (i >= _seccomp.SeccompFilters.Count || chain.Count > _seccomp.SeccompFilters.Count)
-                throw new CrispException($"seccomp.img is corrupt: thread {tid}'s filter chain reaches index {i} of {_seccomp.SeccompFilters.Count}");
-            var f = _seccomp.SeccompFilters[(int)i];
+            if (i >= _c.Seccomp.SeccompFilters.Count || chain.Count > _c.Seccomp.SeccompFilters.Count)
+                throw new CrispException($"seccomp.img is corrupt: thread {tid}'s filter chain reaches index {i} of {_c.Seccomp.SeccompFilters.Count}");
+            var f = _c.Seccomp.SeccompFilters[(int)i];
             if (f.Filter.Length == 0 || f.Filter.Length % 8 != 0 || f.Filter.Length / 8 > 4096)
                 throw new CrispException($"seccomp.img is corrupt: filter {i} is {f.Filter.Length} bytes");
             chain.Add((f, i));

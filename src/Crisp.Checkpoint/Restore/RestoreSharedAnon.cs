@@ -16,15 +16,14 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private readonly Dictionary<ulong, int> _sharedAnonFds = [];     // shmid → crisp's fd of the object
 
     private static bool IsSharedAnon(VmaEntry v) =>
         (v.Status & VmaStatus.VMA_ANON_SHARED) != 0 && (v.Flags & LibC.MAP_SHARED) != 0 && v.Shmid != 0;
 
     private int SharedAnonObject(ulong shmid)
     {
-        if (_sharedAnonFds.TryGetValue(shmid, out int fd)) return fd;
-        ulong size = _procs.SelectMany(p => p.Mm.Vmas).Where(v => IsSharedAnon(v) && v.Shmid == shmid)
+        if (_c.SharedAnonFds.TryGetValue(shmid, out int fd)) return fd;
+        ulong size = _c.Procs.SelectMany(p => p.Mm.Vmas).Where(v => IsSharedAnon(v) && v.Shmid == shmid)
             .Max(v => v.Pgoff + (v.End - v.Start));
         string what = $"shared anonymous memory {shmid} ({size} bytes)";
         nint at = LibC.mmap(0, (nuint)size, LibC.PROT_READ | LibC.PROT_WRITE, LibC.MAP_SHARED | LibC.MAP_ANONYMOUS, -1, 0);
@@ -37,19 +36,19 @@ internal sealed unsafe partial class RestoreSession
         finally { LibC.munmap(at, (nuint)size); }
         try { FillSharedAnon(fd, shmid, size, what); }
         catch { LibC.close(fd); throw; }
-        _sharedAnonFds[shmid] = fd;
+        _c.SharedAnonFds[shmid] = fd;
         return fd;
     }
 
     private void FillSharedAnon(int fd, ulong shmid, ulong size, string what)
     {
-        if (!_dir.Exists(ImageDir.ShmemPagemapName(shmid))) return;
-        using var pm = _dir.OpenShmemPagemap(shmid);
+        if (!_c.Dir.Exists(ImageDir.ShmemPagemapName(shmid))) return;
+        using var pm = _c.Dir.OpenShmemPagemap(shmid);
         var buf = new byte[1 << 20];
         foreach (var run in pm.Runs.Where(r => r.IsPresent))
         {
             if (run.End > size)
-                throw new ImageException(_dir.PathOf(ImageDir.ShmemPagemapName(shmid)), $"pages up to offset 0x{run.End:x}, past the {size} bytes its VMAs map");
+                throw new ImageException(_c.Dir.PathOf(ImageDir.ShmemPagemapName(shmid)), $"pages up to offset 0x{run.End:x}, past the {size} bytes its VMAs map");
             for (ulong off = 0; off < run.End - run.Vaddr; off += (ulong)buf.Length)
             {
                 int n = (int)Math.Min((ulong)buf.Length, run.End - run.Vaddr - off);
@@ -68,7 +67,7 @@ internal sealed unsafe partial class RestoreSession
 
     private void CloseSharedAnon()
     {
-        foreach (var fd in _sharedAnonFds.Values) LibC.close(fd);
-        _sharedAnonFds.Clear();
+        foreach (var fd in _c.SharedAnonFds.Values) LibC.close(fd);
+        _c.SharedAnonFds.Clear();
     }
 }

@@ -11,7 +11,7 @@ namespace Crisp.Checkpoint.Restore;
 /// Sockets are made by crisp itself, in the tree's network namespace (crisp's, or the new one
 /// RestoreNetns.cs made and the restore thread is in), before any process gets its files. Each one is then handed
 /// to the processes that hold it exactly like a description shared between processes
-/// (SharedFiles.cs): it sits in <c>_crispCopies</c> under its file id, and every process takes
+/// (SharedFiles.cs): it sits in <c>_c.CrispCopies</c> under its file id, and every process takes
 /// it with pidfd_getfd, so dup'd and inherited descriptors stay one socket.
 ///
 /// The order follows what the kernel allows:
@@ -39,22 +39,18 @@ internal sealed unsafe partial class RestoreSession
         Errno.Check(LibC.fcntl(fd, LibC.F_SETFL, flags & (LibC.O_NONBLOCK | LibC.O_APPEND | FASYNC)), "fcntl(F_SETFL)", target);
         SocketOptions.RestoreFilter(fd, opts, target);
     }
-    private readonly List<string> _socketFiles = [];   // paths bound by this restore, removed if it fails
 
-    private InventoryEntry _inventory = null!;
-    private readonly List<(int Fd, bool ReuseAddr, string Target)> _repairedTcp = [];   // connections in repair mode until the end
-    private NetworkLock? _netLock;
 
     private static bool IsPing(InetSkEntry e) => e.Type == LibC.SOCK_DGRAM && e.Proto is SocketDump.IPPROTO_ICMP or SocketDump.IPPROTO_ICMPV6;
 
     private static bool IsConnection(InetSkEntry e) => e.Type == LibC.SOCK_STREAM && e.Proto == LibC.IPPROTO_TCP && e.DstPort != 0;
 
-    private bool TcpClosed => _o.TcpClose || (_inventory.HasTcpClose && _inventory.TcpClose);
+    private bool TcpClosed => _o.TcpClose || (_c.Inventory.HasTcpClose && _c.Inventory.TcpClose);
 
     private void CreateSockets()
     {
-        var unix = _files.Values.Where(f => f.Type == FdTypes.Unixsk && f.Usk != null).Select(f => f.Usk).ToList();
-        var inet = _files.Values.Where(f => f.Type == FdTypes.Inetsk && f.Isk != null).Select(f => f.Isk).ToList();
+        var unix = _c.Files.Values.Where(f => f.Type == FdTypes.Unixsk && f.Usk != null).Select(f => f.Usk).ToList();
+        var inet = _c.Files.Values.Where(f => f.Type == FdTypes.Inetsk && f.Isk != null).Select(f => f.Isk).ToList();
         CreateOtherSockets();
         if (unix.Count == 0 && inet.Count == 0) return;
         var connections = inet.Where(IsConnection).ToList();
@@ -65,9 +61,9 @@ internal sealed unsafe partial class RestoreSession
                                          "restore them with --tcp-established, or closed with --tcp-close");
             LockConnections(connections, makeNew: !TcpClosed);
         }
-        var queues = _dir.ReadSkQueues().GroupBy(p => p.Entry.IdFor).ToDictionary(g => g.Key, g => g.ToList());
-        _reuseLater.Clear();
-        foreach (var i in inet) _crispCopies[i.Id] = CreateInet(i);
+        var queues = _c.Dir.ReadSkQueues().GroupBy(p => p.Entry.IdFor).ToDictionary(g => g.Key, g => g.ToList());
+        _c.ReuseLater.Clear();
+        foreach (var i in inet) _c.CrispCopies[i.Id] = CreateInet(i);
         PutReuseBack();
         if (unix.Count > 0) CreateUnix(unix, queues);
     }
@@ -75,19 +71,18 @@ internal sealed unsafe partial class RestoreSession
     // ---- unix ---------------------------------------------------------------------------------
 
     /// <summary>The unix sockets of the images while they are being made (crisp's fds and what is temporary).</summary>
-    private sealed class UnixBatch(List<UnixSkEntry> all, Dictionary<uint, List<SkPacket>> queues)
+    internal sealed class UnixBatch(List<UnixSkEntry> all, Dictionary<uint, List<SkPacket>> queues)
     {
         public Dictionary<uint, UnixSkEntry> ByIno { get; } = all.ToDictionary(u => u.Ino);
         public List<UnixSkEntry> Sockets { get; } = all.Where(u => (u.Uflags & SocketDump.USK_EXTERN) == 0).ToList();
         public Dictionary<uint, List<SkPacket>> Queues { get; } = queues;
-        public Dictionary<uint, int> Fds { get; } = [];        // ino → crisp's fd (in _crispCopies once HandedOver)
+        public Dictionary<uint, int> Fds { get; } = [];        // ino → crisp's fd (in _c.CrispCopies once HandedOver)
         public bool HandedOver { get; set; }
         public Dictionary<uint, int> OtherEnds { get; } = [];  // ino → the extra end of a pair whose peer was gone
         public Dictionary<uint, string> Ghosts { get; } = [];  // ino → where a socket whose file was deleted is bound meanwhile
         public List<string> MadeDirs { get; } = [];
     }
 
-    private UnixBatch? _unixLater;   // sockets whose queues carry files in flight: finished once the files exist (RestoreInFlight.cs)
 
     private void CreateUnix(List<UnixSkEntry> all, Dictionary<uint, List<SkPacket>> queues)
     {
@@ -95,12 +90,12 @@ internal sealed unsafe partial class RestoreSession
         try
         {
             MakeUnix(r);
-            foreach (var u in r.Sockets) _crispCopies[u.Id] = r.Fds[u.Ino];
+            foreach (var u in r.Sockets) _c.CrispCopies[u.Id] = r.Fds[u.Ino];
             r.HandedOver = true;
             if (r.Queues.Values.Any(q => q.Any(p => p.Entry.Scm.Count > 0)))
             {
                 // Connections and queues wait until the processes have their files: the files in flight are among them.
-                _unixLater = r;
+                _c.UnixLater = r;
                 r = null;
                 return;
             }
@@ -178,7 +173,7 @@ internal sealed unsafe partial class RestoreSession
         {
             if (u.Peer == 0) continue;
             var peer = r.ByIno.GetValueOrDefault(u.Peer)
-                ?? throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"unix socket {u.Ino}: its peer {u.Peer} has no entry");
+                ?? throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"unix socket {u.Ino}: its peer {u.Peer} has no entry");
             if (peer.Peer == u.Ino && peer.Ino != u.Ino && (peer.Uflags & SocketDump.USK_EXTERN) == 0) continue;   // a pair, connected already
             if ((peer.Uflags & SocketDump.USK_EXTERN) != 0 && !_o.ExtUnixSk)
                 throw new CrispException($"{Describe(u)} was connected to {NameText(peer)} outside the dumped tree: restore it with --ext-unix-sk");
@@ -273,7 +268,7 @@ internal sealed unsafe partial class RestoreSession
         {
             if (aside != null) File.Move(aside, path!);
         }
-        _socketFiles.Add(path);
+        _c.SocketFiles.Add(path);
         if (u.FilePerms != null)
         {
             Errno.Check(LibC.chmod(path, u.FilePerms.Mode & 0xfff), "chmod", path);
@@ -308,11 +303,11 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>After a failed restore: the socket files it bound go too.</summary>
     private void RemoveSocketFiles()
     {
-        if (_unixLater != null) DiscardUnix(_unixLater);
-        _unixLater = null;
-        foreach (var path in _socketFiles)
+        if (_c.UnixLater != null) DiscardUnix(_c.UnixLater);
+        _c.UnixLater = null;
+        foreach (var path in _c.SocketFiles)
             try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        _socketFiles.Clear();
+        _c.SocketFiles.Clear();
     }
 
     // ---- inet ---------------------------------------------------------------------------------
@@ -333,39 +328,39 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void LockConnections(List<InetSkEntry> connections, bool makeNew)
     {
-        var method = _inventory.HasNetworkLockMethod ? (NetworkLockMethod)_inventory.NetworkLockMethod : NetworkLockMethod.Nftables;
+        var method = _c.Inventory.HasNetworkLockMethod ? (NetworkLockMethod)_c.Inventory.NetworkLockMethod : NetworkLockMethod.Nftables;
         if (method == NetworkLockMethod.Skip) return;
         var conns = connections.Select(c => new TcpConnection((int)c.Family, c.SrcAddr.ToArray(), c.SrcPort, c.DstAddr.ToArray(), c.DstPort)).ToList();
-        string runId = _inventory.HasDumpCriuRunId ? _inventory.DumpCriuRunId : $"{Environment.ProcessId}-restore";
+        string runId = _c.Inventory.HasDumpCriuRunId ? _c.Inventory.DumpCriuRunId : $"{Environment.ProcessId}-restore";
         if (LockNetns(conns, method, runId, makeNew)) return;
         if (method == NetworkLockMethod.Iptables)
         {
             // The dump's rules where they are; those it did not leave here (another namespace) are made for the restore.
             var there = conns.Where(NetworkLock.IptablesLocked).ToList();
-            _netLock = NetworkLock.Existing(method, runId, there);
-            if (makeNew) foreach (var c in conns.Except(there)) _netLock.Add(c);
+            _c.NetLock = NetworkLock.Existing(method, runId, there);
+            if (makeNew) foreach (var c in conns.Except(there)) _c.NetLock.Add(c);
             return;
         }
         if (NetworkLock.TableExists(runId))
         {
-            _netLock = NetworkLock.Existing(method, runId, conns);
+            _c.NetLock = NetworkLock.Existing(method, runId, conns);
             return;
         }
         if (!makeNew) return;   // --tcp-close: nothing to protect, only the dump's lock to remove
-        _netLock = NetworkLock.ForRun(method, runId);
-        foreach (var c in conns) _netLock.Add(c);
+        _c.NetLock = NetworkLock.ForRun(method, runId);
+        foreach (var c in conns) _c.NetLock.Add(c);
     }
 
     private void FinishConnections()
     {
-        foreach (var (fd, reuse, target) in _repairedTcp) TcpRepairRestore.Finish(fd, reuse, target);
-        _repairedTcp.Clear();
+        foreach (var (fd, reuse, target) in _c.RepairedTcp) TcpRepairRestore.Finish(fd, reuse, target);
+        _c.RepairedTcp.Clear();
     }
 
     private void UnlockNetwork()
     {
-        var l = _netLock!;
-        _netLock = null;
+        var l = _c.NetLock!;
+        _c.NetLock = null;
         if (!l.Release()) throw new CrispException("the restored tree runs, but the network lock could not be removed (see the error above)");
     }
 
@@ -385,9 +380,9 @@ internal sealed unsafe partial class RestoreSession
             if (connection && !TcpClosed)
             {
                 LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, target);
-                var stream = _dir.ReadTcpStream(e.Ino);
+                var stream = _c.Dir.ReadTcpStream(e.Ino);
                 TcpRepairRestore.Restore(fd, e, stream, (port, addr) => InetAddress(family, port, addr), target);
-                _repairedTcp.Add((fd, e.Opts.Reuseaddr, target));
+                _c.RepairedTcp.Add((fd, e.Opts.Reuseaddr, target));
             }
             else if (connection)
             {
@@ -410,7 +405,7 @@ internal sealed unsafe partial class RestoreSession
                 // own values go back once every socket of the images is bound and listening.
                 LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 1, target);
                 LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEPORT, 1, target);
-                _reuseLater.Add((fd, e.Opts.Reuseaddr, e.Opts.SoReuseport, target));
+                _c.ReuseLater.Add((fd, e.Opts.Reuseaddr, e.Opts.SoReuseport, target));
                 var sa = InetAddress(family, e.SrcPort, e.SrcAddr);
                 fixed (byte* a = sa) Errno.Check(LibC.bind(fd, a, (uint)sa.Length), "bind", target);
                 if (!freebind) LibC.SetSockOptInt(fd, level, opt, 0, target);
@@ -434,24 +429,23 @@ internal sealed unsafe partial class RestoreSession
         }
         catch
         {
-            _repairedTcp.RemoveAll(r => r.Fd == fd);
-            _reuseLater.RemoveAll(r => r.Fd == fd);
+            _c.RepairedTcp.RemoveAll(r => r.Fd == fd);
+            _c.ReuseLater.RemoveAll(r => r.Fd == fd);
             LibC.close(fd);
             throw;
         }
     }
 
-    private readonly List<(int Fd, bool ReuseAddr, bool ReusePort, string Target)> _reuseLater = [];   // bound sockets, reuse flags forced on
 
     /// <summary>The dumped SO_REUSEADDR/SO_REUSEPORT of bound sockets, once all of them are bound (CRIU's post_open).</summary>
     private void PutReuseBack()
     {
-        foreach (var (fd, addr, port, target) in _reuseLater)
+        foreach (var (fd, addr, port, target) in _c.ReuseLater)
         {
             if (!addr) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEADDR, 0, target);
             if (!port) LibC.SetSockOptInt(fd, LibC.SOL_SOCKET, LibC.SO_REUSEPORT, 0, target);
         }
-        _reuseLater.Clear();
+        _c.ReuseLater.Clear();
     }
 
     private static byte[] InetAddress(int family, uint port, IList<uint> words)

@@ -125,7 +125,7 @@ internal sealed unsafe partial class RestoreSession
         {
             var c = core.ThreadCore?.Creds;
             if (c == null) continue;
-            var t = _tasks[tid];
+            var t = _c.Tasks[tid];
             var now = Crisp.Native.ProcFs.Proc.TaskStatus(p.Pid, tid);
             var scratch = new Scratch(this, t.Pid);
             if (!now.Groups.SequenceEqual(c.Groups))
@@ -203,7 +203,7 @@ internal sealed unsafe partial class RestoreSession
         {
             var now = File.ReadAllText($"/proc/{p.Pid}/task/{tid}/loginuid").Trim();
             if (now == tc.Loginuid.ToString()) continue;
-            var t = _tasks[tid];
+            var t = _c.Tasks[tid];
             var scratch = new Scratch(this, t.Pid);
             int fd = (int)t.Check(Code, "openat /proc/thread-self/loginuid", LibC.SYS_openat, -100,
                 (long)scratch.PutString("/proc/thread-self/loginuid"), LibC.O_WRONLY | LibC.O_CLOEXEC, 0);
@@ -222,14 +222,14 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void RestoreLateState(ProcessImage p)
     {
-        var leader = _tasks[p.Pid];
+        var leader = _c.Tasks[p.Pid];
         if (p.Mm.HasDumpable && leader.Call(Code, LibC.SYS_prctl, LibC.PR_GET_DUMPABLE) != p.Mm.Dumpable)
             leader.Check(Code, $"prctl(PR_SET_DUMPABLE, {p.Mm.Dumpable})", LibC.SYS_prctl, LibC.PR_SET_DUMPABLE, p.Mm.Dumpable);
         foreach (var (tid, core) in p.Threads)
         {
             var tc = core.ThreadCore;
             if (tc == null) continue;
-            var t = _tasks[tid];
+            var t = _c.Tasks[tid];
             if (tc.PdeathSig != 0)
                 t.Check(Code, $"prctl(PR_SET_PDEATHSIG, {tc.PdeathSig})", LibC.SYS_prctl, LibC.PR_SET_PDEATHSIG, tc.PdeathSig);
             if (tc.HasSchedPolicy)
@@ -319,7 +319,7 @@ internal sealed unsafe partial class RestoreSession
 
     private void QueuePendingSignals(ProcessImage p)
     {
-        var leader = _tasks[p.Pid];
+        var leader = _c.Tasks[p.Pid];
         var shared = p.LeaderCore.Tc?.SignalsS?.Signals;
         if (shared != null)
             foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, p.DumpedPid, 0);
@@ -329,7 +329,7 @@ internal sealed unsafe partial class RestoreSession
             var (tid, core) = p.Threads[i];
             var priv = core.ThreadCore?.SignalsP?.Signals;
             if (priv == null) continue;
-            foreach (var s in priv) Queue(_tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, p.DumpedPid, p.DumpedTids[i]);
+            foreach (var s in priv) Queue(_c.Tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, p.DumpedPid, p.DumpedTids[i]);
         }
     }
 
@@ -347,34 +347,34 @@ internal sealed unsafe partial class RestoreSession
 
     private void ResumeAll()
     {
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
         {
-            var leader = _tasks[p.Pid];
+            var leader = _c.Tasks[p.Pid];
             // The control page goes last, through a syscall instruction of the restored vDSO, or
             // of any restored executable mapping when the process had unmapped its vDSO.
-            ulong sc = _vdsoSyscall.GetValueOrDefault(p.Pid);
+            ulong sc = _c.VdsoSyscall.GetValueOrDefault(p.Pid);
             if (sc == 0) sc = FindSyscallInText(p);
             if (sc == 0) throw new CrispException($"process {p.Pid}: no syscall instruction in its vDSO or executable mappings to remove the control page with");
-            long r = leader.CallViaSyscallStops(sc, LibC.SYS_munmap, (long)_ctl, CtlSize);
+            long r = leader.CallViaSyscallStops(sc, LibC.SYS_munmap, (long)_c.Ctl, CtlSize);
             Errno.CheckRaw(r, "munmap control page", leader.ToString());
             foreach (var (tid, core) in p.Threads)
-                SetFinalRegisters(_tasks[tid], core);
+                SetFinalRegisters(_c.Tasks[tid], core);
             foreach (var (tid, core) in p.Threads)
-                EnterRestartedSyscall(_tasks[tid], core);
+                EnterRestartedSyscall(_c.Tasks[tid], core);
         }
         // A process dumped in a group stop gets the signal that stopped it (stop_signo, SIGSTOP in
         // images without one) while still held: it stops at its first step after the detach,
         // before running any code of its own, and waits for SIGCONT; waitid shows that signal.
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
             if (p.LeaderCore.Tc is { TaskState: TaskStates.Stopped } tc)
             {
                 int sig = tc.HasStopSigno && tc.StopSigno is LibC.SIGTSTP or LibC.SIGTTIN or LibC.SIGTTOU ? (int)tc.StopSigno : LibC.SIGSTOP;
                 Errno.Check(LibC.kill(p.Pid, sig), $"kill({sig})", $"process {p.Pid}, dumped stopped");
             }
         // Children first, so a parent that waits for them finds them running.
-        for (int i = _procs.Count - 1; i >= 0; i--)
-            foreach (var (tid, _) in _procs[i].Threads)
-                _tasks[tid].Detach();
+        for (int i = _c.Procs.Count - 1; i >= 0; i--)
+            foreach (var (tid, _) in _c.Procs[i].Threads)
+                _c.Tasks[tid].Detach();
     }
 
     /// <summary>
@@ -398,7 +398,7 @@ internal sealed unsafe partial class RestoreSession
 
     private void SetFinalRegisters(RestoreTask t, CoreEntry core)
     {
-        var ti = core.ThreadInfo ?? throw new ImageException(_dir.PathOf(ImageDir.CoreName(t.Tid)), "no thread_info");
+        var ti = core.ThreadInfo ?? throw new ImageException(_c.Dir.PathOf(ImageDir.CoreName(t.Tid)), "no thread_info");
         var g = ti.Gpregs;
         if (g.HasMode && g.Mode != UserX86RegsMode.Native)
             throw new CrispException($"{t}: 32-bit (compat) tasks are not supported");

@@ -22,7 +22,7 @@ internal sealed unsafe partial class RestoreSession
     {
         var args = new LibC.clone_args { flags = flags, exit_signal = (ulong)exitSignal };
         var scratch = new Scratch(this, parent.Pid);
-        bool rootPidNs = (flags & CLONE_NEWPID) != 0 && parent.Pid == _stubPid;
+        bool rootPidNs = (flags & CLONE_NEWPID) != 0 && parent.Pid == _c.StubPid;
         int depth = NsDepth(tid);
         if (!rootPidNs)
         {
@@ -33,45 +33,45 @@ internal sealed unsafe partial class RestoreSession
         long r = parent.Call(Code, LibC.SYS_clone3, (long)a, sizeof(LibC.clone_args));
         string pids = depth > 0 ? $"pids {string.Join("/", PidChain(tid))}" : $"pid {tid}";
         if (r == -Errno.EEXIST)
-            throw new CrispException(_ownPidNs || depth > 0 ? $"{pids} in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
+            throw new CrispException(_c.OwnPidNs || depth > 0 ? $"{pids} in use in the restored pid namespace" : $"pid {tid} is in use by another process ({Comm(tid)})");
         Errno.CheckRaw(r, "clone3", rootPidNs ? $"CLONE_NEWPID in {parent}" : $"set_tid {pids}{((flags & CLONE_NEWPID) != 0 ? " with CLONE_NEWPID" : "")} in {parent}");
-        int here = _ownPidNs || depth > 0 ? parent.LastNewTask : (int)r;
+        int here = _c.OwnPidNs || depth > 0 ? parent.LastNewTask : (int)r;
         if (rootPidNs ? here != r : r != PidSeenByParent(parent, tid))
             throw new CrispException($"clone3 made {r}, not the dumped {pids}");
         if (here <= 0) throw new CrispException($"clone3 of {tid} in {parent}: no clone event gave its pid here");
         var t = new RestoreTask(hostPid < 0 ? here : hostPid, here);
-        _created.Add(here);
-        _tasks[here] = t;
-        _hostOf[tid] = here;
-        _nsDepthHere[here] = depth;
+        _c.Created.Add(here);
+        _c.Tasks[here] = t;
+        _c.HostOf[tid] = here;
+        _c.NsDepthHere[here] = depth;
         t.WaitFirstStop();
         return t;
     }
 
     private void CreateRoot()
     {
-        var stub = _tasks[_stubPid];
-        var rootImg = _procs[0];
+        var stub = _c.Tasks[_c.StubPid];
+        var rootImg = _c.Procs[0];
         // clone3 wants exit_signal 0 with CLONE_PARENT; the child takes the stub's (SIGCHLD).
         // A tree that owned its pid namespace gets a new one, its root pid 1 there; with it a
         // mount namespace (for its /proc) and a UTS namespace when it owned those.
-        ulong ns = (_ownPidNs ? CLONE_NEWPID : 0) | (_ownMntNs ? CLONE_NEWNS : 0) | (_uts != null ? CLONE_NEWUTS : 0) | (_ipc != null ? CLONE_NEWIPC : 0);
-        if (_timens != null) MakeTimeNamespace(stub);
+        ulong ns = (_c.OwnPidNs ? CLONE_NEWPID : 0) | (_c.OwnMntNs ? CLONE_NEWNS : 0) | (_c.Uts != null ? CLONE_NEWUTS : 0) | (_c.Ipc != null ? CLONE_NEWIPC : 0);
+        if (_c.Timens != null) MakeTimeNamespace(stub);
         var root = Clone(stub, -1, rootImg.Pid, CLONE_PARENT | ns, 0);
         SetHostIds(rootImg, root.Pid);
         // The stub's job is done.
-        PtraceCalls.KillAndReap(_stubPid);
-        _tasks.Remove(_stubPid);
-        _stubPid = -1;
+        PtraceCalls.KillAndReap(_c.StubPid);
+        _c.Tasks.Remove(_c.StubPid);
+        _c.StubPid = -1;
 
         root.SetSigMask(ulong.MaxValue);
-        ulong ctl = (ulong)root.Check(Code, "mmap control page", LibC.SYS_mmap, (long)_pendingCtl, CtlSize,
+        ulong ctl = (ulong)root.Check(Code, "mmap control page", LibC.SYS_mmap, (long)_c.PendingCtl, CtlSize,
             LibC.PROT_READ | LibC.PROT_WRITE | LibC.PROT_EXEC, LibC.MAP_PRIVATE | LibC.MAP_ANONYMOUS | LibC.MAP_FIXED, -1, 0);
         RemoteMemory.Write(root.Pid, ctl, [0x0f, 0x05, 0xcc]);
-        _ctl = ctl;
-        if (_ownMntNs) MountOwnProc(root);
-        if (_uts != null) SetUts(root, _uts);
-        if (_ipc != null) FillIpcNamespace(root);
+        _c.Ctl = ctl;
+        if (_c.OwnMntNs) MountOwnProc(root);
+        if (_c.Uts != null) SetUts(root, _c.Uts);
+        if (_c.Ipc != null) FillIpcNamespace(root);
         if (rootImg.Sid == rootImg.DumpedPid) root.Check(Code, "setsid", LibC.SYS_setsid);
     }
 
@@ -109,27 +109,27 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private void CreateTree()
     {
-        var all = _procs.Select(p => (Pid: p.DumpedPid, p.Ppid, p.Pgid, p.Sid))
-            .Concat(_zombies.Select(z => (z.Pid, z.Ppid, z.Pgid, z.Sid))).ToList();
-        // Pids below are the dumped ones (the tree's view); _tasks is keyed by the pids here.
+        var all = _c.Procs.Select(p => (Pid: p.DumpedPid, p.Ppid, p.Pgid, p.Sid))
+            .Concat(_c.Zombies.Select(z => (z.Pid, z.Ppid, z.Pgid, z.Sid))).ToList();
+        // Pids below are the dumped ones (the tree's view); _c.Tasks is keyed by the pids here.
         foreach (var p in all.Skip(1))
         {
-            if (!_hostOf.TryGetValue(p.Ppid, out int parentHere) || !_tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
+            if (!_c.HostOf.TryGetValue(p.Ppid, out int parentHere) || !_c.Tasks.TryGetValue(parentHere, out var parent) || parent.Pid != parentHere)
                 throw new CrispException($"process {p.Pid}: parent {p.Ppid} is not restored before it (pstree order)");
             BeforeCloning(p.Ppid);
             ulong flags = (SharesParentFdTable(p.Pid) ? CLONE_FILES : 0) | (IsNestedInit(p.Pid) ? CLONE_NEWPID : 0);
             var t = Clone(parent, -1, p.Pid, flags, LibC.SIGCHLD);
-            if (_procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
+            if (_c.Procs.FirstOrDefault(i => i.DumpedPid == p.Pid) is { } img) SetHostIds(img, t.Pid);
             if (p.Sid == p.Pid) t.Check(Code, "setsid", LibC.SYS_setsid);
         }
         // Group leaders first, then members join them. getpgid/getsid run in the task: its own view
         // (below the root's pid namespace compared from here: RestoreNestedPids.cs).
         foreach (var p in all.Where(p => p.Pgid == p.Pid && p.Sid != p.Pid))
-            _tasks[HostPid(p.Pid)].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
+            _c.Tasks[HostPid(p.Pid)].Check(Code, "setpgid", LibC.SYS_setpgid, 0, 0);
         var helpers = GroupHelpers(all);
         foreach (var p in all.Where(p => p.Pgid != p.Pid))
         {
-            var t = _tasks[HostPid(p.Pid)];
+            var t = _c.Tasks[HostPid(p.Pid)];
             if (NsDepth(p.Pid) > 0) { JoinGroupNested(t, p); continue; }
             int cur = (int)t.Call(Code, LibC.SYS_getpgid, 0);
             if (cur == p.Pgid) continue;
@@ -138,12 +138,12 @@ internal sealed unsafe partial class RestoreSession
         }
         foreach (var p in all)
         {
-            if (NsDepth(p.Pid) > 0) { CheckSessionNested(_tasks[HostPid(p.Pid)], p.Pid, p.Sid); continue; }
-            int sid = (int)_tasks[HostPid(p.Pid)].Call(Code, LibC.SYS_getsid, 0);
+            if (NsDepth(p.Pid) > 0) { CheckSessionNested(_c.Tasks[HostPid(p.Pid)], p.Pid, p.Sid); continue; }
+            int sid = (int)_c.Tasks[HostPid(p.Pid)].Call(Code, LibC.SYS_getsid, 0);
             if (sid != p.Sid) Log.W($"process {p.Pid}: session {sid}, dumped in session {p.Sid} (not a session of the tree)");
         }
         foreach (var h in helpers) EndGroupHelper(h);
-        foreach (var z in _zombies) ExitAsZombie(z);
+        foreach (var z in _c.Zombies) ExitAsZombie(z);
     }
 
     /// <summary>
@@ -161,10 +161,10 @@ internal sealed unsafe partial class RestoreSession
         var rootSid = all[0].Sid;
         foreach (int pgid in all.Select(p => p.Pgid).Distinct())
         {
-            if (all.Any(p => p.Pid == pgid) || _ownPidNs || Directory.Exists($"/proc/{pgid}")) continue;
+            if (all.Any(p => p.Pid == pgid) || _c.OwnPidNs || Directory.Exists($"/proc/{pgid}")) continue;
             if (all.Any(p => p.Pgid == pgid && NsDepth(p.Pid) > 0)) continue;  // its members could not see the helper
             if (all.Any(p => p.Pgid == pgid && p.Sid != rootSid)) continue;
-            var helper = Clone(_tasks[HostPid(all[0].Pid)], -1, pgid, CLONE_PARENT, 0);
+            var helper = Clone(_c.Tasks[HostPid(all[0].Pid)], -1, pgid, CLONE_PARENT, 0);
             helper.Check(Code, $"setpgid (helper for process group {pgid})", LibC.SYS_setpgid, 0, 0);
             helpers.Add(helper);
         }
@@ -174,9 +174,9 @@ internal sealed unsafe partial class RestoreSession
     private void EndGroupHelper(RestoreTask h)
     {
         PtraceCalls.KillAndReap(h.Pid);
-        _tasks.Remove(h.Pid);
-        _created.Remove(h.Pid);
-        foreach (var k in _hostOf.Where(kv => kv.Value == h.Pid).Select(kv => kv.Key).ToList()) _hostOf.Remove(k);
+        _c.Tasks.Remove(h.Pid);
+        _c.Created.Remove(h.Pid);
+        foreach (var k in _c.HostOf.Where(kv => kv.Value == h.Pid).Select(kv => kv.Key).ToList()) _c.HostOf.Remove(k);
     }
 
     /// <summary>
@@ -185,15 +185,15 @@ internal sealed unsafe partial class RestoreSession
     /// </summary>
     private bool SharesParentFdTable(int dumpedPid)
     {
-        var img = _procs.FirstOrDefault(i => i.DumpedPid == dumpedPid);
-        var parent = img == null ? null : _procs.FirstOrDefault(i => i.DumpedPid == img.Ppid);
+        var img = _c.Procs.FirstOrDefault(i => i.DumpedPid == dumpedPid);
+        var parent = img == null ? null : _c.Procs.FirstOrDefault(i => i.DumpedPid == img.Ppid);
         return parent != null && parent.Ids.FilesId == img!.Ids.FilesId;
     }
 
     /// <summary>Processes sharing an fd table must reach it through parents that have it too: only those are cloned with CLONE_FILES.</summary>
     private void CheckSharedFdTables()
     {
-        foreach (var g in _procs.GroupBy(p => p.Ids.FilesId).Where(g => g.Count() > 1))
+        foreach (var g in _c.Procs.GroupBy(p => p.Ids.FilesId).Where(g => g.Count() > 1))
         {
             var tops = g.Where(p => !SharesParentFdTable(p.DumpedPid)).Select(p => p.DumpedPid).ToList();
             if (tops.Count > 1)
@@ -204,10 +204,10 @@ internal sealed unsafe partial class RestoreSession
     private void CreateThreads()
     {
         const ulong flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
             for (int i = 1; i < p.Threads.Count; i++)
             {
-                var t = Clone(_tasks[p.Pid], p.Pid, p.DumpedTids[i], flags, 0);
+                var t = Clone(_c.Tasks[p.Pid], p.Pid, p.DumpedTids[i], flags, 0);
                 p.Threads[i] = (t.Tid, p.Threads[i].Core);
             }
     }

@@ -27,30 +27,28 @@ namespace Crisp.Checkpoint.Restore;
 /// </summary>
 internal sealed unsafe partial class RestoreSession
 {
-    private Dictionary<uint, TtyInfoEntry> _ttyInfos = [];
-    private readonly Dictionary<int, int> _ptyMasters = [];     // index → crisp's master (closed with the shared copies)
 
-    private bool IsCtty(FileEntry f) => f.Type == FdTypes.Tty && _ttyInfos.TryGetValue(f.Tty.TtyInfoId, out var i) && i.Type == TtyType.Ctty;
+    private bool IsCtty(FileEntry f) => f.Type == FdTypes.Tty && _c.TtyInfos.TryGetValue(f.Tty.TtyInfoId, out var i) && i.Type == TtyType.Ctty;
 
     private void CreateTerminals()
     {
-        var ttys = _files.Values.Where(f => f.Type == FdTypes.Tty).ToList();
+        var ttys = _c.Files.Values.Where(f => f.Type == FdTypes.Tty).ToList();
         if (ttys.Count == 0) return;
-        string infoImage = _dir.PathOf(ImageDir.TtyInfoName);
-        _ttyInfos = _dir.ReadTtyInfo().ToDictionary(i => i.Id);
-        var data = _dir.ReadTtyData().ToDictionary(d => d.TtyId, d => d.Data.ToByteArray());
+        string infoImage = _c.Dir.PathOf(ImageDir.TtyInfoName);
+        _c.TtyInfos = _c.Dir.ReadTtyInfo().ToDictionary(i => i.Id);
+        var data = _c.Dir.ReadTtyData().ToDictionary(d => d.TtyId, d => d.Data.ToByteArray());
         foreach (var f in ttys)
         {
-            if (f.Tty is null) throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"file {f.Id} is a tty without its tty entry");
-            if (!_ttyInfos.TryGetValue(f.Tty.TtyInfoId, out var info))
+            if (f.Tty is null) throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"file {f.Id} is a tty without its tty entry");
+            if (!_c.TtyInfos.TryGetValue(f.Tty.TtyInfoId, out var info))
                 throw new ImageException(infoImage, $"file {f.Id}: no tty info 0x{f.Tty.TtyInfoId:x}");
             if (info.Type is not (TtyType.Pty or TtyType.Ctty))
                 throw new CrispException($"file {f.Id} is a terminal of kind {info.Type} (rdev 0x{info.Rdev:x}), which crisp cannot restore");
             if (info.Type == TtyType.Pty && info.Pty is null) throw new ImageException(infoImage, $"tty info 0x{info.Id:x} is a pty without an index");
         }
-        foreach (var pty in ttys.Where(f => !IsCtty(f)).GroupBy(f => _ttyInfos[f.Tty.TtyInfoId].Pty.Index).OrderBy(g => g.Key))
+        foreach (var pty in ttys.Where(f => !IsCtty(f)).GroupBy(f => _c.TtyInfos[f.Tty.TtyInfoId].Pty.Index).OrderBy(g => g.Key))
             CreatePty((int)pty.Key, pty.ToList(), data);
-        foreach (var info in _ttyInfos.Values.Where(i => i.Type == TtyType.Pty && i.Sid != 0 && (i.Id & 1) == 1))
+        foreach (var info in _c.TtyInfos.Values.Where(i => i.Type == TtyType.Pty && i.Sid != 0 && (i.Id & 1) == 1))
             SetControllingTerminal(info);
     }
 
@@ -58,9 +56,9 @@ internal sealed unsafe partial class RestoreSession
     {
         var masters = files.Where(f => (f.Tty.TtyInfoId & 1) == 1).ToList();
         var slaves = files.Where(f => (f.Tty.TtyInfoId & 1) == 0).ToList();
-        if (masters.Count > 1) throw new ImageException(_dir.PathOf(ImageDir.FilesName), $"pty {index} has {masters.Count} master descriptions");
-        var masterInfo = _ttyInfos.GetValueOrDefault((uint)(index << 1) | 1);
-        var slaveInfo = _ttyInfos.GetValueOrDefault((uint)(index << 1));
+        if (masters.Count > 1) throw new ImageException(_c.Dir.PathOf(ImageDir.FilesName), $"pty {index} has {masters.Count} master descriptions");
+        var masterInfo = _c.TtyInfos.GetValueOrDefault((uint)(index << 1) | 1);
+        var slaveInfo = _c.TtyInfos.GetValueOrDefault((uint)(index << 1));
         string where = $"pty {index}";
         if (masters.Count == 0)
         {
@@ -69,7 +67,7 @@ internal sealed unsafe partial class RestoreSession
             if (slaveInfo?.Termios != null) return;
         }
         var master = masters.FirstOrDefault();
-        string path = master is null ? "/dev/ptmx" : _files.GetValueOrDefault(master.Tty.RegfId)?.Reg?.Name ?? "/dev/ptmx";
+        string path = master is null ? "/dev/ptmx" : _c.Files.GetValueOrDefault(master.Tty.RegfId)?.Reg?.Name ?? "/dev/ptmx";
         if (path is not ("/dev/ptmx" or "/dev/pts/ptmx"))
             throw new CrispException($"{where}: its master was opened as {path}, not /dev/ptmx or /dev/pts/ptmx: not supported");
         int flags = master is null ? LibC.O_RDWR : (int)master.Tty.Flags & (LibC.O_ACCMODE | LibC.O_NONBLOCK | LibC.O_APPEND);
@@ -97,7 +95,7 @@ internal sealed unsafe partial class RestoreSession
             foreach (var s in slaves)
             {
                 int sf = OpenSlave(m, (int)s.Tty.Flags, where);
-                _crispCopies[s.Id] = sf;
+                _c.CrispCopies[s.Id] = sf;
                 if (!owned && slaveInfo is { HasUid: true, HasGid: true })
                 {
                     LibC.stat_t st;
@@ -106,7 +104,7 @@ internal sealed unsafe partial class RestoreSession
                     owned = true;
                 }
             }
-            if (slaveInfo is { Exclusive: true } && slaves.Count > 0) Errno.Check(LibC.ioctl(_crispCopies[slaves[0].Id], Tty.TIOCEXCL, null), "ioctl(TIOCEXCL)", where);
+            if (slaveInfo is { Exclusive: true } && slaves.Count > 0) Errno.Check(LibC.ioctl(_c.CrispCopies[slaves[0].Id], Tty.TIOCEXCL, null), "ioctl(TIOCEXCL)", where);
             byte[] toMaster = data.GetValueOrDefault((uint)(index << 1) | 1) ?? [], toSlave = data.GetValueOrDefault((uint)(index << 1)) ?? [];
             if (toMaster.Length + toSlave.Length > 0 && termios != null)
             {
@@ -126,13 +124,13 @@ internal sealed unsafe partial class RestoreSession
                 Log.D($"restore: {where}: {slaves.Count} hung-up slave(s)");
                 return;
             }
-            _crispCopies[master.Id] = m;
-            _ptyMasters[index] = m;
+            _c.CrispCopies[master.Id] = m;
+            _c.PtyMasters[index] = m;
             Log.D($"restore: {where}: master and {slaves.Count} slave description(s), {toMaster.Length}+{toSlave.Length} queued byte(s)");
         }
         catch
         {
-            if (!_crispCopies.ContainsValue(m)) LibC.close(m);
+            if (!_c.CrispCopies.ContainsValue(m)) LibC.close(m);
             throw;
         }
     }
@@ -191,10 +189,10 @@ internal sealed unsafe partial class RestoreSession
     private void SetControllingTerminal(TtyInfoEntry info)
     {
         int index = (int)info.Pty.Index;
-        if (!_ptyMasters.TryGetValue(index, out int m)) return;
-        var leader = _procs.FirstOrDefault(p => p.DumpedPid == info.Sid && p.Sid == p.DumpedPid)
+        if (!_c.PtyMasters.TryGetValue(index, out int m)) return;
+        var leader = _c.Procs.FirstOrDefault(p => p.DumpedPid == info.Sid && p.Sid == p.DumpedPid)
             ?? throw new CrispException($"pty {index} was the controlling terminal of session {info.Sid}, whose leader is not in the images");
-        var t = _tasks[leader.Pid];
+        var t = _c.Tasks[leader.Pid];
         int slave = OpenSlave(m, LibC.O_RDWR, $"pty {index}");
         try
         {
@@ -214,7 +212,7 @@ internal sealed unsafe partial class RestoreSession
             {
                 t.Call(Code, LibC.SYS_close, inTask);
                 // In a new pid namespace the task's way to crisp is the fd it inherited: the files step closes it.
-                if (_selfPidfd < 0) ForgetCrispPidfd(leader, t);
+                if (_c.SelfPidfd < 0) ForgetCrispPidfd(leader, t);
             }
             Log.D($"restore: pty {index} is again the controlling terminal of session {info.Sid} (foreground group {info.Pgrp})");
         }
@@ -229,16 +227,11 @@ internal sealed unsafe partial class RestoreSession
         long r = t.Call(Code, LibC.SYS_openat, -100, (long)scratch.PutString("/dev/tty"), flags, 0);
         if (r < 0) throw new CrispException($"fd {fd} of {t} was /dev/tty, but its session has no controlling terminal here: openat(/dev/tty): {Errno.Name((int)-r)}");
         int tmp = (int)r;
-        if (tmp != fd)
-        {
-            Dup(t, tmp, fd, cloexec);
-            t.Call(Code, LibC.SYS_close, tmp);
-        }
-        else if (cloexec) Dup(t, fd, fd, true);
+        MoveFd(t, tmp, fd, cloexec);
     }
 
     private TermiosEntry CheckedTermios(TermiosEntry e, string where) =>
-        e.CCc.Count >= Tty.Nccs ? e : throw new ImageException(_dir.PathOf(ImageDir.TtyInfoName), $"{where}: termios with {e.CCc.Count} control characters, {Tty.Nccs} expected");
+        e.CCc.Count >= Tty.Nccs ? e : throw new ImageException(_c.Dir.PathOf(ImageDir.TtyInfoName), $"{where}: termios with {e.CCc.Count} control characters, {Tty.Nccs} expected");
 
     private Tty.Termios FromEntry(TermiosEntry e, string where)
     {

@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using Crisp.Images;
 using Crisp.Images.Proto;
 using Crisp.Inject;
@@ -30,6 +29,7 @@ namespace Crisp.Checkpoint.Restore;
 ///  6. last: munmap(C) through a <c>syscall</c> in the restored vDSO (PTRACE_SYSCALL stops),
 ///     set registers, XSAVE and the blocked mask, detach.
 /// On any failure every task crisp created is killed, and the CrispException names the step.
+/// The steps in their order: RestoreSteps.cs; the state they share: RestoreContext.cs.
 /// </summary>
 public static class Restorer
 {
@@ -61,114 +61,38 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     private const int ScratchOffset = 4096;
 
     private readonly RestoreOptions _o = options;
-    private ImageDir _dir = null!;
-    private List<ProcessImage> _procs = null!;
-    private readonly List<ZombieImage> _zombies = [];
-    private Dictionary<uint, FileEntry> _files = null!;
-    private readonly Dictionary<int, RestoreTask> _tasks = new();          // tid → task
-    private readonly List<int> _created = [];                            // every tid made, in order
-    private int _stubPid = -1;
-    private ulong _ctl;                                                  // control page address
-    private ulong _temp;                                                 // temporary place for vdso moves
-    private int _extraBase;                                              // first fd number of inherited fds
-    private readonly List<int> _extraCrispFds = [];                      // crisp fds passed to the stub
-    private string _step = "start";
-    // Namespaces the tree owned (its ids differ from the inventory's root_ids): made anew at the root.
-    private bool _ownPidNs, _ownMntNs;
-    private UtsnsEntry? _uts;
-    private readonly Dictionary<int, int> _hostOf = [];                  // dumped pid/tid → pid/tid here
-    private readonly List<(string Step, TimeSpan Took)> _stepTimes = [];
+    private readonly RestoreContext _c = new();                          // all the state the steps share (RestoreContext.cs)
 
-    private ulong Code => _ctl;
-
-    public RestoredProcess Run()
-    {
-        var clock = Stopwatch.StartNew();
-        try
-        {
-            if (_o.Lazy) Step("connect to the lazy-pages daemon", ConnectLazyPages);
-            Step("read images", LoadImages);
-            Step("check pids", CheckPids);
-            Step("find memory shared with parents", FindInheritedVmas);
-            if (_netnsImages != null) Step("create the network namespace", CreateNetns);
-            Step("create sockets", CreateSockets);
-            Step("start the stub", StartStub);
-            Step("create the root process", CreateRoot);
-            Step("create the process tree", CreateTree);
-            Step("create threads", CreateThreads);
-            if (_nestedPids.Count > 0) Step("set pid_for_children", EnterPidNamespacesForChildren);
-            Step("create terminals", CreateTerminals);
-            foreach (var p in _procs)
-                RestoreProcess(p);
-            if (_unixLater != null) Step("send files in flight", SendFilesInFlight);
-            if (_repairedTcp.Count > 0) Step("take connections out of repair mode", FinishConnections);
-            CloseSharedCopies();
-            RemoveGhosts();
-            Step("resume", ResumeAll);
-            if (_netLock != null) Step("unlock the network", UnlockNetwork);
-            LeaveNetns();
-        }
-        catch (Exception e)
-        {
-            CloseSharedCopies();
-            _netLock?.Release();
-            RemoveGhosts();
-            RemoveSocketFiles();
-            if (_selfPidfd >= 0) LibC.close(_selfPidfd);
-            _selfPidfd = -1;
-            KillEverything();
-            LeaveNetns();
-            _lazy?.Dispose();
-            _lazy = null;
-            if (e is CrispException ce && ce.Message.StartsWith("restore failed", StringComparison.Ordinal)) throw;
-            throw new CrispException($"restore failed at step '{_step}': {e.Message}", e);
-        }
-        if (_selfPidfd >= 0) LibC.close(_selfPidfd);
-        _selfPidfd = -1;
-        // Pids here (crisp's namespace), as CRIU's --pidfile has them.
-        if (_o.PidFile != null)
-            File.WriteAllText(_o.PidFile, _procs[0].Pid.ToString());
-        return new RestoredProcess(_procs[0].Pid, _procs.Select(p => p.Pid).ToList(), clock.Elapsed) { Steps = _stepTimes };
-    }
-
-    private void Step(string name, Action a)
-    {
-        _step = name;
-        long t0 = Stopwatch.GetTimestamp();
-        a();
-        var took = Stopwatch.GetElapsedTime(t0);
-        _stepTimes.Add((name, took));
-        Log.D($"restore: {name}: {took.TotalMilliseconds:F1} ms");
-    }
+    private ulong Code => _c.Ctl;
 
     // ---- images and checks ------------------------------------------------------------
 
     private void LoadImages()
     {
         if (!Directory.Exists(_o.ImagesDir)) throw new CrispException($"images directory {_o.ImagesDir} does not exist");
-        _dir = new ImageDir(_o.ImagesDir);
-        var inventory = _inventory = _dir.ReadInventory();
+        _c.Dir = new ImageDir(_o.ImagesDir);
+        var inventory = _c.Inventory = _c.Dir.ReadInventory();
         CheckCpu();
-        _procs = ProcessImage.Load(_dir, _zombies);
-        ReadNamespaces(inventory.RootIds, _procs[0].Ids);
-        _files = _dir.Exists(ImageDir.FilesName) ? _dir.ReadFiles().ToDictionary(f => f.Id) : [];
+        _c.Procs = ProcessImage.Load(_c.Dir, _c.Zombies);
+        ReadNamespaces(inventory.RootIds, _c.Procs[0].Ids);
+        _c.Files = _c.Dir.Exists(ImageDir.FilesName) ? _c.Dir.ReadFiles().ToDictionary(f => f.Id) : [];
         NoteFilesInFlight();
         FindSharedFiles();
         CreateGhosts();
         CheckSharedFdTables();
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
             foreach (var v in p.Mm.Vmas)
-                if (((v.Status & VmaStatus.VMA_AREA_SOCKET) != 0 && !(_files.TryGetValue((uint)v.Shmid, out var sk) && sk.Type == FdTypes.Packetsk)) ||
-                    ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _ipc == null))
+                if (((v.Status & VmaStatus.VMA_AREA_SOCKET) != 0 && !(_c.Files.TryGetValue((uint)v.Shmid, out var sk) && sk.Type == FdTypes.Packetsk)) ||
+                    ((v.Status & VmaStatus.VMA_AREA_SYSVIPC) != 0 && _c.Ipc == null))
                     throw new CrispException($"process {p.Pid}: VMA 0x{v.Start:x}-0x{v.End:x} (status 0x{v.Status:x}) is of a kind crisp cannot restore yet");
     }
 
     /// <summary>Refuses a dump from a CPU with features this one lacks (as --cpu-cap asks); images without a CPU record (CRIU's usual) are not checked.</summary>
     private void CheckCpu()
     {
-        if (_o.CpuCap == Cpu.CpuCap.None || !_dir.Exists(ImageDir.CpuinfoName)) return;
-        var dumped = _dir.ReadCpuinfo().X86Entry;
-        if (dumped.Count != 1) throw new ImageException(_dir.PathOf(ImageDir.CpuinfoName), $"{dumped.Count} x86 CPU records, expected 1");
+        if (_o.CpuCap == Cpu.CpuCap.None || !_c.Dir.Exists(ImageDir.CpuinfoName)) return;
+        var dumped = _c.Dir.ReadCpuinfo().X86Entry;
+        if (dumped.Count != 1) throw new ImageException(_c.Dir.PathOf(ImageDir.CpuinfoName), $"{dumped.Count} x86 CPU records, expected 1");
         var problems = Cpu.CpuFeatures.Compare(dumped[0], Cpu.CpuFeatures.Host(), _o.CpuCap);
         if (problems.Count > 0)
             throw new CrispException($"the tree was dumped on a CPU this one cannot stand in for ({string.Join("; ", problems)}); " +
@@ -185,38 +109,38 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
     {
         if (rootIds is null) return;
         static bool Owns(uint mine, uint root) => mine != 0 && root != 0 && mine != root;
-        _ownPidNs = Owns(ids.PidNsId, rootIds.PidNsId);
-        _ownMntNs = Owns(ids.MntNsId, rootIds.MntNsId);
+        _c.OwnPidNs = Owns(ids.PidNsId, rootIds.PidNsId);
+        _c.OwnMntNs = Owns(ids.MntNsId, rootIds.MntNsId);
         if (Owns(ids.UtsNsId, rootIds.UtsNsId))
-            _uts = _dir.Exists(ImageDir.UtsnsName(ids.UtsNsId)) ? _dir.ReadUtsns(ids.UtsNsId)
-                : throw new ImageException(_dir.PathOf(ImageDir.UtsnsName(ids.UtsNsId)), "the tree owned a UTS namespace but its image is missing");
+            _c.Uts = _c.Dir.Exists(ImageDir.UtsnsName(ids.UtsNsId)) ? _c.Dir.ReadUtsns(ids.UtsNsId)
+                : throw new ImageException(_c.Dir.PathOf(ImageDir.UtsnsName(ids.UtsNsId)), "the tree owned a UTS namespace but its image is missing");
         var refused = new List<string>();
         if (Owns(ids.NetNsId, rootIds.NetNsId)) ReadNetns(ids.NetNsId);
         if (Owns(ids.IpcNsId, rootIds.IpcNsId)) ReadIpcNamespace(ids.IpcNsId);
         if (Owns(ids.TimeNsId, rootIds.TimeNsId)) ReadTimeNamespace(ids.TimeNsId);
         if (Owns(ids.UserNsId, rootIds.UserNsId)) refused.Add("user");
         if (Owns(ids.CgroupNsId, rootIds.CgroupNsId)) refused.Add("cgroup");
-        if (_ownMntNs && !_ownPidNs) refused.Add("mnt (without its own pid namespace)");
+        if (_c.OwnMntNs && !_c.OwnPidNs) refused.Add("mnt (without its own pid namespace)");
         if (refused.Count > 0)
             throw new CrispException($"the tree owned its own {string.Join(", ", refused)} namespace(s), which crisp cannot restore yet");
-        if (_ownPidNs && _procs[0].Pid != 1)
-            throw new ImageException(_dir.PathOf(ImageDir.PstreeName), $"the tree owned its pid namespace but its root is pid {_procs[0].Pid}, not 1");
+        if (_c.OwnPidNs && _c.Procs[0].Pid != 1)
+            throw new ImageException(_c.Dir.PathOf(ImageDir.PstreeName), $"the tree owned its pid namespace but its root is pid {_c.Procs[0].Pid}, not 1");
         ReadNestedPidNamespaces();
-        if (_ownPidNs) Log.I($"the tree owned its pid namespace: restored in a new one{(_ownMntNs ? " with its own /proc" : "")}{(_uts != null ? $", hostname {_uts.Nodename}" : "")}");
+        if (_c.OwnPidNs) Log.I($"the tree owned its pid namespace: restored in a new one{(_c.OwnMntNs ? " with its own /proc" : "")}{(_c.Uts != null ? $", hostname {_c.Uts.Nodename}" : "")}");
     }
 
     /// <summary>The pid here of the task the images call <paramref name="dumped"/>.</summary>
-    private int HostPid(int dumped) => _hostOf.TryGetValue(dumped, out int h) ? h : dumped;
+    private int HostPid(int dumped) => _c.HostOf.TryGetValue(dumped, out int h) ? h : dumped;
 
     private void CheckPids()
     {
         // A new pid namespace has every pid free, whatever holds the same numbers here (the frozen source).
-        if (_ownPidNs) return;
-        foreach (var p in _procs)
+        if (_c.OwnPidNs) return;
+        foreach (var p in _c.Procs)
             foreach (var (tid, _) in p.Threads)
                 if (Directory.Exists($"/proc/{tid}") && !WaitForZombieRelease(tid))
                     throw new CrispException($"pid {tid} is in use by another process ({Comm(tid)})");
-        foreach (var z in _zombies)
+        foreach (var z in _c.Zombies)
             if (Directory.Exists($"/proc/{z.Pid}") && !WaitForZombieRelease(z.Pid))
                 throw new CrispException($"pid {z.Pid} is in use by another process ({Comm(z.Pid)})");
     }
@@ -251,52 +175,50 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
 
     private void StartStub()
     {
-        var all = _procs.SelectMany(p => p.Mm.Vmas).Where(v => (v.Status & VmaStatus.VMA_AREA_VSYSCALL) == 0)
+        var all = _c.Procs.SelectMany(p => p.Mm.Vmas).Where(v => (v.Status & VmaStatus.VMA_AREA_VSYSCALL) == 0)
             .Select(v => (v.Start, v.End)).ToList();
         ulong load = StubElf.DefaultLoadAddress;
         while (Overlaps(all, load, load + 0x1000)) load += 0x10_0000_0000;
 
         // Fds crisp passes into the tree: --inherit-fd targets, and with -j crisp's stdio.
-        int maxFd = _procs.SelectMany(p => p.Fds).Select(f => (int)f.Fd).DefaultIfEmpty(2).Max();
-        _extraBase = Math.Max(maxFd + 1, 3);
-        if (_ownPidNs || _nestedPids.Count > 0)
+        int maxFd = _c.Procs.SelectMany(p => p.Fds).Select(f => (int)f.Fd).DefaultIfEmpty(2).Max();
+        _c.ExtraBase = Math.Max(maxFd + 1, 3);
+        if (_c.OwnPidNs || _c.NestedPids.Count > 0)
         {
             // First of the passed fds (-j's stdio must stay the last three): see PlaceShared.
-            _selfPidfd = Errno.Check(LibC.pidfd_open(Environment.ProcessId), "pidfd_open", "crisp itself");
-            _extraCrispFds.Add(_selfPidfd);
+            _c.SelfPidfd = Errno.Check(LibC.pidfd_open(Environment.ProcessId), "pidfd_open", "crisp itself");
+            _c.ExtraCrispFds.Add(_c.SelfPidfd);
         }
-        foreach (var fd in _o.InheritFds.Values.Distinct()) _extraCrispFds.Add(fd);
-        if (_o.ShellJob) _extraCrispFds.AddRange([0, 1, 2]);
-        var extra = _extraCrispFds.Select((fd, i) => (fd, _extraBase + i)).ToList();
+        foreach (var fd in _o.InheritFds.Values.Distinct()) _c.ExtraCrispFds.Add(fd);
+        if (_o.ShellJob) _c.ExtraCrispFds.AddRange([0, 1, 2]);
+        var extra = _c.ExtraCrispFds.Select((fd, i) => (fd, _c.ExtraBase + i)).ToList();
 
-        _stubPid = StartStubProcess(load, extra);
-        RestoreTask.Req(LibC.PTRACE_SEIZE, _stubPid, 0, StubPtraceOptions, "PTRACE_SEIZE");
-        RestoreTask.Req(LibC.PTRACE_INTERRUPT, _stubPid, 0, 0, "PTRACE_INTERRUPT");
-        var stub = new RestoreTask(_stubPid, _stubPid);
+        _c.StubPid = StartStubProcess(load, extra);
+        RestoreTask.Req(LibC.PTRACE_SEIZE, _c.StubPid, 0, StubPtraceOptions, "PTRACE_SEIZE");
+        RestoreTask.Req(LibC.PTRACE_INTERRUPT, _c.StubPid, 0, 0, "PTRACE_INTERRUPT");
+        var stub = new RestoreTask(_c.StubPid, _c.StubPid);
         stub.WaitFirstStop();
-        _tasks[_stubPid] = stub;
+        _c.Tasks[_c.StubPid] = stub;
 
         // syscall; int3 over the stub's entry, so calls can be injected before the control page exists.
         var elf = StubElf.Build(load);
         var word = BinaryPrimitives.ReadUInt64LittleEndian(elf.AsSpan(StubElf.EntryOffset));
         word = (word & ~0xFFFFFFUL) | 0xcc050fUL;
         stub.Poke(load + StubElf.EntryOffset, word);
-        _ctl = load + StubElf.EntryOffset; // until the real control page exists
+        _c.Ctl = load + StubElf.EntryOffset; // until the real control page exists
 
         // A place for the control page and the vdso moves: free in the stub and in every dumped layout.
-        var stubMaps = Crisp.Native.ProcFs.Proc.Maps(_stubPid).Select(v => (v.Start, v.End));
+        var stubMaps = Crisp.Native.ProcFs.Proc.Maps(_c.StubPid).Select(v => (v.Start, v.End));
         var busy = all.Concat(stubMaps).ToList();
         ulong block = load + 0x1_0000_0000;
         while (Overlaps(busy, block, block + CtlBlockSize)) block += 0x1_0000_0000;
-        _pendingCtl = block;
-        _temp = block + (2 << 20);
+        _c.PendingCtl = block;
+        _c.Temp = block + (2 << 20);
     }
 
-    private ulong _pendingCtl;
-    private int _selfPidfd = -1;                                         // crisp's pidfd, passed into new pid namespaces
 
     /// <summary>
-    /// Starts the stub (StubElf.Start) with crisp's fds passed on from <see cref="_extraBase"/>, and
+    /// Starts the stub (StubElf.Start) with crisp's fds passed on from <see cref="_c.ExtraBase"/>, and
     /// the stub's own memfd just above them: its stdio is crisp's 0..2 where those are passed on.
     /// </summary>
     private int StartStubProcess(ulong load, List<(int Fd, int ChildFd)> extra) =>
@@ -306,7 +228,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             stdin: extra.Any(e => e.Fd == 0) ? StdioSource.FromFd(0) : StdioSource.DevNull(false),
             stdout: extra.Any(e => e.Fd == 1) ? StdioSource.FromFd(1) : StdioSource.DevNull(true),
             stderr: extra.Any(e => e.Fd == 2) ? StdioSource.FromFd(2) : StdioSource.DevNull(true),
-            execFd: _extraBase + extra.Count);
+            execFd: _c.ExtraBase + extra.Count);
 
     private static bool Overlaps(List<(ulong Start, ulong End)> ranges, ulong s, ulong e) =>
         ranges.Any(r => r.Start < e && s < r.End);
@@ -315,12 +237,12 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
 
     private void KillEverything()
     {
-        var pids = _created.Where(t => _tasks.TryGetValue(t, out var task) && task.Pid == t).ToList();
-        if (_stubPid > 0) pids.Add(_stubPid);
+        var pids = _c.Created.Where(t => _c.Tasks.TryGetValue(t, out var task) && task.Pid == t).ToList();
+        if (_c.StubPid > 0) pids.Add(_c.StubPid);
         foreach (var pid in pids) LibC.kill(pid, LibC.SIGKILL);
         // Threads first: a leader reports its exit once the group is empty. Then children before
         // parents: a dying init of a nested pid namespace waits until crisp has reaped its traced children.
-        var order = _created.Where(t => !pids.Contains(t)).Concat(Enumerable.Reverse(pids));
+        var order = _c.Created.Where(t => !pids.Contains(t)).Concat(Enumerable.Reverse(pids));
         foreach (var tid in order)
         {
             try { PtraceCalls.Reap(tid); }
@@ -344,7 +266,7 @@ internal sealed unsafe partial class RestoreSession(RestoreOptions options)
             get
             {
                 if (_area != null) return _area;
-                ulong baseAddr = s._ctl == s._pendingCtl ? s._ctl + ScratchOffset : (s._tasks[pid].BaseRegs.rsp - 4096) & ~0xFUL;
+                ulong baseAddr = s._c.Ctl == s._c.PendingCtl ? s._c.Ctl + ScratchOffset : (s._c.Tasks[pid].BaseRegs.rsp - 4096) & ~0xFUL;
                 return _area = ScratchArea.Over(pid, baseAddr, CtlSize - ScratchOffset);
             }
         }

@@ -21,32 +21,27 @@ namespace Crisp.Checkpoint.Restore;
 internal sealed unsafe partial class RestoreSession
 {
 
-    private HashSet<uint> _crossProcessIds = null!;     // file ids held by two or more processes
-    private HashSet<uint> _crossProcessPipes = null!;   // pipe inodes with ends in two or more processes
-    private readonly Dictionary<uint, int> _crispCopies = [];               // file id → crisp's fd
-    private readonly Dictionary<uint, (int R, int W)> _crispPipes = [];     // pipe inode → crisp's fds
-    private readonly Dictionary<int, int> _crispPidfdIn = [];               // process → its fd for crisp's pidfd
 
     /// <summary>Which descriptions (and pipes) more than one process of the tree refers to.</summary>
     private void FindSharedFiles()
     {
         var holders = new Dictionary<uint, HashSet<int>>();
         var pipeHolders = new Dictionary<uint, HashSet<int>>();
-        foreach (var p in _procs)
+        foreach (var p in _c.Procs)
             foreach (var fdi in p.Fds)
             {
                 if (!holders.TryGetValue(fdi.Id, out var h)) holders[fdi.Id] = h = [];
                 h.Add(p.Pid);
-                if (_files.TryGetValue(fdi.Id, out var f) && f.Type == FdTypes.Pipe)
+                if (_c.Files.TryGetValue(fdi.Id, out var f) && f.Type == FdTypes.Pipe)
                 {
                     if (!pipeHolders.TryGetValue(f.Pipe.PipeId, out var ph)) pipeHolders[f.Pipe.PipeId] = ph = [];
                     ph.Add(p.Pid);
                 }
             }
-        _crossProcessIds = holders.Where(h => h.Value.Count > 1).Select(h => h.Key).ToHashSet();
-        _crossProcessPipes = pipeHolders.Where(h => h.Value.Count > 1).Select(h => h.Key).ToHashSet();
-        if (_crossProcessIds.Count > 0 || _crossProcessPipes.Count > 0)
-            Log.D($"restore: {_crossProcessIds.Count} file(s) and {_crossProcessPipes.Count} pipe(s) shared between processes");
+        _c.CrossProcessIds = holders.Where(h => h.Value.Count > 1).Select(h => h.Key).ToHashSet();
+        _c.CrossProcessPipes = pipeHolders.Where(h => h.Value.Count > 1).Select(h => h.Key).ToHashSet();
+        if (_c.CrossProcessIds.Count > 0 || _c.CrossProcessPipes.Count > 0)
+            Log.D($"restore: {_c.CrossProcessIds.Count} file(s) and {_c.CrossProcessPipes.Count} pipe(s) shared between processes");
     }
 
     /// <summary>
@@ -57,8 +52,8 @@ internal sealed unsafe partial class RestoreSession
     {
         int local;
         bool reopened = false;
-        if (_crispCopies.TryGetValue(file.Id, out local)) { }
-        else if (file.Type == FdTypes.Pipe && _crispPipes.TryGetValue(file.Pipe.PipeId, out var ends))
+        if (_c.CrispCopies.TryGetValue(file.Id, out local)) { }
+        else if (file.Type == FdTypes.Pipe && _c.CrispPipes.TryGetValue(file.Pipe.PipeId, out var ends))
         {
             bool read = ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY;
             local = read ? ends.R : ends.W;
@@ -66,7 +61,7 @@ internal sealed unsafe partial class RestoreSession
             {
                 // Another description of this end holds the pipe's own: this one is a reopen, made by crisp.
                 local = ReopenPipeEnd(local, read, file.Pipe);
-                if (_crossProcessIds.Contains(file.Id)) _crispCopies[file.Id] = local;
+                if (_c.CrossProcessIds.Contains(file.Id)) _c.CrispCopies[file.Id] = local;
                 else reopened = true;
             }
         }
@@ -88,14 +83,14 @@ internal sealed unsafe partial class RestoreSession
     {
         // A task in a new pid namespace cannot pidfd_open crisp (outside it): it has crisp's pidfd from the stub,
         // until the files step of its fd table closes it.
-        if (_selfPidfd >= 0 && !_crispPidfdIn.ContainsKey(p.Pid) && _fdTablesDone.Contains(p.Ids.FilesId))
+        if (_c.SelfPidfd >= 0 && !_c.CrispPidfdIn.ContainsKey(p.Pid) && _c.FdTablesDone.Contains(p.Ids.FilesId))
             throw new CrispException($"process {p.Pid} in a new pid namespace needs {what} after its shared fd table was restored: not supported yet");
-        if (_selfPidfd >= 0 && !_crispPidfdIn.ContainsKey(p.Pid)) _crispPidfdIn[p.Pid] = _extraBase + _extraCrispFds.IndexOf(_selfPidfd);
-        if (!_crispPidfdIn.TryGetValue(p.Pid, out int pidfd))
+        if (_c.SelfPidfd >= 0 && !_c.CrispPidfdIn.ContainsKey(p.Pid)) _c.CrispPidfdIn[p.Pid] = _c.ExtraBase + _c.ExtraCrispFds.IndexOf(_c.SelfPidfd);
+        if (!_c.CrispPidfdIn.TryGetValue(p.Pid, out int pidfd))
         {
             int first = (int)t.Check(Code, "pidfd_open(crisp)", LibC.SYS_pidfd_open, Environment.ProcessId, 0);
             // Above every fd number this process uses, and above its temporary pipe ends.
-            pidfd = _extraBase + _extraCrispFds.Count + 2 * p.Fds.Count;
+            pidfd = _c.ExtraBase + _c.ExtraCrispFds.Count + 2 * p.Fds.Count;
             // A process cloned from a restored parent (RestoreCow.cs) has the parent's fds too: the
             // lowest free number may be that one already (pidfds are CLOEXEC from the start).
             if (first != pidfd)
@@ -103,13 +98,11 @@ internal sealed unsafe partial class RestoreSession
                 t.Check(Code, "dup3", SYS_dup3, first, pidfd, LibC.O_CLOEXEC);
                 t.Call(Code, LibC.SYS_close, first);
             }
-            _crispPidfdIn[p.Pid] = pidfd;
+            _c.CrispPidfdIn[p.Pid] = pidfd;
         }
         return (int)t.Check(Code, $"pidfd_getfd({what})", LibC.SYS_pidfd_getfd, pidfd, local, 0);
     }
 
-    private readonly HashSet<uint> _fdTablesDone = [];                                // files_ids whose files step ran
-    private readonly Dictionary<(uint PipeId, bool Read), uint> _pipeEndOwners = [];   // the description made by pipe2
 
     /// <summary>
     /// A pipe end can have several open file descriptions (a reopen of /proc/PID/fd/N gives a new
@@ -121,8 +114,8 @@ internal sealed unsafe partial class RestoreSession
         // LibC.O_LARGEFILE comes with an open() (bash's `exec 3< <(...)` opens /dev/fd/63): pipe2's ends never have it.
         if (((int)pipe.Flags & LibC.O_LARGEFILE) != 0) return false;
         var key = (pipe.PipeId, ((int)pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY);
-        if (_pipeEndOwners.TryAdd(key, pipe.Id)) return true;
-        return _pipeEndOwners[key] == pipe.Id;
+        if (_c.PipeEndOwners.TryAdd(key, pipe.Id)) return true;
+        return _c.PipeEndOwners[key] == pipe.Id;
     }
 
     private static int ReopenPipeEnd(int end, bool read, PipeEntry pipe) =>
@@ -131,16 +124,16 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>After a process placed a shared description first: crisp keeps a copy for the others.</summary>
     private void KeepShared(RestoreTask t, FileEntry file, int fd)
     {
-        bool pipeEnd = file.Type == FdTypes.Pipe && _pipeEndOwners.GetValueOrDefault((file.Pipe.PipeId, ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY)) == file.Pipe.Id;
-        if (!pipeEnd && _crossProcessIds.Contains(file.Id) && !_crispCopies.ContainsKey(file.Id))
-            _crispCopies[file.Id] = TakeFd(t, fd);
+        bool pipeEnd = file.Type == FdTypes.Pipe && _c.PipeEndOwners.GetValueOrDefault((file.Pipe.PipeId, ((int)file.Pipe.Flags & LibC.O_ACCMODE) == LibC.O_RDONLY)) == file.Pipe.Id;
+        if (!pipeEnd && _c.CrossProcessIds.Contains(file.Id) && !_c.CrispCopies.ContainsKey(file.Id))
+            _c.CrispCopies[file.Id] = TakeFd(t, fd);
     }
 
     /// <summary>A pipe just made in <paramref name="t"/> (temporary ends r, w) that other processes use too.</summary>
     private void KeepSharedPipe(RestoreTask t, uint pipeId, int r, int w)
     {
-        if (_crossProcessPipes.Contains(pipeId) && !_crispPipes.ContainsKey(pipeId))
-            _crispPipes[pipeId] = (TakeFd(t, r), TakeFd(t, w));
+        if (_c.CrossProcessPipes.Contains(pipeId) && !_c.CrispPipes.ContainsKey(pipeId))
+            _c.CrispPipes[pipeId] = (TakeFd(t, r), TakeFd(t, w));
     }
 
     private static int TakeFd(RestoreTask t, int fd)
@@ -153,16 +146,16 @@ internal sealed unsafe partial class RestoreSession
     /// <summary>The process no longer needs crisp's pidfd.</summary>
     private void ForgetCrispPidfd(ProcessImage p, RestoreTask t)
     {
-        if (_crispPidfdIn.Remove(p.Pid, out int pidfd)) t.Call(Code, LibC.SYS_close, pidfd);
+        if (_c.CrispPidfdIn.Remove(p.Pid, out int pidfd)) t.Call(Code, LibC.SYS_close, pidfd);
     }
 
     /// <summary>Closes crisp's copies (every process has its files, or the restore failed).</summary>
     private void CloseSharedCopies()
     {
-        foreach (var fd in _crispCopies.Values) LibC.close(fd);
-        foreach (var (r, w) in _crispPipes.Values) { LibC.close(r); LibC.close(w); }
-        _crispCopies.Clear();
-        _crispPipes.Clear();
+        foreach (var fd in _c.CrispCopies.Values) LibC.close(fd);
+        foreach (var (r, w) in _c.CrispPipes.Values) { LibC.close(r); LibC.close(w); }
+        _c.CrispCopies.Clear();
+        _c.CrispPipes.Clear();
         CloseMemfdInodes();
         CloseFifoHolds();
         CloseSharedAnon();

@@ -21,8 +21,8 @@ internal sealed unsafe partial class RestoreSession
 
     private void ExitAsZombie(ZombieImage z)
     {
-        var t = _tasks[HostPid(z.Pid)];
-        var parent = _tasks[HostPid(z.Ppid)];
+        var t = _c.Tasks[HostPid(z.Pid)];
+        var parent = _c.Tasks[HostPid(z.Ppid)];
         int status = z.ExitStatus;
         int sig = status & 0x7f;
         var r = t.BaseRegs;
@@ -60,7 +60,7 @@ internal sealed unsafe partial class RestoreSession
             if (deliver == 0 && LibC.WSTOPSIG(s) == LibC.SIGTRAP)
                 throw new CrispException($"zombie {z.Pid} survived its exit (wait status 0x{status:x})");
         }
-        _tasks.Remove(t.Tid);
+        _c.Tasks.Remove(t.Tid);
         if ((status & 0x80) != 0) Log.W($"zombie {z.Pid}: dumped as having dumped core; restored without the core flag");
 
         // Take back the SIGCHLD its exit just sent to the parent (every signal is blocked there).

@@ -14,4 +14,6 @@ public readonly record struct PagemapRun(ulong Vaddr, ulong NrPages, PagemapFlag
     public bool IsPresent => (Flags & PagemapFlags.Present) != 0;
     public bool IsLazy => (Flags & PagemapFlags.Lazy) != 0;
     public bool Contains(ulong address) => address >= Vaddr && address < End;
+    /// <summary>The pages this entry covers.</summary>
+    public PageRange Range => new(Vaddr, NrPages);
 }

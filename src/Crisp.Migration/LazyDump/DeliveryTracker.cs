@@ -1,4 +1,5 @@
 using Crisp.Checkpoint.Dump;
+using Crisp.Images.Pages;
 
 namespace Crisp.Migration;
 
@@ -8,13 +9,13 @@ namespace Crisp.Migration;
 /// </summary>
 public sealed class DeliveryTracker
 {
-    private sealed class PerPid(IReadOnlyList<LazyRun> runs)
+    private sealed class PerPid(IReadOnlyList<PageRange> runs)
     {
-        public readonly LazyRun[] Runs = runs.OrderBy(r => r.Vaddr).ToArray();
+        public readonly PageRange[] Runs = runs.OrderBy(r => r.Vaddr).ToArray();
         public readonly ulong[] FirstIndex = Prefix(runs.OrderBy(r => r.Vaddr).ToArray());
         public ulong[] Bits = [];
 
-        private static ulong[] Prefix(LazyRun[] runs)
+        private static ulong[] Prefix(PageRange[] runs)
         {
             var a = new ulong[runs.Length];
             ulong n = 0;

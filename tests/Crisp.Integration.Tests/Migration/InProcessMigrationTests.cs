@@ -6,6 +6,7 @@ using Crisp.Migration;
 using Crisp.TestSupport;
 using Crisp.PageServer.Client;
 using Crisp.Images;
+using Crisp.Images.Pages;
 using Xunit;
 
 namespace Crisp.Integration.Tests.Migration;
@@ -97,7 +98,7 @@ public class InProcessMigrationTests
     {
         using var dir = new TempDir();
         using var w = new Memtouch(dir, mib: 2);
-        var tree = new LazyDumpTree([w.Pid], new Dictionary<int, IReadOnlyList<LazyRun>> { [w.Pid] = [new LazyRun(w.Buffers[0].Address, 512)] });
+        var tree = new LazyDumpTree([w.Pid], new Dictionary<int, IReadOnlyList<PageRange>> { [w.Pid] = [new PageRange(w.Buffers[0].Address, 512)] });
         using (var refused = new FrozenProcessPageSource(tree))
         {
             Assert.True(refused.TryRefuseReads());
