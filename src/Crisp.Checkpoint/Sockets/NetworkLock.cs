@@ -197,40 +197,19 @@ public sealed partial class NetworkLock
         return new IPAddress(bytes).ToString();
     }
 
-    private static string Tool(string name)
+    private static string Tool(string name) =>
+        Net.NetTool.Find(name) ?? throw new CrispException($"the network lock needs {name}, which is not installed (or choose another --network-lock)");
+
+    /// <summary>Runs a tool (in the lock's namespace) with <paramref name="stdin"/> fed in; returns its exit status and what it printed.</summary>
+    private (int Status, string Output) Run(string path, string[] args, string? stdin)
     {
-        foreach (var dir in new[] { "/usr/sbin", "/sbin", "/usr/bin", "/bin" })
-            if (File.Exists(Path.Combine(dir, name))) return Path.Combine(dir, name);
-        throw new CrispException($"the network lock needs {name}, which is not installed (or choose another --network-lock)");
+        var r = Net.NetTool.Run(_netnsFd, path, args, stdin is null ? null : System.Text.Encoding.UTF8.GetBytes(stdin));
+        return (r.Status, r.Output);
     }
 
-    /// <summary>Runs a tool with <paramref name="stdin"/> fed in; returns its exit status and what it printed.</summary>
-    private (int Status, string Output) Run(string path, string[] args, string? stdin) =>
-        _netnsFd >= 0 ? NamespaceThread.Run($"/proc/self/fd/{_netnsFd}", Net.NetTool.CLONE_NEWNET, () => RunHere(path, args, stdin))
-                      : RunHere(path, args, stdin);
-
-    private static unsafe (int Status, string Output) RunHere(string path, string[] args, string? stdin)
+    private static (int Status, string Output) RunHere(string path, string[] args, string? stdin)
     {
-        string tmp = Path.Combine(Path.GetTempPath(), $"crisp-netlock-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        string inFile = tmp + ".in", outFile = tmp + ".out";
-        File.WriteAllText(inFile, stdin ?? "");
-        try
-        {
-            int pid = ProcessSpawner.Spawn(new SpawnOptions
-            {
-                Path = path, Argv = [path, .. args], Envp = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                Stdin = StdioSource.FromFile(inFile, LibC.O_RDONLY),
-                Stdout = StdioSource.FromFile(outFile, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
-                Stderr = StdioSource.FromFile(outFile, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_APPEND),
-            });
-            int status = ProcessSpawner.Wait(pid);
-            string output = File.Exists(outFile) ? File.ReadAllText(outFile) : "";
-            return (LibC.WIFEXITED(status) ? LibC.WEXITSTATUS(status) : 128 + (status & 0x7f), output);
-        }
-        finally
-        {
-            File.Delete(inFile);
-            File.Delete(outFile);
-        }
+        var r = Net.NetTool.RunHere(path, args, stdin is null ? null : System.Text.Encoding.UTF8.GetBytes(stdin));
+        return (r.Status, r.Output);
     }
 }

@@ -73,21 +73,8 @@ public sealed partial class OwnedNetnsTests : IDisposable
         return pid;
     }
 
-    private CliResult Crisp(params string[] args)
-    {
-        string tag = Guid.NewGuid().ToString("N")[..8];
-        string o = _dir[$"crisp-{tag}.out"], e = _dir[$"crisp-{tag}.err"];
-        int pid = ProcessSpawner.Spawn(new SpawnOptions
-        {
-            Path = Ip, Argv = [Ip, "netns", "exec", _ns, "/usr/bin/dotnet", CrispCli.Dll, .. args],
-            Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
-            Stdin = StdioSource.DevNull(false),
-            Stdout = StdioSource.FromFile(o, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
-            Stderr = StdioSource.FromFile(e, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
-        });
-        int st = CrispCli.WaitWithTimeout(pid, TimeSpan.FromSeconds(120), string.Join(' ', args));
-        return new CliResult(LibC.WIFEXITED(st) ? LibC.WEXITSTATUS(st) : 128 + LibC.WTERMSIG(st), File.ReadAllText(o), File.ReadAllText(e));
-    }
+    /// <summary>`crisp ARGS` inside the namespace, as a user runs it.</summary>
+    private CliResult Crisp(params string[] args) => CrispCli.RunUnder(_dir, [Ip, "netns", "exec", _ns], args);
 
     /// <summary>A command run in the network namespace of <paramref name="pid"/>.</summary>
     private static string InNetns(int pid, params string[] cmd) => Sh([Nsenter, $"--net=/proc/{pid}/ns/net", "--", .. cmd]);

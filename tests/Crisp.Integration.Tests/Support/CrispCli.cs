@@ -16,24 +16,30 @@ public static class CrispCli
 
     public static CliResult Run(TempDir dir, params string[] args) => Run(dir, TimeSpan.FromSeconds(120), args);
 
-    public static CliResult Run(TempDir dir, TimeSpan timeout, params string[] args)
+    public static CliResult Run(TempDir dir, TimeSpan timeout, params string[] args) => RunUnder(dir, timeout, [], args);
+
+    /// <summary>`PREFIX... dotnet crisp.dll ARGS`, e.g. PREFIX = `ip netns exec NS` to run crisp inside a network namespace.</summary>
+    public static CliResult RunUnder(TempDir dir, string[] prefix, params string[] args) => RunUnder(dir, TimeSpan.FromSeconds(120), prefix, args);
+
+    public static CliResult RunUnder(TempDir dir, TimeSpan timeout, string[] prefix, string[] args)
     {
         string tag = Guid.NewGuid().ToString("N")[..8];
         string stdout = dir[$"cli-{tag}.out"], stderr = dir[$"cli-{tag}.err"];
-        int pid = Start(dir, stdout, stderr, args);
+        int pid = Start(dir, stdout, stderr, args, prefix: prefix);
         int status = WaitWithTimeout(pid, timeout, string.Join(' ', args));
         int code = LibC.WIFEXITED(status) ? LibC.WEXITSTATUS(status) : 128 + LibC.WTERMSIG(status);
         return new CliResult(code, File.ReadAllText(stdout), File.ReadAllText(stderr));
     }
 
     /// <summary>Starts crisp in the background (for daemons); the caller waits or kills the pid.</summary>
-    public static int Start(TempDir dir, string stdout, string stderr, string[] args, IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null)
+    public static int Start(TempDir dir, string stdout, string stderr, string[] args, IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null,
+        string[]? prefix = null)
     {
-        var argv = new List<string> { "dotnet", Dll };
+        var argv = new List<string>(prefix ?? []) { prefix is { Length: > 0 } ? "/usr/bin/dotnet" : "dotnet", Dll };
         argv.AddRange(args);
         return ProcessSpawner.Spawn(new SpawnOptions
         {
-            Path = "/usr/bin/dotnet",
+            Path = prefix is { Length: > 0 } ? prefix[0] : "/usr/bin/dotnet",
             Argv = argv,
             Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
             Stdin = StdioSource.DevNull(false),
