@@ -438,21 +438,10 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp, flags=(), extra=()):
     """crisp's one-command migration: `crisp migrate PID --to 127.0.0.1:PORT` to a
     `crisp agent` running in its own pid namespace (same host, so the pid stays free)."""
     w = Workload(memtouch, mib, tmp, extra=extra)
-    port = free_port()
-    out = open(os.path.join(tmp, "agent.out"), "w")
-    agent = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", tool, "agent",
-                              "--listen", f"127.0.0.1:{port}", "-W", tmp], stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT)
+    agent = None
     try:
-        end = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > end or agent.poll() is not None:
-                    raise BenchError("the agent did not start")
-                time.sleep(0.01)
+        agent = Agent(tool, tmp)
+        port = agent.port
         t0 = now()
         t_freeze_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
         r = subprocess.run([tool, "migrate", str(w.pid), "--to", f"127.0.0.1:{port}", "--json"] + list(flags),
@@ -462,7 +451,7 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp, flags=(), extra=()):
             raise BenchError(f"crisp migrate failed: {r.stderr.strip()}")
         stats = json.loads(r.stdout[r.stdout.index("{"):])
         gap = resumed_gap(w, t_freeze_ns)
-        w.check(find_restored(agent.pid, os.path.basename(memtouch)))
+        w.check(find_restored(agent.proc.pid, os.path.basename(memtouch)))
         result = {"migrate_cmd_gap_s": gap, "migrate_cmd_downtime_s": stats["downtime_ms"] / 1000,
                   "migrate_cmd_total_s": stats["total_ms"] / 1000, "migrate_cmd_wall_s": elapsed}
         if flags or extra:
@@ -471,10 +460,36 @@ def scenario_migrate_cmd(tool, memtouch, mib, tmp, flags=(), extra=()):
         return result
     finally:
         kill_pid(w.pid)
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-        out.close()
+        if agent:
+            agent.stop()
+
+
+class Agent:
+    """`crisp agent` on a free loopback port, in its own pid namespace (same host, so the pid
+    stays free), once it accepts connections; its output in TMP/agent.out."""
+
+    def __init__(self, tool, tmp):
+        self.port = free_port()
+        self.out = open(os.path.join(tmp, "agent.out"), "w")
+        self.proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", tool, "agent",
+                                      "--listen", f"127.0.0.1:{self.port}", "-W", tmp], stdin=subprocess.DEVNULL,
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+        end = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.time() > end or self.proc.poll() is not None:
+                    self.stop()
+                    raise BenchError("the agent did not start")
+                time.sleep(0.01)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
 
 
 FIGURES = [

@@ -38,21 +38,10 @@ def attribute(t0, t1, stats):
 
 def one(crisp, dirtier, mib, percent, tmp):
     w = bench.Workload(dirtier, mib, tmp, extra=[str(percent)])
-    port = bench.free_port()
-    out = open(os.path.join(tmp, "agent.out"), "w")
-    agent = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", crisp, "agent",
-                              "--listen", f"127.0.0.1:{port}", "-W", tmp], stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT)
+    agent = None
     try:
-        end = time.time() + 30
-        while True:
-            try:
-                bench.socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > end or agent.poll() is not None:
-                    raise bench.BenchError("the agent did not start")
-                time.sleep(0.01)
+        agent = bench.Agent(crisp, tmp)
+        port = agent.port
         t_start = time.clock_gettime_ns(time.CLOCK_REALTIME)
         r = subprocess.run([crisp, "migrate", str(w.pid), "--to", f"127.0.0.1:{port}", "--json", "--pre-copy"],
                            capture_output=True, text=True, timeout=300)
@@ -62,7 +51,7 @@ def one(crisp, dirtier, mib, percent, tmp):
         gap = bench.resumed_gap(w, stats["final_freeze_unix_ns"])
         # Before the check: the process writes no heartbeat while it checks its memory.
         ticks = [t for t in w.ticks() if t[1] >= t_start - 200_000_000]
-        w.check(bench.find_restored(agent.pid, os.path.basename(dirtier)))
+        w.check(bench.find_restored(agent.proc.pid, os.path.basename(dirtier)))
         print(f"largest gap {gap:.3f} s; downtime crisp reports {stats['downtime_ms']:.1f} ms; "
               f"{len(stats['pre_copy_rounds'])} rounds, {stats['final_pages']} final pages, {stats['bytes_moved'] / (1 << 20):.0f} MiB moved; "
               f"memory check ok; load {os.getloadavg()[0]:.2f}")
@@ -72,13 +61,11 @@ def one(crisp, dirtier, mib, percent, tmp):
         return gap
     finally:
         bench.kill_pid(w.pid)
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
+        if agent:
+            agent.stop()
         if w.proc.poll() is None:
             w.proc.kill()
         w.proc.wait()
-        out.close()
 
 
 def main():
