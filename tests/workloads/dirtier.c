@@ -7,7 +7,9 @@
  * a function of (page index, generation), and a separate array holds every page's generation;
  * a global total counts every page write. Every 10 ms it rewrites the next PERCENT/100 of the
  * pages per second (a rotating window, so a second's writes touch PERCENT% of the memory),
- * then appends "tick N REALTIME_NS written=W" to LOGFILE (O_APPEND).
+ * then appends "tick N REALTIME_NS written=W" to LOGFILE (O_APPEND); within a tick, after every
+ * 1024 page writes, "progress N REALTIME_NS written=W" (a tick's writes can take longer than the
+ * copy a test wants to see them overlap, where page writes fault).
  * Lines as memtouch's: "ready pid=P mib=M", on SIGUSR1 one byte of every page is read (timed)
  * and every page is checked against the generation array, and the array's sum against the
  * total: "check ok touch_ns=T sum=S" or "check BAD page=I ...". A page restored from an image
@@ -133,6 +135,11 @@ int main(int argc, char **argv)
             write_page(next);
             next = (next + 1) % npages;
             owed -= 1;
+            if (total_writes % 1024 == 0) {
+                snprintf(line, sizeof line, "progress %llu %llu written=%llu\n", (unsigned long long)n,
+                         (unsigned long long)now_ns(CLOCK_REALTIME), (unsigned long long)total_writes);
+                logline(line);
+            }
         }
         snprintf(line, sizeof line, "tick %llu %llu written=%llu\n", (unsigned long long)n,
                  (unsigned long long)now_ns(CLOCK_REALTIME), (unsigned long long)total_writes);

@@ -2,6 +2,9 @@
  * their helper thread): every 10 ms SIGRTMIN goes to the worker thread, whose handler counts the
  * hits that land on it and the ones that land on any other thread. On SIGUSR1 the main thread
  * appends "report tid=T hits=N wrong=W" to LOG (T: the worker's tid as the process sees it).
+ * Two signals stay pending for good, blocked everywhere: SIGRTMIN+2 queued to the worker alone
+ * (tgkill) and SIGRTMIN+3 to the process (kill), so a dump always carries one private and one
+ * shared pending signal.
  * usage: threadtimer LOG */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -27,6 +30,7 @@ static void *worker(void *arg)
 	sigemptyset(&rt);
 	sigaddset(&rt, SIGRTMIN);
 	pthread_sigmask(SIG_UNBLOCK, &rt, NULL);
+	syscall(SYS_tgkill, getpid(), gettid(), SIGRTMIN + 2);
 	target = gettid();
 	for (;;) pause();
 	return NULL;
@@ -48,7 +52,10 @@ int main(int argc, char **argv)
 	sigset_t rt;
 	sigemptyset(&rt);
 	sigaddset(&rt, SIGRTMIN);
-	pthread_sigmask(SIG_BLOCK, &rt, NULL); /* only the worker takes it */
+	sigaddset(&rt, SIGRTMIN + 2);
+	sigaddset(&rt, SIGRTMIN + 3);
+	pthread_sigmask(SIG_BLOCK, &rt, NULL); /* only the worker takes SIGRTMIN; no thread the other two */
+	kill(getpid(), SIGRTMIN + 3);
 	pthread_t th;
 	if (pthread_create(&th, NULL, worker, NULL)) return 1;
 	while (!target) usleep(1000);

@@ -322,14 +322,15 @@ internal sealed unsafe partial class RestoreSession
         var leader = _c.Tasks[p.Pid];
         var shared = p.LeaderCore.Tc?.SignalsS?.Signals;
         if (shared != null)
-            foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, p.DumpedPid, 0);
-        // The calls run in the task: pids as it sees them (the dumped ones).
+            foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, OwnViewPid(p.DumpedPid), 0);
+        // The calls run in the task: pids as it sees them, in its own pid namespace (the dumped
+        // ones unless it is below the root's).
         for (int i = 0; i < p.Threads.Count; i++)
         {
             var (tid, core) = p.Threads[i];
             var priv = core.ThreadCore?.SignalsP?.Signals;
             if (priv == null) continue;
-            foreach (var s in priv) Queue(_c.Tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, p.DumpedPid, p.DumpedTids[i]);
+            foreach (var s in priv) Queue(_c.Tasks[tid], s, LibC.SYS_rt_tgsigqueueinfo, OwnViewPid(p.DumpedPid), OwnViewPid(p.DumpedTids[i]));
         }
     }
 

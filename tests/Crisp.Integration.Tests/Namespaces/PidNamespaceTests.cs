@@ -246,7 +246,9 @@ public class PidNamespaceTests
     /// <summary>
     /// A POSIX timer that signals one thread (SIGEV_THREAD_ID, what glibc's SIGEV_THREAD timers use)
     /// names that thread by its tid; /proc/PID/timers shows it as crisp's /proc sees it, but the
-    /// timer is re-created inside the tree, where the tid is the namespace's.
+    /// timer is re-created inside the tree, where the tid is the namespace's. The same holds for
+    /// the signals queued again on restore: threadtimer keeps one pending on its worker and one on
+    /// the process, blocked for good.
     /// </summary>
     [Theory]
     [InlineData(false)]
@@ -281,6 +283,10 @@ public class PidNamespaceTests
         int restoredRoot = int.Parse(File.ReadAllText(dir["pid"]), CultureInfo.InvariantCulture);
         tree.Adopt(restoredRoot);
         int restored = Timerproc(restoredRoot);
+        int worker = Directory.GetDirectories($"/proc/{restored}/task").Select(d => int.Parse(Path.GetFileName(d), CultureInfo.InvariantCulture)).Single(t => t != restored);
+        // SIGRTMIN is 34 under glibc: SIGRTMIN+2 pending on the worker, SIGRTMIN+3 on the process.
+        Assert.Equal(1UL << (36 - 1), PendingMask(worker, restored, "SigPnd") & (1UL << (36 - 1)));
+        Assert.Equal(1UL << (37 - 1), PendingMask(restored, restored, "ShdPnd") & (1UL << (37 - 1)));
 
         // Two reports 100 ms apart: the hits keep coming, on the worker only.
         long Hits(string line) => long.Parse(line.Split(' ')[2]["hits=".Length..], CultureInfo.InvariantCulture);
@@ -313,6 +319,11 @@ public class PidNamespaceTests
         }
         throw new InvalidOperationException($"no threadtimer below {root}");
     }
+
+    /// <summary>A signal mask line (SigPnd, ShdPnd) of /proc/PID/task/TID/status.</summary>
+    private static ulong PendingMask(int tid, int pid, string field) =>
+        ulong.Parse(Read($"/proc/{pid}/task/{tid}/status").Split('\n').Single(l => l.StartsWith(field + ":", StringComparison.Ordinal))[(field.Length + 1)..].Trim(),
+            NumberStyles.HexNumber, CultureInfo.InvariantCulture);
 
     private static string[] Lines(string path) => Poll.ReadFile(path).Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
