@@ -21,18 +21,7 @@ public sealed class BackgroundCrisp : IDisposable
     {
         Stdout = dir[$"{name}.out"];
         Stderr = dir[$"{name}.err"];
-        if (prefix.Length == 0) { Pid = CrispCli.Start(dir, Stdout, Stderr, args); return; }
-        var argv = new List<string>(prefix) { "/usr/bin/dotnet", CrispCli.Dll };
-        argv.AddRange(args);
-        Pid = ProcessSpawner.Spawn(new SpawnOptions
-        {
-            Path = prefix[0],
-            Argv = argv,
-            Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
-            Stdin = StdioSource.DevNull(false),
-            Stdout = StdioSource.FromFile(Stdout, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
-            Stderr = StdioSource.FromFile(Stderr, LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
-        });
+        Pid = CrispCli.Start(Stdout, Stderr, args, prefix: prefix);
     }
 
     /// <summary>A new pid namespace with its own /proc, crisp as its init (so a restore may take a pid the source still holds).</summary>

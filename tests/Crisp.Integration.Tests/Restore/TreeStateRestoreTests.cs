@@ -281,16 +281,7 @@ public sealed partial class TreeStateRestoreTests(ITestOutputHelper output) : ID
 
     /// <summary>crisp as a user runs it (dotnet crisp.dll ...), its output in files of the temp dir.</summary>
     private int StartCli(string name, string[] args, IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null) =>
-        Track(ProcessSpawner.Spawn(new SpawnOptions
-        {
-            Path = "/usr/bin/dotnet",
-            Argv = ["dotnet", Path.Combine(AppContext.BaseDirectory, "crisp.dll"), .. args],
-            Envp = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root", "DOTNET_CLI_TELEMETRY_OPTOUT=1", "DOTNET_NOLOGO=1"],
-            Stdin = StdioSource.DevNull(false),
-            Stdout = StdioSource.FromFile(Path.Combine(_dir, name + ".out"), LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
-            Stderr = StdioSource.FromFile(Path.Combine(_dir, name + ".err"), LibC.O_WRONLY | LibC.O_CREAT | LibC.O_TRUNC),
-            ExtraFds = extraFds ?? [],
-        }));
+        Track(CrispCli.Start(Path.Combine(_dir, name + ".out"), Path.Combine(_dir, name + ".err"), args, extraFds));
 
     private string CliOutput(string name) =>
         $"stdout: {File.ReadAllText(Path.Combine(_dir, name + ".out"))}\nstderr: {File.ReadAllText(Path.Combine(_dir, name + ".err"))}";

@@ -25,14 +25,14 @@ public static class CrispCli
     {
         string tag = Guid.NewGuid().ToString("N")[..8];
         string stdout = dir[$"cli-{tag}.out"], stderr = dir[$"cli-{tag}.err"];
-        int pid = Start(dir, stdout, stderr, args, prefix: prefix);
+        int pid = Start(stdout, stderr, args, prefix: prefix);
         int status = WaitWithTimeout(pid, timeout, string.Join(' ', args));
         int code = LibC.WIFEXITED(status) ? LibC.WEXITSTATUS(status) : 128 + LibC.WTERMSIG(status);
         return new CliResult(code, File.ReadAllText(stdout), File.ReadAllText(stderr));
     }
 
     /// <summary>Starts crisp in the background (for daemons); the caller waits or kills the pid.</summary>
-    public static int Start(TempDir dir, string stdout, string stderr, string[] args, IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null,
+    public static int Start(string stdout, string stderr, string[] args, IReadOnlyList<(int Fd, int ChildFd)>? extraFds = null,
         string[]? prefix = null)
     {
         var argv = new List<string>(prefix ?? []) { prefix is { Length: > 0 } ? "/usr/bin/dotnet" : "dotnet", Dll };
