@@ -73,7 +73,7 @@ public static class LazyPagesCommand
             // From a page server only a named order: one beside local images may not be these pages' (and
             // pushing before restore-finished opens a second connection early, which CRIU's lazy page server refuses).
             if (r.GetValue(noOrder) || recordFile != null || (orderFile == null && r.GetValue(pageServer))) orderFile = "";
-            var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), s => Log.I(s),
+            var local = LazyPagesSetup.ForImages(images, common.Work(r), r.GetValue(statusFd), Logger.Crisp,
                 peerTimeout: seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds), prefetchOrder: orderFile, recordOrder: recordFile,
                 policy: new LazyPagesPolicy { PrefetchHold = TimeSpan.FromSeconds(hold) });
             var options = local;
@@ -100,7 +100,7 @@ public static class LazyPagesCommand
                     PrefetchOrderPath = local.PrefetchOrderPath,
                     RecordOrderPath = local.RecordOrderPath,
                     PageSource = RemotePages.Open(PageServerAddress.Resolve(addr, r.GetValue(port)), images,
-                        TimeSpan.FromSeconds(reconnectSeconds), s => Log.W($"lazy-pages: {s}"), stop.Token, new RemotePageSourceOptions
+                        TimeSpan.FromSeconds(reconnectSeconds), Logger.Crisp.Prefixed("lazy-pages: "), stop.Token, new RemotePageSourceOptions
                         {
                             Transport = creds is null ? Crisp.PageServer.Transport.PageServerTransport.Plain
                                 : new Crisp.PageServer.Transport.PageServerTransport { Tls = creds, ServerName = addr.Trim('[', ']') },

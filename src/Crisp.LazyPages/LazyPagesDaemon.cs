@@ -60,7 +60,7 @@ namespace Crisp.LazyPages;
 public sealed class LazyPagesDaemon : IDisposable
 {
     private readonly LazyPagesOptions _options;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
     public LazyPagesStats Stats { get; } = new();
     /// <summary>Failures reported (page source lost, processes poisoned or killed).</summary>
     public IReadOnlyList<string> Failures => _failures.Failures;
@@ -115,12 +115,12 @@ public sealed class LazyPagesDaemon : IDisposable
         try
         {
             _workingSet = WorkingSet.Read(path);
-            _log($"lazy-pages: pushing first the working set recorded in {path} ({_workingSet.Count} process(es))");
+            _log.I($"lazy-pages: pushing first the working set recorded in {path} ({_workingSet.Count} process(es))");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
         {
             // only an ordering hint: without it the pages still all come, in the ordinary order
-            _log($"lazy-pages: ignoring the prefetch order {path}: {e.Message}");
+            _log.W($"lazy-pages: ignoring the prefetch order {path}: {e.Message}");
         }
     }
 
@@ -130,7 +130,7 @@ public sealed class LazyPagesDaemon : IDisposable
         if (_workingSet != null && _workingSet.TryGetValue(p.SourcePid, out var ws))
         {
             p.WorkingSet = [.. ws]; // the image's addresses: where the pages are at hand-off
-            _log($"lazy-pages: {p.Name}: {ws.Count} recorded range(s) to push first");
+            _log.I($"lazy-pages: {p.Name}: {ws.Count} recorded range(s) to push first");
         }
     }
 
@@ -140,11 +140,11 @@ public sealed class LazyPagesDaemon : IDisposable
         try
         {
             WorkingSet.Write(_recordTo, _recording.Select(p => (p.SourcePid, (IReadOnlyList<(ulong, ulong)>)p.FaultOrder!)));
-            _log($"lazy-pages: fault order recorded in {_recordTo}");
+            _log.I($"lazy-pages: fault order recorded in {_recordTo}");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            _log($"lazy-pages: cannot record the fault order in {_recordTo}: {e.Message}");
+            _log.W($"lazy-pages: cannot record the fault order in {_recordTo}: {e.Message}");
         }
     }
 
@@ -228,7 +228,7 @@ public sealed class LazyPagesDaemon : IDisposable
                     _failures.Fail($"lazy-pages: the page source could not be reached within {PeerTimeoutText}: {e.Message}");
                     return null;
                 }
-                if (attempt == 0) _log($"lazy-pages: waiting for the page source ({e.Message})");
+                if (attempt == 0) _log.I($"lazy-pages: waiting for the page source ({e.Message})");
                 int wait = WaitsForever ? delay : (int)Math.Clamp(left.TotalMilliseconds, 1, delay);
                 cancel.WaitHandle.WaitOne(wait);
                 delay = Math.Min(delay * 2, 1000);
@@ -364,7 +364,7 @@ public sealed class LazyPagesDaemon : IDisposable
             case HandOffKind.Zombie: // nothing to serve
                 return;
             case HandOffKind.Closed:
-                if (m.Problem is not null) _log($"lazy-pages: {m.Problem}");
+                if (m.Problem is not null) _log.I($"lazy-pages: {m.Problem}");
                 _poll.Remove(c);
                 _handOff.Close(c);
                 _lastHandOffEvent = Stopwatch.GetTimestamp();
@@ -377,7 +377,7 @@ public sealed class LazyPagesDaemon : IDisposable
         int pid = m.Pid;
         // The pid is the restorer's: it may mean another process in our namespace (HandOffPeer.cs).
         var local = HandOffPeer.Resolve(pid, _handOff.PeerOf(c));
-        if (local.Note is not null) _log($"lazy-pages: {local.Note}");
+        if (local.Note is not null) _log.I($"lazy-pages: {local.Note}");
         if (m.Uffd < 0)
         {
             _failures.Fail($"lazy-pages: pid {pid}: {m.Problem}");
@@ -407,7 +407,7 @@ public sealed class LazyPagesDaemon : IDisposable
         var p = new LazyProcess(uffd, local.Pid, plan.ImagePid, $"pid {pid}", plan.ToPending());
         p.PidFd = local.PidFd;
         AttachWorkingSet(p);
-        _log($"lazy-pages: {p.Name}: {p.Pending.Pages} pages to deliver ({plan})");
+        _log.I($"lazy-pages: {p.Name}: {p.Pending.Pages} pages to deliver ({plan})");
         _served.Publish(p);
     }
 

@@ -1,4 +1,5 @@
 using Crisp.Images;
+using Crisp.Native;
 
 namespace Crisp.LazyPages;
 
@@ -16,7 +17,8 @@ public sealed class LazyPagesOptions
     public required Func<int, LazyPlan> PlanFor { get; init; }
     /// <summary>If &gt;= 0: a zero byte is written to it and it is closed once the socket listens.</summary>
     public int StatusFd { get; init; } = -1;
-    public Action<string> Log { get; init; } = Console.Error.WriteLine;
+    /// <summary>The daemon's log; crisp's own by default.</summary>
+    public Logger Log { get; init; } = Logger.Crisp;
     public LazyPagesPolicy Policy { get; init; } = new();
     /// <summary>
     /// How long the daemon waits for a peer that does not come: the page source to answer its

@@ -1,3 +1,4 @@
+using Crisp.Native;
 using Crisp.Images;
 
 namespace Crisp.LazyPages;
@@ -11,7 +12,7 @@ public static class LazyPagesSetup
     /// <see cref="WorkingSet.FileName"/> beside the images when that file exists; "" turns it off.
     /// </summary>
     public static LazyPagesOptions ForImages(string imagesDir, string? workDir = null, int statusFd = -1,
-        Action<string>? log = null, LazyPagesPolicy? policy = null, TimeSpan? peerTimeout = null, string? prefetchOrder = null,
+        Logger? log = null, LazyPagesPolicy? policy = null, TimeSpan? peerTimeout = null, string? prefetchOrder = null,
         string? recordOrder = null)
     {
         var dir = new ImageDir(imagesDir);
@@ -21,7 +22,7 @@ public static class LazyPagesSetup
             PageSource = new ImagePageSource(dir),
             PlanFor = pid => LocalImages.Plan(dir, pid),
             StatusFd = statusFd,
-            Log = log ?? Console.Error.WriteLine,
+            Log = log ?? Logger.Crisp,
             Policy = policy ?? new LazyPagesPolicy(),
             PeerTimeout = peerTimeout ?? TimeSpan.FromMinutes(5),
             PrefetchOrderPath = prefetchOrder ?? DefaultPrefetchOrder(imagesDir),

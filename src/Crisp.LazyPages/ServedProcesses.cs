@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Collections.Concurrent;
 
 namespace Crisp.LazyPages;
@@ -13,11 +14,11 @@ internal sealed class ServedProcesses
     private readonly object _lock = new();
     private readonly ConcurrentQueue<LazyProcess> _dropped = new();
     private readonly LazyPagesStats _stats;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
     private readonly ManualResetEventSlim _prefetchKick;
     private readonly WakePipe _wake;
 
-    public ServedProcesses(LazyPagesStats stats, Action<string> log, ManualResetEventSlim prefetchKick, WakePipe wake)
+    public ServedProcesses(LazyPagesStats stats, Logger log, ManualResetEventSlim prefetchKick, WakePipe wake)
     {
         _stats = stats;
         _log = log;
@@ -46,7 +47,7 @@ internal sealed class ServedProcesses
         p.Pending.Clear();
         p.Parked.Clear();
         p.FaultQueue.Clear();
-        if (left > 0 || why != "exited") _log($"lazy-pages: {p.Name} {why}" + (left > 0 ? $" with {left} page(s) never delivered" : ""));
+        if (left > 0 || why != "exited") _log.I($"lazy-pages: {p.Name} {why}" + (left > 0 ? $" with {left} page(s) never delivered" : ""));
         lock (_lock) _all = _all.Where(x => x != p).ToArray();
         _dropped.Enqueue(p);
         _wake.Signal(); // the poll loop closes its uffd (which unregisters its ranges) and pidfd

@@ -87,7 +87,7 @@ public sealed unsafe class LifetimeTests
                 PageSource = Pattern.Source(),
                 PlanFor = p => throw new InvalidOperationException($"no plan expected (pid {p})"),
                 StatusFd = fds[1],
-                Log = _ => { },
+                Log = Logger.Silent,
             });
             Assert.ThrowsAny<IOException>(() => daemon.Run());
             byte b;

@@ -49,7 +49,7 @@ public sealed unsafe class RunningDaemon : IDisposable
             PageSource = source,
             PlanFor = planFor,
             StatusFd = fds[1],
-            Log = line => { lock (Log) Log.Add(line); },
+            Log = Logger.Lines(line => { lock (Log) Log.Add(line); }),
             Policy = policy ?? new LazyPagesPolicy(),
             PeerTimeout = peerTimeout ?? TimeSpan.FromMinutes(5),
             PrefetchOrderPath = prefetchOrder,

@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Diagnostics;
 using System.Net.Sockets;
 using Crisp.Images;
@@ -125,7 +126,7 @@ public class ReconnectingPageSourceTests
     {
         var inner = new ScriptedSource { BreakAfter = 0 };
         var lines = new List<string>();
-        using var source = new ReconnectingPageSource(inner, "page server X", TimeSpan.FromMilliseconds(600), lines.Add);
+        using var source = new ReconnectingPageSource(inner, "page server X", TimeSpan.FromMilliseconds(600), Logger.Lines(lines.Add));
         using var ch = source.OpenChannel();
         inner.Down = true;
         var sw = Stopwatch.StartNew();

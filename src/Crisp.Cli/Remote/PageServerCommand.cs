@@ -58,7 +58,6 @@ public static class PageServerCommand
                 StatusFd = r.GetValue(statusFd),
                 // CRIU checks the client certificate's name against an explicit --address.
                 Transport = creds is null ? PageServerTransport.Plain : new PageServerTransport { Tls = creds, ClientName = r.GetValue(address) },
-                Log = s => Log.I(s),
                 PeerTimeout = seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds),
             });
             using var stop = new CancellationTokenSource();

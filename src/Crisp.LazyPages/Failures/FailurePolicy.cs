@@ -15,10 +15,10 @@ internal sealed class FailurePolicy
     private readonly ServedProcesses _served;
     private readonly UffdEvents _events;
     private readonly LazyPagesStats _stats;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
     private readonly List<string> _failures = new();
 
-    public FailurePolicy(LazyPagesPolicy policy, ServedProcesses served, UffdEvents events, LazyPagesStats stats, Action<string> log)
+    public FailurePolicy(LazyPagesPolicy policy, ServedProcesses served, UffdEvents events, LazyPagesStats stats, Logger log)
     {
         _policy = policy;
         _served = served;
@@ -36,7 +36,7 @@ internal sealed class FailurePolicy
     public void Fail(string message)
     {
         lock (_failures) _failures.Add(message);
-        _log(message);
+        _log.I(message);   // the caller reports Failures at the end (an error there)
     }
 
     /// <summary>

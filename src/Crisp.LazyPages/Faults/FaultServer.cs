@@ -20,12 +20,12 @@ internal sealed unsafe class FaultServer : IDisposable
     private readonly FailurePolicy _failures;
     private readonly ServedProcesses _served;
     private readonly LazyPagesStats _stats;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
     private readonly IPageChannel _channel;
     private byte* _buf;
 
     public FaultServer(LazyPagesPolicy policy, IPageChannel channel, UffdEvents events, PageCopier copier,
-        FailurePolicy failures, ServedProcesses served, LazyPagesStats stats, Action<string> log)
+        FailurePolicy failures, ServedProcesses served, LazyPagesStats stats, Logger log)
     {
         _policy = policy;
         _channel = channel;
@@ -133,7 +133,7 @@ internal sealed unsafe class FaultServer : IDisposable
                 case FillStatus.Gone: _served.Drop(p, "exited (ESRCH)"); return;
                 case FillStatus.NoVma when zlen > PageSize: zeroCap = PageSize; continue;
                 case FillStatus.Failed:
-                    _log($"lazy-pages: {p.Name}: UFFDIO_ZEROPAGE at {addr:x}: {Errno.Name(z.Errno)}");
+                    _log.W($"lazy-pages: {p.Name}: UFFDIO_ZEROPAGE at {addr:x}: {Errno.Name(z.Errno)}");
                     Uffd.Wake(p.Uffd, addr, PageSize);
                     return;
                 default: // Exists: filled meanwhile; NoVma: unmapped under the fault. Either way wake the waiter.

@@ -9,9 +9,9 @@ internal sealed unsafe class PageCopier
     private readonly ServedProcesses _served;
     private readonly FailurePolicy _failures;
     private readonly LazyPagesStats _stats;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
 
-    public PageCopier(ServedProcesses served, FailurePolicy failures, LazyPagesStats stats, Action<string> log)
+    public PageCopier(ServedProcesses served, FailurePolicy failures, LazyPagesStats stats, Logger log)
     {
         _served = served;
         _failures = failures;
@@ -48,7 +48,7 @@ internal sealed unsafe class PageCopier
                 case FillStatus.NoVma:
                     if (len > PageSize) { cap = Math.Max(PageSize, len / 2 / PageSize * PageSize); break; }
                     // no registered VMA at this page any more (unmapped without an event we saw?)
-                    _log($"lazy-pages: {p.Name}: no VMA at {cur:x}, page dropped");
+                    _log.W($"lazy-pages: {p.Name}: no VMA at {cur:x}, page dropped");
                     if (faultAddr != 0) Uffd.Wake(p.Uffd, cur, PageSize);
                     cur += PageSize;
                     break;

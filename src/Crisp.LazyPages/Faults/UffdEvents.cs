@@ -13,9 +13,9 @@ internal sealed unsafe class UffdEvents
     private const int PageSize = 4096;
     private readonly ServedProcesses _served;
     private readonly LazyPagesStats _stats;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
 
-    public UffdEvents(ServedProcesses served, LazyPagesStats stats, Action<string> log)
+    public UffdEvents(ServedProcesses served, LazyPagesStats stats, Logger log)
     {
         _served = served;
         _stats = stats;
@@ -47,7 +47,7 @@ internal sealed unsafe class UffdEvents
             case LibC.UFFD_EVENT_REMAP: OnRemap(p, msg.remap_from, msg.remap_to, msg.remap_len); break;
             case LibC.UFFD_EVENT_REMOVE:
             case LibC.UFFD_EVENT_UNMAP: OnRemove(p, msg.remove_start, msg.remove_end); break;
-            default: _log($"lazy-pages: {p.Name}: unknown uffd event 0x{msg.@event:x}"); break;
+            default: _log.W($"lazy-pages: {p.Name}: unknown uffd event 0x{msg.@event:x}"); break;
         }
         return true;
     }

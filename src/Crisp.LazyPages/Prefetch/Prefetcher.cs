@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Runtime.InteropServices;
 using Crisp.Images;
 
@@ -24,7 +25,7 @@ internal sealed unsafe class Prefetcher
     private readonly FailurePolicy _failures;
     private readonly WakePipe _wake;
     private readonly ManualResetEventSlim _kick;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
     private readonly LazyPagesStats _stats;
     private readonly Thread _thread;
     private volatile bool _released, _stopping;
@@ -32,7 +33,7 @@ internal sealed unsafe class Prefetcher
     private long _releaseAt;
 
     public Prefetcher(LazyPagesPolicy policy, IPageSource source, SharedPageChannel shared, ServedProcesses served,
-        PageCopier copier, FailurePolicy failures, WakePipe wake, ManualResetEventSlim kick, LazyPagesStats stats, Action<string> log)
+        PageCopier copier, FailurePolicy failures, WakePipe wake, ManualResetEventSlim kick, LazyPagesStats stats, Logger log)
     {
         _stats = stats;
         _policy = policy;
@@ -131,7 +132,7 @@ internal sealed unsafe class Prefetcher
         {
             chunkPages = Math.Clamp(_policy.SharedChannelPrefetchPages, 1, chunkPages);
             SharesFaultChannel = true;
-            _log($"lazy-pages: the page source refused a second connection ({e.Message}); faults and prefetch share one " +
+            _log.I($"lazy-pages: the page source refused a second connection ({e.Message}); faults and prefetch share one " +
                  $"(CRIU's lazy page server accepts exactly one), prefetch asking for {chunkPages} pages at a time");
             return _shared.Bulk;
         }

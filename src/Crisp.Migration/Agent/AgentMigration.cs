@@ -130,7 +130,7 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
     /// is re-established (the source keeps its tree frozen).
     /// </summary>
     private void RunPostCopy(MigrationWire wire, string dir, IPEndPoint pageServer, PageServerTransport transport) =>
-        Run(wire, dir, "post-copy", cancel => RemotePages.Open(pageServer, dir, reconnectTimeout, s => Log.W($"agent: {s}"), cancel,
+        Run(wire, dir, "post-copy", cancel => RemotePages.Open(pageServer, dir, reconnectTimeout, Logger.Crisp.Prefixed("agent: "), cancel,
             new RemotePageSourceOptions { Transport = transport }));
 
     /// <summary>
@@ -163,7 +163,6 @@ internal sealed class AgentMigration(PageServerConnection connection, string bas
                     PageSource = source,
                     PlanFor = pid => LocalImages.Plan(images, pid),
                     StatusFd = p[1],
-                    Log = s => Log.I(s),
                     Policy = new LazyPagesPolicy { KillOnFailure = true },
                 });
                 rc = daemon.Run(cancel.Token);

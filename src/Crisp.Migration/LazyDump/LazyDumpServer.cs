@@ -101,7 +101,6 @@ public sealed class LazyDumpServer : IAsyncDisposable
             Source = _source,
             StatusFd = _options.StatusFd,
             Transport = _options.Transport,
-            Log = Log.Level >= 3 ? s => Log.D(s) : null,
             Gate = new OneDestination(SessionId),
         });
         _server.SessionEnded += r =>

@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Diagnostics;
 using Crisp.Images;
 using Crisp.PageServer.Protocol;
@@ -38,7 +39,7 @@ public sealed class ReconnectingPageSource : IPageSource
     private readonly IPageSource _inner;
     private readonly string _name;
     private readonly TimeSpan _timeout;
-    private readonly Action<string> _log;
+    private readonly Logger _log;
     private readonly CancellationToken _cancel;
     private readonly CancellationTokenSource _disposed = new();
     private int _reconnects;
@@ -48,12 +49,12 @@ public sealed class ReconnectingPageSource : IPageSource
     /// <param name="inner">opens one connection per OpenChannel (e.g. <see cref="RemotePageSource"/>)</param>
     /// <param name="name">how the server is named in messages ("page server 10.0.0.1:27")</param>
     /// <param name="timeout">how long one outage may last before the request fails; zero: never reconnect</param>
-    public ReconnectingPageSource(IPageSource inner, string name, TimeSpan timeout, Action<string>? log = null, CancellationToken cancel = default)
+    public ReconnectingPageSource(IPageSource inner, string name, TimeSpan timeout, Logger? log = null, CancellationToken cancel = default)
     {
         _inner = inner;
         _name = name;
         _timeout = timeout;
-        _log = log ?? (_ => { });
+        _log = log ?? Logger.Silent;
         _cancel = cancel;
     }
 
@@ -241,7 +242,7 @@ public sealed class ReconnectingPageSource : IPageSource
                 _since = Stopwatch.GetTimestamp();
                 _delayMs = 0;
                 if (owner._timeout <= TimeSpan.Zero) throw e; // reconnection is off
-                owner._log($"{owner._name}: the connection broke ({e.Message}); reconnecting for up to {owner._timeout.TotalSeconds:0.###} s");
+                owner._log.W($"{owner._name}: the connection broke ({e.Message}); reconnecting for up to {owner._timeout.TotalSeconds:0.###} s");
             }
             if (_connectedSinceDrop) _drops++;
             _connectedSinceDrop = false;
@@ -291,7 +292,7 @@ public sealed class ReconnectingPageSource : IPageSource
             if (_since == 0) return;
             owner._givenUp = false;
             Interlocked.Increment(ref owner._reconnects);
-            owner._log($"{owner._name}: reconnected after {Stopwatch.GetElapsedTime(_since).TotalMilliseconds:F0} ms " +
+            owner._log.W($"{owner._name}: reconnected after {Stopwatch.GetElapsedTime(_since).TotalMilliseconds:F0} ms " +
                        $"({_connectAttempts} attempt(s)); what was in flight was asked for again");
         }
     }

@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Net;
 using Crisp.Images;
 using Crisp.PageServer.Protocol;
@@ -18,7 +19,7 @@ public static class RemotePages
     /// <param name="reconnectTimeout">how long one outage may last; zero: a broken connection fails its request at once</param>
     /// <param name="log">where a broken connection and its re-establishment are reported (a warning: the user should know)</param>
     /// <param name="options">connection options (timeouts); its Hello is set here from the images</param>
-    public static IPageSource Open(EndPoint server, string imagesDir, TimeSpan reconnectTimeout, Action<string>? log = null,
+    public static IPageSource Open(EndPoint server, string imagesDir, TimeSpan reconnectTimeout, Logger? log = null,
         CancellationToken cancel = default, RemotePageSourceOptions? options = null)
     {
         options ??= new RemotePageSourceOptions();

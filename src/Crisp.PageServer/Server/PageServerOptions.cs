@@ -1,3 +1,4 @@
+using Crisp.Native;
 using System.Net;
 using Crisp.Images;
 
@@ -39,6 +40,6 @@ public sealed class PageServerOptions
     /// <summary>Who may fetch (a lazy dump's one destination, CrispHello.cs); null: anyone, and every hello is accepted.</summary>
     public Protocol.IClientGate? Gate { get; init; }
 
-    /// <summary>Session and error log (one line per event); null is silent.</summary>
-    public Action<string>? Log { get; init; }
+    /// <summary>Session and error log (one line per event, each starting "page-server: "); crisp's own by default.</summary>
+    public Logger Log { get; init; } = Logger.Crisp;
 }

@@ -16,6 +16,7 @@ namespace Crisp.PageServer.Server;
 public sealed class TcpPageServer : IAsyncDisposable
 {
     private readonly PageServerOptions _options;
+    private readonly Logger _log;
     private readonly CancellationTokenSource _stop = new();
     private readonly object _lock = new();
     private readonly HashSet<Task> _sessions = new();
@@ -33,6 +34,7 @@ public sealed class TcpPageServer : IAsyncDisposable
         if (options.ChunkSize < PageServerIov.PageSize || options.ChunkSize % PageServerIov.PageSize != 0)
             throw new ArgumentException("ChunkSize must be a positive multiple of 4096");
         _options = options;
+        _log = options.Log.Prefixed("page-server: ");
     }
 
     /// <summary>The address actually bound (the real port when 0 was asked for). Valid after <see cref="Start"/>.</summary>
@@ -221,7 +223,7 @@ public sealed class TcpPageServer : IAsyncDisposable
             }
             catch (Exception e)
             {
-                Log($"SessionEnded handler threw: {e}");
+                Warn($"SessionEnded handler threw: {e}");
             }
             finally
             {
@@ -245,10 +247,7 @@ public sealed class TcpPageServer : IAsyncDisposable
         };
     }
 
-    private void Log(string line)
-    {
-        var log = _options.Log;
-        if (log is null) return;
-        lock (log) log($"page-server: {line}");
-    }
+    private void Log(string line) => _log.I(line);
+
+    private void Warn(string line) => _log.W(line);
 }

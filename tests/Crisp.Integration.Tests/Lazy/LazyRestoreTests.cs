@@ -168,7 +168,7 @@ public sealed class LazyRestoreTests : IDisposable
         {
             int* status = stackalloc int[2];
             Errno.Check(LibC.pipe2(status, LibC.O_CLOEXEC), "pipe2", "status pipe");
-            var local = Crisp.LazyPages.LazyPagesSetup.ForImages(images, statusFd: status[1], log: m => { lock (Log) Log.Add(m); log(m); });
+            var local = Crisp.LazyPages.LazyPagesSetup.ForImages(images, statusFd: status[1], log: Logger.Lines(m => { lock (Log) Log.Add(m); log(m); }));
             _options = new Crisp.LazyPages.LazyPagesOptions
             {
                 WorkDir = local.WorkDir, PlanFor = local.PlanFor, StatusFd = local.StatusFd, Log = local.Log, Policy = local.Policy,
