@@ -19,7 +19,8 @@ namespace Crisp.Integration.Tests.Programs;
 /// afterwards: redis keeps its keys and serves new clients, python's http.server answers, an
 /// asyncio loop on a socketpair with timers keeps its sequence, a .NET console app with the
 /// runtime's defaults (W^X through /memfd:doublemapper, the diagnostics IPC socket) keeps its
-/// state and its diagnostics socket answers the ProcessInfo command.
+/// state and its diagnostics socket answers the ProcessInfo command; a node http server keeps its
+/// timers, its thread pool and its memory.
 /// </summary>
 public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest("programs")
 {
@@ -247,6 +248,52 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
     {
         var f = line.Split(' ');
         return (int.Parse(f[1]), int.Parse(f[3]));
+    }
+
+    // ---- node ----
+
+    // An http server on libuv: a 10 ms interval timer, an fs.readFile per tick (libuv's thread
+    // pool), and 64 MiB of random bytes whose sha256 each request recomputes against the one taken
+    // at start. A request answers "ticks=N reads=R ok=true|false".
+    private const string NodeScript = """
+        const http = require('http'), fs = require('fs'), crypto = require('crypto');
+        let ticks = 0, reads = 0;
+        setInterval(() => { ticks++; fs.readFile(__filename, () => { reads++; }); }, 10);
+        const big = crypto.randomBytes(64 << 20);
+        const sum = crypto.createHash('sha256').update(big).digest('hex');
+        const s = http.createServer((req, res) => {
+          const ok = crypto.createHash('sha256').update(big).digest('hex') === sum;
+          res.end(`ticks=${ticks} reads=${reads} ok=${ok}`);
+        });
+        s.listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));
+        """;
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Node_http_server_keeps_its_timers_thread_pool_and_memory(bool lazy)
+    {
+        string log = Path.Combine(Dir, "node.log"), script = Path.Combine(Dir, "server.js");
+        File.WriteAllText(script, NodeScript);
+        int pid = Track(SpawnLogged(log, "/usr/bin/node", script));
+        int port = int.Parse(WaitForLine(log, l => l.StartsWith("listening "), timeoutMs: 30000).Split(' ')[1]);
+        (long Ticks, long Reads, string Ok) Ask()
+        {
+            var f = Get(port, "/").Split(' ').Select(kv => kv.Split('=')[1]).ToArray();
+            return (long.Parse(f[0]), long.Parse(f[1]), f[2]);
+        }
+        var before = Ask();
+        Assert.Equal("true", before.Ok);
+        var finish = DumpAndRestore(pid, lazy);
+
+        var first = Ask();
+        Assert.Equal("true", first.Ok);
+        Assert.True(first.Ticks >= before.Ticks, $"ticks went back from {before.Ticks} to {first.Ticks}");
+        // The timer and the thread pool's reads go on after the restore.
+        Assert.True(Poll.Until(() => Ask() is var a && a.Ticks >= first.Ticks + 10 && a.Reads >= first.Reads + 10, 10_000),
+            $"node's timer or thread pool stopped: {first} then {Ask()}");
+        finish();
+        Assert.True(Alive(pid));
     }
 
     // ---- a .NET 10 console app ----
