@@ -9,6 +9,18 @@ namespace Crisp.Native.Tests;
 public unsafe class ProcFsLiveTests
 {
     [Fact]
+    public void Limits_of_this_process_match_prlimit()
+    {
+        var l = Limits.Read(Environment.ProcessId);
+        for (int r = 0; r < LibC.RLIM_NLIMITS; r++)
+        {
+            LibC.RLimit got;
+            unsafe { Errno.Check(LibC.prlimit(0, r, null, &got), "prlimit", $"self, resource {r}"); }
+            Assert.Equal((got.rlim_cur, got.rlim_max), l[r]);
+        }
+    }
+
+    [Fact]
     public void Pagemap_marks_touched_pages_present_and_untouched_ones_absent()
     {
         const int pages = 64;

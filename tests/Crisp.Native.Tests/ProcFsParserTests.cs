@@ -7,6 +7,40 @@ namespace Crisp.Native.Tests;
 public class ProcFsParserTests
 {
     [Fact]
+    public void Limits_in_rlimit_order_with_unlimited_and_lines_without_units()
+    {
+        const string text = """
+            Limit                     Soft Limit           Hard Limit           Units     
+            Max cpu time              unlimited            unlimited            seconds   
+            Max file size             unlimited            unlimited            bytes     
+            Max data size             unlimited            unlimited            bytes     
+            Max stack size            8388608              unlimited            bytes     
+            Max core file size        0                    unlimited            bytes     
+            Max resident set          unlimited            unlimited            bytes     
+            Max processes             96362                96362                processes 
+            Max open files            1024                 524288               files     
+            Max locked memory         8388608              8388608              bytes     
+            Max address space         unlimited            unlimited            bytes     
+            Max file locks            unlimited            unlimited            locks     
+            Max pending signals       96362                96362                signals   
+            Max msgqueue size         819200               819200               bytes     
+            Max nice priority         0                    0                    
+            Max realtime priority     0                    0                    
+            Max realtime timeout      unlimited            unlimited            us        
+
+            """;
+        var l = Limits.Parse(text);
+        Assert.Equal(LibC.RLIM_NLIMITS, l.Count);
+        Assert.Equal((LibC.RLIM_INFINITY, LibC.RLIM_INFINITY), l[0]);
+        Assert.Equal((8388608UL, LibC.RLIM_INFINITY), l[3]);
+        Assert.Equal((1024UL, 524288UL), l[7]);
+        Assert.Equal((0UL, 0UL), l[13]);
+        Assert.Equal((LibC.RLIM_INFINITY, LibC.RLIM_INFINITY), l[15]);
+        Assert.Throws<FormatException>(() => Limits.Parse("Max cpu time  unlimited unlimited seconds\n"));
+        Assert.Throws<FormatException>(() => Limits.Parse("Limit                     Soft Limit           Hard Limit           Units\nMax cpu time              lots                 unlimited            seconds\n"));
+    }
+
+    [Fact]
     public void Maps_line_with_spaces_in_path_and_deleted_suffix()
     {
         var v = MapsParser.ParseLine("7f12a0000000-7f12a0021000 rw-s 00003000 fd:01 1234567                    /tmp/my dir/a file (1).bin (deleted)");

@@ -119,12 +119,8 @@ internal static unsafe class TaskState
             if (task.Tid == pid)
             {
                 var rl = new TaskRlimitsEntry();
-                for (int r = 0; r < LibC.RLIM_NLIMITS; r++)
-                {
-                    LibC.RLimit old;
-                    Errno.Check(LibC.prlimit(pid, r, null, &old), "prlimit", $"{pid}, resource {r}");
-                    rl.Rlimits.Add(new RlimitEntry { Cur = old.rlim_cur, Max = old.rlim_max });
-                }
+                foreach (var (soft, hard) in Rlimits(pid))
+                    rl.Rlimits.Add(new RlimitEntry { Cur = soft, Max = hard });
                 var task0 = new TaskCoreEntry
                 {
                     // At this point every thread is in a ptrace stop; what counts is whether it was job-control stopped before.
@@ -346,5 +342,28 @@ internal static unsafe class TaskState
     {
         try { return long.Parse(File.ReadAllText(path).Trim()); }
         catch (Exception e) when (e is IOException or FormatException) { return fallback; }
+    }
+
+    /// <summary>
+    /// The process's rlimits: prlimit, or /proc/PID/limits where prlimit is refused because the
+    /// process's credentials differ from crisp's and crisp lacks CAP_SYS_RESOURCE.
+    /// </summary>
+    private static List<(ulong Soft, ulong Hard)> Rlimits(int pid)
+    {
+        var list = new List<(ulong, ulong)>();
+        for (int r = 0; r < LibC.RLIM_NLIMITS; r++)
+        {
+            LibC.RLimit old;
+            if (LibC.prlimit(pid, r, null, &old) != 0)
+            {
+                if (Errno.Last != Errno.EPERM) throw Errno.Failure("prlimit", $"{pid}, resource {r}");
+                var text = Limits.Read(pid);
+                if (text.Count < LibC.RLIM_NLIMITS)
+                    throw new CrispException($"process {pid}: /proc/{pid}/limits has {text.Count} limits, not {LibC.RLIM_NLIMITS}");
+                return text.Take(LibC.RLIM_NLIMITS).ToList();
+            }
+            list.Add((old.rlim_cur, old.rlim_max));
+        }
+        return list;
     }
 }
