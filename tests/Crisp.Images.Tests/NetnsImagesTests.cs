@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using Crisp.Images;
 using Crisp.Images.Proto;
 using Xunit;
@@ -36,6 +37,33 @@ public sealed class NetnsImagesTests : IDisposable
         Assert.Equal("lo", read.Devices.Single().Name);
         Assert.Equal(["ifaddr", "nftables"], read.Raw.Keys.Order());
         Assert.Equal(images.Raw["nftables"], read.Raw["nftables"]);
+    }
+
+    [Fact]
+    public void Sysctls_are_on_criu_field_numbers_and_come_back()
+    {
+        var qlen = new SysctlEntry { Type = SysctlType.Ctl32, Iarg = 10 };
+        // netns_entry.unix_conf = 9, sysctl_entry {type = 1 (CTL_32 = 6), iarg = 2}
+        Assert.Equal(new byte[] { 0x4a, 4, 0x08, 6, 0x10, 10 }, new NetnsEntry { UnixConf = { qlen } }.ToByteArray());
+        // all_conf4 = 4, def_conf6 = 5; a CTL_STR (5) with sarg = 3; an entry with no value keeps only its type
+        Assert.Equal(new byte[] { 0x22, 2, 0x08, 6, 0x2a, 5, 0x08, 5, 0x1a, 1, (byte)'x' },
+            new NetnsEntry { AllConf4 = { new SysctlEntry { Type = SysctlType.Ctl32 } }, DefConf6 = { new SysctlEntry { Type = SysctlType.CtlStr, Sarg = "x" } } }.ToByteArray());
+        // net_device_entry.conf4 = 9, conf6 = 10
+        var lo = new NetDeviceEntry { Type = NdType.Loopback, Ifindex = 1, Mtu = 65536, Flags = 0x49, Name = "lo", Conf4 = { qlen }, Conf6 = { qlen } };
+        var bytes = lo.ToByteArray();
+        Assert.Equal(new byte[] { 0x4a, 4, 0x08, 6, 0x10, 10, 0x52, 4, 0x08, 6, 0x10, 10 }, bytes[^12..]);
+
+        var dir = ImageDir.Create(_root);
+        new NetnsImages
+        {
+            Netns = { DefConf4 = { qlen }, Ipv4Sysctl = { new SysctlEntry { Type = SysctlType.CtlStr, Sarg = "0\t4242\n" } } },
+            Devices = [lo],
+        }.Write(dir, 3);
+        var read = NetnsImages.Read(dir, 3);
+        Assert.Equal(10, read.Netns.DefConf4.Single().Iarg);
+        Assert.Equal("0\t4242\n", read.Netns.Ipv4Sysctl.Single().Sarg);
+        Assert.Empty(read.Netns.AllConf4);
+        Assert.Equal(lo, read.Devices.Single());
     }
 
     [Fact]

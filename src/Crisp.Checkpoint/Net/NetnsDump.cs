@@ -8,7 +8,8 @@ namespace Crisp.Checkpoint.Net;
 
 /*
  * A network namespace the tree owns (its root's differs from crisp's), dumped as CRIU dumps one
- * (criu/net.c): the devices (netdev-ID.img), the addresses and routes as `ip addr save` /
+ * (criu/net.c): the devices (netdev-ID.img), the sysctls of the namespace and of each device
+ * (netns-ID.img, netdev-ID.img; NetnsSysctls.cs), the addresses and routes as `ip addr save` /
  * `ip route save` print them, the iptables rules as iptables-save prints them (the legacy
  * tables: nft-backed ones are in the nftables ruleset already, as CRIU avoids dumping them
  * twice), and `nft list ruleset`. Every tool runs inside the namespace (NetTool).
@@ -71,6 +72,7 @@ internal static class NetnsDump
                 Flags = flags, Name = name, Address = Google.Protobuf.ByteString.CopyFrom(new byte[6]),
             });
         }
+        NetnsSysctls.Dump(netnsFd, images.Netns, images.Devices);
         images.Raw["ifaddr"] = NetTool.Check(netnsFd, "ip", ["addr", "save"], $"{what}: saving its addresses");
         images.Raw["route"] = NetTool.Check(netnsFd, "ip", ["route", "save"], $"{what}: saving its routes");
         images.Raw["route6"] = NetTool.Check(netnsFd, "ip", ["-6", "route", "save"], $"{what}: saving its IPv6 routes");
@@ -79,6 +81,7 @@ internal static class NetnsDump
         if (NetTool.Find("nft") != null) images.Raw["nftables"] = NetTool.Check(netnsFd, "nft", ["list", "ruleset"], $"{what}: saving its nftables ruleset");
         var up = images.Devices.Where(d => (d.Flags & IFF_UP) != 0).Select(d => d.Name);
         Log.I($"{what}: devices {string.Join(", ", images.Devices.Select(d => $"{d.Name} mtu {d.Mtu}{((d.Flags & IFF_UP) != 0 ? " up" : " down")}"))}; " +
+              $"{NetnsSysctls.Count(images.Netns.AllConf4.Concat(images.Netns.DefConf4).Concat(images.Netns.AllConf6).Concat(images.Netns.DefConf6))} all/default sysctls; " +
               $"rules: {string.Join(", ", images.Raw.Where(r => r.Key.Contains("tables", StringComparison.Ordinal)).Select(r => $"{r.Key} {r.Value.Length} bytes"))}");
         return images;
     }

@@ -6,7 +6,8 @@ namespace Crisp.Checkpoint.Net;
 
 /// <summary>
 /// Fills a new network namespace from a dump's images (NetnsDump wrote them), in CRIU's order:
-/// the devices (lo's MTU and up/down), addresses (`ip addr restore`; lo's default ones are there
+/// the namespace's sysctls (all, default, …), the devices (lo's MTU and up/down, then its own
+/// sysctls: NetnsSysctls.cs), addresses (`ip addr restore`; lo's default ones are there
 /// already and `ip` passes over them), routes, then the iptables rules (iptables-restore of what
 /// iptables-save printed) and the nftables ruleset (`nft -f`). Nothing of the network lock is in
 /// these images: the dump read them before it locked.
@@ -17,12 +18,14 @@ internal static class NetnsRestore
 
     public static void Fill(int netnsFd, NetnsImages images, string imagesPath)
     {
+        NetnsSysctls.RestoreNamespace(netnsFd, images.Netns);
         foreach (var d in images.Devices)
         {
             if (d.Type != NdType.Loopback)
                 throw new ImageException(imagesPath, $"network device {d.Name} of type {d.Type}: crisp restores the loopback device only");
             NetTool.Check(netnsFd, "ip", ["link", "set", "dev", d.Name, "mtu", d.Mtu.ToString(), (d.Flags & IFF_UP) != 0 ? "up" : "down"],
                 $"restoring network device {d.Name}");
+            NetnsSysctls.RestoreDevice(netnsFd, d, images.Netns);
         }
         // The raw images start with iproute2's 4-byte magic: only that means nothing was saved.
         if (Has(images, "ifaddr")) NetTool.Check(netnsFd, "ip", ["addr", "restore"], "restoring the addresses", images.Raw["ifaddr"]);
