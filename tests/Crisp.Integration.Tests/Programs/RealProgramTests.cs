@@ -20,7 +20,7 @@ namespace Crisp.Integration.Tests.Programs;
 /// asyncio loop on a socketpair with timers keeps its sequence, a .NET console app with the
 /// runtime's defaults (W^X through /memfd:doublemapper, the diagnostics IPC socket) keeps its
 /// state and its diagnostics socket answers the ProcessInfo command; a node http server keeps its
-/// timers, its thread pool and its memory.
+/// timers, its thread pool and its memory; nginx's master and workers serve and reload.
 /// </summary>
 public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest("programs")
 {
@@ -248,6 +248,90 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
     {
         var f = line.Split(' ');
         return (int.Parse(f[1]), int.Parse(f[3]));
+    }
+
+    // ---- nginx ----
+
+    /// <summary>
+    /// nginx as a service runs it: a master (root) and two workers that dropped to nobody, sharing
+    /// the listening socket and talking to the master over socketpairs. After the restore the
+    /// workers serve old and new files, are still nobody, and a SIGHUP makes the restored master
+    /// re-read its configuration and fork new workers that serve too.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Nginx_master_and_workers_serve_and_reload(bool lazy)
+    {
+        string www = Path.Combine(Dir, "www"), log = Path.Combine(Dir, "nginx.log");
+        Directory.CreateDirectory(www);
+        File.WriteAllText(Path.Combine(www, "hello.txt"), "served");
+        // The workers (nobody) must reach www through the test's own directory.
+        File.SetUnixFileMode(Dir, File.GetUnixFileMode(Dir) | UnixFileMode.OtherExecute | UnixFileMode.OtherRead);
+        int pid = -1, port = 0;
+        for (int attempt = 0; attempt < 3 && pid < 0; attempt++)
+        {
+            port = LoopbackPort.OutsideEphemeral();
+            string conf = Path.Combine(Dir, "nginx.conf");
+            File.WriteAllText(conf, $$"""
+                daemon off;
+                master_process on;
+                worker_processes 2;
+                user nobody nogroup;
+                pid {{Dir}}/nginx.pid;
+                error_log {{Dir}}/error.log info;
+                events { worker_connections 64; }
+                http {
+                  access_log {{Dir}}/access.log;
+                  client_body_temp_path {{Dir}}/body; proxy_temp_path {{Dir}}/proxy; fastcgi_temp_path {{Dir}}/fcgi;
+                  uwsgi_temp_path {{Dir}}/uwsgi; scgi_temp_path {{Dir}}/scgi;
+                  server { listen 127.0.0.1:{{port}}; root {{www}}; }
+                }
+                """);
+            int p = Track(SpawnLogged(log, "/usr/sbin/nginx", "-p", Dir, "-c", conf));
+            if (Poll.Until(() => Workers(p).Length == 2 && TryGet(port, "/hello.txt") == "served" || !Alive(p), 20_000) && Alive(p)) pid = p;
+            else if (Alive(p)) KillAndReap(p);
+        }
+        Assert.True(pid > 0, $"nginx did not start: {File.ReadAllText(log)}{Read(Path.Combine(Dir, "error.log"))}");
+        int[] workers = Workers(pid);
+        foreach (var w in workers) Track(w);
+        Assert.All(workers, w => Assert.Equal(Uid("nobody"), RealUid(w)));
+        var finish = DumpAndRestore(pid, lazy);
+
+        Assert.Equal(workers, Workers(pid));
+        Assert.All(workers, w => Assert.Equal(Uid("nobody"), RealUid(w)));
+        for (int i = 0; i < 4; i++) Assert.Equal("served", Get(port, "/hello.txt"));
+        File.WriteAllText(Path.Combine(www, "new.txt"), "written after the restore");
+        Assert.Equal("written after the restore", Get(port, "/new.txt"));
+
+        Errno.Check(LibC.kill(pid, LibC.SIGHUP), "kill", $"{pid}, SIGHUP");
+        Assert.True(Poll.Until(() => Workers(pid) is var now && now.Length == 2 && !now.Intersect(workers).Any(), 20_000),
+            $"the restored master did not replace its workers on SIGHUP: {string.Join(",", Workers(pid))}\n{Read(Path.Combine(Dir, "error.log"))}");
+        foreach (var w in Workers(pid)) Track(w);
+        Assert.Equal("served", Get(port, "/hello.txt"));
+        finish();
+        Assert.True(Alive(pid));
+    }
+
+    private static int[] Workers(int master) =>
+        Read($"/proc/{master}/task/{master}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).Order().ToArray();
+
+    private static int RealUid(int pid) =>
+        int.Parse(Read($"/proc/{pid}/status").Split('\n').Single(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t')[1]);
+
+    private static int Uid(string user) =>
+        int.Parse(File.ReadAllLines("/etc/passwd").Select(l => l.Split(':')).Single(f => f[0] == user)[2]);
+
+    private static string Read(string path)
+    {
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
+    }
+
+    private static string? TryGet(int port, string path)
+    {
+        try { return Get(port, path); }
+        catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { return null; }
     }
 
     // ---- node ----
