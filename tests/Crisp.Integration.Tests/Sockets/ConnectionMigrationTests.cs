@@ -6,6 +6,7 @@ using Crisp.TestSupport;
 using Xunit;
 using Xunit.Abstractions;
 using static Crisp.TestSupport.TestProcesses;
+using static Crisp.Integration.Tests.Support.Commands;
 
 namespace Crisp.Integration.Tests.Sockets;
 
@@ -249,21 +250,5 @@ public sealed class ConnectionMigrationTests : IDisposable
         string f = _dir[$"nft-{Guid.NewGuid():N}"];
         File.WriteAllText(f, script);
         Sh(Ip, "netns", "exec", ns, "/usr/sbin/nft", "-f", f);
-    }
-
-    private static void Sh(params string[] argv)
-    {
-        var (code, output) = Run(argv);
-        if (code != 0) throw new InvalidOperationException($"{string.Join(' ', argv)}: exit {code}: {output}");
-    }
-
-    private static (int Code, string Output) Run(params string[] argv)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo(argv[0], argv[1..]) { RedirectStandardError = true, RedirectStandardOutput = true };
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        string output = p.StandardOutput.ReadToEnd() + err.GetAwaiter().GetResult();
-        p.WaitForExit();
-        return (p.ExitCode, output);
     }
 }

@@ -5,6 +5,7 @@ using Crisp.Native;
 using Crisp.TestSupport;
 using Xunit;
 using static Crisp.TestSupport.TestProcesses;
+using static Crisp.Integration.Tests.Support.Commands;
 
 namespace Crisp.Integration.Tests.Sockets;
 
@@ -16,30 +17,16 @@ namespace Crisp.Integration.Tests.Sockets;
 /// ruleset seen by the checks is this test's alone.
 /// </summary>
 [Collection("tcp")]
-public sealed partial class OwnedNetnsTests : IDisposable
+public sealed partial class OwnedNetnsTests : NetnsTest
 {
-    private const string Ip = "/usr/sbin/ip", Nft = "/usr/sbin/nft", Nsenter = "/usr/bin/nsenter";
+    private const string Nft = "/usr/sbin/nft", Nsenter = "/usr/bin/nsenter";
     private const string Addr = "10.77.0.1";
-    private readonly TempDir _dir = new();
-    private readonly string _ns = $"crisp-onet-{Guid.NewGuid():N}"[..20];
-    private readonly List<int> _children = [];   // ours: reaped
-    private readonly List<int> _restored = [];   // restored tasks: not ours, killed by pid
     private readonly string _owner, _tcp;
 
-    public OwnedNetnsTests()
+    public OwnedNetnsTests() : base("crisp-onet")
     {
         _owner = Gcc.Workload("netnsowner");
         _tcp = Gcc.Workload("tcpstream");
-        Sh(Ip, "netns", "add", _ns);
-        Sh(Ip, "-n", _ns, "link", "set", "lo", "up");
-    }
-
-    public void Dispose()
-    {
-        foreach (var pid in _restored) LibC.kill(pid, LibC.SIGKILL);
-        foreach (var pid in _children) if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        Run(Ip, "netns", "del", _ns);
-        _dir.Dispose();
     }
 
     private const string NftRules = """
@@ -66,15 +53,12 @@ public sealed partial class OwnedNetnsTests : IDisposable
     /// <summary>Starts the tree: lo up with MTU 60000 and <see cref="Addr"/>, then <paramref name="rules"/>, then tcpstream pair on that address.</summary>
     private int StartPair(string rules, string log, long total)
     {
-        string setup = _dir["setup.sh"];
+        string setup = TestDir["setup.sh"];
         File.WriteAllText(setup, $"PATH=/usr/sbin:/usr/bin:/sbin:/bin\nip link set lo mtu 60000 up\nip addr add {Addr}/32 dev lo\n{rules}\n");
-        int pid = SpawnLogged(log, [Ip, "netns", "exec", _ns, _owner, setup, _tcp, "pair", Addr, "0", total.ToString(), log]);
-        _children.Add(pid);
+        int pid = SpawnLogged(log, [Ip, "netns", "exec", Ns, _owner, setup, _tcp, "pair", Addr, "0", total.ToString(), log]);
+        Children.Add(pid);
         return pid;
     }
-
-    /// <summary>`crisp ARGS` inside the namespace, as a user runs it.</summary>
-    private CliResult Crisp(params string[] args) => CrispCli.RunUnder(_dir, [Ip, "netns", "exec", _ns], args);
 
     /// <summary>A command run in the network namespace of <paramref name="pid"/>.</summary>
     private static string InNetns(int pid, params string[] cmd) => Sh([Nsenter, $"--net=/proc/{pid}/ns/net", "--", .. cmd]);
@@ -95,7 +79,7 @@ public sealed partial class OwnedNetnsTests : IDisposable
     [GeneratedRegex(@" \[\d+:\d+\]$")]
     private static partial Regex ChainCounterRe();
 
-    private string HostRuleset() => Run(Ip, "netns", "exec", _ns, Nft, "list", "ruleset").Output;
+    private string HostRuleset() => Run(Ip, "netns", "exec", Ns, Nft, "list", "ruleset").Output;
 
     private static ulong NetnsInode(string procEntry) => LibC.Stat($"/proc/{procEntry}/ns/net").st_ino;
 
@@ -109,7 +93,7 @@ public sealed partial class OwnedNetnsTests : IDisposable
 
     private void DumpRestoreAndCheck(string rules, bool lazy, string networkLock = "nftables")
     {
-        string log = _dir["pair.log"], img = _dir["img"];
+        string log = TestDir["pair.log"], img = TestDir["img"];
         int pid = WaitStreaming(StartPair(rules, log, 4_000_000), log);
         Assert.NotEqual(NetnsInode("self"), NetnsInode(pid.ToString()));
         string before = Rules(pid);
@@ -118,7 +102,7 @@ public sealed partial class OwnedNetnsTests : IDisposable
         var d = Crisp("dump", "-t", pid.ToString(), "-D", img, "--tcp-established", "--network-lock", networkLock);
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(pid);
-        _children.Remove(pid);
+        Children.Remove(pid);
         foreach (var f in new[] { "netns-", "netdev-", "ifaddr-", "route-", "nftables-" })
             Assert.True(Directory.GetFiles(img, f + "*.img").Length == 1, $"no {f}*.img in {string.Join(", ", Directory.GetFiles(img).Select(Path.GetFileName))}");
         Assert.DoesNotContain("CRIU", File.ReadAllText(Directory.GetFiles(img, "nftables-*.img").Single()));
@@ -130,17 +114,17 @@ public sealed partial class OwnedNetnsTests : IDisposable
         Assert.Equal("NETNS", Crit.DecodeJson(Directory.GetFiles(img, "netns-*.img").Single()).GetProperty("magic").GetString());
         Assert.DoesNotContain("CRIU-", HostRuleset());
 
-        LazyDaemon? daemon = lazy ? new LazyDaemon(img, _dir.Path) : null;
+        LazyDaemon? daemon = lazy ? new LazyDaemon(img, TestDir.Path) : null;
         try
         {
-            string pidfile = _dir["pid"];
+            string pidfile = TestDir["pid"];
             string[] args = ["restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile];
             var r = Crisp(lazy ? [.. args, "--lazy-pages"] : args);
             Assert.True(r.ExitCode == 0, r.ToString());
             int root = int.Parse(File.ReadAllText(pidfile).Trim());
-            _restored.Add(root);
+            Restored.Add(root);
             foreach (var child in File.ReadAllText($"/proc/{root}/task/{root}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                _restored.Add(int.Parse(child));
+                Restored.Add(int.Parse(child));
             // A namespace of its own again, with what the tree had: the rules exactly (no lock left), lo's MTU and address.
             Assert.NotEqual(NetnsInode("self"), NetnsInode(root.ToString()));
             Assert.Equal(before, Rules(root));
@@ -199,7 +183,7 @@ public sealed partial class OwnedNetnsTests : IDisposable
     [Fact]
     public void The_namespace_sysctls_of_all_default_and_lo_come_back_as_they_were()
     {
-        string log = _dir["pair.log"], img = _dir["img"];
+        string log = TestDir["pair.log"], img = TestDir["img"];
         string setup = string.Join('\n', Sysctls.Select(s => $"printf '%s\\n' '{s.Value}' > /proc/sys/{s.Name}"));
         int pid = WaitStreaming(StartPair(setup, log, 4_000_000), log);
         string before = ReadSysctls(pid);
@@ -209,7 +193,7 @@ public sealed partial class OwnedNetnsTests : IDisposable
         var d = Crisp("dump", "-t", pid.ToString(), "-D", img, "--tcp-established");
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(pid);
-        _children.Remove(pid);
+        Children.Remove(pid);
         // CRIU's decoder reads them where CRIU keeps them: positional, forwarding the 13th of devconfs4.
         var netns = Crit.DecodeJson(Directory.GetFiles(img, "netns-*.img").Single()).GetProperty("entries")[0];
         Assert.Equal(30, netns.GetProperty("all_conf4").GetArrayLength());
@@ -217,13 +201,13 @@ public sealed partial class OwnedNetnsTests : IDisposable
         Assert.Equal(42, Crit.DecodeJson(Directory.GetFiles(img, "netdev-*.img").Single()).GetProperty("entries")[0]
             .GetProperty("conf4")[26].GetProperty("iarg").GetInt32());   // lo's tag
 
-        string pidfile = _dir["pid"];
+        string pidfile = TestDir["pid"];
         var r = Crisp("restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile);
         Assert.True(r.ExitCode == 0, r.ToString());
         int root = int.Parse(File.ReadAllText(pidfile).Trim());
-        _restored.Add(root);
+        Restored.Add(root);
         foreach (var child in File.ReadAllText($"/proc/{root}/task/{root}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            _restored.Add(int.Parse(child));
+            Restored.Add(int.Parse(child));
         Assert.NotEqual(NetnsInode("self"), NetnsInode(root.ToString()));
         Assert.Equal(before, ReadSysctls(root));
         Assert.Equal("pair exit server=0 client=0", WaitForLine(log, l => l.StartsWith("pair exit"), timeoutMs: 90_000));
@@ -232,9 +216,9 @@ public sealed partial class OwnedNetnsTests : IDisposable
     [Fact]
     public void A_tree_with_a_veth_in_its_namespace_is_refused_naming_it_and_goes_on()
     {
-        string log = _dir["pair.log"];
+        string log = TestDir["pair.log"];
         int pid = WaitStreaming(StartPair("ip link add crispv0 type veth peer name crispv1", log, 2_000_000), log);
-        var d = Crisp("dump", "-t", pid.ToString(), "-D", _dir["img"], "--tcp-established");
+        var d = Crisp("dump", "-t", pid.ToString(), "-D", TestDir["img"], "--tcp-established");
         Assert.Equal(1, d.ExitCode);
         Assert.Matches("device crispv[01] \\(kind veth\\)", d.Stderr);
         Assert.DoesNotContain("CRIU-", HostRuleset());
@@ -245,13 +229,13 @@ public sealed partial class OwnedNetnsTests : IDisposable
     [Fact]
     public void A_failed_restore_after_the_namespace_was_made_leaves_no_process_and_no_rule()
     {
-        string log = _dir["pair.log"], img = _dir["img"];
+        string log = TestDir["pair.log"], img = TestDir["img"];
         int pid = WaitStreaming(StartPair(NftRules, log, 40_000_000), log);
         var tasks = new[] { pid }.Concat(File.ReadAllText($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse)).ToList();
         var d = Crisp("dump", "-t", pid.ToString(), "-D", img, "--tcp-established");
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(pid);
-        _children.Remove(pid);
+        Children.Remove(pid);
         foreach (var f in Directory.GetFiles(img, "pages-*.img")) File.WriteAllBytes(f, []);   // memory that cannot be restored
         var r = Crisp("restore", "-D", img, "--tcp-established", "-d");
         Assert.True(r.ExitCode == 3, r.ToString());
@@ -260,29 +244,5 @@ public sealed partial class OwnedNetnsTests : IDisposable
         Assert.DoesNotContain("CRIU-", HostRuleset());
         foreach (int t in tasks)
             Assert.True(Poll.Until(() => !Directory.Exists($"/proc/{t}"), 10_000), $"task {t} of the failed restore is still there");
-    }
-
-    /// <summary>Runs a command; its stdout, or a failure with what it printed.</summary>
-    private static string Sh(params string[] argv)
-    {
-        var (code, stdout, stderr) = Exec(argv);
-        if (code != 0) throw new InvalidOperationException($"{string.Join(' ', argv)}: exit {code}: {stdout}{stderr}");
-        return stdout;
-    }
-
-    private static (int Code, string Output) Run(params string[] argv)
-    {
-        var (code, stdout, stderr) = Exec(argv);
-        return (code, stdout + stderr);
-    }
-
-    private static (int Code, string Stdout, string Stderr) Exec(string[] argv)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo(argv[0], argv[1..]) { RedirectStandardError = true, RedirectStandardOutput = true };
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        string stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, stdout, err.Result);
     }
 }

@@ -5,6 +5,7 @@ using Crisp.Native;
 using Crisp.TestSupport;
 using Xunit;
 using static Crisp.TestSupport.TestProcesses;
+using static Crisp.Integration.Tests.Support.Commands;
 
 namespace Crisp.Integration.Tests.Sockets;
 
@@ -15,41 +16,23 @@ namespace Crisp.Integration.Tests.Sockets;
 /// judged by the namespace's ruleset after every run: no CRIU table may stay.
 /// </summary>
 [Collection("tcp")]
-public sealed class TcpConnectionTests : IDisposable
+public sealed class TcpConnectionTests : NetnsTest
 {
-    private const string Ip = "/usr/sbin/ip";
-    private readonly TempDir _dir = new();
-    private readonly string _ns = $"crisp-tcp-{Guid.NewGuid():N}"[..20];
-    private readonly List<int> _children = [];   // ours: reaped
-    private readonly List<int> _restored = [];   // restored trees: not ours, killed by pid
     private readonly string _bin;
 
-    public TcpConnectionTests()
+    public TcpConnectionTests() : base("crisp-tcp")
     {
         _bin = Gcc.Workload("tcpstream");
-        Sh(Ip, "netns", "add", _ns);
-        Sh(Ip, "-n", _ns, "link", "set", "lo", "up");
-    }
-
-    public void Dispose()
-    {
-        foreach (var pid in _restored) LibC.kill(pid, LibC.SIGKILL);
-        foreach (var pid in _children) if (Directory.Exists($"/proc/{pid}")) KillAndReap(pid);
-        Run(Ip, "netns", "del", _ns);
-        _dir.Dispose();
     }
 
     private int Start(string log, params string[] args)
     {
-        int pid = SpawnLogged(log, [Ip, "netns", "exec", _ns, "/usr/bin/env", .. args]);
-        _children.Add(pid);
+        int pid = SpawnLogged(log, [Ip, "netns", "exec", Ns, "/usr/bin/env", .. args]);
+        Children.Add(pid);
         return pid;
     }
 
-    /// <summary>`crisp ARGS` inside the namespace, as a user runs it.</summary>
-    private CliResult Crisp(params string[] args) => CrispCli.RunUnder(_dir, [Ip, "netns", "exec", _ns], args);
-
-    private string Ruleset() => Run(Ip, "netns", "exec", _ns, "/usr/sbin/nft", "list", "ruleset").Output;
+    private string Ruleset() => Run(Ip, "netns", "exec", Ns, "/usr/sbin/nft", "list", "ruleset").Output;
 
     private void AssertNoLock() => Assert.DoesNotContain("CRIU-", Ruleset());
 
@@ -75,16 +58,16 @@ public sealed class TcpConnectionTests : IDisposable
 
     private void NftIn(string script)
     {
-        string f = _dir[$"nft-{Guid.NewGuid():N}"];
+        string f = TestDir[$"nft-{Guid.NewGuid():N}"];
         File.WriteAllText(f, script);
-        Sh(Ip, "netns", "exec", _ns, "/usr/sbin/nft", "-f", f);
+        Sh(Ip, "netns", "exec", Ns, "/usr/sbin/nft", "-f", f);
     }
 
     private unsafe void Reap(int pid)
     {
         int st;
         LibC.waitpid(pid, &st, 0);
-        _children.Remove(pid);
+        Children.Remove(pid);
     }
 
     private void WaitDone(string log, string role) =>
@@ -93,7 +76,7 @@ public sealed class TcpConnectionTests : IDisposable
     private int RestoredPid(string pidfile)
     {
         int pid = int.Parse(File.ReadAllText(pidfile).Trim());
-        _restored.Add(pid);
+        Restored.Add(pid);
         return pid;
     }
 
@@ -103,23 +86,23 @@ public sealed class TcpConnectionTests : IDisposable
     [InlineData("127.0.0.1", true)]
     public void A_connection_to_a_peer_outside_the_tree_keeps_both_byte_streams_across_dump_and_restore(string addr, bool lazy)
     {
-        string slog = _dir["server.log"], clog = _dir["client.log"], img = _dir["img"];
+        string slog = TestDir["server.log"], clog = TestDir["client.log"], img = TestDir["img"];
         int server = ServerAndClient(addr, slog, clog, 6_000_000);
         HoldAcks(server, slog);
         var d = Crisp("dump", "-t", server.ToString(), "-D", img, "--tcp-established");
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(server);
-        Run(Ip, "netns", "exec", _ns, "/usr/sbin/nft", "delete", "table", "inet", "holdacks");
+        Run(Ip, "netns", "exec", Ns, "/usr/sbin/nft", "delete", "table", "inet", "holdacks");
         // The dump's lock holds the connection until the restore: the peer's packets are dropped, not answered.
         Assert.Contains("CRIU-", Ruleset());
         var stream = new ImageDir(img).ReadTcpStream(uint.Parse(Path.GetFileNameWithoutExtension(
             Directory.GetFiles(img, "tcp-stream-*.img").Single())["tcp-stream-".Length..], System.Globalization.NumberStyles.HexNumber));
         Assert.True(stream.Entry.OutqLen > stream.Entry.UnsqLen, $"no unacknowledged data at dump time: outq {stream.Entry.OutqLen}, unsent {stream.Entry.UnsqLen}");
 
-        LazyDaemon? daemon = lazy ? new LazyDaemon(img, _dir.Path) : null;
+        LazyDaemon? daemon = lazy ? new LazyDaemon(img, TestDir.Path) : null;
         try
         {
-            string pidfile = _dir["pid"];
+            string pidfile = TestDir["pid"];
             string[] args = ["restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile];
             var r = Crisp(lazy ? [.. args, "--lazy-pages"] : args);
             Assert.True(r.ExitCode == 0, r.ToString());
@@ -134,7 +117,7 @@ public sealed class TcpConnectionTests : IDisposable
     [Fact]
     public void Both_ends_in_the_tree_come_back_connected_to_each_other()
     {
-        string log = _dir["pair.log"], img = _dir["img"];
+        string log = TestDir["pair.log"], img = TestDir["img"];
         int pid = Start(log, _bin, "pair", "127.0.0.1", "0", "4000000", log);
         WaitForLine(log, l => l.StartsWith("client progress"));
         WaitForLine(log, l => l.StartsWith("server progress"));
@@ -142,7 +125,7 @@ public sealed class TcpConnectionTests : IDisposable
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(pid);
         Assert.Equal(2, Directory.GetFiles(img, "tcp-stream-*.img").Length);
-        string pidfile = _dir["pid"];
+        string pidfile = TestDir["pid"];
         var r = Crisp("restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile);
         Assert.True(r.ExitCode == 0, r.ToString());
         RestoredPid(pidfile);
@@ -153,9 +136,9 @@ public sealed class TcpConnectionTests : IDisposable
     [Fact]
     public void Without_tcp_established_the_dump_is_refused_naming_the_connection_and_the_tree_goes_on()
     {
-        string slog = _dir["server.log"], clog = _dir["client.log"];
+        string slog = TestDir["server.log"], clog = TestDir["client.log"];
         int server = ServerAndClient("127.0.0.1", slog, clog, 16_000_000);
-        var d = Crisp("dump", "-t", server.ToString(), "-D", _dir["img"]);
+        var d = Crisp("dump", "-t", server.ToString(), "-D", TestDir["img"]);
         Assert.Equal(1, d.ExitCode);
         Assert.Contains("ESTABLISHED", d.Stderr);
         Assert.Contains("--tcp-established", d.Stderr);
@@ -167,7 +150,7 @@ public sealed class TcpConnectionTests : IDisposable
     [Fact]
     public void A_failed_restore_removes_the_lock()
     {
-        string slog = _dir["server.log"], clog = _dir["client.log"], img = _dir["img"];
+        string slog = TestDir["server.log"], clog = TestDir["client.log"], img = TestDir["img"];
         int server = ServerAndClient("127.0.0.1", slog, clog, 16_000_000);
         var d = Crisp("dump", "-t", server.ToString(), "-D", img, "--tcp-established");
         Assert.True(d.ExitCode == 0, d.ToString());
@@ -182,32 +165,17 @@ public sealed class TcpConnectionTests : IDisposable
     [Fact]
     public void Tcp_close_at_restore_gives_the_program_a_closed_socket_and_removes_the_lock()
     {
-        string slog = _dir["server.log"], clog = _dir["client.log"], img = _dir["img"];
+        string slog = TestDir["server.log"], clog = TestDir["client.log"], img = TestDir["img"];
         int server = ServerAndClient("127.0.0.1", slog, clog, 16_000_000);
         var d = Crisp("dump", "-t", server.ToString(), "-D", img, "--tcp-established");
         Assert.True(d.ExitCode == 0, d.ToString());
         Reap(server);
-        string pidfile = _dir["pid"];
+        string pidfile = TestDir["pid"];
         int before = Lines(slog).Length;
         var r = Crisp("restore", "-D", img, "--tcp-close", "-d", "--pidfile", pidfile);
         Assert.True(r.ExitCode == 0, r.ToString());
         RestoredPid(pidfile);
         AssertNoLock();
         Assert.StartsWith("server error", WaitForLine(slog, l => l.StartsWith("server error") || l.StartsWith("server done"), skip: before, timeoutMs: 30_000));
-    }
-
-    private static void Sh(params string[] argv)
-    {
-        var (code, output) = Run(argv);
-        if (code != 0) throw new InvalidOperationException($"{string.Join(' ', argv)}: exit {code}: {output}");
-    }
-
-    private static (int Code, string Output) Run(params string[] argv)
-    {
-        var psi = new System.Diagnostics.ProcessStartInfo(argv[0], argv[1..]) { RedirectStandardError = true, RedirectStandardOutput = true };
-        using var p = System.Diagnostics.Process.Start(psi)!;
-        string output = p.StandardOutput.ReadToEnd() + p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, output);
     }
 }
