@@ -7,6 +7,7 @@ using System.Text;
 using Crisp.Checkpoint.Dump;
 using Crisp.Checkpoint.Restore;
 using Crisp.Integration.Tests.Lazy;
+using Crisp.Integration.Tests.Support;
 using Crisp.Native;
 using Xunit;
 using Xunit.Abstractions;
@@ -20,7 +21,8 @@ namespace Crisp.Integration.Tests.Programs;
 /// asyncio loop on a socketpair with timers keeps its sequence, a .NET console app with the
 /// runtime's defaults (W^X through /memfd:doublemapper, the diagnostics IPC socket) keeps its
 /// state and its diagnostics socket answers the ProcessInfo command; a node http server keeps its
-/// timers, its thread pool and its memory; nginx's master and workers serve and reload.
+/// timers, its thread pool and its memory; nginx's master and workers serve and reload;
+/// PostgreSQL in its own IPC namespace keeps its rows and serves new connections.
 /// </summary>
 public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest("programs")
 {
@@ -332,6 +334,59 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
     {
         try { return Get(port, path); }
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { return null; }
+    }
+
+    // ---- PostgreSQL ----
+
+    /// <summary>
+    /// A PostgreSQL server as a container holds it: the postmaster and its background workers
+    /// (checkpointer, writer, WAL writer, autovacuum) in an IPC namespace of their own (System V
+    /// shared memory, the buffer pool as shared anonymous memory, latches on pipes and epoll),
+    /// running as the postgres user. After the restore the rows are all there, and new
+    /// connections (backends forked by the restored postmaster) write and checkpoint.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Postgres_keeps_its_rows_and_serves_new_connections(bool lazy)
+    {
+        string bin = Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).Where(d => File.Exists(Path.Combine(d, "postgres")))
+            .OrderByDescending(d => d, StringComparer.Ordinal).FirstOrDefault() ?? throw new InvalidOperationException("no /usr/lib/postgresql/*/bin/postgres: apt-get install postgresql (.ci/run does)");
+        string data = Path.Combine(Dir, "data"), log = Path.Combine(Dir, "postgres.log");
+        File.SetUnixFileMode(Dir, File.GetUnixFileMode(Dir) | UnixFileMode.OtherExecute);
+        Directory.CreateDirectory(data);
+        Commands.Sh("/usr/bin/chown", "postgres:postgres", data);
+        string[] asPostgres = ["/usr/bin/setpriv", "--reuid", "postgres", "--regid", "postgres", "--init-groups"];
+        Commands.Sh([.. asPostgres, Path.Combine(bin, "initdb"), "-D", data, "-A", "trust", "-U", "postgres"]);
+        int pid = -1, port = 0;
+        for (int attempt = 0; attempt < 3 && pid < 0; attempt++)
+        {
+            port = LoopbackPort.OutsideEphemeral();
+            // unshare execs setpriv, which execs postgres: the postmaster owns the new IPC namespace.
+            int p = Track(SpawnLogged(log, ["/usr/bin/unshare", "--ipc", .. asPostgres, Path.Combine(bin, "postgres"), "-D", data, "-k", data,
+                "-p", port.ToString(), "-c", "listen_addresses=127.0.0.1"]));
+            if (Poll.Until(() => Sql(port, "select 1") == "1" || !Alive(p), 30_000) && Alive(p)) pid = p;
+            else if (Alive(p)) KillAndReap(p);
+        }
+        Assert.True(pid > 0, $"postgres did not start: {Read(log)}");
+        foreach (var c in Workers(pid)) Track(c);
+        Assert.Equal("CREATE TABLE\nINSERT 0 100000", Sql(port, "create table t(a int, b text); insert into t select i, md5(i::text) from generate_series(1, 100000) i"));
+        string sum = Sql(port, "select count(*), sum(a), md5(string_agg(b, ',' order by a)) from t") ?? throw new InvalidOperationException("no answer to the checksum query");
+        var finish = DumpAndRestore(pid, lazy);
+
+        Assert.Equal(sum, Sql(port, "select count(*), sum(a), md5(string_agg(b, ',' order by a)) from t"));
+        Assert.Equal("INSERT 0 1000", Sql(port, "insert into t select i, 'after' from generate_series(100001, 101000) i"));
+        Assert.Equal("CHECKPOINT", Sql(port, "checkpoint"));
+        Assert.Equal("101000|1000", Sql(port, "select count(*), count(*) filter (where b = 'after') from t"));
+        finish();
+        Assert.True(Alive(pid));
+    }
+
+    /// <summary>psql's unaligned, tuples-only output of <paramref name="sql"/>; null if the server does not answer.</summary>
+    private static string? Sql(int port, string sql)
+    {
+        var (code, output) = Commands.Run("/usr/bin/psql", "-h", "127.0.0.1", "-p", port.ToString(), "-U", "postgres", "-tA", "-c", sql);
+        return code == 0 ? output.Trim() : null;
     }
 
     // ---- node ----
