@@ -372,6 +372,10 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
         foreach (var c in Workers(pid)) Track(c);
         Assert.Equal("CREATE TABLE\nINSERT 0 100000", Sql(port, "create table t(a int, b text); insert into t select i, md5(i::text) from generate_series(1, 100000) i"));
         string sum = Sql(port, "select count(*), sum(a), md5(string_agg(b, ',' order by a)) from t") ?? throw new InvalidOperationException("no answer to the checksum query");
+        // psql has gone; its backend may still be on its way out (a CLOSE_WAIT connection, which a
+        // dump without --tcp-established refuses). Dump once only the server's own processes are left.
+        Assert.True(Poll.Until(() => !ServerConnections(port).Any() && !Workers(pid).Any(c => Read($"/proc/{c}/cmdline").Contains("127.0.0.1(")), 20_000),
+            $"postgres still has a client backend: {string.Join(", ", ServerConnections(port))}");
         var finish = DumpAndRestore(pid, lazy);
 
         Assert.Equal(sum, Sql(port, "select count(*), sum(a), md5(string_agg(b, ',' order by a)) from t"));
