@@ -55,20 +55,37 @@ public sealed class Injector(int tid)
     /// on the way goes to <paramref name="onSignal"/> (or is dropped). <paramref name="what"/> names
     /// the call in the exit message ("final syscall": "final syscall N").
     /// </summary>
-    public long CallThroughSyscall(in UserRegs template, ulong at, long nr, long a1, long a2, Action<int>? onSignal, string what = "syscall")
+    public long CallThroughSyscall(in UserRegs template, ulong at, long nr, long a1, long a2, long a3, long a4, Action<int>? onSignal, string what = "syscall") =>
+        CallThroughSyscall(template, at, nr, a1, a2, a3, a4, 0, 0, onSignal, what);
+
+    /// <summary>As above with six arguments; ptrace events of new tasks go to <see cref="OnNewTask"/>.</summary>
+    public long CallThroughSyscall(in UserRegs template, ulong at, long nr, long a1, long a2, long a3, long a4, long a5, long a6, Action<int>? onSignal, string what = "syscall")
     {
-        PtraceCalls.SetRegs(Tid, Registers(template, at, nr, a1, a2, 0, 0, 0, 0));
+        PtraceCalls.SetRegs(Tid, Registers(template, at, nr, a1, a2, a3, a4, a5, a6));
         int stops = 0;
         while (true)
         {
             PtraceCalls.Request(LibC.PTRACE_SYSCALL, Tid, 0, 0, "PTRACE_SYSCALL");
             int status = PtraceCalls.Wait(Tid);
             if (!LibC.WIFSTOPPED(status)) throw OnExit(status, $"{what} {nr}");
-            int sig = LibC.WSTOPSIG(status);
-            if (sig == (LibC.SIGTRAP | 0x80) && ++stops == 2) return (long)PtraceCalls.GetRegs(Tid).rax;
-            onSignal?.Invoke(sig);
+            int sig = LibC.WSTOPSIG(status), ev = LibC.WPTRACEEVENT(status);
+            if (ev is LibC.PTRACE_EVENT_CLONE or LibC.PTRACE_EVENT_FORK or LibC.PTRACE_EVENT_VFORK) { OnNewTask?.Invoke(PtraceCalls.EventMessage(Tid)); continue; }
+            if (ev != 0) continue;
+            if (sig == (LibC.SIGTRAP | 0x80) && ++stops == 2)
+            {
+                long rax = (long)PtraceCalls.GetRegs(Tid).rax;
+                // Interrupted by a signal (the exit stop comes before the restart): the signal's stop
+                // is next, it is held (not delivered), and the kernel restarts the call; wait for that one.
+                if (rax is not (-ERESTARTSYS or -ERESTARTNOINTR or -ERESTARTNOHAND or -ERESTART_RESTARTBLOCK)) return rax;
+                stops = 0;
+                continue;
+            }
+            if (sig != (LibC.SIGTRAP | 0x80)) onSignal?.Invoke(sig);
         }
     }
+
+    /// <summary>The kernel's restart codes, seen by a tracer at syscall exit (include/linux/errno.h).</summary>
+    private const long ERESTARTSYS = 512, ERESTARTNOINTR = 513, ERESTARTNOHAND = 514, ERESTART_RESTARTBLOCK = 516;
 
     /// <summary>The template with rip at <paramref name="at"/>, the call in rax and its arguments, orig_rax = -1.</summary>
     private static UserRegs Registers(in UserRegs template, ulong at, long nr, long a1, long a2, long a3, long a4, long a5, long a6)

@@ -77,7 +77,10 @@ public sealed class RemoteSyscall : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         return Task.Thread.Invoke(() =>
         {
-            long rax = _injector.Call(_saved, CodeAddress, nr, a1, a2, a3, a4, a5, a6);
+            // Through syscall stops, the int3 after the syscall never reached: an int3's SIGTRAP is
+            // forced, which unblocks SIGTRAP in a task that blocks it and resets its handler, and
+            // delivers a SIGTRAP it holds pending (zdtm sigtrap) — the process must not change.
+            long rax = _injector.CallThroughSyscall(_saved, CodeAddress, nr, a1, a2, a3, a4, a5, a6, _injector.OnSignal);
             Count++;
             return rax;
         });

@@ -74,8 +74,9 @@ internal sealed partial class RestoreSession
         yield return new($"process {p.Pid}: audit login uid", () => RestoreLoginuid(p));
         yield return new($"process {p.Pid}: seccomp", () => RestoreSeccomp(p));
         yield return new($"process {p.Pid}: credentials", () => RestoreCreds(p));
-        yield return new($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
         yield return new($"process {p.Pid}: prctl state, scheduling, timers", () => RestoreLateState(p));
+        // Last of the injected calls: an int3 after it would take a pending SIGTRAP (RestoreTask.CallViaSyscallStops).
+        yield return new($"process {p.Pid}: pending signals", () => QueuePendingSignals(p));
     }
 
     /// <summary>

@@ -102,10 +102,13 @@ internal sealed unsafe class RestoreTask(int pid, int tid)
     /// <summary>
     /// Runs one syscall from an existing <c>syscall</c> instruction at <paramref name="at"/> (no int3
     /// after it): stops at syscall entry and exit with PTRACE_SYSCALL. Used for the last call, the
-    /// munmap of the control page, through a syscall instruction of the restored vDSO.
+    /// munmap of the control page, through a syscall instruction of the restored vDSO; and for the
+    /// signals queued again (the control page's <c>syscall</c>, its int3 never reached): the int3's
+    /// SIGTRAP is forced, which unblocks SIGTRAP and resets its handler, so a pending SIGTRAP
+    /// would be taken and the process's handler lost.
     /// </summary>
-    public long CallViaSyscallStops(ulong at, long nr, long a1 = 0, long a2 = 0) =>
-        Injection.CallThroughSyscall(BaseRegs, at, nr, a1, a2, sig => ThrowOnFault(sig, $"final syscall {nr}"), "final syscall");
+    public long CallViaSyscallStops(ulong at, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0) =>
+        Injection.CallThroughSyscall(BaseRegs, at, nr, a1, a2, a3, a4, sig => ThrowOnFault(sig, $"syscall {nr} by syscall stops"), "syscall by syscall stops");
 
     /// <summary>A signal met while stepping into a syscall, handed back to the thread at detach.</summary>
     private int _detachSignal;

@@ -29,11 +29,11 @@ internal sealed unsafe partial class RestoreSession
 
     // ---- signals, limits, task --------------------------------------------------------------
 
-    private void RestoreSigactions(ProcessImage p, RestoreTask t)
+    /// <summary>The image's sigaction of <paramref name="signo"/>; null if it is SIG_DFL (as the stub has it).</summary>
+    private static SaEntry? SigactionOf(ProcessImage p, int signo)
     {
         var sa = p.LeaderCore.Tc?.Sigactions;
-        if (sa == null || sa.Count == 0) return;
-        var scratch = new Scratch(this, t.Pid);
+        if (sa == null || sa.Count == 0) return null;
         int idx = 0;
         for (int sig = 1; sig <= 64; sig++)
         {
@@ -45,8 +45,18 @@ internal sealed unsafe partial class RestoreSession
                 if (idx >= sa.Count) break;
                 e = sa[idx++];
             }
-            if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
-            if (e.Sigaction == 0 && e.Flags == 0 && e.Mask == 0) continue; // SIG_DFL, as the stub has
+            if (sig != signo) continue;
+            return e.Sigaction == 0 && e.Flags == 0 && e.Mask == 0 ? null : e;
+        }
+        return null;
+    }
+
+    private void RestoreSigactions(ProcessImage p, RestoreTask t)
+    {
+        var scratch = new Scratch(this, t.Pid);
+        for (int sig = 1; sig <= 64; sig++)
+        {
+            if (sig is LibC.SIGKILL or LibC.SIGSTOP || SigactionOf(p, sig) is not { } e) continue;
             ulong at = scratch.PutStruct(new LibC.kernel_sigaction { handler = e.Sigaction, flags = e.Flags, restorer = e.Restorer, mask = e.Mask });
             t.Check(Code, $"rt_sigaction({sig})", LibC.SYS_rt_sigaction, sig, (long)at, 0, 8);
         }
@@ -320,6 +330,16 @@ internal sealed unsafe partial class RestoreSession
     private void QueuePendingSignals(ProcessImage p)
     {
         var leader = _c.Tasks[p.Pid];
+        // Every int3 of the injected calls before forced a SIGTRAP, and a forced signal that is
+        // blocked gets unblocked (and its handler reset if ignored): block everything again, so
+        // what is queued now stays pending until the final mask (SetFinalRegisters), and give
+        // SIGTRAP its handler back. From here on no int3 runs (CallViaSyscallStops).
+        foreach (var (tid, _) in p.Threads) _c.Tasks[tid].SetSigMask(ulong.MaxValue);
+        if (SigactionOf(p, LibC.SIGTRAP) is { } trap)
+        {
+            ulong sa = new Scratch(this, leader.Pid).PutStruct(new LibC.kernel_sigaction { handler = trap.Sigaction, flags = trap.Flags, restorer = trap.Restorer, mask = trap.Mask });
+            Errno.CheckRaw(leader.CallViaSyscallStops(Code, LibC.SYS_rt_sigaction, LibC.SIGTRAP, (long)sa, 0, 8), "rt_sigaction(SIGTRAP)", $"in {leader}");
+        }
         var shared = p.LeaderCore.Tc?.SignalsS?.Signals;
         if (shared != null)
             foreach (var s in shared) Queue(leader, s, LibC.SYS_rt_sigqueueinfo, OwnViewPid(p.DumpedPid), 0);
@@ -340,8 +360,9 @@ internal sealed unsafe partial class RestoreSession
         int sig = BinaryPrimitives.ReadInt32LittleEndian(info);
         var scratch = new Scratch(this, t.Pid);
         ulong at = scratch.Put(info);
-        if (nr == LibC.SYS_rt_sigqueueinfo) t.Check(Code, "rt_sigqueueinfo", nr, pid, sig, (long)at);
-        else t.Check(Code, "rt_tgsigqueueinfo", nr, pid, tid, sig, (long)at);
+        // Through syscall stops, not the int3 (RestoreTask.CallViaSyscallStops): a pending SIGTRAP stays pending.
+        if (nr == LibC.SYS_rt_sigqueueinfo) Errno.CheckRaw(t.CallViaSyscallStops(Code, nr, pid, sig, (long)at), "rt_sigqueueinfo", $"in {t}");
+        else Errno.CheckRaw(t.CallViaSyscallStops(Code, nr, pid, tid, sig, (long)at), "rt_tgsigqueueinfo", $"in {t}");
     }
 
     // ---- registers and resume --------------------------------------------------------------
