@@ -11,7 +11,8 @@
 // ITIMER_VIRTUAL (interval 2000 s, first in 5000 s of CPU time), two POSIX timers (the first
 // deleted again, so the live one's id is not the first the kernel hands out): CLOCK_MONOTONIC,
 // SIGRTMIN+1 with sigev_value 0x5eed, interval 500 s, first expiry in 7200 s; a pipe whose
-// read end is O_ASYNC, owned by the process (F_SETOWN) with F_SETSIG SIGWINCH.
+// read end is O_ASYNC, owned by the process (F_SETOWN) with F_SETSIG SIGWINCH; SIGTRAP caught,
+// blocked and pending.
 //
 // Writes "ready" once set up; each SIGUSR1 appends one line
 //   state caps=EFF/PRM/INH bnd=X amb=X secbits=N nnp=N subreaper=N pdeath=N thp=N policy=N
@@ -153,6 +154,15 @@ int main(int argc, char **argv)
 	struct sigaction sa = { 0 };
 	sa.sa_handler = on_usr1;
 	sigaction(SIGUSR1, &sa, NULL);
+	/* SIGTRAP: a handler of its own, blocked, and one pending for the process (zdtm sigtrap's
+	 * state: an injector's int3 would unblock it and take the pending one). */
+	sa.sa_handler = on_usr1;
+	sigaction(SIGTRAP, &sa, NULL);
+	sigset_t trap;
+	sigemptyset(&trap);
+	sigaddset(&trap, SIGTRAP);
+	sigprocmask(SIG_BLOCK, &trap, NULL);
+	kill(getpid(), SIGTRAP);
 	fprintf(out, "ready %d\n", getpid());
 	fflush(out);
 	for (;;) {
