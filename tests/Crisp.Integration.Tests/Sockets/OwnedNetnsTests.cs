@@ -60,6 +60,19 @@ public sealed partial class OwnedNetnsTests : NetnsTest
         return pid;
     }
 
+    /// <summary>`crisp restore --tcp-established -d` of <paramref name="img"/> in the namespace; the restored root, it and its children adopted.</summary>
+    private int RestoreDetached(string img, string[] extra)
+    {
+        string pidfile = TestDir["pid"];
+        var r = Crisp(["restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile, .. extra]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        int root = int.Parse(File.ReadAllText(pidfile).Trim());
+        Restored.Add(root);
+        foreach (var child in File.ReadAllText($"/proc/{root}/task/{root}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            Restored.Add(int.Parse(child));
+        return root;
+    }
+
     /// <summary>A command run in the network namespace of <paramref name="pid"/>.</summary>
     private static string InNetns(int pid, params string[] cmd) => Sh([Nsenter, $"--net=/proc/{pid}/ns/net", "--", .. cmd]);
 
@@ -117,14 +130,7 @@ public sealed partial class OwnedNetnsTests : NetnsTest
         LazyDaemon? daemon = lazy ? new LazyDaemon(img, TestDir.Path) : null;
         try
         {
-            string pidfile = TestDir["pid"];
-            string[] args = ["restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile];
-            var r = Crisp(lazy ? [.. args, "--lazy-pages"] : args);
-            Assert.True(r.ExitCode == 0, r.ToString());
-            int root = int.Parse(File.ReadAllText(pidfile).Trim());
-            Restored.Add(root);
-            foreach (var child in File.ReadAllText($"/proc/{root}/task/{root}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
-                Restored.Add(int.Parse(child));
+            int root = RestoreDetached(img, lazy ? ["--lazy-pages"] : []);
             // A namespace of its own again, with what the tree had: the rules exactly (no lock left), lo's MTU and address.
             Assert.NotEqual(NetnsInode("self"), NetnsInode(root.ToString()));
             Assert.Equal(before, Rules(root));
@@ -201,13 +207,7 @@ public sealed partial class OwnedNetnsTests : NetnsTest
         Assert.Equal(42, Crit.DecodeJson(Directory.GetFiles(img, "netdev-*.img").Single()).GetProperty("entries")[0]
             .GetProperty("conf4")[26].GetProperty("iarg").GetInt32());   // lo's tag
 
-        string pidfile = TestDir["pid"];
-        var r = Crisp("restore", "-D", img, "--tcp-established", "-d", "--pidfile", pidfile);
-        Assert.True(r.ExitCode == 0, r.ToString());
-        int root = int.Parse(File.ReadAllText(pidfile).Trim());
-        Restored.Add(root);
-        foreach (var child in File.ReadAllText($"/proc/{root}/task/{root}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            Restored.Add(int.Parse(child));
+        int root = RestoreDetached(img, []);
         Assert.NotEqual(NetnsInode("self"), NetnsInode(root.ToString()));
         Assert.Equal(before, ReadSysctls(root));
         Assert.Equal("pair exit server=0 client=0", WaitForLine(log, l => l.StartsWith("pair exit"), timeoutMs: 90_000));
