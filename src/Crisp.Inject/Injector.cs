@@ -5,7 +5,8 @@ namespace Crisp.Inject;
 /// <summary>
 /// The one injection loop of crisp (CRIU's compel): runs one system call inside a thread held in
 /// a ptrace stop, on the <see cref="PtraceThread"/>. Dump (<see cref="RemoteSyscall"/>, which
-/// patches and puts back the code bytes of a seized task) and restore (tasks crisp made, with
+/// patches and puts back the code bytes of a seized task; always <see cref="CallThroughSyscall"/>,
+/// so the process it dumps never takes the int3's SIGTRAP) and restore (tasks crisp made, with
 /// <c>syscall; int3</c> in its control page) both go through here.
 ///
 /// <see cref="Call"/>: rip at <c>code</c> (which holds <c>0f 05 cc</c>), rax = nr, rdi, rsi, rdx,
@@ -52,13 +53,10 @@ public sealed class Injector(int tid)
     /// <summary>
     /// Runs one syscall from the <c>syscall</c> instruction at <paramref name="at"/> (no int3 after
     /// it), stopping at its entry and exit with PTRACE_SYSCALL; returns the raw rax. A signal stop
-    /// on the way goes to <paramref name="onSignal"/> (or is dropped). <paramref name="what"/> names
-    /// the call in the exit message ("final syscall": "final syscall N").
+    /// on the way goes to <paramref name="onSignal"/> (or is dropped), a clone event to
+    /// <see cref="OnNewTask"/>; a call a signal interrupted is waited through its restart.
+    /// <paramref name="what"/> names the call in the exit message ("final syscall": "final syscall N").
     /// </summary>
-    public long CallThroughSyscall(in UserRegs template, ulong at, long nr, long a1, long a2, long a3, long a4, Action<int>? onSignal, string what = "syscall") =>
-        CallThroughSyscall(template, at, nr, a1, a2, a3, a4, 0, 0, onSignal, what);
-
-    /// <summary>As above with six arguments; ptrace events of new tasks go to <see cref="OnNewTask"/>.</summary>
     public long CallThroughSyscall(in UserRegs template, ulong at, long nr, long a1, long a2, long a3, long a4, long a5, long a6, Action<int>? onSignal, string what = "syscall")
     {
         PtraceCalls.SetRegs(Tid, Registers(template, at, nr, a1, a2, a3, a4, a5, a6));

@@ -17,8 +17,11 @@ namespace Crisp.Inject;
 /// syscall number and arguments in rax, rdi, rsi, rdx, r10, r8, r9, and orig_rax = -1: the
 /// task may be stopped inside an interrupted syscall, and with orig_rax ≥ 0 the kernel's
 /// restart fix-up (rip -= 2, rax = orig_rax) would fire on the way out of the stop. Then
-/// PTRACE_CONT and wait for the SIGTRAP of the int3. A different signal arriving first is
-/// held on the task (given back at detach) and the task continued. Dispose puts the bytes
+/// PTRACE_SYSCALL to the syscall's entry and exit stops (Injector.CallThroughSyscall): the
+/// int3 is never reached, only a guard. The int3's SIGTRAP would be forced, and forcing a
+/// blocked signal unblocks it, resets its handler if ignored, and lets a pending SIGTRAP be
+/// taken: the dumped process would change (zdtm sigtrap). A signal arriving meanwhile is held
+/// on the task (given back at detach) and the task continued. Dispose puts the bytes
 /// and the registers back, including orig_rax/rax, so an interrupted syscall restarts
 /// exactly as it would have.
 /// </summary>

@@ -3,6 +3,7 @@ using Crisp.LazyPages;
 using Crisp.Native;
 
 using static Crisp.LazyPages.Tests.LazyClientLayout;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.LazyPages.Tests;
 
@@ -74,11 +75,5 @@ public sealed class PidNamespaceTests
             Thread.Sleep(10);
         }
         return true;
-    }
-
-    private static string ReadOrEmpty(string path)
-    {
-        try { return File.ReadAllText(path); }
-        catch (IOException) { return ""; }
     }
 }

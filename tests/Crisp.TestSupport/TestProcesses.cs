@@ -61,4 +61,11 @@ public static class TestProcesses
     }
 
     public static bool Alive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ");
+
+    /// <summary>A file's text, or "" when it cannot be read (a /proc entry of a process that is gone, or not yet there).</summary>
+    public static string ReadOrEmpty(string path)
+    {
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
+    }
 }

@@ -108,7 +108,7 @@ internal sealed unsafe class RestoreTask(int pid, int tid)
     /// would be taken and the process's handler lost.
     /// </summary>
     public long CallViaSyscallStops(ulong at, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0) =>
-        Injection.CallThroughSyscall(BaseRegs, at, nr, a1, a2, a3, a4, sig => ThrowOnFault(sig, $"syscall {nr} by syscall stops"), "syscall by syscall stops");
+        Injection.CallThroughSyscall(BaseRegs, at, nr, a1, a2, a3, a4, 0, 0, sig => ThrowOnFault(sig, $"syscall {nr} by syscall stops"), "syscall by syscall stops");
 
     /// <summary>A signal met while stepping into a syscall, handed back to the thread at detach.</summary>
     private int _detachSignal;

@@ -57,10 +57,12 @@ internal sealed unsafe partial class RestoreSession
         for (int sig = 1; sig <= 64; sig++)
         {
             if (sig is LibC.SIGKILL or LibC.SIGSTOP || SigactionOf(p, sig) is not { } e) continue;
-            ulong at = scratch.PutStruct(new LibC.kernel_sigaction { handler = e.Sigaction, flags = e.Flags, restorer = e.Restorer, mask = e.Mask });
-            t.Check(Code, $"rt_sigaction({sig})", LibC.SYS_rt_sigaction, sig, (long)at, 0, 8);
+            t.Check(Code, $"rt_sigaction({sig})", LibC.SYS_rt_sigaction, sig, (long)PutSigaction(scratch, e), 0, 8);
         }
     }
+
+    private static ulong PutSigaction(Scratch scratch, SaEntry e) =>
+        scratch.PutStruct(new LibC.kernel_sigaction { handler = e.Sigaction, flags = e.Flags, restorer = e.Restorer, mask = e.Mask });
 
     private void RestoreRlimits(ProcessImage p)
     {
@@ -337,7 +339,7 @@ internal sealed unsafe partial class RestoreSession
         foreach (var (tid, _) in p.Threads) _c.Tasks[tid].SetSigMask(ulong.MaxValue);
         if (SigactionOf(p, LibC.SIGTRAP) is { } trap)
         {
-            ulong sa = new Scratch(this, leader.Pid).PutStruct(new LibC.kernel_sigaction { handler = trap.Sigaction, flags = trap.Flags, restorer = trap.Restorer, mask = trap.Mask });
+            ulong sa = PutSigaction(new Scratch(this, leader.Pid), trap);
             Errno.CheckRaw(leader.CallViaSyscallStops(Code, LibC.SYS_rt_sigaction, LibC.SIGTRAP, (long)sa, 0, 8), "rt_sigaction(SIGTRAP)", $"in {leader}");
         }
         var shared = p.LeaderCore.Tc?.SignalsS?.Signals;

@@ -5,6 +5,7 @@ using Crisp.Native;
 using Crisp.TestSupport;
 using Xunit;
 using static Crisp.Integration.Tests.Remote.RemoteUtil;
+using static Crisp.TestSupport.TestProcesses;
 
 namespace Crisp.Integration.Tests.Namespaces;
 
@@ -122,8 +123,8 @@ public class PidNamespaceTests
         foreach (var d in Directory.EnumerateDirectories("/proc"))
         {
             if (!int.TryParse(Path.GetFileName(d), out int pid) || pid == except) continue;
-            var status = Read(Path.Combine(d, "status"));
-            if (status.Contains("NSpid:\t" + S(pid) + "\t1\n", StringComparison.Ordinal) && Read(Path.Combine(d, "cmdline")).Contains(arg, StringComparison.Ordinal))
+            var status = ReadOrEmpty(Path.Combine(d, "status"));
+            if (status.Contains("NSpid:\t" + S(pid) + "\t1\n", StringComparison.Ordinal) && ReadOrEmpty(Path.Combine(d, "cmdline")).Contains(arg, StringComparison.Ordinal))
                 return pid;
         }
         return 0;
@@ -238,7 +239,7 @@ public class PidNamespaceTests
     }
 
     private static int[] Children(int pid) =>
-        Read($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
+        ReadOrEmpty($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
 
     private static readonly Lazy<string> ThreadtimerPath = new(() =>
         Gcc.Compile(BinDir.Value, "threadtimer", File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "workloads", "threadtimer.c")), "-O2", "-pthread"));
@@ -313,8 +314,8 @@ public class PidNamespaceTests
         while (todo.Count > 0)
         {
             int p = todo.Pop();
-            if (Read($"/proc/{p}/comm").Trim() == "threadtimer") return p;
-            foreach (var c in Read($"/proc/{p}/task/{p}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            if (ReadOrEmpty($"/proc/{p}/comm").Trim() == "threadtimer") return p;
+            foreach (var c in ReadOrEmpty($"/proc/{p}/task/{p}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
                 todo.Push(int.Parse(c, CultureInfo.InvariantCulture));
         }
         throw new InvalidOperationException($"no threadtimer below {root}");
@@ -322,7 +323,7 @@ public class PidNamespaceTests
 
     /// <summary>A signal mask line (SigPnd, ShdPnd) of /proc/PID/task/TID/status.</summary>
     private static ulong PendingMask(int tid, int pid, string field) =>
-        ulong.Parse(Read($"/proc/{pid}/task/{tid}/status").Split('\n').Single(l => l.StartsWith(field + ":", StringComparison.Ordinal))[(field.Length + 1)..].Trim(),
+        ulong.Parse(ReadOrEmpty($"/proc/{pid}/task/{tid}/status").Split('\n').Single(l => l.StartsWith(field + ":", StringComparison.Ordinal))[(field.Length + 1)..].Trim(),
             NumberStyles.HexNumber, CultureInfo.InvariantCulture);
 
     private static string[] Lines(string path) => Poll.ReadFile(path).Split('\n', StringSplitOptions.RemoveEmptyEntries);
@@ -332,11 +333,6 @@ public class PidNamespaceTests
     private static long Ticks(string path) =>
         Lines(path).Where(l => l.StartsWith("tick ", StringComparison.Ordinal)).Select(l => long.Parse(l.Split(' ')[1], CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Last();
 
-    private static string Read(string path)
-    {
-        try { return File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
-    }
 
     private static string NsPid(int pid) =>
         File.ReadAllLines($"/proc/{pid}/status").First(l => l.StartsWith("NSpid:", StringComparison.Ordinal));
@@ -372,7 +368,7 @@ public class PidNamespaceTests
 
         private static int Child(int pid)
         {
-            var c = Read($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            var c = ReadOrEmpty($"/proc/{pid}/task/{pid}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries);
             return c.Length == 1 ? int.Parse(c[0], CultureInfo.InvariantCulture) : 0;
         }
 
@@ -380,7 +376,7 @@ public class PidNamespaceTests
         {
             // Only while they are still what they were: a restored root is init of a namespace, the source root unshare's child.
             foreach (int pid in _adopted)
-                if (Read($"/proc/{pid}/status").Contains("NSpid:\t" + pid.ToString(CultureInfo.InvariantCulture) + "\t1\n", StringComparison.Ordinal))
+                if (ReadOrEmpty($"/proc/{pid}/status").Contains("NSpid:\t" + pid.ToString(CultureInfo.InvariantCulture) + "\t1\n", StringComparison.Ordinal))
                     LibC.kill(pid, LibC.SIGKILL);
             if (Child(_unshare.Pid) == Root) LibC.kill(Root, LibC.SIGKILL);
             _unshare.Dispose();

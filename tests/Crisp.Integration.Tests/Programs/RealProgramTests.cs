@@ -318,7 +318,7 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
             if (Poll.Until(() => Workers(p).Length == 2 && TryGet(port, "/hello.txt") == "served" || !Alive(p), 20_000) && Alive(p)) pid = p;
             else if (Alive(p)) KillAndReap(p);
         }
-        Assert.True(pid > 0, $"nginx did not start: {File.ReadAllText(log)}{Read(Path.Combine(Dir, "error.log"))}");
+        Assert.True(pid > 0, $"nginx did not start: {File.ReadAllText(log)}{ReadOrEmpty(Path.Combine(Dir, "error.log"))}");
         int[] workers = Workers(pid);
         foreach (var w in workers) Track(w);
         // A worker just forked is root until it drops to nobody; the test's request may still be
@@ -335,7 +335,7 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
 
         Errno.Check(LibC.kill(pid, LibC.SIGHUP), "kill", $"{pid}, SIGHUP");
         Assert.True(Poll.Until(() => Workers(pid) is var now && now.Length == 2 && !now.Intersect(workers).Any(), 20_000),
-            $"the restored master did not replace its workers on SIGHUP: {string.Join(",", Workers(pid))}\n{Read(Path.Combine(Dir, "error.log"))}");
+            $"the restored master did not replace its workers on SIGHUP: {string.Join(",", Workers(pid))}\n{ReadOrEmpty(Path.Combine(Dir, "error.log"))}");
         foreach (var w in Workers(pid)) Track(w);
         Assert.Equal("served", Get(port, "/hello.txt"));
         finish();
@@ -343,19 +343,14 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
     }
 
     private static int[] Workers(int master) =>
-        Read($"/proc/{master}/task/{master}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).Order().ToArray();
+        ReadOrEmpty($"/proc/{master}/task/{master}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).Order().ToArray();
 
     private static int RealUid(int pid) =>
-        int.Parse(Read($"/proc/{pid}/status").Split('\n').Single(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t')[1]);
+        int.Parse(ReadOrEmpty($"/proc/{pid}/status").Split('\n').Single(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t')[1]);
 
     private static int Uid(string user) =>
         int.Parse(File.ReadAllLines("/etc/passwd").Select(l => l.Split(':')).Single(f => f[0] == user)[2]);
 
-    private static string Read(string path)
-    {
-        try { return File.ReadAllText(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return ""; }
-    }
 
     private static string? TryGet(int port, string path)
     {
@@ -395,13 +390,13 @@ public sealed class RealProgramTests(ITestOutputHelper output) : LiveProcessTest
             if (Poll.Until(() => Sql(port, "select 1") == "1" || !Alive(p), 30_000) && Alive(p)) pid = p;
             else if (Alive(p)) KillAndReap(p);
         }
-        Assert.True(pid > 0, $"postgres did not start: {Read(log)}");
+        Assert.True(pid > 0, $"postgres did not start: {ReadOrEmpty(log)}");
         foreach (var c in Workers(pid)) Track(c);
         Assert.Equal("CREATE TABLE\nINSERT 0 100000", Sql(port, "create table t(a int, b text); insert into t select i, md5(i::text) from generate_series(1, 100000) i"));
         string sum = Sql(port, "select count(*), sum(a), md5(string_agg(b, ',' order by a)) from t") ?? throw new InvalidOperationException("no answer to the checksum query");
         // psql has gone; its backend may still be on its way out (a CLOSE_WAIT connection, which a
         // dump without --tcp-established refuses). Dump once only the server's own processes are left.
-        Assert.True(Poll.Until(() => !ServerConnections(port).Any() && !Workers(pid).Any(c => Read($"/proc/{c}/cmdline").Contains("127.0.0.1(")), 20_000),
+        Assert.True(Poll.Until(() => !ServerConnections(port).Any() && !Workers(pid).Any(c => ReadOrEmpty($"/proc/{c}/cmdline").Contains("127.0.0.1(")), 20_000),
             $"postgres still has a client backend: {string.Join(", ", ServerConnections(port))}");
         var finish = DumpAndRestore(pid, lazy);
 
