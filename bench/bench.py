@@ -244,6 +244,19 @@ def scenario_floor(mib, tmp, bindir):
             r["collapse_s"] = float(line.split()[4])
     if not {"uffd_copy_fill_s", "uffd_copied_read_s", "self_written_read_s"} <= r.keys():
         raise BenchError(f"firsttouch printed no figures: {text}")
+    # The floor of a post-copy migration's "all pages moved" (bench/netcopy.c): the memory over
+    # a loopback TCP connection, alone and feeding UFFDIO_COPY, sender and receiver in parallel.
+    netcopy = os.path.join(bindir, "netcopy")
+    if not os.path.exists(netcopy):
+        sh(["gcc", "-O2", "-o", netcopy, os.path.join(ROOT, "bench", "netcopy.c")])
+    text = subprocess.run([netcopy, str(mib)], capture_output=True, text=True, check=True, timeout=600).stdout
+    for line in text.splitlines():
+        if line.startswith("loopback TCP alone:"):
+            r["tcp_alone_s"] = float(line.split()[3])
+        elif line.startswith("loopback TCP into UFFDIO_COPY:"):
+            r["tcp_uffd_copy_s"] = float(line.split()[4])
+    if not {"tcp_alone_s", "tcp_uffd_copy_s"} <= r.keys():
+        raise BenchError(f"netcopy printed no figures: {text}")
     return r
 
 
@@ -502,6 +515,8 @@ FIGURES = [
     ("floor", "thp_pread_fill_s", "machine floor: pread of every page into a MADV_HUGEPAGE range (s)", ""),
     ("floor", "thp_pread_read_s", "machine floor: first read after that pread (huge pages) (s)", ""),
     ("floor", "collapse_s", "machine floor: MADV_COLLAPSE of the UFFDIO_COPY-filled range (s)", ""),
+    ("floor", "tcp_alone_s", "machine floor: every page over loopback TCP, 512 KiB writes, bytes dropped (s)", ""),
+    ("floor", "tcp_uffd_copy_s", "machine floor: every page over loopback TCP into UFFDIO_COPY (all pages moved, no tool) (s)", ""),
     ("dump", "dump_s", "dump (s)", "≤ 0.5× CRIU"),
     ("restore", "eager_full_speed_s", "time to full speed, eager (restore + first full read) (s)", "≤ 0.5× CRIU"),
     ("restore", "restore_s", "eager restore returns (s)", ""),
