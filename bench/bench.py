@@ -12,11 +12,11 @@ checksum verified. Images go to tmpfs (/dev/shm). crisp is the Native AOT binary
 (dotnet publish src/Crisp.Cli -c Release -r linux-x64 -o out). Results: docs/BENCHMARKS.md
 (median, min and max of the runs), with the date, the machine and this command line.
 
-Every run of every scenario runs each tool once, crisp and CRIU interleaved (first and second
-in turn from run to run), so both meet the
-same machine state; ratios are crisp/CRIU (below 1: crisp is faster). Every scenario verifies
-the workload's memory after the restore (its own checksum of every buffer), and a migration's
-gap counts only if heartbeats resumed after the freeze.
+Every run of every scenario runs each tool once, crisp and CRIU interleaved (which goes first
+alternates from run to run), so both meet the same machine state; ratios are crisp/CRIU (below
+1: crisp is faster). Every scenario verifies the workload's memory after the restore (its own
+checksum of every buffer), and a migration's gap counts only if heartbeats resumed after the
+freeze.
 """
 import argparse
 import datetime
@@ -212,13 +212,20 @@ def find_restored(ns_root_parent, comm="memtouch"):
     raise BenchError(f"no restored {comm} under {ns_root_parent}")
 
 
+def compiled(bindir, source, *flags):
+    """The binary of a C program of the repository (source relative to ROOT) in bindir, built
+    the first time it is asked for."""
+    binary = os.path.join(bindir, os.path.splitext(os.path.basename(source))[0])
+    if not os.path.exists(binary):
+        sh(["gcc", "-O2", *flags, "-o", binary, os.path.join(ROOT, source)])
+    return binary
+
+
 def scenario_floor(mib, tmp, bindir):
     """The machine's own floor, no checkpoint tool involved (bench/firsttouch.c): how fast
     UFFDIO_COPY fills SIZE MiB in large chunks, and what a first read of every page costs when
     the process wrote the pages itself and when UFFDIO_COPY put them there."""
-    probe = os.path.join(bindir, "firsttouch")
-    if not os.path.exists(probe):
-        sh(["gcc", "-O2", "-o", probe, os.path.join(ROOT, "bench", "firsttouch.c")])
+    probe = compiled(bindir, "bench/firsttouch.c")
     f = os.path.join(tmp, "file")
     with open(f, "wb") as out:
         out.truncate(1 << 20)
@@ -247,10 +254,7 @@ def scenario_floor(mib, tmp, bindir):
         raise BenchError(f"firsttouch printed no figures: {text}")
     # The floor of a post-copy migration's "all pages moved" (bench/netcopy.c): the memory over
     # a loopback TCP connection, alone and feeding UFFDIO_COPY, sender and receiver in parallel.
-    netcopy = os.path.join(bindir, "netcopy")
-    if not os.path.exists(netcopy):
-        sh(["gcc", "-O2", "-o", netcopy, os.path.join(ROOT, "bench", "netcopy.c")])
-    text = subprocess.run([netcopy, str(mib)], capture_output=True, text=True, check=True, timeout=600).stdout
+    text = subprocess.run([compiled(bindir, "bench/netcopy.c"), str(mib)], capture_output=True, text=True, check=True, timeout=600).stdout
     for line in text.splitlines():
         if line.startswith("loopback TCP alone:"):
             r["tcp_alone_s"] = float(line.split()[3])
@@ -583,12 +587,9 @@ def main():
             "-o", os.path.join(ROOT, "out"), "--nologo", "-v", "q"])
     bindir = tempfile.mkdtemp(prefix="crisp-bench-bin-")
     tls = make_pki(bindir) if "migrate-tls" in args.scenarios.split(",") else None
-    memtouch = os.path.join(bindir, "memtouch")
-    sh(["gcc", "-O2", "-pthread", "-o", memtouch, os.path.join(ROOT, "tests", "workloads", "memtouch.c")])
-    workset = os.path.join(bindir, "workset")
-    sh(["gcc", "-O2", "-o", workset, os.path.join(ROOT, "tests", "workloads", "workset.c")])
-    dirtier = os.path.join(bindir, "dirtier")
-    sh(["gcc", "-O2", "-o", dirtier, os.path.join(ROOT, "tests", "workloads", "dirtier.c")])
+    memtouch = compiled(bindir, "tests/workloads/memtouch.c", "-pthread")
+    workset = compiled(bindir, "tests/workloads/workset.c")
+    dirtier = compiled(bindir, "tests/workloads/dirtier.c")
 
     tools = [("crisp", args.crisp, True)]
     criu = None if args.no_criu else (args.criu or shutil.which("criu4") or shutil.which("criu"))

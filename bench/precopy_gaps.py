@@ -78,8 +78,7 @@ def main():
     args = ap.parse_args()
     bindir = tempfile.mkdtemp(prefix="crisp-gaps-bin-")
     try:
-        dirtier = os.path.join(bindir, "dirtier")
-        bench.sh(["gcc", "-O2", "-o", dirtier, os.path.join(bench.ROOT, "tests", "workloads", "dirtier.c")])
+        dirtier = bench.compiled(bindir, "tests/workloads/dirtier.c")
         for _ in range(args.runs):
             tmp = tempfile.mkdtemp(prefix="cb-gaps-", dir=args.tmpfs)
             try:
