@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
-using Google.Protobuf.Reflection;
 
 namespace Crisp.Images;
 
@@ -137,8 +136,8 @@ public sealed class ImageReader
         }
         // proto2's required fields: CRIU and crit refuse a record without one, and so does crisp
         // (the parser alone would hand out zeros for them).
-        if (!message.IsInitialized())
-            throw new ImageException(Path, $"corrupt: record {index} at offset {at}, a {typeof(T).Name}, lacks a required field");
+        if (RequiredFields.FirstMissing<T>(bytes) is { } missing)
+            throw new ImageException(Path, $"corrupt: record {index} at offset {at}, a {typeof(T).Name}, lacks required field {missing}");
         return true;
     }
 

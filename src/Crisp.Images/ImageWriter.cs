@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using Google.Protobuf;
-using Google.Protobuf.Reflection;
 
 namespace Crisp.Images;
 
@@ -46,10 +45,10 @@ public sealed class ImageWriter : IDisposable
 
     public void Write(IMessage message)
     {
-        if (!message.IsInitialized())
-            throw new ImageException(Path,
-                $"refusing to write a {message.Descriptor.Name} with a required field unset (crit would reject it)");
         byte[] bytes = message.ToByteArray();
+        if (RequiredFields.FirstMissing(message.GetType(), bytes) is { } missing)
+            throw new ImageException(Path,
+                $"refusing to write a {message.GetType().Name} without required field {missing} (crit would reject it)");
         BinaryPrimitives.WriteUInt32LittleEndian(_length, (uint)bytes.Length);
         _stream.Write(_length);
         _stream.Write(bytes);
@@ -59,30 +58,6 @@ public sealed class ImageWriter : IDisposable
     public void WritePayload(ReadOnlySpan<byte> bytes) => _stream.Write(bytes);
 
     public void Dispose() => _stream.Dispose();
-
-    /// <summary>
-    /// Builds the protobuf descriptors and field accessors that <see cref="Write"/>'s
-    /// required-field check walks, for every message type crisp writes. Done on first use they
-    /// cost 10–30 ms and a few MiB of allocations (reflection), which a dump would otherwise
-    /// pay while the process is frozen; callers run this before freezing or alongside.
-    /// </summary>
-    public static void WarmUp()
-    {
-        var seen = new HashSet<MessageDescriptor>();
-        var todo = new Stack<MessageDescriptor>([
-            Proto.InventoryEntry.Descriptor, Proto.PstreeEntry.Descriptor, Proto.CoreEntry.Descriptor,
-            Proto.TaskKobjIdsEntry.Descriptor, Proto.MmEntry.Descriptor, Proto.FsEntry.Descriptor,
-            Proto.FileEntry.Descriptor, Proto.FdinfoEntry.Descriptor, Proto.SeccompEntry.Descriptor,
-            Proto.PipeDataEntry.Descriptor, Proto.PagemapHead.Descriptor, Proto.PagemapEntry.Descriptor]);
-        while (todo.Count > 0)
-        {
-            var d = todo.Pop();
-            if (!seen.Add(d)) continue;
-            d.Parser.ParseFrom(ByteString.Empty).IsInitialized();
-            foreach (var f in d.Fields.InDeclarationOrder())
-                if (f.FieldType is FieldType.Message or FieldType.Group) todo.Push(f.MessageType);
-        }
-    }
 
     public static void WriteAll(string path, uint magic, IEnumerable<IMessage> messages)
     {

@@ -37,8 +37,6 @@ public static partial class Dumper
             throw new CrispException("--prev-images-dir: a dump to a page server cannot refer to parent images");
         var dir = ImageDir.Create(options.ImagesDir);
         var parentDir = LinkParent(dir, options.PrevImagesDir);
-        // Before the freeze: protobuf's reflection set-up (and the GC its allocations bring) stays out of the frozen window.
-        ImageWriter.WarmUp();
         // A lazy dump's frozen window is a migration's downtime. Reading smaps walks every page
         // table entry (20-60 ms for 1 GiB here), so it is read before the freeze and used if
         // maps, read frozen, shows the same layout; see EarlySmaps.

@@ -55,8 +55,6 @@ public sealed class MigrationAgent : IDisposable
 
     public void Run(CancellationToken stop)
     {
-        // The protobuf descriptors a restore reads images with: set up now, not in the first migration's downtime.
-        _ = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         using var slots = new SemaphoreSlim(_options.MaxConcurrent);
         var threads = new List<Thread>();
         while (!stop.IsCancellationRequested)

@@ -49,8 +49,6 @@ public static class MigrationSource
         var agent = request.Agent;
         var total = Stopwatch.StartNew();
         long startTicks = Stopwatch.GetTimestamp();
-        // Protobuf reflection set-up for the image writer, while we connect: not in the downtime.
-        var warm = Task.Run(Crisp.Images.ImageWriter.WarmUp);
         var stats = new MigrationStats { SourcePid = pid, Destination = agent.ToString() };
         var control = ConnectAgent(request, timeout);
         using var wire = new MigrationWire(control);
@@ -88,7 +86,6 @@ public static class MigrationSource
 
         try
         {
-            warm.GetAwaiter().GetResult();
             freezeTicks = Stopwatch.GetTimestamp();
             var dumpTimer = Stopwatch.StartNew();
             var result = Dumper.Dump(new DumpOptions
