@@ -29,20 +29,31 @@ public sealed class Injector(int tid)
     public Action<int>? OnNewTask { get; init; }
 
     /// <summary>Runs one syscall at <paramref name="code"/>; returns the raw rax (-4095..-1 is -errno).</summary>
-    public long Call(in UserRegs template, ulong code, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0)
+    public long Call(in UserRegs template, ulong code, long nr, long a1 = 0, long a2 = 0, long a3 = 0, long a4 = 0, long a5 = 0, long a6 = 0) =>
+        (long)RunToTrap(Registers(template, code, nr, a1, a2, a3, a4, a5, a6), code + 3, $"injected syscall {nr}").rax;
+
+    /// <summary>
+    /// Sets <paramref name="regs"/>, continues the task and returns its registers at the SIGTRAP
+    /// of the int3 that ends at <paramref name="trapEnd"/> (rip just after it); that SIGTRAP is
+    /// dropped, other stops are handled as in <see cref="Call"/>. The int3's SIGTRAP is forced:
+    /// only for a task that neither blocks, ignores nor has pending a SIGTRAP of its own.
+    /// </summary>
+    public UserRegs RunToTrap(in UserRegs regs, ulong trapEnd, string what)
     {
-        PtraceCalls.SetRegs(Tid, Registers(template, code, nr, a1, a2, a3, a4, a5, a6));
+        PtraceCalls.SetRegs(Tid, regs);
         PtraceCalls.Request(LibC.PTRACE_CONT, Tid, 0, 0, "PTRACE_CONT");
         while (true)
         {
             int status = PtraceCalls.Wait(Tid);
-            if (!LibC.WIFSTOPPED(status)) throw OnExit(status, $"injected syscall {nr}");
+            if (!LibC.WIFSTOPPED(status)) throw OnExit(status, what);
             int sig = LibC.WSTOPSIG(status), ev = LibC.WPTRACEEVENT(status);
             if (ev == 0 && sig == LibC.SIGTRAP)
             {
                 var after = PtraceCalls.GetRegs(Tid);
-                if (after.rip == code + 3) return (long)after.rax;
+                if (after.rip == trapEnd) return after;
             }
+            if (ev == 0 && IsFault(sig) && PtraceCalls.GetRegs(Tid).rip is var at && at >= regs.rip && at < trapEnd)
+                throw new InvalidOperationException($"task {Tid}: signal {sig} inside the injected code at 0x{at:x} ({what})");
             if (ev == 0) OnSignal?.Invoke(sig);
             else if (ev is LibC.PTRACE_EVENT_CLONE or LibC.PTRACE_EVENT_FORK or LibC.PTRACE_EVENT_VFORK)
                 OnNewTask?.Invoke(PtraceCalls.EventMessage(Tid));

@@ -250,6 +250,89 @@ public class InjectTests : IClassFixture<CompiledPrograms>, IDisposable
         fixed (byte* m = msg) Errno.Check(LibC.write(fd, m, (nuint)msg.Length), "write", "pipe");
     }
 
+    /// <summary>
+    /// CallAll runs a table of calls as one batch (one stop for all): the same results as one call
+    /// at a time, errors included, outputs in scratch memory, the patched code put back, and the
+    /// process runs on unharmed after detach.
+    /// </summary>
+    [Fact]
+    public void A_batch_of_injected_syscalls_gives_what_single_calls_give()
+    {
+        var status = _dir["counter-batch.txt"];
+        using var child = ChildProcess.Start(_programs.Get("counter"), [status]);
+        Assert.True(Poll.Until(() => ReadCounter(status).Counter > 3), "counter did not start");
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        var (atSeize, _, _) = ReadCounter(status);
+        using (var sys = p.Inject())
+        using (var scratch = sys.MapScratch(4 * LibC.PageSize))
+        {
+            ulong code = sys.CodeAddress;
+            var codeBefore = Enumerable.Range(0, 8).Select(w => p.Leader.PeekWord(code + (ulong)(8 * w))).ToArray();
+            const int signals = 40;
+            ulong actions = scratch.Reserve(32 * signals);
+            var calls = new List<(long, long, long, long, long)> { (LibC.SYS_getpid, 0, 0, 0, 0), (LibC.SYS_gettid, 0, 0, 0, 0) };
+            for (int sig = 1; sig <= signals; sig++) calls.Add((LibC.SYS_rt_sigaction, sig, 0, (long)actions + 32 * (sig - 1), 8));
+            calls.Add((LibC.SYS_munmap, 1, 1, 0, 0)); // EINVAL
+            long countBefore = sys.Count;
+            var r = sys.CallAll(scratch, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(calls));
+            Assert.Equal(calls.Count, sys.Count - countBefore);
+            var sw = Stopwatch.StartNew();
+            Assert.Equal(r, sys.CallAll(scratch, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(calls))); // timed warm
+            double batchUs = sw.Elapsed.TotalMicroseconds;
+            Assert.Equal(child.Pid, r[0]);
+            Assert.Equal(child.Pid, r[1]);
+            Assert.Equal(-Errno.EINVAL, r[^1]);
+            var batched = new byte[32 * signals];
+            scratch.Read(actions, batched);
+
+            // The same, one at a time.
+            ulong one = scratch.Reserve(32);
+            var single = new byte[32 * signals];
+            sw.Restart();
+            for (int sig = 1; sig <= signals; sig++)
+            {
+                long rc = sys.Call(LibC.SYS_rt_sigaction, sig, 0, (long)one, 8);
+                Assert.Equal(r[1 + sig], rc);
+                scratch.Read(one, single.AsSpan(32 * (sig - 1), 32));
+            }
+            double singleUs = sw.Elapsed.TotalMicroseconds;
+            Assert.Equal(single, batched);
+            Assert.All(r.Skip(2).Take(signals), rc => Assert.Equal(0, rc)); // reading SIGKILL's action is allowed too
+            _out.WriteLine($"{calls.Count} calls in one batch: {batchUs:F0} us; {signals} one at a time: {singleUs:F0} us");
+            Assert.Equal(codeBefore, Enumerable.Range(0, 8).Select(w => p.Leader.PeekWord(code + (ulong)(8 * w))).ToArray());
+        }
+        Assert.Empty(p.Leader.HeldSignals); // the batch's own SIGTRAP was not kept for the process
+        p.Resume();
+        Assert.True(Poll.Until(() => ReadCounter(status).Counter > atSeize + 5), "counter did not continue");
+        Assert.True(ReadCounter(status).Ok, "checksum broken after detach");
+    }
+
+    /// <summary>
+    /// A task that ignores SIGTRAP (or blocks it, or has one pending) would be changed by the
+    /// batch's forced SIGTRAP: CallAll runs its calls one by one there, and the disposition stays.
+    /// </summary>
+    [Fact]
+    public void A_batch_in_a_task_that_ignores_SIGTRAP_leaves_it_ignored()
+    {
+        // An ignored disposition survives exec: the sleeper starts with SIGTRAP ignored.
+        using var child = ChildProcess.Start("/bin/sh", ["-c", "trap '' TRAP; exec sleep 1000"]);
+        const ulong trapBit = 1UL << (LibC.SIGTRAP - 1);
+        Assert.True(Poll.Until(() => File.ReadAllText($"/proc/{child.Pid}/comm").Trim() == "sleep" && (Proc.Status(child.Pid).SigIgn & trapBit) != 0),
+            "sleep with SIGTRAP ignored did not start");
+        using var pt = new PtraceThread();
+        var p = SeizedProcess.Seize(pt, child.Pid);
+        using (var sys = p.Inject())
+        using (var scratch = sys.MapScratch())
+        {
+            var r = sys.CallAll(scratch, [(LibC.SYS_getpid, 0, 0, 0, 0), (LibC.SYS_munmap, 1, 1, 0, 0)]);
+            Assert.Equal([child.Pid, -Errno.EINVAL], r);
+        }
+        p.Resume();
+        Assert.NotEqual(0UL, Proc.Status(child.Pid).SigIgn & trapBit);
+        Assert.Equal('S', Proc.Stat(child.Pid).State);
+    }
+
     [Fact]
     public void A_signal_arriving_during_an_injected_syscall_is_held_and_delivered_after_detach()
     {

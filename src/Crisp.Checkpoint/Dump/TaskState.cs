@@ -42,15 +42,14 @@ internal static unsafe class TaskState
         List<SaEntry> sigactions;
         TaskTimersEntry timers;
         bool subreaper;
-        using (var sys = proc.Inject(proc.Leader))
-        using (var scratch = sys.MapScratch())
+        // The leader's injector and scratch stay for the threads' calls below (the scratch is
+        // the process's memory, every thread sees it; injectors at one address are disposed in
+        // reverse order).
+        using var leaderSys = proc.Inject(proc.Leader);
+        using var scratch = leaderSys.MapScratch(4 * LibC.PageSize);
         {
-            sigactions = ReadSigactions(sys, scratch);
-            timers = ReadTimers(sys, scratch);
-            timers.Posix.AddRange(ReadPosixTimers(pid, sys, scratch, treeTid));
-            ulong at = scratch.Reserve(4);
-            sys.Check("prctl(PR_GET_CHILD_SUBREAPER)", LibC.SYS_prctl, PR_GET_CHILD_SUBREAPER, (long)at);
-            subreaper = scratch.ReadStruct<int>(at) != 0;
+            (sigactions, timers, subreaper) = ReadProcessWide(leaderSys, scratch);
+            timers.Posix.AddRange(ReadPosixTimers(pid, leaderSys, scratch, treeTid));
         }
         uint loginuid = ReadUInt($"/proc/{pid}/loginuid", uint.MaxValue);
 
@@ -63,18 +62,26 @@ internal static unsafe class TaskState
             LibC.stack_t sas;
             uint secbits, pdeathSig;
             // ... and per thread (sigaltstack and the clear-tid address are per thread).
-            using (var sys = proc.Inject(task))
-            using (var scratch = sys.MapScratch())
+            scratch.Reset();
+            using (var sys = task == proc.Leader ? null : proc.Inject(task))
             {
+                var on = sys ?? leaderSys;
                 ulong sasAddr = scratch.Reserve(sizeof(LibC.stack_t));
-                sys.Check("sigaltstack", LibC.SYS_sigaltstack, 0, (long)sasAddr);
-                sas = scratch.ReadStruct<LibC.stack_t>(sasAddr);
                 ulong tidAddr = scratch.Reserve(8);
-                sys.Check("prctl(PR_GET_TID_ADDRESS)", LibC.SYS_prctl, LibC.PR_GET_TID_ADDRESS, (long)tidAddr);
-                clearTid = scratch.ReadStruct<ulong>(tidAddr);
-                secbits = (uint)sys.Check("prctl(PR_GET_SECUREBITS)", LibC.SYS_prctl, LibC.PR_GET_SECUREBITS);
                 ulong sigAddr = scratch.Reserve(4);
-                sys.Check("prctl(PR_GET_PDEATHSIG)", LibC.SYS_prctl, LibC.PR_GET_PDEATHSIG, (long)sigAddr);
+                var r = on.CallAll(scratch, [
+                    (LibC.SYS_sigaltstack, 0, (long)sasAddr, 0, 0),
+                    (LibC.SYS_prctl, LibC.PR_GET_TID_ADDRESS, (long)tidAddr, 0, 0),
+                    (LibC.SYS_prctl, LibC.PR_GET_SECUREBITS, 0, 0, 0),
+                    (LibC.SYS_prctl, LibC.PR_GET_PDEATHSIG, (long)sigAddr, 0, 0),
+                ]);
+                string where = $"in {task}";
+                Errno.CheckRaw(r[0], "sigaltstack", where);
+                Errno.CheckRaw(r[1], "prctl(PR_GET_TID_ADDRESS)", where);
+                secbits = (uint)Errno.CheckRaw(r[2], "prctl(PR_GET_SECUREBITS)", where);
+                Errno.CheckRaw(r[3], "prctl(PR_GET_PDEATHSIG)", where);
+                sas = scratch.ReadStruct<LibC.stack_t>(sasAddr);
+                clearTid = scratch.ReadStruct<ulong>(tidAddr);
                 pdeathSig = (uint)scratch.ReadStruct<int>(sigAddr);
             }
             var (policy, prio) = Sched(task.Tid);
@@ -147,31 +154,47 @@ internal static unsafe class TaskState
         return cores;
     }
 
-    private static List<SaEntry> ReadSigactions(RemoteSyscall sys, ScratchArea scratch)
+    [StructLayout(LayoutKind.Sequential)]
+    private struct ProcessWideOut
     {
-        var list = new List<SaEntry>(NSIG);
-        ulong at = scratch.Reserve(sizeof(LibC.kernel_sigaction));
-        for (int sig = 1; sig <= NSIG; sig++)
-        {
-            // CRIU's layout: 62 entries, SIGKILL and SIGSTOP (which have no action) left out.
-            if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
-            sys.Check("rt_sigaction", LibC.SYS_rt_sigaction, sig, 0, (long)at, 8);
-            var sa = scratch.ReadStruct<LibC.kernel_sigaction>(at);
-            list.Add(new SaEntry { Sigaction = sa.handler, Flags = sa.flags, Restorer = sa.restorer, Mask = sa.mask, CompatSigaction = false });
-        }
-        return list;
+        public fixed byte Sigactions[(NSIG - 2) * 32];
+        public ITimerVal Real, Virt, Prof;
+        public int Subreaper;
     }
 
-    private static TaskTimersEntry ReadTimers(RemoteSyscall sys, ScratchArea scratch)
+    /// <summary>
+    /// Sigactions (CRIU's layout: 62 entries, SIGKILL and SIGSTOP, which have no action, left
+    /// out), the three itimers and the child-subreaper flag: 66 calls in the task, one batch.
+    /// </summary>
+    private static (List<SaEntry>, TaskTimersEntry, bool) ReadProcessWide(RemoteSyscall sys, ScratchArea scratch)
     {
-        ulong at = scratch.Reserve(sizeof(ITimerVal));
-        ItimerEntry One(int which)
+        ulong outAt = scratch.Reserve(sizeof(ProcessWideOut));
+        ulong Field(string name) => outAt + (ulong)Marshal.OffsetOf<ProcessWideOut>(name);
+        var calls = new List<(long, long, long, long, long)>(NSIG + 2);
+        var signals = new List<int>(NSIG - 2);
+        for (int sig = 1; sig <= NSIG; sig++)
         {
-            sys.Check("getitimer", SYS_getitimer, which, (long)at);
-            var v = scratch.ReadStruct<ITimerVal>(at);
-            return new ItimerEntry { Isec = (ulong)v.isec, Iusec = (ulong)v.iusec, Vsec = (ulong)v.vsec, Vusec = (ulong)v.vusec };
+            if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
+            calls.Add((LibC.SYS_rt_sigaction, sig, 0, (long)outAt + 32L * signals.Count, 8));
+            signals.Add(sig);
         }
-        return new TaskTimersEntry { Real = One(0), Virt = One(1), Prof = One(2) };
+        calls.Add((SYS_getitimer, 0, (long)Field(nameof(ProcessWideOut.Real)), 0, 0));
+        calls.Add((SYS_getitimer, 1, (long)Field(nameof(ProcessWideOut.Virt)), 0, 0));
+        calls.Add((SYS_getitimer, 2, (long)Field(nameof(ProcessWideOut.Prof)), 0, 0));
+        calls.Add((LibC.SYS_prctl, PR_GET_CHILD_SUBREAPER, (long)Field(nameof(ProcessWideOut.Subreaper)), 0, 0));
+        var r = sys.CallAll(scratch, CollectionsMarshal.AsSpan(calls));
+        string where = $"in {sys.Task}";
+        for (int i = 0; i < signals.Count; i++) Errno.CheckRaw(r[i], $"rt_sigaction({signals[i]})", where);
+        for (int i = 0; i < 3; i++) Errno.CheckRaw(r[signals.Count + i], "getitimer", where);
+        Errno.CheckRaw(r[^1], "prctl(PR_GET_CHILD_SUBREAPER)", where);
+
+        var o = scratch.ReadStruct<ProcessWideOut>(outAt);
+        var list = new List<SaEntry>(signals.Count);
+        var actions = new ReadOnlySpan<LibC.kernel_sigaction>(o.Sigactions, signals.Count);
+        foreach (var sa in actions)
+            list.Add(new SaEntry { Sigaction = sa.handler, Flags = sa.flags, Restorer = sa.restorer, Mask = sa.mask, CompatSigaction = false });
+        static ItimerEntry Timer(in ITimerVal v) => new() { Isec = (ulong)v.isec, Iusec = (ulong)v.iusec, Vsec = (ulong)v.vsec, Vusec = (ulong)v.vusec };
+        return (list, new TaskTimersEntry { Real = Timer(o.Real), Virt = Timer(o.Virt), Prof = Timer(o.Prof) }, o.Subreaper != 0);
     }
 
     private const int SYS_timer_gettime = 224, SYS_timer_getoverrun = 225;
