@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.Globalization;
-using System.Security.Cryptography;
 
 namespace Crisp.PageServer.Protocol;
 
@@ -47,7 +46,7 @@ public readonly record struct CrispHello(ulong Session, ulong Client)
     public static ulong NewId()
     {
         ulong v;
-        do v = BinaryPrimitives.ReadUInt64LittleEndian(RandomNumberGenerator.GetBytes(8));
+        do v = BinaryPrimitives.ReadUInt64LittleEndian(Crisp.Native.KernelRandom.Bytes(8));
         while (v == 0);
         return v;
     }

@@ -132,5 +132,5 @@ public sealed class PageServerTransport
     }
 
     /// <summary>A fresh random access key (for one migration's page server).</summary>
-    public static byte[] NewAccessKey() => RandomNumberGenerator.GetBytes(32);
+    public static byte[] NewAccessKey() => Crisp.Native.KernelRandom.Bytes(32);
 }
