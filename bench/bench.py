@@ -262,6 +262,19 @@ def scenario_floor(mib, tmp, bindir):
             r["tcp_uffd_copy_s"] = float(line.split()[4])
     if not {"tcp_alone_s", "tcp_uffd_copy_s"} <= r.keys():
         raise BenchError(f"netcopy printed no figures: {text}")
+    # The floor of a dump (bench/dumpfloor.c): a process's SIZE MiB copied to a file on the same
+    # tmpfs the images go to (the better of two ways), and the kill that frees it.
+    text = subprocess.run([compiled(bindir, "bench/dumpfloor.c"), str(mib), tmp], capture_output=True, text=True, check=True, timeout=600).stdout
+    copies = []
+    for line in text.splitlines():
+        if line.startswith("readv+write:") or line.startswith("readv into mapping:"):
+            copies.append(float(line.split()[-2]))
+        elif line.startswith("kill:"):
+            r["dump_kill_s"] = float(line.split()[1])
+    if len(copies) != 2 or "dump_kill_s" not in r:
+        raise BenchError(f"dumpfloor printed no figures: {text}")
+    r["dump_copy_s"] = min(copies)
+    r["dump_floor_s"] = r["dump_copy_s"] + r["dump_kill_s"]
     return r
 
 
@@ -521,6 +534,9 @@ FIGURES = [
     ("floor", "thp_pread_read_s", "machine floor: first read after that pread (huge pages) (s)", ""),
     ("floor", "collapse_s", "machine floor: MADV_COLLAPSE of the UFFDIO_COPY-filled range (s)", ""),
     ("floor", "tcp_alone_s", "machine floor: every page over loopback TCP, 512 KiB writes, bytes dropped (s)", ""),
+    ("floor", "dump_floor_s", "machine floor of a dump: the memory copied to a tmpfs file (better of process_vm_readv+write and process_vm_readv into the mapped file) + SIGKILL to reaped (s)", ""),
+    ("floor", "dump_copy_s", "machine floor: the memory copied to a tmpfs file, no tool (s)", ""),
+    ("floor", "dump_kill_s", "machine floor: SIGKILL of the process to reaped (s)", ""),
     ("floor", "tcp_uffd_copy_s", "machine floor: every page over loopback TCP into UFFDIO_COPY (all pages moved, no tool) (s)", ""),
     ("dump", "dump_s", "dump (s)", "≤ 0.5× CRIU"),
     ("restore", "eager_full_speed_s", "time to full speed, eager (restore + first full read) (s)", "≤ 0.5× CRIU"),
