@@ -52,6 +52,13 @@ internal sealed class EarlySmaps
         List<Vma> now;
         try { now = Proc.Smaps(_pid); }
         catch (Exception e) when (e is IOException or SyscallException) { return; }
+        // Killed meanwhile by someone else (a SIGKILL ends even a ptrace-stopped task): an exiting
+        // process shows no mappings, which is not a layout change crisp missed.
+        if (now.Count == 0 && _smaps.Count > 0)
+        {
+            Log.D($"process {_pid}: gone (killed?) while its pages were served; smaps not compared");
+            return;
+        }
         if (!MemoryDump.SameLayout(_smaps, now))
         {
             Log.W($"process {_pid}: its memory layout changed while frozen (internal error?)");
