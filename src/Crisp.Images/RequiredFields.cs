@@ -12,7 +12,7 @@ namespace Crisp.Images;
 public static partial class RequiredFields
 {
     /// <summary>One message type: its required fields (number, name) and its message-typed fields worth descending into.</summary>
-    private sealed record Shape(string Name, int[] Required, string[] RequiredNames, (int Field, string Name, int Shape)[] Nested);
+    private sealed record Shape(int[] Required, string[] RequiredNames, (int Field, string Name, int Shape)[] Nested);
 
     private static readonly Dictionary<Type, int> ShapeIndex;
 

@@ -106,100 +106,100 @@ public static partial class RequiredFields
 
     private static readonly Shape[] Shapes =
     [
-        new("AioRingEntry", [1, 2, 3], ["id", "nr_req", "ring_len"], []), // 0
-        new("CoreEntry", [1], ["mtype"], [(2, "thread_info", 76), (3, "tc", 68), (4, "ids", 69), (5, "thread_core", 75)]), // 1
-        new("CpuinfoEntry", [], [], [(1, "x86_entry", 3)]), // 2
-        new("CpuinfoX86Entry", [1, 2, 3, 4, 5], ["vendor_id", "cpu_family", "model", "stepping", "capability_ver"], []), // 3
-        new("CredsEntry", [1, 2, 3, 4, 5, 6, 7, 8, 13], ["uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "secbits"], []), // 4
-        new("CrispNestedPidEntry", [1], ["tid"], []), // 5
-        new("EventfdFileEntry", [1, 2, 3, 4], ["id", "flags", "fown", "counter"], [(3, "fown", 19)]), // 6
-        new("EventpollFileEntry", [1, 2, 3], ["id", "flags", "fown"], [(3, "fown", 19), (4, "tfd", 8)]), // 7
-        new("EventpollTfdEntry", [1, 2, 3, 4], ["id", "tfd", "events", "data"], []), // 8
-        new("FanotifyFileEntry", [1, 2, 3, 4, 5], ["id", "flags", "fown", "faflags", "evflags"], [(3, "fown", 19), (6, "mark", 11)]), // 9
-        new("FanotifyInodeMarkEntry", [1, 2], ["i_ino", "f_handle"], [(2, "f_handle", 14)]), // 10
-        new("FanotifyMarkEntry", [1, 2, 3, 4, 5, 6], ["id", "type", "mflags", "mask", "ignored_mask", "s_dev"], [(7, "ie", 10), (8, "me", 12)]), // 11
-        new("FanotifyMountMarkEntry", [1], ["mnt_id"], []), // 12
-        new("FdinfoEntry", [1, 2, 3, 4], ["id", "flags", "type", "fd"], []), // 13
-        new("FhEntry", [1, 2], ["bytes", "type"], []), // 14
-        new("FifoEntry", [1, 2], ["id", "pipe_id"], []), // 15
-        new("FileEntry", [1, 2], ["type", "id"], [(3, "reg", 54), (4, "isk", 23), (5, "nsf", 42), (6, "psk", 45), (7, "nlsk", 40), (8, "efd", 6), (9, "epfd", 7), (10, "sgfd", 64), (12, "tfd", 79), (13, "ify", 24), (14, "ffy", 9), (16, "usk", 86), (17, "fifo", 15), (18, "pipe", 50), (19, "tty", 83), (20, "memfd", 36), (22, "pidfd", 48)]), // 16
-        new("FileLockEntry", [1, 2, 3, 4, 5, 6], ["flag", "type", "pid", "fd", "start", "len"], []), // 17
-        new("FilePermsEntry", [1, 2, 3], ["mode", "uid", "gid"], []), // 18
-        new("FownEntry", [1, 2, 3, 4, 5], ["uid", "euid", "signum", "pid_type", "pid"], []), // 19
-        new("FsEntry", [1, 2], ["cwd_id", "root_id"], []), // 20
-        new("GhostChunkEntry", [1, 2], ["len", "off"], []), // 21
-        new("GhostFileEntry", [1, 2, 3], ["uid", "gid", "mode"], [(7, "atim", 81), (8, "mtim", 81)]), // 22
-        new("InetSkEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14], ["id", "ino", "family", "type", "proto", "state", "src_port", "dst_port", "flags", "backlog", "fown", "opts"], [(13, "fown", 19), (14, "opts", 65)]), // 23
-        new("InotifyFileEntry", [1, 2, 4], ["id", "flags", "fown"], [(4, "fown", 19), (5, "wd", 25)]), // 24
-        new("InotifyWdEntry", [1, 2, 3, 4, 5, 6, 7], ["id", "i_ino", "mask", "ignored_mask", "s_dev", "wd", "f_handle"], [(7, "f_handle", 14)]), // 25
-        new("InventoryEntry", [1], ["img_version"], [(3, "root_ids", 69)]), // 26
-        new("IpOptsEntry", [], [], []), // 27
-        new("IpOptsRawEntry", [], [], []), // 28
-        new("IpcDescEntry", [1, 2, 3, 4, 5, 6, 7], ["key", "uid", "gid", "cuid", "cgid", "mode", "id"], []), // 29
-        new("IpcMsg", [1, 2], ["mtype", "msize"], []), // 30
-        new("IpcMsgEntry", [1, 2, 3], ["desc", "qbytes", "qnum"], [(1, "desc", 29)]), // 31
-        new("IpcSemEntry", [1, 2], ["desc", "nsems"], [(1, "desc", 29)]), // 32
-        new("IpcShmEntry", [1, 2], ["desc", "size"], [(1, "desc", 29)]), // 33
-        new("IpcVarEntry", [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], ["msg_ctlmax", "msg_ctlmnb", "msg_ctlmni", "auto_msgmni", "shm_ctlmax", "shm_ctlall", "shm_ctlmni", "shm_rmid_forced", "mq_queues_max", "mq_msg_max", "mq_msgsize_max"], []), // 34
-        new("ItimerEntry", [1, 2, 3, 4], ["isec", "iusec", "vsec", "vusec"], []), // 35
-        new("MemfdFileEntry", [1, 2, 3, 4, 5], ["id", "flags", "pos", "fown", "inode_id"], [(4, "fown", 19)]), // 36
-        new("MemfdInodeEntry", [1, 2, 3, 4, 5, 6, 7], ["name", "uid", "gid", "size", "shmid", "seals", "inode_id"], []), // 37
-        new("MmEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], ["mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack", "mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end", "exe_file_id"], [(14, "vmas", 93), (16, "aios", 0)]), // 38
-        new("NetDeviceEntry", [1, 2, 3, 4, 5], ["type", "ifindex", "mtu", "flags", "name"], [(9, "conf4", 67), (10, "conf6", 67)]), // 39
-        new("NetlinkSkEntry", [1, 2, 3, 4, 6, 7, 9, 10, 11, 12], ["id", "ino", "protocol", "state", "flags", "portid", "dst_portid", "dst_group", "fown", "opts"], [(11, "fown", 19), (12, "opts", 65)]), // 40
-        new("NetnsEntry", [], [], [(3, "def_conf4", 67), (4, "all_conf4", 67), (5, "def_conf6", 67), (6, "all_conf6", 67), (9, "unix_conf", 67), (10, "ipv4_sysctl", 67)]), // 41
-        new("NsFileEntry", [1, 2, 3, 4], ["id", "ns_id", "ns_cflag", "flags"], []), // 42
-        new("PacketMclist", [1, 2, 3], ["index", "type", "addr"], []), // 43
-        new("PacketRing", [1, 2, 3, 4, 5, 6, 7], ["block_size", "block_nr", "frame_size", "frame_nr", "retire_tmo", "sizeof_priv", "features"], []), // 44
-        new("PacketSockEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], ["id", "type", "protocol", "flags", "ifindex", "fown", "opts", "version", "reserve", "aux_data", "orig_dev", "vnet_hdr", "loss", "timestamp", "copy_thresh"], [(6, "fown", 19), (7, "opts", 65), (16, "mclist", 43), (18, "rx_ring", 44), (19, "tx_ring", 44)]), // 45
-        new("PagemapEntry", [1, 2], ["vaddr", "compat_nr_pages"], []), // 46
-        new("PagemapHead", [1], ["pages_id"], []), // 47
-        new("PidfdEntry", [1, 2, 3, 4, 5], ["id", "ino", "flags", "nspid", "fown"], [(5, "fown", 19)]), // 48
-        new("PipeDataEntry", [1, 2], ["pipe_id", "bytes"], []), // 49
-        new("PipeEntry", [1, 2, 3, 4], ["id", "pipe_id", "flags", "fown"], [(4, "fown", 19)]), // 50
-        new("PluginsEntry", [], [], []), // 51
-        new("PosixTimerEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], ["it_id", "clock_id", "si_signo", "it_sigev_notify", "sival_ptr", "overrun", "isec", "insec", "vsec", "vnsec"], []), // 52
-        new("PstreeEntry", [1, 2, 3, 4], ["pid", "ppid", "pgid", "sid"], []), // 53
-        new("RegFileEntry", [1, 2, 3, 5, 6], ["id", "flags", "pos", "fown", "name"], [(5, "fown", 19)]), // 54
-        new("RemapFilePathEntry", [1, 2], ["orig_id", "remap_id"], []), // 55
-        new("RlimitEntry", [1, 2], ["cur", "max"], []), // 56
-        new("RseqEntry", [1, 2, 3], ["rseq_abi_pointer", "rseq_abi_size", "signature"], []), // 57
-        new("SaEntry", [1, 2, 3, 4], ["sigaction", "flags", "restorer", "mask"], []), // 58
-        new("ScmEntry", [1], ["type"], []), // 59
-        new("SeccompEntry", [], [], [(1, "seccomp_filters", 61)]), // 60
-        new("SeccompFilter", [1], ["filter"], []), // 61
-        new("SiginfoEntry", [1], ["siginfo"], []), // 62
-        new("SignalQueueEntry", [], [], [(1, "signals", 62)]), // 63
-        new("SignalfdEntry", [1, 2, 3, 4], ["id", "flags", "fown", "sigmask"], [(3, "fown", 19)]), // 64
-        new("SkOptsEntry", [1, 2, 3, 4, 5, 6], ["so_sndbuf", "so_rcvbuf", "so_snd_tmo_sec", "so_snd_tmo_usec", "so_rcv_tmo_sec", "so_rcv_tmo_usec"], []), // 65
-        new("SkPacketEntry", [1, 2], ["id_for", "length"], [(4, "scm", 59)]), // 66
-        new("SysctlEntry", [1], ["type"], []), // 67
-        new("TaskCoreEntry", [1, 2, 3, 4, 5, 6], ["task_state", "exit_code", "personality", "flags", "blk_sigset", "comm"], [(7, "timers", 71), (8, "rlimits", 70), (10, "signals_s", 63), (15, "sigactions", 58)]), // 68
-        new("TaskKobjIdsEntry", [1, 2, 3, 4], ["vm_id", "files_id", "fs_id", "sighand_id"], []), // 69
-        new("TaskRlimitsEntry", [], [], [(1, "rlimits", 56)]), // 70
-        new("TaskTimersEntry", [1, 2, 3], ["real", "virt", "prof"], [(1, "real", 35), (2, "virt", 35), (3, "prof", 35), (4, "posix", 52)]), // 71
-        new("TcpOptsEntry", [], [], []), // 72
-        new("TcpStreamEntry", [1, 2, 3, 4, 5, 6, 7], ["inq_len", "inq_seq", "outq_len", "outq_seq", "opt_mask", "snd_wscale", "mss_clamp"], []), // 73
-        new("TermiosEntry", [1, 2, 3, 4, 5, 6, 7], ["c_iflag", "c_oflag", "c_cflag", "c_lflag", "c_line", "c_ispeed", "c_ospeed"], []), // 74
-        new("ThreadCoreEntry", [1, 2], ["futex_rla", "futex_rla_len"], [(7, "sas", 77), (9, "signals_p", 63), (10, "creds", 4), (15, "rseq_entry", 57)]), // 75
-        new("ThreadInfoX86", [1, 2, 3], ["clear_tid_addr", "gpregs", "fpregs"], [(2, "gpregs", 90), (3, "fpregs", 89), (4, "tls", 87)]), // 76
-        new("ThreadSasEntry", [1, 2, 3], ["ss_sp", "ss_size", "ss_flags"], []), // 77
-        new("TimensEntry", [1, 2], ["monotonic", "boottime"], [(1, "monotonic", 80), (2, "boottime", 80)]), // 78
-        new("TimerfdEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], ["id", "flags", "fown", "clockid", "ticks", "settime_flags", "vsec", "vnsec", "isec", "insec"], [(3, "fown", 19)]), // 79
-        new("Timespec", [1, 2], ["tv_sec", "tv_nsec"], []), // 80
-        new("Timeval", [1, 2], ["tv_sec", "tv_usec"], []), // 81
-        new("TtyDataEntry", [1, 2], ["tty_id", "data"], []), // 82
-        new("TtyFileEntry", [1, 2, 3, 4], ["id", "tty_info_id", "flags", "fown"], [(4, "fown", 19)]), // 83
-        new("TtyInfoEntry", [1, 2, 3, 4, 5, 6, 7, 8], ["id", "type", "locked", "exclusive", "packet_mode", "sid", "pgrp", "rdev"], [(9, "termios", 74), (10, "termios_locked", 74), (11, "winsize", 94), (12, "pty", 85)]), // 84
-        new("TtyPtyEntry", [1], ["index"], []), // 85
-        new("UnixSkEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], ["id", "ino", "type", "state", "flags", "uflags", "backlog", "peer", "fown", "opts", "name"], [(9, "fown", 19), (10, "opts", 65), (13, "file_perms", 18)]), // 86
-        new("UserDescT", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], ["entry_number", "base_addr", "limit", "seg_32bit", "contents_h", "contents_l", "read_exec_only", "limit_in_pages", "seg_not_present", "usable"], []), // 87
-        new("UserX86CetEntry", [1, 2], ["cet", "ssp"], []), // 88
-        new("UserX86FpregsEntry", [1, 2, 3, 4, 5, 6, 7, 8], ["cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask"], [(13, "xsave", 91)]), // 89
-        new("UserX86RegsEntry", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27], ["r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"], []), // 90
-        new("UserX86XsaveEntry", [1], ["xstate_bv"], [(9, "cet", 88)]), // 91
-        new("UtsnsEntry", [1, 2], ["nodename", "domainname"], []), // 92
-        new("VmaEntry", [1, 2, 3, 4, 5, 6, 7, 8], ["start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd"], []), // 93
-        new("WinsizeEntry", [1, 2, 3, 4], ["ws_row", "ws_col", "ws_xpixel", "ws_ypixel"], []), // 94
+        new([1, 2, 3], ["id", "nr_req", "ring_len"], []), // 0 AioRingEntry
+        new([1], ["mtype"], [(2, "thread_info", 76), (3, "tc", 68), (4, "ids", 69), (5, "thread_core", 75)]), // 1 CoreEntry
+        new([], [], [(1, "x86_entry", 3)]), // 2 CpuinfoEntry
+        new([1, 2, 3, 4, 5], ["vendor_id", "cpu_family", "model", "stepping", "capability_ver"], []), // 3 CpuinfoX86Entry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 13], ["uid", "gid", "euid", "egid", "suid", "sgid", "fsuid", "fsgid", "secbits"], []), // 4 CredsEntry
+        new([1], ["tid"], []), // 5 CrispNestedPidEntry
+        new([1, 2, 3, 4], ["id", "flags", "fown", "counter"], [(3, "fown", 19)]), // 6 EventfdFileEntry
+        new([1, 2, 3], ["id", "flags", "fown"], [(3, "fown", 19), (4, "tfd", 8)]), // 7 EventpollFileEntry
+        new([1, 2, 3, 4], ["id", "tfd", "events", "data"], []), // 8 EventpollTfdEntry
+        new([1, 2, 3, 4, 5], ["id", "flags", "fown", "faflags", "evflags"], [(3, "fown", 19), (6, "mark", 11)]), // 9 FanotifyFileEntry
+        new([1, 2], ["i_ino", "f_handle"], [(2, "f_handle", 14)]), // 10 FanotifyInodeMarkEntry
+        new([1, 2, 3, 4, 5, 6], ["id", "type", "mflags", "mask", "ignored_mask", "s_dev"], [(7, "ie", 10), (8, "me", 12)]), // 11 FanotifyMarkEntry
+        new([1], ["mnt_id"], []), // 12 FanotifyMountMarkEntry
+        new([1, 2, 3, 4], ["id", "flags", "type", "fd"], []), // 13 FdinfoEntry
+        new([1, 2], ["bytes", "type"], []), // 14 FhEntry
+        new([1, 2], ["id", "pipe_id"], []), // 15 FifoEntry
+        new([1, 2], ["type", "id"], [(3, "reg", 54), (4, "isk", 23), (5, "nsf", 42), (6, "psk", 45), (7, "nlsk", 40), (8, "efd", 6), (9, "epfd", 7), (10, "sgfd", 64), (12, "tfd", 79), (13, "ify", 24), (14, "ffy", 9), (16, "usk", 86), (17, "fifo", 15), (18, "pipe", 50), (19, "tty", 83), (20, "memfd", 36), (22, "pidfd", 48)]), // 16 FileEntry
+        new([1, 2, 3, 4, 5, 6], ["flag", "type", "pid", "fd", "start", "len"], []), // 17 FileLockEntry
+        new([1, 2, 3], ["mode", "uid", "gid"], []), // 18 FilePermsEntry
+        new([1, 2, 3, 4, 5], ["uid", "euid", "signum", "pid_type", "pid"], []), // 19 FownEntry
+        new([1, 2], ["cwd_id", "root_id"], []), // 20 FsEntry
+        new([1, 2], ["len", "off"], []), // 21 GhostChunkEntry
+        new([1, 2, 3], ["uid", "gid", "mode"], [(7, "atim", 81), (8, "mtim", 81)]), // 22 GhostFileEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14], ["id", "ino", "family", "type", "proto", "state", "src_port", "dst_port", "flags", "backlog", "fown", "opts"], [(13, "fown", 19), (14, "opts", 65)]), // 23 InetSkEntry
+        new([1, 2, 4], ["id", "flags", "fown"], [(4, "fown", 19), (5, "wd", 25)]), // 24 InotifyFileEntry
+        new([1, 2, 3, 4, 5, 6, 7], ["id", "i_ino", "mask", "ignored_mask", "s_dev", "wd", "f_handle"], [(7, "f_handle", 14)]), // 25 InotifyWdEntry
+        new([1], ["img_version"], [(3, "root_ids", 69)]), // 26 InventoryEntry
+        new([], [], []), // 27 IpOptsEntry
+        new([], [], []), // 28 IpOptsRawEntry
+        new([1, 2, 3, 4, 5, 6, 7], ["key", "uid", "gid", "cuid", "cgid", "mode", "id"], []), // 29 IpcDescEntry
+        new([1, 2], ["mtype", "msize"], []), // 30 IpcMsg
+        new([1, 2, 3], ["desc", "qbytes", "qnum"], [(1, "desc", 29)]), // 31 IpcMsgEntry
+        new([1, 2], ["desc", "nsems"], [(1, "desc", 29)]), // 32 IpcSemEntry
+        new([1, 2], ["desc", "size"], [(1, "desc", 29)]), // 33 IpcShmEntry
+        new([2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], ["msg_ctlmax", "msg_ctlmnb", "msg_ctlmni", "auto_msgmni", "shm_ctlmax", "shm_ctlall", "shm_ctlmni", "shm_rmid_forced", "mq_queues_max", "mq_msg_max", "mq_msgsize_max"], []), // 34 IpcVarEntry
+        new([1, 2, 3, 4], ["isec", "iusec", "vsec", "vusec"], []), // 35 ItimerEntry
+        new([1, 2, 3, 4, 5], ["id", "flags", "pos", "fown", "inode_id"], [(4, "fown", 19)]), // 36 MemfdFileEntry
+        new([1, 2, 3, 4, 5, 6, 7], ["name", "uid", "gid", "size", "shmid", "seals", "inode_id"], []), // 37 MemfdInodeEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], ["mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack", "mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end", "exe_file_id"], [(14, "vmas", 93), (16, "aios", 0)]), // 38 MmEntry
+        new([1, 2, 3, 4, 5], ["type", "ifindex", "mtu", "flags", "name"], [(9, "conf4", 67), (10, "conf6", 67)]), // 39 NetDeviceEntry
+        new([1, 2, 3, 4, 6, 7, 9, 10, 11, 12], ["id", "ino", "protocol", "state", "flags", "portid", "dst_portid", "dst_group", "fown", "opts"], [(11, "fown", 19), (12, "opts", 65)]), // 40 NetlinkSkEntry
+        new([], [], [(3, "def_conf4", 67), (4, "all_conf4", 67), (5, "def_conf6", 67), (6, "all_conf6", 67), (9, "unix_conf", 67), (10, "ipv4_sysctl", 67)]), // 41 NetnsEntry
+        new([1, 2, 3, 4], ["id", "ns_id", "ns_cflag", "flags"], []), // 42 NsFileEntry
+        new([1, 2, 3], ["index", "type", "addr"], []), // 43 PacketMclist
+        new([1, 2, 3, 4, 5, 6, 7], ["block_size", "block_nr", "frame_size", "frame_nr", "retire_tmo", "sizeof_priv", "features"], []), // 44 PacketRing
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], ["id", "type", "protocol", "flags", "ifindex", "fown", "opts", "version", "reserve", "aux_data", "orig_dev", "vnet_hdr", "loss", "timestamp", "copy_thresh"], [(6, "fown", 19), (7, "opts", 65), (16, "mclist", 43), (18, "rx_ring", 44), (19, "tx_ring", 44)]), // 45 PacketSockEntry
+        new([1, 2], ["vaddr", "compat_nr_pages"], []), // 46 PagemapEntry
+        new([1], ["pages_id"], []), // 47 PagemapHead
+        new([1, 2, 3, 4, 5], ["id", "ino", "flags", "nspid", "fown"], [(5, "fown", 19)]), // 48 PidfdEntry
+        new([1, 2], ["pipe_id", "bytes"], []), // 49 PipeDataEntry
+        new([1, 2, 3, 4], ["id", "pipe_id", "flags", "fown"], [(4, "fown", 19)]), // 50 PipeEntry
+        new([], [], []), // 51 PluginsEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], ["it_id", "clock_id", "si_signo", "it_sigev_notify", "sival_ptr", "overrun", "isec", "insec", "vsec", "vnsec"], []), // 52 PosixTimerEntry
+        new([1, 2, 3, 4], ["pid", "ppid", "pgid", "sid"], []), // 53 PstreeEntry
+        new([1, 2, 3, 5, 6], ["id", "flags", "pos", "fown", "name"], [(5, "fown", 19)]), // 54 RegFileEntry
+        new([1, 2], ["orig_id", "remap_id"], []), // 55 RemapFilePathEntry
+        new([1, 2], ["cur", "max"], []), // 56 RlimitEntry
+        new([1, 2, 3], ["rseq_abi_pointer", "rseq_abi_size", "signature"], []), // 57 RseqEntry
+        new([1, 2, 3, 4], ["sigaction", "flags", "restorer", "mask"], []), // 58 SaEntry
+        new([1], ["type"], []), // 59 ScmEntry
+        new([], [], [(1, "seccomp_filters", 61)]), // 60 SeccompEntry
+        new([1], ["filter"], []), // 61 SeccompFilter
+        new([1], ["siginfo"], []), // 62 SiginfoEntry
+        new([], [], [(1, "signals", 62)]), // 63 SignalQueueEntry
+        new([1, 2, 3, 4], ["id", "flags", "fown", "sigmask"], [(3, "fown", 19)]), // 64 SignalfdEntry
+        new([1, 2, 3, 4, 5, 6], ["so_sndbuf", "so_rcvbuf", "so_snd_tmo_sec", "so_snd_tmo_usec", "so_rcv_tmo_sec", "so_rcv_tmo_usec"], []), // 65 SkOptsEntry
+        new([1, 2], ["id_for", "length"], [(4, "scm", 59)]), // 66 SkPacketEntry
+        new([1], ["type"], []), // 67 SysctlEntry
+        new([1, 2, 3, 4, 5, 6], ["task_state", "exit_code", "personality", "flags", "blk_sigset", "comm"], [(7, "timers", 71), (8, "rlimits", 70), (10, "signals_s", 63), (15, "sigactions", 58)]), // 68 TaskCoreEntry
+        new([1, 2, 3, 4], ["vm_id", "files_id", "fs_id", "sighand_id"], []), // 69 TaskKobjIdsEntry
+        new([], [], [(1, "rlimits", 56)]), // 70 TaskRlimitsEntry
+        new([1, 2, 3], ["real", "virt", "prof"], [(1, "real", 35), (2, "virt", 35), (3, "prof", 35), (4, "posix", 52)]), // 71 TaskTimersEntry
+        new([], [], []), // 72 TcpOptsEntry
+        new([1, 2, 3, 4, 5, 6, 7], ["inq_len", "inq_seq", "outq_len", "outq_seq", "opt_mask", "snd_wscale", "mss_clamp"], []), // 73 TcpStreamEntry
+        new([1, 2, 3, 4, 5, 6, 7], ["c_iflag", "c_oflag", "c_cflag", "c_lflag", "c_line", "c_ispeed", "c_ospeed"], []), // 74 TermiosEntry
+        new([1, 2], ["futex_rla", "futex_rla_len"], [(7, "sas", 77), (9, "signals_p", 63), (10, "creds", 4), (15, "rseq_entry", 57)]), // 75 ThreadCoreEntry
+        new([1, 2, 3], ["clear_tid_addr", "gpregs", "fpregs"], [(2, "gpregs", 90), (3, "fpregs", 89), (4, "tls", 87)]), // 76 ThreadInfoX86
+        new([1, 2, 3], ["ss_sp", "ss_size", "ss_flags"], []), // 77 ThreadSasEntry
+        new([1, 2], ["monotonic", "boottime"], [(1, "monotonic", 80), (2, "boottime", 80)]), // 78 TimensEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], ["id", "flags", "fown", "clockid", "ticks", "settime_flags", "vsec", "vnsec", "isec", "insec"], [(3, "fown", 19)]), // 79 TimerfdEntry
+        new([1, 2], ["tv_sec", "tv_nsec"], []), // 80 Timespec
+        new([1, 2], ["tv_sec", "tv_usec"], []), // 81 Timeval
+        new([1, 2], ["tty_id", "data"], []), // 82 TtyDataEntry
+        new([1, 2, 3, 4], ["id", "tty_info_id", "flags", "fown"], [(4, "fown", 19)]), // 83 TtyFileEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8], ["id", "type", "locked", "exclusive", "packet_mode", "sid", "pgrp", "rdev"], [(9, "termios", 74), (10, "termios_locked", 74), (11, "winsize", 94), (12, "pty", 85)]), // 84 TtyInfoEntry
+        new([1], ["index"], []), // 85 TtyPtyEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], ["id", "ino", "type", "state", "flags", "uflags", "backlog", "peer", "fown", "opts", "name"], [(9, "fown", 19), (10, "opts", 65), (13, "file_perms", 18)]), // 86 UnixSkEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], ["entry_number", "base_addr", "limit", "seg_32bit", "contents_h", "contents_l", "read_exec_only", "limit_in_pages", "seg_not_present", "usable"], []), // 87 UserDescT
+        new([1, 2], ["cet", "ssp"], []), // 88 UserX86CetEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8], ["cwd", "swd", "twd", "fop", "rip", "rdp", "mxcsr", "mxcsr_mask"], [(13, "xsave", 91)]), // 89 UserX86FpregsEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27], ["r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"], []), // 90 UserX86RegsEntry
+        new([1], ["xstate_bv"], [(9, "cet", 88)]), // 91 UserX86XsaveEntry
+        new([1, 2], ["nodename", "domainname"], []), // 92 UtsnsEntry
+        new([1, 2, 3, 4, 5, 6, 7, 8], ["start", "end", "pgoff", "shmid", "prot", "flags", "status", "fd"], []), // 93 VmaEntry
+        new([1, 2, 3, 4], ["ws_row", "ws_col", "ws_xpixel", "ws_ypixel"], []), // 94 WinsizeEntry
     ];
 }

@@ -110,6 +110,7 @@ public sealed class RemoteSyscall : IDisposable
         0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0xcc,
     ];
 
+    private const int BatchWords = 7; // BatchCode's length in words
     private const int RecordSize = 64;
     private const ulong SigTrapBit = 1UL << (LibC.SIGTRAP - 1);
     private bool? _canTrap;
@@ -140,9 +141,8 @@ public sealed class RemoteSyscall : IDisposable
             Task.Thread.Invoke(() =>
             {
                 for (int i = 0; i < list.Length; i++)
-                    results[i] = _injector.CallThroughSyscall(_saved, CodeAddress, list[i].Nr, list[i].A1, list[i].A2, list[i].A3, list[i].A4, 0, 0, _injector.OnSignal);
+                    results[i] = Call(list[i].Nr, list[i].A1, list[i].A2, list[i].A3, list[i].A4);
             });
-            Count += list.Length;
             return results;
         }
         var table = new byte[calls.Length * RecordSize];
@@ -155,7 +155,7 @@ public sealed class RemoteSyscall : IDisposable
         int n = calls.Length;
         Task.Thread.Invoke(() =>
         {
-            const int words = 7;
+            const int words = BatchWords;
             Span<ulong> original = stackalloc ulong[words];
             for (int w = 0; w < words; w++) original[w] = PtraceCalls.PeekWord(Task.Tid, CodeAddress + (ulong)(8 * w));
             try

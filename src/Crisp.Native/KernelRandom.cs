@@ -7,8 +7,6 @@ namespace Crisp.Native;
 /// </summary>
 public static unsafe class KernelRandom
 {
-    private const int SYS_getrandom = 318;
-
     public static void Fill(Span<byte> dest)
     {
         fixed (byte* p = dest)
@@ -16,7 +14,7 @@ public static unsafe class KernelRandom
             int done = 0;
             while (done < dest.Length)
             {
-                long n = LibC.Syscall(SYS_getrandom, (long)(p + done), dest.Length - done, 0);
+                long n = LibC.Syscall(LibC.SYS_getrandom, (long)(p + done), dest.Length - done, 0);
                 if (n < 0)
                 {
                     if (Errno.Last == Errno.EINTR) continue;

@@ -71,9 +71,9 @@ public sealed class RequiredFieldsTests
             var required = d.Fields.InFieldNumberOrder().Where(f => f.IsRequired).ToList();
             var nested = d.Fields.InFieldNumberOrder()
                 .Where(f => f.FieldType == FieldType.Message && !f.IsMap && worth[f.MessageType]).ToList();
-            sb.Append($"        new(\"{d.Name}\", [{string.Join(", ", required.Select(f => f.FieldNumber))}], ");
+            sb.Append($"        new([{string.Join(", ", required.Select(f => f.FieldNumber))}], ");
             sb.Append($"[{string.Join(", ", required.Select(f => $"\"{f.Name}\""))}], ");
-            sb.Append($"[{string.Join(", ", nested.Select(f => $"({f.FieldNumber}, \"{f.Name}\", {index[f.MessageType]})"))}]), // {i}\n");
+            sb.Append($"[{string.Join(", ", nested.Select(f => $"({f.FieldNumber}, \"{f.Name}\", {index[f.MessageType]})"))}]), // {i} {d.Name}\n");
         }
         sb.Append("    ];\n}\n");
         return sb.ToString();

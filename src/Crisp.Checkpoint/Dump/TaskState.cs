@@ -154,10 +154,13 @@ internal static unsafe class TaskState
         return cores;
     }
 
+    /// <summary>sizeof(LibC.kernel_sigaction) (StructLayoutTests holds it), as a constant for the fixed buffer below.</summary>
+    private const int SigactionSize = 32;
+
     [StructLayout(LayoutKind.Sequential)]
     private struct ProcessWideOut
     {
-        public fixed byte Sigactions[(NSIG - 2) * 32];
+        public fixed byte Sigactions[(NSIG - 2) * SigactionSize];
         public ITimerVal Real, Virt, Prof;
         public int Subreaper;
     }
@@ -175,7 +178,7 @@ internal static unsafe class TaskState
         for (int sig = 1; sig <= NSIG; sig++)
         {
             if (sig is LibC.SIGKILL or LibC.SIGSTOP) continue;
-            calls.Add((LibC.SYS_rt_sigaction, sig, 0, (long)outAt + 32L * signals.Count, 8));
+            calls.Add((LibC.SYS_rt_sigaction, sig, 0, (long)outAt + (long)SigactionSize * signals.Count, 8));
             signals.Add(sig);
         }
         calls.Add((SYS_getitimer, 0, (long)Field(nameof(ProcessWideOut.Real)), 0, 0));

@@ -26,7 +26,7 @@ public static unsafe partial class LibC
         SYS_setrlimit = 160, SYS_chroot = 161, SYS_gettid = 186, SYS_futex = 202,
         SYS_set_tid_address = 218, SYS_exit_group = 231, SYS_tgkill = 234, SYS_openat = 257,
         SYS_set_robust_list = 273, SYS_pipe2 = 293, SYS_rt_tgsigqueueinfo = 297, SYS_prlimit64 = 302,
-        SYS_process_vm_readv = 310, SYS_process_vm_writev = 311, SYS_memfd_create = 319,
+        SYS_process_vm_readv = 310, SYS_process_vm_writev = 311, SYS_getrandom = 318, SYS_memfd_create = 319,
         SYS_userfaultfd = 323, SYS_rseq = 334, SYS_pidfd_send_signal = 424, SYS_pidfd_open = 434,
         SYS_clone3 = 435, SYS_close_range = 436, SYS_pidfd_getfd = 438, SYS_process_madvise = 440;
 
