@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
 	if (read(ready[0], &c, 1) != 1) die("child");
 
 	char path[4096];
-	snprintf(path, sizeof path, "%s/dumpfloor-pages.img", argv[1 + 1]);
+	snprintf(path, sizeof path, "%s/dumpfloor-pages.img", argv[2]);
 
 	// 1. process_vm_readv into a buffer, write(2) to tmpfs.
 	size_t chunk = 4 << 20;
